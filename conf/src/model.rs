@@ -1,0 +1,229 @@
+//! The validated configuration: what the rest of Switchyard reads.
+//!
+//! Every type here is already checked: addresses parsed, roots canonicalised, limits non-zero.
+//! Nothing downstream re-validates or handles a "missing" value; defaults were applied by the
+//! loader (`crate::load`) or by [`Config::serve_dir`] for zero-config.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole configuration of one running server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Worker arbiters (threads); each owns an acceptor per listener and its sessions.
+    pub workers: usize,
+    /// Addresses to accept connections on (TCP now; UDP/QUIC on the same port later).
+    pub listeners: Vec<Listener>,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub log: LogConfig,
+    /// Virtual hosts in configuration order. The first one whose `names` match the request's
+    /// host wins; a vhost with no names (or `"*"`) matches any host. If none matches, the first
+    /// vhost answers (nginx's default server behaviour).
+    pub vhosts: Vec<VirtualHost>,
+}
+
+/// One listening address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: SocketAddr,
+}
+
+/// Bounds on what a client may send and on what we hold. Each maps to a specific status code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest request line (method SP target SP version) in bytes; longer → 414.
+    pub max_request_line: usize,
+    /// Largest header section (all field lines) in bytes; larger → 431.
+    pub max_header_bytes: usize,
+    /// Most header fields in one request; more → 431.
+    pub max_headers: usize,
+    /// Largest request body in bytes; larger → 413.
+    pub max_body: u64,
+    /// Open client connections per worker; past this new connections are closed at once.
+    pub max_connections: usize,
+    /// Capacity of each service actor's mailbox; when full the request is answered 503.
+    pub service_queue: usize,
+    /// Most ranges honoured in one Range header; more (after coalescing) → the whole file (200).
+    pub max_ranges: usize,
+    /// Files up to this size are kept in the in-memory small-file cache.
+    pub small_file_max: u64,
+    /// Total bytes the small-file cache may hold (shared by all workers).
+    pub file_cache_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_line: 8 * 1024,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_body: 1024 * 1024,
+            max_connections: 10_000,
+            service_queue: 1024,
+            max_ranges: 16,
+            small_file_max: 64 * 1024,
+            file_cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Every wait on a peer is bounded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Wait for the first bytes of a new connection (protocol sniffing).
+    pub sniff: Duration,
+    /// Wait for a complete request head once its first byte arrived (slowloris).
+    pub header: Duration,
+    /// Idle keep-alive: wait for the first byte of the next request.
+    pub keepalive: Duration,
+    /// Longest pause while reading a request body.
+    pub body: Duration,
+    /// Longest pause while the client is not accepting response bytes.
+    pub send: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take before the process exits anyway.
+    pub shutdown: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            sniff: Duration::from_secs(10),
+            header: Duration::from_secs(10),
+            keepalive: Duration::from_secs(75),
+            body: Duration::from_secs(30),
+            send: Duration::from_secs(60),
+            shutdown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Logging beyond the `RUST_LOG`-filtered diagnostics on stderr.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogConfig {
+    /// One line per answered request, when set.
+    pub access: Option<AccessLog>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    pub target: LogTarget,
+    pub format: AccessFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stderr,
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessFormat {
+    /// The NCSA combined format nginx and Apache write by default.
+    #[default]
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A virtual host: a set of names and the locations served under them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VirtualHost {
+    /// Lowercased host names without port. `*.example.com` matches any subdomain. Empty = any.
+    pub names: Vec<String>,
+    /// Locations, matched by longest path prefix.
+    pub locations: Vec<Location>,
+}
+
+/// A path prefix and what answers under it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Location {
+    /// Path prefix, always starting with `/`. `/` matches everything.
+    pub prefix: String,
+    pub handler: Handler,
+}
+
+/// What answers requests routed to a location.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Handler {
+    Files(FilesConfig),
+}
+
+/// Static files from a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesConfig {
+    /// Canonical (absolute, symlink-free) path of the directory served.
+    pub root: PathBuf,
+    /// File names tried, in order, when a directory is requested.
+    pub index: Vec<String>,
+    /// Generate an HTML listing for directories without an index file.
+    pub autoindex: bool,
+    pub symlinks: SymlinkPolicy,
+    pub dotfiles: DotfilePolicy,
+    /// Serve `x.br`, `x.zst`, `x.gz` for `x` when the client accepts that encoding.
+    pub precompressed: bool,
+}
+
+impl FilesConfig {
+    /// The defaults for a `[[vhost.location]]` with only a root: no listing, no escaping symlinks.
+    pub fn new(root: PathBuf) -> Self {
+        FilesConfig {
+            root,
+            index: vec!["index.html".to_owned()],
+            autoindex: false,
+            symlinks: SymlinkPolicy::default(),
+            dotfiles: DotfilePolicy::default(),
+            precompressed: true,
+        }
+    }
+}
+
+/// What to do with symbolic links met while resolving a request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SymlinkPolicy {
+    /// Follow a link only if its target is still inside the root.
+    #[default]
+    InsideRoot,
+    /// Follow links wherever they lead (the operator vouches for them).
+    Follow,
+    /// Never follow a link.
+    Refuse,
+}
+
+/// What to do with path segments that start with a dot (`.git`, `.env`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DotfilePolicy {
+    /// Answer 404 as if they did not exist.
+    #[default]
+    Refuse,
+    Allow,
+}
+
+impl Config {
+    /// Zero-config: serve `dir` on `listen` with directory listings on (the `serve` command).
+    ///
+    /// Fails when `dir` does not exist or is not a directory.
+    pub fn serve_dir(dir: &std::path::Path, listen: SocketAddr) -> Result<Config, crate::ConfError> {
+        let root = crate::canonical_dir(dir, None)?;
+        let mut files = FilesConfig::new(root);
+        files.autoindex = true;
+        Ok(Config {
+            workers: default_workers(),
+            listeners: vec![Listener { addr: listen }],
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            log: LogConfig::default(),
+            vhosts: vec![VirtualHost {
+                names: Vec::new(),
+                locations: vec![Location { prefix: "/".to_owned(), handler: Handler::Files(files) }],
+            }],
+        })
+    }
+}
+
+/// One worker per available core.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}

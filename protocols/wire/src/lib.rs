@@ -1,0 +1,1 @@
+//! Sans-IO wire logic (stub, being written).

@@ -1,0 +1,10 @@
+//! Switchyard's services: the request/response messages, routing, and the service actors.
+//!
+//! Nothing here parses protocol bytes. A session hands a [`message::Request`] to the
+//! [`router::Router`], which picks the virtual host and location and sends it to that worker's
+//! service actor through a bounded mailbox; the reply comes back on a oneshot channel.
+
+pub mod files;
+pub mod message;
+
+pub use message::{Body, BodyPart, FileRange, Request, Response};

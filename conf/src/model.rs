@@ -205,7 +205,10 @@ impl Config {
     /// Zero-config: serve `dir` on `listen` with directory listings on (the `serve` command).
     ///
     /// Fails when `dir` does not exist or is not a directory.
-    pub fn serve_dir(dir: &std::path::Path, listen: SocketAddr) -> Result<Config, crate::ConfError> {
+    pub fn serve_dir(
+        dir: &std::path::Path,
+        listen: SocketAddr,
+    ) -> Result<Config, crate::ConfError> {
         let root = crate::canonical_dir(dir, None)?;
         let mut files = FilesConfig::new(root);
         files.autoindex = true;
@@ -217,7 +220,10 @@ impl Config {
             log: LogConfig::default(),
             vhosts: vec![VirtualHost {
                 names: Vec::new(),
-                locations: vec![Location { prefix: "/".to_owned(), handler: Handler::Files(files) }],
+                locations: vec![Location {
+                    prefix: "/".to_owned(),
+                    handler: Handler::Files(files),
+                }],
             }],
         })
     }
@@ -225,5 +231,7 @@ impl Config {
 
 /// One worker per available core.
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

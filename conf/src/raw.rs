@@ -1,0 +1,124 @@
+//! The TOML file exactly as written: every key optional, unknown keys refused, spans kept.
+//!
+//! One [`RawFile`] is deserialized per file (the main file, then each `conf.d/*.toml`), so a
+//! span always belongs to one known file. Nothing here applies defaults or checks meaning: that
+//! is `crate::validate`'s job, which merges the files and reports semantic errors at these spans.
+//! Values whose meaning is checked later (sizes, durations, policies, paths) stay strings here so
+//! the error can name the key, not just the position.
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use std::fmt;
+use toml::Spanned;
+
+/// One configuration file. See the crate docs for the schema.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFile {
+    pub workers: Option<Spanned<i64>>,
+    pub listen: Option<Vec<Spanned<RawListen>>>,
+    pub limits: Option<RawLimits>,
+    pub timeouts: Option<RawTimeouts>,
+    pub log: Option<RawLog>,
+    pub vhost: Option<Vec<Spanned<RawVhost>>>,
+}
+
+/// `[[listen]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawListen {
+    pub address: Option<Spanned<String>>,
+}
+
+/// `[limits]`: sizes accept integers or unit strings, counts only integers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub max_request_line: Option<Spanned<RawSize>>,
+    pub max_header_bytes: Option<Spanned<RawSize>>,
+    pub max_headers: Option<Spanned<i64>>,
+    pub max_body: Option<Spanned<RawSize>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub service_queue: Option<Spanned<i64>>,
+    pub max_ranges: Option<Spanned<i64>>,
+    pub small_file_max: Option<Spanned<RawSize>>,
+    pub file_cache_bytes: Option<Spanned<RawSize>>,
+}
+
+/// `[timeouts]`: humantime strings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTimeouts {
+    pub sniff: Option<Spanned<String>>,
+    pub header: Option<Spanned<String>>,
+    pub keepalive: Option<Spanned<String>>,
+    pub body: Option<Spanned<String>>,
+    pub send: Option<Spanned<String>>,
+    pub shutdown: Option<Spanned<String>>,
+}
+
+/// `[log]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLog {
+    pub access: Option<Spanned<String>>,
+    pub access_format: Option<Spanned<String>>,
+}
+
+/// `[[vhost]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVhost {
+    pub names: Option<Vec<Spanned<String>>>,
+    pub location: Option<Vec<Spanned<RawLocation>>>,
+}
+
+/// `[[vhost.location]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLocation {
+    pub path: Option<Spanned<String>>,
+    pub root: Option<Spanned<String>>,
+    pub index: Option<Vec<Spanned<String>>>,
+    pub autoindex: Option<bool>,
+    pub symlinks: Option<Spanned<String>>,
+    pub dotfiles: Option<Spanned<String>>,
+    pub precompressed: Option<bool>,
+}
+
+/// A size as written: `65536` or `"64KiB"`. Parsed by `crate::units::parse_size` later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RawSize {
+    Bytes(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+
+        impl Visitor<'_> for SizeVisitor {
+            type Value = RawSize;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size: integer bytes or a string such as \"64KiB\" or \"1MB\"")
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(v))
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawSize, E> {
+                i64::try_from(v)
+                    .map(RawSize::Bytes)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSize, E> {
+                Ok(RawSize::Text(v.to_owned()))
+            }
+        }
+
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}

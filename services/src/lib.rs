@@ -4,7 +4,9 @@
 //! [`router::Router`], which picks the virtual host and location and sends it to that worker's
 //! service actor through a bounded mailbox; the reply comes back on a oneshot channel.
 
+pub mod actor;
 pub mod files;
 pub mod message;
+pub mod router;
 
 pub use message::{Body, BodyPart, FileRange, Request, Response};

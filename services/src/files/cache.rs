@@ -1,0 +1,186 @@
+//! The files service's memory: resolved routes and small files' bytes, shared by all workers.
+//!
+//! Serving a small static file at h2o's pace leaves room for about one `stat` per request, so
+//! the cache keeps two things (both `moka::sync` caches, cheap to clone, safe to share):
+//!
+//! * **Routes**, keyed by a hash of the location's configuration and the *raw* request path:
+//!   the resolved file (and its existing precompressed siblings) with ready-made `Content-Type`,
+//!   `ETag` and `Last-Modified` values and the [`FileId`] they were computed from. A route is
+//!   inserted only after the full walk proved the path decodes cleanly, passes the dotfile
+//!   policy and resolves, links included, inside the root — so an entry can only ever name a
+//!   file that was inside the root. A hit is re-validated with one `stat` of that file: if the
+//!   inode, size, mtime or ctime differ, the route is dropped and the walk runs again. The
+//!   entry stores the raw path and configuration fingerprint and both are compared on a hit,
+//!   so a hash collision is a miss, never a wrong file. Routes also expire after
+//!   [`ROUTE_TTL`], which bounds how long a *new* file that would change the answer (an index
+//!   file or a precompressed sibling appearing) can go unnoticed.
+//! * **Contents** of files up to `limits.small_file_max`, keyed by [`FileId`] (device, inode,
+//!   size, mtime, ctime) and weighed in bytes: what identifies the bytes, not the name, so a
+//!   changed file is simply a different key and is read again; the stale version ages out.
+//!
+//! A hit therefore costs two hashes of short strings, two cache lookups, one `statx` and
+//! cloning a few `HeaderValue`s. Large files are opened per request (and checked with `fstat`
+//! against the route's inode) and never read into memory.
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::HeaderValue;
+use moka::sync::Cache;
+use switchyard_conf::FilesConfig;
+
+use super::encoding::Encoding;
+use super::representation::FileId;
+
+/// How long a resolved route is trusted before the path is walked again.
+pub const ROUTE_TTL: Duration = Duration::from_secs(2);
+
+/// Bytes of route entries kept (paths and header values; a route weighs a few hundred bytes).
+const ROUTE_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// What a route costs besides its strings (header values, vector, `Arc`, moka's own entry).
+const ROUTE_OVERHEAD: usize = 384;
+
+/// What a content entry costs besides its bytes, so a million empty files still add up.
+const CONTENT_OVERHEAD: usize = 128;
+
+/// Small-file cache shared by all workers (cheap `Clone`; `moka::sync::Cache` inside, weighed
+/// by bytes).
+#[derive(Clone)]
+pub struct FileCache {
+    routes: Cache<u64, Arc<Route>>,
+    contents: Cache<FileId, Bytes>,
+    hasher: RandomState,
+}
+
+impl fmt::Debug for FileCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileCache")
+            .field("routes", &self.routes.entry_count())
+            .field("contents", &self.contents.entry_count())
+            .field("content_bytes", &self.contents.weighted_size())
+            .finish()
+    }
+}
+
+impl FileCache {
+    /// A cache holding at most `max_bytes` of file contents (plus a bounded route table).
+    pub fn new(max_bytes: u64) -> Self {
+        let routes = Cache::builder()
+            .max_capacity(ROUTE_CACHE_BYTES)
+            .weigher(|_: &u64, route: &Arc<Route>| route.weight())
+            .time_to_live(ROUTE_TTL)
+            .build();
+        let contents = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_: &FileId, bytes: &Bytes| {
+                u32::try_from(bytes.len().saturating_add(CONTENT_OVERHEAD)).unwrap_or(u32::MAX)
+            })
+            .build();
+        FileCache {
+            routes,
+            contents,
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// Forget everything (configuration reload, tests).
+    pub fn clear(&self) {
+        self.routes.invalidate_all();
+        self.contents.invalidate_all();
+    }
+
+    /// A fingerprint of everything in a location's configuration that changes how a path
+    /// resolves, so locations (and reloads) sharing this cache never share routes.
+    pub(super) fn config_fingerprint(&self, cfg: &FilesConfig) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        cfg.root.as_os_str().hash(&mut h);
+        cfg.index.hash(&mut h);
+        (cfg.symlinks as u8).hash(&mut h);
+        (cfg.dotfiles as u8).hash(&mut h);
+        cfg.precompressed.hash(&mut h);
+        h.finish()
+    }
+
+    pub(super) fn route_key(&self, fingerprint: u64, raw_path: &str) -> u64 {
+        self.hasher.hash_one((fingerprint, raw_path))
+    }
+
+    /// The route for `key`, if it was stored for exactly this path and configuration.
+    pub(super) fn route(&self, key: u64, fingerprint: u64, raw_path: &str) -> Option<Arc<Route>> {
+        self.routes
+            .get(&key)
+            .filter(|r| r.fingerprint == fingerprint && &*r.raw_path == raw_path)
+    }
+
+    pub(super) fn insert_route(&self, key: u64, route: Arc<Route>) {
+        self.routes.insert(key, route);
+    }
+
+    pub(super) fn forget_route(&self, key: u64) {
+        self.routes.invalidate(&key);
+    }
+
+    pub(super) fn content(&self, id: &FileId) -> Option<Bytes> {
+        self.contents.get(id)
+    }
+
+    pub(super) fn insert_content(&self, id: FileId, bytes: Bytes) {
+        self.contents.insert(id, bytes);
+    }
+}
+
+/// A request path resolved to a file, with everything a response about it needs.
+#[derive(Debug)]
+pub struct Route {
+    /// The raw request path this was resolved from (compared on lookup).
+    pub raw_path: Box<str>,
+    /// [`FileCache::config_fingerprint`] of the location it was resolved under.
+    pub fingerprint: u64,
+    /// The identity file first, then existing precompressed siblings in [`Encoding::ALL`] order.
+    pub variants: Vec<Variant>,
+    /// The encodings of `variants[1..]`, for negotiation.
+    pub encodings: Vec<Encoding>,
+}
+
+impl Route {
+    fn weight(&self) -> u32 {
+        let strings: usize = self
+            .variants
+            .iter()
+            .map(|v| v.path.as_os_str().len() + v.etag.len())
+            .sum();
+        u32::try_from(self.raw_path.len() + strings + ROUTE_OVERHEAD * self.variants.len())
+            .unwrap_or(u32::MAX)
+    }
+
+    /// The variant to send for a negotiated encoding (`None` = identity).
+    pub fn variant(&self, encoding: Option<Encoding>) -> &Variant {
+        self.variants
+            .iter()
+            .find(|v| v.encoding == encoding)
+            .unwrap_or(&self.variants[0])
+    }
+}
+
+/// One representation of a route: the file itself or a precompressed sibling.
+#[derive(Debug)]
+pub struct Variant {
+    /// Where to `stat` and open it (inside the root, as proven when the route was built).
+    pub path: PathBuf,
+    pub encoding: Option<Encoding>,
+    /// The version the header values below describe.
+    pub id: FileId,
+    pub content_type: HeaderValue,
+    pub etag: HeaderValue,
+    /// `etag` as text, for comparisons.
+    pub etag_text: Box<str>,
+    pub last_modified: HeaderValue,
+    /// The time `last_modified` states (whole seconds, never in the future).
+    pub modified: SystemTime,
+}

@@ -1,0 +1,546 @@
+//! Answering one request for a static-files location: the I/O driver around the sans-IO
+//! pieces (path decoding, conditionals, ranges, negotiation, listings).
+//!
+//! Order of business, each step an early answer:
+//!
+//! 1. method: GET and HEAD only (405 otherwise);
+//! 2. route cache hit → re-validate with one `stat` → respond (see [`super::cache`]);
+//! 3. otherwise decode the path (400), apply the dotfile policy (404), walk it under the root
+//!    (404/403), then: a directory without `/` redirects (301), a directory with `/` serves its
+//!    index, a listing, or 403; a regular file is resolved with its precompressed siblings into
+//!    a route, answered and cached; anything else (fifo, socket, device) is 404.
+//!
+//! Responding to a route: negotiate the encoding, evaluate preconditions (304/412), then take
+//! the bytes from the content cache or the open file and apply `Range` (206/416). HEAD is
+//! answered exactly like GET except that `Range` is ignored (RFC 9110 §14.2); the session drops
+//! the body. Framing headers, `Date` and `Server` are the session's.
+
+use std::fs::File;
+use std::io::Read;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{
+    ACCEPT_RANGES, ALLOW, CONTENT_ENCODING, CONTENT_RANGE, CONTENT_TYPE, ETAG, LAST_MODIFIED,
+    LOCATION, RANGE, VARY,
+};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use switchyard_conf::{DotfilePolicy, FilesConfig, Limits, SymlinkPolicy};
+
+use super::cache::{FileCache, Route, Variant};
+use super::conditional::{self, Precondition, Validators};
+use super::encoding::{self, Encoding};
+use super::path::{self, RequestPath};
+use super::range::{self, RangeOutcome};
+use super::representation::{self, FileId};
+use super::resolve::{self, Found, ResolveError};
+use super::{autoindex, multipart};
+use crate::message::{Body, BodyPart, FileRange, Request, Response};
+
+/// How many times a file that changes between `stat` and `open` is resolved again before we
+/// give up with 503.
+const ATTEMPTS: usize = 3;
+
+/// Characters re-encoded when a redirect target must be rebuilt from decoded segments.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Answer one request for a static-files location. Never panics on client input; never reads a
+/// large file whole.
+pub fn serve(req: &Request, cfg: &FilesConfig, limits: &Limits, cache: &FileCache) -> Response {
+    if req.method != Method::GET && req.method != Method::HEAD {
+        // RFC 9110 §15.5.6: "The origin server MUST generate an Allow header field in a 405
+        // response containing a list of the target resource's currently supported methods."
+        let mut response =
+            Response::text(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n");
+        response
+            .headers
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    let fingerprint = cache.config_fingerprint(cfg);
+    let key = cache.route_key(fingerprint, &req.path);
+    if let Some(route) = cache.route(key, fingerprint, &req.path) {
+        match respond(req, cfg, limits, cache, &route, Check::Stat) {
+            Ok(response) => return response,
+            Err(Stale) => cache.forget_route(key),
+        }
+    }
+    for _ in 0..ATTEMPTS {
+        let route = match resolve_request(req, cfg, fingerprint) {
+            Resolution::File(route) => Arc::new(route),
+            Resolution::Answer(response) => return response,
+        };
+        match respond(req, cfg, limits, cache, &route, Check::JustResolved) {
+            Ok(response) => {
+                cache.insert_route(key, route);
+                return response;
+            }
+            Err(Stale) => continue,
+        }
+    }
+    tracing::warn!(path = %req.path, "file kept changing while being served");
+    Response::overloaded()
+}
+
+/// The file changed (or vanished) since its route was made: resolve again.
+#[derive(Debug)]
+struct Stale;
+
+/// Whether a route's file must be `stat`ed before use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// From the cache: confirm the file is still the version the route describes.
+    Stat,
+    /// Built a moment ago from a fresh `stat`; opening it checks again.
+    JustResolved,
+}
+
+/// What the slow path found.
+enum Resolution {
+    File(Route),
+    /// Error, redirect, or listing: answered without a route.
+    Answer(Response),
+}
+
+fn resolve_request(req: &Request, cfg: &FilesConfig, fingerprint: u64) -> Resolution {
+    let decoded = match path::decode(&req.path) {
+        Ok(decoded) => decoded,
+        Err(error) => {
+            tracing::debug!(path = %req.path, %error, "refused request path");
+            return Resolution::Answer(Response::text(
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request\n",
+            ));
+        }
+    };
+    if cfg.dotfiles == DotfilePolicy::Refuse && decoded.segments.iter().any(|s| path::is_dotfile(s))
+    {
+        return Resolution::Answer(not_found());
+    }
+    let walked = match resolve::walk(&cfg.root, &decoded.segments, cfg.symlinks) {
+        Ok(walked) => walked,
+        Err(error) => return Resolution::Answer(resolve_error(error)),
+    };
+    let meta = &walked.found.meta;
+    if meta.is_dir() {
+        if !decoded.trailing_slash {
+            return Resolution::Answer(redirect_to_directory(req, &decoded));
+        }
+        return directory(req, cfg, fingerprint, &decoded, walked.found);
+    }
+    if !meta.is_file() || decoded.trailing_slash {
+        // Fifos, sockets, devices: never opened. `/file/` names no directory.
+        return Resolution::Answer(not_found());
+    }
+    let name = decoded.segments.last().map_or("", String::as_str);
+    Resolution::File(build_route(
+        req,
+        cfg,
+        fingerprint,
+        &walked.parent,
+        name,
+        walked.found,
+    ))
+}
+
+/// A directory requested with its trailing slash: index file, listing, or 403.
+fn directory(
+    req: &Request,
+    cfg: &FilesConfig,
+    fingerprint: u64,
+    decoded: &RequestPath,
+    dir: Found,
+) -> Resolution {
+    for name in cfg.index.iter().filter(|name| path::is_plain_name(name)) {
+        match resolve::child(&dir.path, name, &cfg.root, cfg.symlinks) {
+            Ok(found) if found.meta.is_file() => {
+                return Resolution::File(build_route(
+                    req,
+                    cfg,
+                    fingerprint,
+                    &dir.path,
+                    name,
+                    found,
+                ));
+            }
+            Ok(_) | Err(ResolveError::NotFound) => continue,
+            Err(error) => return Resolution::Answer(resolve_error(error)),
+        }
+    }
+    if !cfg.autoindex {
+        return Resolution::Answer(Response::text(StatusCode::FORBIDDEN, "403 Forbidden\n"));
+    }
+    let (entries, truncated) =
+        match autoindex::read(&dir.path, &cfg.root, cfg.symlinks, cfg.dotfiles) {
+            Ok(listing) => listing,
+            Err(error) => return Resolution::Answer(resolve_error(error.into())),
+        };
+    let mut display = String::from("/");
+    for segment in &decoded.segments {
+        display.push_str(segment);
+        display.push('/');
+    }
+    let html = autoindex::render(&display, &entries, truncated);
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    Resolution::Answer(Response {
+        status: StatusCode::OK,
+        headers,
+        body: Body::Bytes(Bytes::from(html)),
+    })
+}
+
+/// 301 to the same path with a slash, query preserved.
+fn redirect_to_directory(req: &Request, decoded: &RequestPath) -> Response {
+    // The path is re-sent as received, except that leading slashes are merged: `//host/dir`
+    // as a Location would name another host.
+    let mut location = String::with_capacity(req.path.len() + 2);
+    location.push('/');
+    location.push_str(req.path.trim_start_matches('/'));
+    location.push('/');
+    if let Some(query) = &req.query {
+        location.push('?');
+        location.push_str(query);
+    }
+    let value = HeaderValue::from_str(&location).unwrap_or_else(|_| {
+        // Not a valid field value as received (possible over HTTP/2 and 3): rebuild the path
+        // from its decoded segments, percent-encoded, and drop the query.
+        let mut rebuilt = String::from("/");
+        for segment in &decoded.segments {
+            rebuilt.extend(utf8_percent_encode(segment, SEGMENT));
+            rebuilt.push('/');
+        }
+        HeaderValue::from_str(&rebuilt).unwrap_or(HeaderValue::from_static("/"))
+    });
+    let mut response = Response::text(StatusCode::MOVED_PERMANENTLY, "301 Moved Permanently\n");
+    response.headers.insert(LOCATION, value);
+    response
+}
+
+/// A route for the regular file `found`, requested as `name` in the resolved directory `dir`,
+/// with whichever precompressed siblings exist (they pass the same link policy).
+fn build_route(
+    req: &Request,
+    cfg: &FilesConfig,
+    fingerprint: u64,
+    dir: &std::path::Path,
+    name: &str,
+    found: Found,
+) -> Route {
+    let now = SystemTime::now();
+    let content_type = representation::content_type(name);
+    let mut variants = vec![variant(found, None, content_type.clone(), now)];
+    let mut encodings = Vec::new();
+    if cfg.precompressed {
+        for encoding in Encoding::ALL {
+            let sibling = format!("{name}{}", encoding.suffix());
+            let Ok(found) = resolve::child(dir, &sibling, &cfg.root, cfg.symlinks) else {
+                continue;
+            };
+            if found.meta.is_file() {
+                variants.push(variant(found, Some(encoding), content_type.clone(), now));
+                encodings.push(encoding);
+            }
+        }
+    }
+    Route {
+        raw_path: req.path.as_str().into(),
+        fingerprint,
+        variants,
+        encodings,
+    }
+}
+
+fn variant(
+    found: Found,
+    encoding: Option<Encoding>,
+    content_type: HeaderValue,
+    now: SystemTime,
+) -> Variant {
+    let id = FileId::of(&found.meta);
+    let etag = representation::etag(&id, encoding);
+    let modified = representation::last_modified(id.modified(), now);
+    Variant {
+        path: found.path,
+        encoding,
+        id,
+        content_type,
+        etag: HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\"")),
+        etag_text: etag.into_boxed_str(),
+        last_modified: representation::http_date(modified),
+        modified,
+    }
+}
+
+/// Where the chosen variant's bytes come from.
+enum Source {
+    Memory(Bytes),
+    Disk(Arc<File>),
+}
+
+impl Source {
+    fn slice(&self, range: Range<u64>) -> BodyPart {
+        match self {
+            // Ranges are within the file, whose size fits in memory since it was read whole.
+            Source::Memory(bytes) => {
+                BodyPart::Bytes(bytes.slice(range.start as usize..range.end as usize))
+            }
+            Source::Disk(file) => BodyPart::File(FileRange {
+                file: file.clone(),
+                offset: range.start,
+                len: range.end - range.start,
+            }),
+        }
+    }
+
+    fn body(&self, range: Range<u64>) -> Body {
+        match self.slice(range) {
+            BodyPart::Bytes(bytes) => Body::Bytes(bytes),
+            BodyPart::File(file) => Body::File(file),
+        }
+    }
+}
+
+fn respond(
+    req: &Request,
+    cfg: &FilesConfig,
+    limits: &Limits,
+    cache: &FileCache,
+    route: &Route,
+    check: Check,
+) -> Result<Response, Stale> {
+    let encoding = encoding::choose(&req.headers, &route.encodings);
+    let variant = route.variant(encoding);
+    if check == Check::Stat {
+        let meta = std::fs::metadata(&variant.path).map_err(|_| Stale)?;
+        if FileId::of(&meta) != variant.id {
+            return Err(Stale);
+        }
+    }
+    let mut headers = HeaderMap::with_capacity(8);
+    headers.insert(ETAG, variant.etag.clone());
+    headers.insert(LAST_MODIFIED, variant.last_modified.clone());
+    if cfg.precompressed {
+        // RFC 9110 §12.5.5: the response varies with Accept-Encoding whenever siblings may be
+        // chosen, including 304 (§15.4.5 requires Vary there too).
+        headers.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+    let validators = Validators {
+        etag: &variant.etag_text,
+        last_modified: variant.modified,
+    };
+    match conditional::evaluate(&req.headers, true, &validators) {
+        Precondition::Proceed => {}
+        Precondition::NotModified => {
+            // §15.4.5: a 304 carries the ETag, Vary (and Last-Modified to guide caches); no content.
+            return Ok(Response {
+                status: StatusCode::NOT_MODIFIED,
+                headers,
+                body: Body::Empty,
+            });
+        }
+        Precondition::Failed => {
+            return Ok(Response {
+                status: StatusCode::PRECONDITION_FAILED,
+                headers,
+                body: Body::Empty,
+            });
+        }
+    }
+    headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(encoding) = variant.encoding {
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding.token()));
+    }
+    let source = match load(variant, limits, cache, cfg.symlinks) {
+        Ok(source) => source,
+        Err(Load::Stale) => return Err(Stale),
+        Err(Load::Answer(response)) => return Ok(*response),
+    };
+    let len = variant.id.size;
+    let outcome = if req.method == Method::GET {
+        range_outcome(req, &validators, len, limits)
+    } else {
+        None
+    };
+    match outcome {
+        None | Some(RangeOutcome::Full) => {
+            headers.insert(CONTENT_TYPE, variant.content_type.clone());
+            Ok(Response {
+                status: StatusCode::OK,
+                headers,
+                body: source.body(0..len),
+            })
+        }
+        Some(RangeOutcome::Unsatisfiable) => {
+            // §15.5.17: "a server generating a 416 ... SHOULD generate a Content-Range header
+            // field specifying the current length of the selected representation".
+            insert_string(&mut headers, CONTENT_RANGE, range::unsatisfied_range(len));
+            Ok(Response {
+                status: StatusCode::RANGE_NOT_SATISFIABLE,
+                headers,
+                body: Body::Empty,
+            })
+        }
+        Some(RangeOutcome::Partial(ranges)) => Ok(partial(headers, variant, &source, &ranges, len)),
+    }
+}
+
+/// The `Range` decision for a GET, or `None` when there is no (usable) `Range` header.
+fn range_outcome(
+    req: &Request,
+    validators: &Validators<'_>,
+    len: u64,
+    limits: &Limits,
+) -> Option<RangeOutcome> {
+    let mut values = req.headers.get_all(RANGE).iter();
+    // Several Range fields cannot be combined into one valid value: ignore them.
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return None;
+    };
+    // §13.2.2 step 5 / §13.1.5: a failed If-Range means "ignore the Range, send it all".
+    if !conditional::if_range_permits(&req.headers, validators) {
+        return None;
+    }
+    let specs = range::parse(value.as_bytes())?;
+    Some(range::evaluate(&specs, len, limits.max_ranges))
+}
+
+/// 206 with one range, or several as multipart/byteranges (RFC 9110 §14.6, §15.3.7).
+fn partial(
+    mut headers: HeaderMap,
+    variant: &Variant,
+    source: &Source,
+    ranges: &[Range<u64>],
+    len: u64,
+) -> Response {
+    if let [only] = ranges {
+        // §15.3.7.1: a single part carries Content-Range and the representation's Content-Type.
+        headers.insert(CONTENT_TYPE, variant.content_type.clone());
+        insert_string(&mut headers, CONTENT_RANGE, range::content_range(only, len));
+        return Response {
+            status: StatusCode::PARTIAL_CONTENT,
+            headers,
+            body: source.body(only.clone()),
+        };
+    }
+    // §15.3.7.2: several parts; no Content-Range on the whole message.
+    let boundary = multipart::boundary();
+    insert_string(
+        &mut headers,
+        CONTENT_TYPE,
+        multipart::content_type(&boundary),
+    );
+    let part_type = variant
+        .content_type
+        .to_str()
+        .unwrap_or("application/octet-stream");
+    let parts = multipart::parts(&boundary, part_type, ranges, len, |r| source.slice(r));
+    Response {
+        status: StatusCode::PARTIAL_CONTENT,
+        headers,
+        body: Body::Parts(parts),
+    }
+}
+
+fn insert_string(headers: &mut HeaderMap, name: http::HeaderName, value: String) {
+    if let Ok(value) = HeaderValue::try_from(value) {
+        headers.insert(name, value);
+    }
+}
+
+/// Why a variant's bytes could not be had.
+enum Load {
+    /// Not the version the route describes any more.
+    Stale,
+    /// A definite answer (403 unreadable, 500 I/O error).
+    Answer(Box<Response>),
+}
+
+/// The variant's bytes: from the content cache, read once into it (small files), or the open
+/// file (large ones).
+fn load(
+    variant: &Variant,
+    limits: &Limits,
+    cache: &FileCache,
+    symlinks: SymlinkPolicy,
+) -> Result<Source, Load> {
+    let small = variant.id.size <= limits.small_file_max;
+    if small {
+        if let Some(bytes) = cache.content(&variant.id) {
+            return Ok(Source::Memory(bytes));
+        }
+    }
+    let file = open_checked(variant, symlinks)?;
+    if !small {
+        return Ok(Source::Disk(Arc::new(file)));
+    }
+    let size = variant.id.size;
+    let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    if let Err(error) = (&file).take(size.saturating_add(1)).read_to_end(&mut buf) {
+        tracing::warn!(path = %variant.path.display(), %error, "reading a file failed");
+        return Err(Load::Answer(Box::new(Response::internal_error())));
+    }
+    if buf.len() as u64 != size {
+        // Written to while we read: the bytes match no stat we have.
+        return Err(Load::Stale);
+    }
+    let bytes = Bytes::from(buf);
+    cache.insert_content(variant.id, bytes.clone());
+    Ok(Source::Memory(bytes))
+}
+
+/// Open the variant for reading and prove it is the inode its route describes.
+///
+/// `O_NONBLOCK` makes opening a fifo (swapped in since the walk) return at once instead of
+/// waiting for a writer, and has no effect on regular files; `O_NOFOLLOW` refuses a link
+/// swapped in for the last component unless links are followed anyway.
+fn open_checked(variant: &Variant, symlinks: SymlinkPolicy) -> Result<File, Load> {
+    let mut flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+    if symlinks != SymlinkPolicy::Follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let fd =
+        rustix::fs::open(&variant.path, flags, Mode::empty()).map_err(|errno| match errno {
+            Errno::NOENT | Errno::NOTDIR | Errno::LOOP => Load::Stale,
+            Errno::ACCESS | Errno::PERM => Load::Answer(Box::new(Response::text(
+                StatusCode::FORBIDDEN,
+                "403 Forbidden\n",
+            ))),
+            errno => {
+                tracing::warn!(path = %variant.path.display(), %errno, "opening a file failed");
+                Load::Answer(Box::new(Response::internal_error()))
+            }
+        })?;
+    let file = File::from(fd);
+    match file.metadata() {
+        Ok(meta) if meta.is_file() && FileId::of(&meta) == variant.id => Ok(file),
+        _ => Err(Load::Stale),
+    }
+}
+
+fn not_found() -> Response {
+    Response::text(StatusCode::NOT_FOUND, "404 Not Found\n")
+}
+
+fn resolve_error(error: ResolveError) -> Response {
+    match error {
+        ResolveError::NotFound => not_found(),
+        ResolveError::Forbidden => Response::text(StatusCode::FORBIDDEN, "403 Forbidden\n"),
+        ResolveError::Io(error) => {
+            tracing::warn!(%error, "resolving a request path failed");
+            Response::internal_error()
+        }
+    }
+}

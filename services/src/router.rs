@@ -1,0 +1,299 @@
+//! Routing: virtual host → location → service, and the one mailbox hop to that service.
+//!
+//! The [`RouteTable`] is an immutable snapshot built from a [`Config`]; a reload swaps the whole
+//! snapshot (`arc-swap`), so a request routed under the old configuration finishes under it and
+//! readers never wait on a writer. A [`Router`] is one worker's view: the shared table plus the
+//! addresses of that worker's service actors. Sessions call [`Router::call`] and await the answer.
+
+use std::sync::Arc;
+
+use actix::Addr;
+use arc_swap::ArcSwap;
+use switchyard_conf::{Config, FilesConfig, Handler};
+use tokio::sync::oneshot;
+
+use crate::actor::{FilesCall, FilesService};
+use crate::message::{Request, Response};
+
+/// An immutable view of the configured virtual hosts, ready for matching.
+#[derive(Debug)]
+pub struct RouteTable {
+    vhosts: Vec<VhostRoutes>,
+}
+
+#[derive(Debug)]
+struct VhostRoutes {
+    /// Exact names (lowercase, no port).
+    exact: Vec<String>,
+    /// Suffixes of `*.example.com` patterns, kept with the leading dot: `.example.com`.
+    wildcard: Vec<String>,
+    /// True when the vhost has no names or `*`: it matches any host.
+    any: bool,
+    /// Longest prefix first, so the first match is the best one.
+    locations: Vec<(String, Route)>,
+}
+
+/// What a matched location does with a request.
+#[derive(Debug, Clone)]
+pub enum Route {
+    Files(Arc<FilesConfig>),
+}
+
+impl RouteTable {
+    pub fn new(config: &Config) -> RouteTable {
+        let vhosts = config
+            .vhosts
+            .iter()
+            .map(|vhost| {
+                let mut exact = Vec::new();
+                let mut wildcard = Vec::new();
+                let mut any = vhost.names.is_empty();
+                for name in &vhost.names {
+                    let name = name.to_ascii_lowercase();
+                    if name == "*" {
+                        any = true;
+                    } else if let Some(suffix) = name.strip_prefix('*') {
+                        wildcard.push(suffix.to_owned());
+                    } else {
+                        exact.push(name);
+                    }
+                }
+                let mut locations: Vec<(String, Route)> = vhost
+                    .locations
+                    .iter()
+                    .map(|loc| {
+                        let route = match &loc.handler {
+                            Handler::Files(files) => Route::Files(Arc::new(files.clone())),
+                        };
+                        (loc.prefix.clone(), route)
+                    })
+                    .collect();
+                locations.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+                VhostRoutes { exact, wildcard, any, locations }
+            })
+            .collect();
+        RouteTable { vhosts }
+    }
+
+    /// The route for a request to `host` (as sent, maybe with a port) and `path`.
+    ///
+    /// The first vhost whose names match answers; with no match the first vhost is the default
+    /// (nginx's `default_server`). Within it the longest location prefix wins.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        let vhost = host
+            .map(strip_port)
+            .and_then(|h| self.vhosts.iter().find(|v| v.matches(h)))
+            .or_else(|| self.vhosts.first())?;
+        vhost.locations.iter().find(|(prefix, _)| prefix_matches(prefix, path)).map(|(_, r)| r)
+    }
+}
+
+impl VhostRoutes {
+    fn matches(&self, host: &str) -> bool {
+        if self.any {
+            return true;
+        }
+        self.exact.iter().any(|n| n.eq_ignore_ascii_case(host))
+            || self.wildcard.iter().any(|suffix| {
+                host.len() > suffix.len()
+                    && host.as_bytes()[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+            })
+    }
+}
+
+/// `/static` matches `/static`, `/static/x` but not `/staticfoo`; `/static/` matches `/static/x`.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// `example.com:8080` → `example.com`; `[::1]:8080` → `[::1]`.
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.rfind(':') {
+        Some(colon) => &host[..colon],
+        None => host,
+    }
+}
+
+/// One worker's entry point to the services.
+///
+/// Share one `Router` among all of a worker's sessions rather than cloning it per session:
+/// actix bounds a mailbox per sending address (capacity + one parked message per sender), so
+/// a single shared sender is what makes `limits.service_queue` the real bound.
+#[derive(Debug, Clone)]
+pub struct Router {
+    table: Arc<ArcSwap<RouteTable>>,
+    files: Addr<FilesService>,
+}
+
+impl Router {
+    pub fn new(table: Arc<ArcSwap<RouteTable>>, files: Addr<FilesService>) -> Router {
+        Router { table, files }
+    }
+
+    /// Route `req` and await its answer.
+    ///
+    /// Crosses exactly one mailbox. A full mailbox answers 503 at once instead of queueing; a
+    /// service that dropped the request (it panicked, or stopped) answers 500.
+    pub async fn call(&self, req: Request) -> Response {
+        let route = {
+            let table = self.table.load();
+            match table.route(req.host.as_deref(), &req.path) {
+                Some(route) => route.clone(),
+                None => return Response::text(http::StatusCode::NOT_FOUND, "404 Not Found\n"),
+            }
+        };
+        let (reply, answer) = oneshot::channel();
+        let sent = match route {
+            Route::Files(cfg) => self.files.try_send(FilesCall { req, cfg, reply }),
+        };
+        if let Err(err) = sent {
+            tracing::warn!(error = %err, "service mailbox refused a request");
+            return Response::overloaded();
+        }
+        answer.await.unwrap_or_else(|_| Response::internal_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use switchyard_conf::{Location, VirtualHost};
+
+    fn config(vhosts: Vec<(Vec<&str>, Vec<&str>)>) -> Config {
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
+        let mut cfg = Config::serve_dir(std::path::Path::new("."), addr).expect("cwd is a directory");
+        cfg.vhosts = vhosts
+            .into_iter()
+            .enumerate()
+            .map(|(i, (names, prefixes))| VirtualHost {
+                names: names.into_iter().map(str::to_owned).collect(),
+                locations: prefixes
+                    .into_iter()
+                    .map(|p| Location {
+                        prefix: p.to_owned(),
+                        handler: Handler::Files(FilesConfig::new(format!("/srv/{i}{p}").into())),
+                    })
+                    .collect(),
+            })
+            .collect();
+        cfg
+    }
+
+    fn root_of(route: Option<&Route>) -> Option<String> {
+        route.map(|Route::Files(f)| f.root.display().to_string())
+    }
+
+    #[test]
+    fn host_selects_vhost_and_longest_prefix_wins() {
+        let table = RouteTable::new(&config(vec![
+            (vec!["a.test"], vec!["/", "/static/"]),
+            (vec!["*.b.test"], vec!["/", "/api"]),
+            (vec!["*"], vec!["/"]),
+        ]));
+        let cases = [
+            (Some("a.test"), "/x", Some("/srv/0/")),
+            (Some("A.TEST:8080"), "/static/app.js", Some("/srv/0/static/")),
+            (Some("a.test"), "/staticx", Some("/srv/0/")),
+            (Some("www.b.test"), "/api", Some("/srv/1/api")),
+            (Some("www.b.test"), "/api/v1", Some("/srv/1/api")),
+            (Some("www.b.test"), "/apis", Some("/srv/1/")),
+            (Some("b.test"), "/", Some("/srv/2/")),
+            (Some("[::1]:80"), "/", Some("/srv/2/")),
+            (None, "/", Some("/srv/0/")),
+        ];
+        for (host, path, want) in cases {
+            assert_eq!(root_of(table.route(host, path)).as_deref(), want, "{host:?} {path}");
+        }
+    }
+
+    #[test]
+    fn unknown_host_falls_back_to_first_vhost() {
+        let table = RouteTable::new(&config(vec![(vec!["a.test"], vec!["/"]), (vec!["b.test"], vec!["/"])]));
+        assert_eq!(root_of(table.route(Some("c.test"), "/")).as_deref(), Some("/srv/0/"));
+    }
+
+    #[test]
+    fn no_matching_location_is_none() {
+        let table = RouteTable::new(&config(vec![(vec![], vec!["/only"])]));
+        assert!(table.route(Some("x"), "/other").is_none());
+    }
+
+    mod dispatch {
+        use super::*;
+        use crate::files::FileCache;
+        use http::StatusCode;
+        use switchyard_conf::Limits;
+
+        fn request(path: &str) -> Request {
+            Request {
+                method: http::Method::GET,
+                path: path.to_owned(),
+                query: None,
+                version: http::Version::HTTP_11,
+                host: Some("localhost".to_owned()),
+                headers: http::HeaderMap::new(),
+                scheme: "http",
+                peer: "127.0.0.1:1".parse().expect("literal address"),
+                body: bytes::Bytes::new(),
+            }
+        }
+
+        fn router(dir: &std::path::Path, service_queue: usize, panic_path: Option<&str>) -> Router {
+            std::fs::write(dir.join("a.txt"), "hello").expect("write fixture");
+            let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
+            let config = Config::serve_dir(dir, addr).expect("temp dir exists");
+            let limits = Arc::new(Limits { service_queue, ..Limits::default() });
+            let files = FilesService::new(FileCache::new(1 << 20), limits, panic_path.map(Arc::from)).start_bounded();
+            Router::new(Arc::new(ArcSwap::from_pointee(RouteTable::new(&config))), files)
+        }
+
+        #[actix_rt::test]
+        async fn a_full_mailbox_answers_503_instead_of_queueing() {
+            let dir = tempfile::tempdir().expect("temp dir");
+            // One `Router` per worker is shared by all its sessions (never cloned per session):
+            // actix bounds a mailbox per sending address.
+            let router = std::rc::Rc::new(router(dir.path(), 1, None));
+            // All calls are issued before the service runs once, so only the mailbox's
+            // capacity can be accepted; the rest must be refused at once.
+            let calls: Vec<_> = (0..16)
+                .map(|_| {
+                    let router = router.clone();
+                    actix_rt::spawn(async move { router.call(request("/a.txt")).await.status })
+                })
+                .collect();
+            let mut statuses = Vec::new();
+            for call in calls {
+                statuses.push(call.await.expect("call task"));
+            }
+            let refused = statuses.iter().filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE).count();
+            let served = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+            assert!(refused > 0, "no request was refused: {statuses:?}");
+            assert!(served > 0, "no request was served: {statuses:?}");
+            assert_eq!(refused + served, statuses.len(), "{statuses:?}");
+            // Once the queue has drained, the service answers normally again.
+            assert_eq!(router.call(request("/a.txt")).await.status, StatusCode::OK);
+        }
+
+        #[actix_rt::test]
+        async fn a_panic_answers_500_and_the_service_keeps_serving() {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let router = router(dir.path(), 16, Some("/boom"));
+            let before = crate::actor::SERVICE_RESTARTS.load(std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(router.call(request("/a.txt")).await.status, StatusCode::OK);
+            assert_eq!(router.call(request("/boom")).await.status, StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(router.call(request("/a.txt")).await.status, StatusCode::OK);
+            let after = crate::actor::SERVICE_RESTARTS.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(after > before, "the restart was not counted");
+        }
+    }
+}

@@ -1,1 +1,24 @@
-//! Sans-IO wire logic (stub, being written).
+//! Sans-IO wire logic for Switchyard's TCP port: sniffing the first bytes of
+//! a connection, and the HTTP/1.1 codec (request heads, chunked request
+//! bodies, response heads).
+//!
+//! Nothing here touches a socket, a clock or an executor: every function takes
+//! bytes and returns a decision or bytes, so it is unit-tested on raw input and
+//! fuzzed (`fuzz/`). The sessions in `switchyard-sessions` drive it.
+//!
+//! | module | does | refuses |
+//! |---|---|---|
+//! | [`sniff`] | TLS / h2c prior knowledge / BitTorrent / HTTP/1 from the first bytes | to guess on too few bytes |
+//! | [`h1`] | request heads (RFC 9112 §2–§6) | oversized heads, ambiguous framing |
+//! | [`chunked`] | chunked request bodies (RFC 9112 §7.1) | bodies over the limit, sloppy line ends |
+//! | [`response`] | response heads | to let callers' headers contradict the framing |
+
+pub mod chunked;
+pub mod h1;
+pub mod response;
+pub mod sniff;
+
+pub use chunked::{ChunkedDecoder, ChunkedError, Decoded};
+pub use h1::{BodyKind, H1Limits, Parse, RequestError, RequestHead, parse_request_head};
+pub use response::{Framing, write_continue, write_response_head};
+pub use sniff::{Protocol, Sniff, classify};

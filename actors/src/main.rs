@@ -1,1 +1,135 @@
-fn main() {}
+//! `switchyard`: the command line, logging set-up and the start of the actor system.
+//!
+//! The commands are the contract tests and benchmarks depend on:
+//! `serve [DIR] [--listen ADDR]` (zero-config), `run -c FILE` and `check -c FILE`.
+
+mod acceptor;
+mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use switchyard_conf::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about = "HTTP/1.1, HTTP/2, HTTP/3 and BitTorrent on one address")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve a directory with zero configuration (directory listings on).
+    Serve {
+        /// The directory to serve.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Address to listen on (repeatable). Port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: Vec<SocketAddr>,
+        /// Worker threads (default: available cores).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Write an access log to this file (`-` for stderr).
+        #[arg(long)]
+        access_log: Option<PathBuf>,
+    },
+    /// Run with a configuration file (plus its conf.d/ directory).
+    Run {
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// Override `workers` from the file.
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Validate a configuration file and exit (non-zero with file:line:column on error).
+    Check {
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let mut reload_from = None;
+    let config = match cli.command {
+        Command::Check { config } => {
+            return match switchyard_conf::check(&config) {
+                Ok(summary) => {
+                    println_stdout(&summary);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Serve { dir, listen, workers, access_log } => {
+            let first = listen.first().copied().unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+            Config::serve_dir(&dir, first).map(|mut config| {
+                config.listeners = listen.into_iter().map(|addr| switchyard_conf::Listener { addr }).collect();
+                if let Some(workers) = workers {
+                    config.workers = workers;
+                }
+                if let Some(path) = access_log {
+                    let target = if path.as_os_str() == "-" {
+                        switchyard_conf::LogTarget::Stderr
+                    } else {
+                        switchyard_conf::LogTarget::File(path)
+                    };
+                    config.log.access = Some(switchyard_conf::AccessLog { target, format: Default::default() });
+                }
+                config
+            })
+        }
+        Command::Run { config: path, workers } => {
+            let loaded = switchyard_conf::load(&path).map(|mut config| {
+                if let Some(workers) = workers {
+                    config.workers = workers;
+                }
+                config
+            });
+            reload_from = Some(path);
+            loaded
+        }
+    };
+    let mut config = match config {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    config.workers = config.workers.max(1);
+    match server::run(config, reload_from) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Diagnostics go to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
+
+/// Machine-readable lines (readiness, `check` results) go to stdout.
+#[allow(clippy::print_stdout)]
+fn println_stdout(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}

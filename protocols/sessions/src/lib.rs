@@ -1,1 +1,14 @@
-//! Session actors (stub).
+//! Session actors: one per connection, translating wire bytes to service messages and back.
+//!
+//! A session owns its socket and nothing else. It parses with the sans-IO codecs of
+//! `switchyard-wire`, sends each request through the worker's [`Router`] (one mailbox hop) and
+//! writes the answer in its protocol's framing. It never decides what a request means.
+//!
+//! [`Router`]: switchyard_services::router::Router
+
+pub mod access_log;
+mod date;
+mod env;
+pub mod h1;
+
+pub use env::{ConnGuard, ConnTracker, SessionEnv};

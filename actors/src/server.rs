@@ -1,0 +1,193 @@
+//! System start-up: bind the listeners, start one worker arbiter per core, handle signals.
+//!
+//! ```text
+//!   main thread (actix System)           worker arbiters (one thread each)
+//!   ├─ binds every listener ×workers     ├─ FilesService actor (bounded mailbox)
+//!   │  (SO_REUSEPORT: one socket each)   ├─ Router (shared RouteTable snapshot + its services)
+//!   ├─ prints `listening on ADDR`        └─ Acceptor actor per listener → session actors
+//!   └─ waits for SIGTERM/SIGINT → drain
+//! ```
+//!
+//! Drain: the shutdown signal flips a watch channel. Acceptors drop their listeners (new
+//! connections are refused), idle keep-alive sessions close, busy ones finish their current
+//! response (answered with `Connection: close`) and close. The process exits when the last
+//! connection is gone or `timeouts.shutdown` has passed.
+
+use std::cell::Cell;
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix::Actor;
+use arc_swap::ArcSwap;
+use socket2::{Domain, Protocol, Socket, Type};
+use switchyard_conf::Config;
+use switchyard_services::actor::FilesService;
+use switchyard_services::files::FileCache;
+use switchyard_services::router::{RouteTable, Router};
+use switchyard_sessions::access_log::AccessLog;
+use switchyard_sessions::{ConnTracker, SessionEnv};
+use tokio::sync::watch;
+
+use crate::acceptor::Acceptor;
+
+/// Pending connections the kernel may queue per listening socket.
+const BACKLOG: i32 = 4096;
+
+/// Why the server could not start (or stopped abnormally).
+#[derive(Debug)]
+pub enum StartError {
+    Bind(SocketAddr, std::io::Error),
+    AccessLog(std::io::Error),
+    Runtime(std::io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            StartError::AccessLog(e) => write!(f, "cannot open the access log: {e}"),
+            StartError::Runtime(e) => write!(f, "runtime failure: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Where a reload (SIGHUP) reads the configuration again from; `None` for `serve`.
+pub type ReloadSource = Option<std::path::PathBuf>;
+
+pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> {
+    let workers = config.workers;
+    let sockets = bind_all(&config, workers)?;
+    let access_log = config.log.access.as_ref().map(AccessLog::open).transpose().map_err(StartError::AccessLog)?;
+
+    let system = actix::System::new();
+    // Each worker gets its own route snapshot and small-file cache: the hot path then touches
+    // only its own core's memory (no reference counts bouncing between cores). The cache budget
+    // is split between workers.
+    let tables: Vec<Arc<ArcSwap<RouteTable>>> =
+        (0..workers).map(|_| Arc::new(ArcSwap::from_pointee(RouteTable::new(&config)))).collect();
+    let cache_share = config.limits.file_cache_bytes / workers as u64;
+    let limits = Arc::new(config.limits.clone());
+    let timeouts = Arc::new(config.timeouts.clone());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let tracker = Arc::new(ConnTracker::default());
+    let panic_path: Option<Arc<str>> = std::env::var("SWITCHYARD_FAULT_PANIC_PATH").ok().map(Arc::from);
+    if let Some(path) = &panic_path {
+        tracing::warn!(path = %path, "fault injection enabled: requests for this path panic");
+    }
+
+    let mut arbiters = Vec::with_capacity(workers);
+    for (worker, listeners) in sockets.into_iter().enumerate() {
+        let arbiter = actix::Arbiter::new();
+        let (table, limits, timeouts) = (tables[worker].clone(), limits.clone(), timeouts.clone());
+        let (shutdown, tracker, access_log, panic_path) =
+            (shutdown_rx.clone(), tracker.clone(), access_log.clone(), panic_path.clone());
+        arbiter.spawn_fn(move || {
+            let files = FilesService::new(FileCache::new(cache_share), limits.clone(), panic_path).start_bounded();
+            let router = Router::new(table, files);
+            let env = Rc::new(SessionEnv { router, limits, timeouts, access_log, shutdown });
+            let open = Rc::new(Cell::new(0usize));
+            for listener in listeners {
+                Acceptor::new(worker, listener, env.clone(), open.clone(), tracker.clone()).start();
+            }
+        });
+        arbiters.push(arbiter);
+    }
+
+    let shutdown_timeout = config.timeouts.shutdown;
+    let running = config;
+    system.block_on(async move {
+        actix_rt::spawn(async move {
+            let signal = wait_for_stop_signal(|| reload(reload_from.as_deref(), &running, &tables)).await;
+            tracing::info!(signal, live = tracker.live(), "draining: no new connections, finishing in-flight requests");
+            let _ = shutdown_tx.send(true);
+            if tokio::time::timeout(shutdown_timeout, tracker.wait_idle()).await.is_err() {
+                tracing::warn!(live = tracker.live(), "shutdown timeout: closing remaining connections");
+            }
+            tracing::info!("stopped");
+            actix::System::current().stop();
+        });
+    });
+    let result = system.run().map_err(StartError::Runtime);
+    for arbiter in arbiters {
+        arbiter.stop();
+        let _ = arbiter.join();
+    }
+    result
+}
+
+/// Bind every listener once per worker with `SO_REUSEPORT`, so each worker accepts on its own
+/// socket and the kernel spreads connections. Port 0 is resolved by the first bind and reused.
+/// Prints `listening on ADDR` per listener once all its sockets accept.
+fn bind_all(config: &Config, workers: usize) -> Result<Vec<Vec<TcpListener>>, StartError> {
+    let mut per_worker: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    for listener in &config.listeners {
+        let mut addr = listener.addr;
+        for sockets in per_worker.iter_mut() {
+            let socket = bind_one(addr).map_err(|e| StartError::Bind(addr, e))?;
+            addr = socket.local_addr().map_err(|e| StartError::Bind(addr, e))?;
+            sockets.push(socket);
+        }
+        tracing::info!(%addr, workers, "listening");
+        crate::println_stdout(&format!("listening on {addr}"));
+    }
+    Ok(per_worker)
+}
+
+fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Wait for SIGTERM or SIGINT; call `on_hangup` for every SIGHUP meanwhile.
+async fn wait_for_stop_signal(on_hangup: impl Fn()) -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int, mut hup) =
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
+            (Ok(term), Ok(int), Ok(hup)) => (term, int, hup),
+            _ => {
+                tracing::error!("cannot install signal handlers; stop with SIGKILL");
+                return std::future::pending().await;
+            }
+        };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return "SIGTERM",
+            _ = int.recv() => return "SIGINT",
+            _ = hup.recv() => on_hangup(),
+        }
+    }
+}
+
+/// SIGHUP: read the configuration again and swap the routing snapshot. Open connections keep
+/// going; requests routed from now on see the new virtual hosts and locations. Listeners,
+/// workers, limits and timeouts are fixed at start and need a restart to change.
+fn reload(source: Option<&std::path::Path>, running: &Config, tables: &[Arc<ArcSwap<RouteTable>>]) {
+    let Some(path) = source else {
+        tracing::info!("SIGHUP ignored: `serve` has no configuration file to reload");
+        return;
+    };
+    match switchyard_conf::load(path) {
+        Ok(new) => {
+            if new.listeners != running.listeners || new.limits != running.limits || new.timeouts != running.timeouts {
+                tracing::warn!("listeners, limits and timeouts changed on disk; they apply after a restart");
+            }
+            for table in tables {
+                table.store(Arc::new(RouteTable::new(&new)));
+            }
+            tracing::info!(vhosts = new.vhosts.len(), "configuration reloaded");
+        }
+        Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
+    }
+}

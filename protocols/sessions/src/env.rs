@@ -1,0 +1,78 @@
+//! What every session of one worker shares: the router, limits, timeouts, the access log and
+//! the shutdown signal; and the connection accounting the acceptor and the drain rely on.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use switchyard_conf::{Limits, Timeouts};
+use switchyard_services::router::Router;
+use tokio::sync::{Notify, watch};
+
+use crate::access_log::AccessLog;
+
+/// One worker's session environment. Shared by `Rc`: it never leaves the worker's thread.
+#[derive(Debug)]
+pub struct SessionEnv {
+    pub router: Router,
+    pub limits: Arc<Limits>,
+    pub timeouts: Arc<Timeouts>,
+    pub access_log: Option<AccessLog>,
+    /// Becomes `true` once when the server starts draining (SIGTERM/SIGINT).
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl SessionEnv {
+    pub fn draining(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// Live connections of the whole process, so a drain can wait for the last one.
+#[derive(Debug, Default)]
+pub struct ConnTracker {
+    live: AtomicUsize,
+    none_left: Notify,
+}
+
+impl ConnTracker {
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Wait until no connection is left (returns at once if there are none).
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.none_left.notified();
+            if self.live() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Held by a connection from accept to close; counts it for its worker and for the process.
+#[derive(Debug)]
+pub struct ConnGuard {
+    worker: Rc<Cell<usize>>,
+    process: Arc<ConnTracker>,
+}
+
+impl ConnGuard {
+    pub fn new(worker: Rc<Cell<usize>>, process: Arc<ConnTracker>) -> ConnGuard {
+        worker.set(worker.get() + 1);
+        process.live.fetch_add(1, Ordering::AcqRel);
+        ConnGuard { worker, process }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.worker.set(self.worker.get().saturating_sub(1));
+        if self.process.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.process.none_left.notify_waiters();
+        }
+    }
+}

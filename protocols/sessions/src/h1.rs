@@ -1,0 +1,438 @@
+//! The HTTP/1.1 session actor (RFC 9112).
+//!
+//! One [`H1Session`] per connection. Its driver is a single sequential loop: read until a
+//! request head is complete, read its body, route it, write the answer, repeat. Pipelined
+//! requests (RFC 9112 §9.3.2) are answered strictly in order because only one request is in
+//! flight at a time; their responses are batched in the write buffer and flushed when the
+//! session next needs to read, so 50 pipelined requests cost a handful of syscalls.
+//!
+//! Every wait is bounded: the head must complete within `timeouts.header` of its first byte
+//! (slowloris), an idle keep-alive connection closes after `timeouts.keepalive`, a body read may
+//! pause at most `timeouts.body`, and a client that stops reading is dropped after
+//! `timeouts.send`. Buffers are bounded by the codec's limits. A framing error is answered with
+//! its status code and the connection is closed, since the next request's start is unknown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Instant as StdInstant, SystemTime};
+
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, Method, StatusCode, Version, header};
+use switchyard_services::message::{Body, BodyPart, FileRange, Request, Response};
+use switchyard_wire::chunked::{ChunkedDecoder, ChunkedError, Decoded};
+use switchyard_wire::h1::{BodyKind, H1Limits, Parse, RequestHead, parse_request_head};
+use switchyard_wire::response::{Framing, write_continue, write_response_head};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout, timeout_at};
+
+use crate::access_log::AccessEntry;
+use crate::date::with_http_date;
+use crate::env::{ConnGuard, SessionEnv};
+
+/// Bodies up to this size are copied into the write buffer next to their head (one syscall);
+/// larger ones are written from their own buffer.
+const COALESCE_MAX: usize = 32 * 1024;
+/// Largest single `sendfile` call; the loop continues until the range is sent.
+const SENDFILE_CHUNK: usize = 1 << 20;
+/// After answering an error we read and discard what the client still sends, up to this much,
+/// so that closing does not reset the connection before it has read our answer.
+const LINGER_BYTES: usize = 256 * 1024;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The actor shell around one HTTP/1.1 connection. Its only job is to own the driver future,
+/// so that the connection's work lives and dies with the actor.
+#[derive(Debug)]
+pub struct H1Session {
+    conn: Option<H1Conn>,
+}
+
+impl H1Session {
+    /// Start a session for an accepted connection. `prefix` holds the bytes the acceptor already
+    /// read while sniffing the protocol; they are the start of the first request.
+    pub fn start(stream: TcpStream, peer: SocketAddr, prefix: BytesMut, env: Rc<SessionEnv>, guard: ConnGuard) {
+        let conn = H1Conn::new(stream, peer, prefix, env, guard);
+        H1Session { conn: Some(conn) }.start();
+    }
+}
+
+impl Actor for H1Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(conn) = self.conn.take() {
+            ctx.spawn(conn.run().into_actor(self).map(|(), _act, ctx: &mut Context<Self>| ctx.stop()));
+        }
+    }
+}
+
+/// Why a connection stops after the current exchange.
+enum Close {
+    /// The peer closed, timed out idle, or we are draining: nothing more to say.
+    Quietly,
+    /// We answered an error and the peer may still be sending: drain its bytes, then close.
+    Linger,
+}
+
+#[derive(Debug)]
+struct H1Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    env: Rc<SessionEnv>,
+    limits: H1Limits,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    /// Counts this connection until the driver returns.
+    _guard: ConnGuard,
+}
+
+impl H1Conn {
+    fn new(stream: TcpStream, peer: SocketAddr, prefix: BytesMut, env: Rc<SessionEnv>, guard: ConnGuard) -> Self {
+        let limits = H1Limits {
+            max_request_line: env.limits.max_request_line,
+            max_header_bytes: env.limits.max_header_bytes,
+            max_headers: env.limits.max_headers,
+        };
+        let mut rbuf = prefix;
+        rbuf.reserve(8 * 1024);
+        H1Conn { stream, peer, env, limits, rbuf, wbuf: BytesMut::with_capacity(16 * 1024), _guard: guard }
+    }
+
+    async fn run(mut self) {
+        let close = match self.serve().await {
+            Ok(close) => close,
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "HTTP/1.1 connection failed");
+                return;
+            }
+        };
+        if self.flush().await.is_err() {
+            return;
+        }
+        if let Close::Linger = close {
+            self.linger().await;
+        }
+    }
+
+    /// Serve requests until the connection should close.
+    async fn serve(&mut self) -> io::Result<Close> {
+        let mut first = true;
+        loop {
+            let head = match self.read_head(first).await? {
+                Ok(head) => head,
+                Err(close) => return Ok(close),
+            };
+            first = false;
+            let started = StdInstant::now();
+            let body = match self.read_body(&head).await? {
+                Ok(body) => body,
+                Err(status) => {
+                    self.write_error(status, head.version);
+                    return Ok(Close::Linger);
+                }
+            };
+            let keep_alive = head.keep_alive && !self.env.draining();
+            if !self.exchange(head, body, keep_alive, started).await? {
+                return Ok(Close::Quietly);
+            }
+            if !keep_alive {
+                // The client may already have sent more; closing on unread bytes would reset
+                // the connection under our answer.
+                return Ok(Close::Linger);
+            }
+        }
+    }
+
+    /// Read until a complete head is buffered. `Ok(Err(_))` means: stop, nothing to answer
+    /// (EOF, idle timeout, drain) or an error already answered.
+    async fn read_head(&mut self, first: bool) -> io::Result<Result<RequestHead, Close>> {
+        let timeouts = self.env.timeouts.clone();
+        // The head deadline runs from the head's first byte. The very first request's first
+        // byte arrived before the session started (the acceptor sniffed it).
+        let mut deadline = (first || !self.rbuf.is_empty()).then(|| Instant::now() + timeouts.header);
+        loop {
+            if !self.rbuf.is_empty() {
+                match parse_request_head(&self.rbuf, &self.limits) {
+                    Ok(Parse::Complete(head, consumed)) => {
+                        self.rbuf.advance(consumed);
+                        return Ok(Ok(head));
+                    }
+                    Ok(Parse::Partial) => {}
+                    Err(e) => {
+                        tracing::debug!(peer = %self.peer, error = ?e, "bad request head");
+                        self.write_error(e.status(), Version::HTTP_11);
+                        return Ok(Err(Close::Linger));
+                    }
+                }
+            }
+            // More bytes are needed: first send what earlier (pipelined) requests produced.
+            self.flush().await?;
+            let idle = self.rbuf.is_empty();
+            if idle && self.env.draining() {
+                return Ok(Err(Close::Quietly));
+            }
+            self.reserve_read_space();
+            let read = if let Some(deadline) = deadline {
+                timeout_at(deadline, self.stream.read_buf(&mut self.rbuf)).await
+            } else {
+                let mut shutdown = self.env.shutdown.clone();
+                tokio::select! {
+                    read = timeout(timeouts.keepalive, self.stream.read_buf(&mut self.rbuf)) => read,
+                    _ = shutdown.changed() => return Ok(Err(Close::Quietly)),
+                }
+            };
+            match read {
+                Ok(Ok(0)) => return Ok(Err(Close::Quietly)),
+                Ok(Ok(_)) => {
+                    deadline.get_or_insert_with(|| Instant::now() + timeouts.header);
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_elapsed) if idle && deadline.is_none() => return Ok(Err(Close::Quietly)),
+                Err(_elapsed) => {
+                    // RFC 9110 §15.5.9: 408 when the client did not complete a request in time.
+                    self.write_error(StatusCode::REQUEST_TIMEOUT, Version::HTTP_11);
+                    return Ok(Err(Close::Quietly));
+                }
+            }
+        }
+    }
+
+    /// Read the request body the head announced, bounded by `limits.max_body`.
+    /// `Ok(Err(status))` is an answer to send before closing (400, 408, 413).
+    async fn read_body(&mut self, head: &RequestHead) -> io::Result<Result<Bytes, StatusCode>> {
+        let max_body = self.env.limits.max_body;
+        match head.body {
+            BodyKind::None => Ok(Ok(Bytes::new())),
+            BodyKind::Length(0) => Ok(Ok(Bytes::new())),
+            BodyKind::Length(len) if len > max_body => Ok(Err(StatusCode::PAYLOAD_TOO_LARGE)),
+            BodyKind::Length(len) => {
+                // `len <= max_body`, which the configuration keeps within memory bounds.
+                let len = usize::try_from(len).map_err(|_| io::Error::other("body length overflows usize"))?;
+                if head.expect_continue && self.rbuf.len() < len {
+                    self.send_continue().await?;
+                }
+                while self.rbuf.len() < len {
+                    self.rbuf.reserve(len - self.rbuf.len());
+                    match self.read_body_bytes().await? {
+                        Ok(()) => {}
+                        Err(status) => return Ok(Err(status)),
+                    }
+                }
+                Ok(Ok(self.rbuf.split_to(len).freeze()))
+            }
+            BodyKind::Chunked => {
+                let mut decoder = ChunkedDecoder::new(max_body);
+                let mut body = BytesMut::new();
+                let mut continued = !head.expect_continue;
+                loop {
+                    match decoder.decode(&mut self.rbuf) {
+                        Ok(Decoded::Data(data)) => body.extend_from_slice(&data),
+                        Ok(Decoded::Done) => return Ok(Ok(body.freeze())),
+                        Ok(Decoded::NeedMore) => {
+                            if !continued {
+                                continued = true;
+                                self.send_continue().await?;
+                            }
+                            self.reserve_read_space();
+                            if let Err(status) = self.read_body_bytes().await? {
+                                return Ok(Err(status));
+                            }
+                        }
+                        Err(ChunkedError::TooLarge) => return Ok(Err(StatusCode::PAYLOAD_TOO_LARGE)),
+                        Err(ChunkedError::Malformed(why)) => {
+                            tracing::debug!(peer = %self.peer, why, "malformed chunked body");
+                            return Ok(Err(StatusCode::BAD_REQUEST));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One read of body bytes, allowed to pause at most `timeouts.body`.
+    async fn read_body_bytes(&mut self) -> io::Result<Result<(), StatusCode>> {
+        match timeout(self.env.timeouts.body, self.stream.read_buf(&mut self.rbuf)).await {
+            Ok(Ok(0)) => Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(Ok(_)) => Ok(Ok(())),
+            Ok(Err(e)) => Err(e),
+            Err(_elapsed) => Ok(Err(StatusCode::REQUEST_TIMEOUT)),
+        }
+    }
+
+    /// RFC 9110 §10.1.1: a client that sent `Expect: 100-continue` waits for this interim
+    /// response before sending the body.
+    async fn send_continue(&mut self) -> io::Result<()> {
+        write_continue(&mut self.wbuf);
+        self.flush().await
+    }
+
+    /// Route one request and write its answer. Returns false if the connection broke.
+    async fn exchange(&mut self, head: RequestHead, body: Bytes, keep_alive: bool, started: StdInstant) -> io::Result<bool> {
+        let RequestHead { method, path, query, version, host, headers, .. } = head;
+        let is_head = method == Method::HEAD;
+        let log = self.env.access_log.clone().map(|log| {
+            let target = match &query {
+                Some(q) => format!("{path}?{q}"),
+                None => path.clone(),
+            };
+            (log, method.clone(), target, header_str(&headers, header::REFERER), header_str(&headers, header::USER_AGENT), host.clone())
+        });
+        let req = Request { method, path, query, version, host, headers, scheme: "http", peer: self.peer, body };
+        let response = self.env.router.call(req).await;
+        let status = response.status;
+        let sent = if is_head { 0 } else { response.body.len() };
+        let result = self.write_response(response, version, keep_alive, is_head).await;
+        if let Some((log, method, target, referer, user_agent, host)) = log {
+            log.record(&AccessEntry {
+                peer: self.peer,
+                time: SystemTime::now(),
+                method: method.as_str(),
+                target: &target,
+                protocol: if version == Version::HTTP_10 { "HTTP/1.0" } else { "HTTP/1.1" },
+                status: status.as_u16(),
+                bytes: if result.is_ok() { sent } else { 0 },
+                referer: referer.as_deref(),
+                user_agent: user_agent.as_deref(),
+                duration: started.elapsed(),
+                host: host.as_deref(),
+            });
+        }
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "response not delivered");
+                Ok(false)
+            }
+        }
+    }
+
+    async fn write_response(&mut self, response: Response, version: Version, keep_alive: bool, is_head: bool) -> io::Result<()> {
+        let Response { status, headers, body } = response;
+        // RFC 9110 §6.4.1: 1xx, 204 and 304 responses never carry content.
+        let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+        let framing = if bodiless { Framing::None } else { Framing::Length(body.len()) };
+        with_http_date(|date| write_response_head(&mut self.wbuf, version, status, &headers, framing, keep_alive, date));
+        if bodiless || is_head {
+            return Ok(());
+        }
+        match body {
+            Body::Empty => Ok(()),
+            Body::Bytes(bytes) => self.write_bytes(bytes).await,
+            Body::File(range) => self.write_file(&range).await,
+            Body::Parts(parts) => {
+                for part in parts {
+                    match part {
+                        BodyPart::Bytes(bytes) => self.write_bytes(bytes).await?,
+                        BodyPart::File(range) => self.write_file(&range).await?,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn write_bytes(&mut self, bytes: Bytes) -> io::Result<()> {
+        if bytes.len() <= COALESCE_MAX {
+            self.wbuf.extend_from_slice(&bytes);
+            return Ok(());
+        }
+        self.flush().await?;
+        self.write_all_bounded(&bytes).await
+    }
+
+    /// Send a file range with `sendfile(2)`: the bytes go from the page cache to the socket
+    /// without passing through user space. Each wait for socket space is bounded.
+    async fn write_file(&mut self, range: &FileRange) -> io::Result<()> {
+        self.flush().await?;
+        let mut offset = range.offset;
+        let end = range.offset + range.len;
+        let send_timeout = self.env.timeouts.send;
+        while offset < end {
+            let count = usize::try_from(end - offset).unwrap_or(SENDFILE_CHUNK).min(SENDFILE_CHUNK);
+            timeout(send_timeout, self.stream.writable())
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))??;
+            let stream = &self.stream;
+            let sent = stream.try_io(Interest::WRITABLE, || {
+                rustix::fs::sendfile(stream, &*range.file, Some(&mut offset), count).map_err(io::Error::from)
+            });
+            match sent {
+                // The file shrank under us: the response cannot be completed; closing tells the
+                // client its copy is truncated.
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being sent")),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Write all of `buf`, giving up if the client accepts nothing for `timeouts.send`.
+    async fn write_all_bounded(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        let send_timeout = self.env.timeouts.send;
+        while !buf.is_empty() {
+            let n = timeout(send_timeout, self.stream.write(buf))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))??;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let wbuf = std::mem::take(&mut self.wbuf);
+        let result = self.write_all_bounded(&wbuf).await;
+        self.wbuf = wbuf;
+        self.wbuf.clear();
+        result
+    }
+
+    /// Queue an error answer; the connection closes after it.
+    fn write_error(&mut self, status: StatusCode, version: Version) {
+        let reason = status.canonical_reason().unwrap_or("Error");
+        let body = Bytes::from(format!("{} {reason}\n", status.as_u16()));
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+        let version = if version == Version::HTTP_10 { Version::HTTP_10 } else { Version::HTTP_11 };
+        with_http_date(|date| {
+            write_response_head(&mut self.wbuf, version, status, &headers, Framing::Length(body.len() as u64), false, date)
+        });
+        self.wbuf.extend_from_slice(&body);
+    }
+
+    /// Half-close and discard what the client still sends (bounded), so our last answer is not
+    /// destroyed by a reset when we close with unread bytes (nginx's lingering close).
+    async fn linger(&mut self) {
+        if self.stream.shutdown().await.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + LINGER_TIME;
+        let mut discarded = 0;
+        let mut scratch = [0u8; 8192];
+        while discarded < LINGER_BYTES {
+            match timeout_at(deadline, self.stream.read(&mut scratch)).await {
+                Ok(Ok(n)) if n > 0 => discarded += n,
+                _ => return,
+            }
+        }
+    }
+
+    fn reserve_read_space(&mut self) {
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(8 * 1024);
+        }
+    }
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}

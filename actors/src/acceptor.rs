@@ -42,7 +42,13 @@ impl Acceptor {
         open: Rc<Cell<usize>>,
         tracker: Arc<ConnTracker>,
     ) -> Self {
-        Acceptor { worker, listener: Some(listener), env, open, tracker }
+        Acceptor {
+            worker,
+            listener: Some(listener),
+            env,
+            open,
+            tracker,
+        }
     }
 }
 
@@ -50,7 +56,9 @@ impl Actor for Acceptor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let Some(std_listener) = self.listener.take() else { return };
+        let Some(std_listener) = self.listener.take() else {
+            return;
+        };
         let listener = match TcpListener::from_std(std_listener) {
             Ok(l) => l,
             Err(e) => {
@@ -59,12 +67,26 @@ impl Actor for Acceptor {
                 return;
             }
         };
-        let accept = accept_loop(listener, self.env.clone(), self.open.clone(), self.tracker.clone());
-        ctx.spawn(accept.into_actor(self).map(|(), _act, ctx: &mut Context<Self>| ctx.stop()));
+        let accept = accept_loop(
+            listener,
+            self.env.clone(),
+            self.open.clone(),
+            self.tracker.clone(),
+        );
+        ctx.spawn(
+            accept
+                .into_actor(self)
+                .map(|(), _act, ctx: &mut Context<Self>| ctx.stop()),
+        );
     }
 }
 
-async fn accept_loop(listener: TcpListener, env: Rc<SessionEnv>, open: Rc<Cell<usize>>, tracker: Arc<ConnTracker>) {
+async fn accept_loop(
+    listener: TcpListener,
+    env: Rc<SessionEnv>,
+    open: Rc<Cell<usize>>,
+    tracker: Arc<ConnTracker>,
+) {
     let mut shutdown = env.shutdown.clone();
     let max = env.limits.max_connections;
     loop {
@@ -94,7 +116,12 @@ async fn accept_loop(listener: TcpListener, env: Rc<SessionEnv>, open: Rc<Cell<u
     // Dropping the listener closes the socket: new connections are refused while we drain.
 }
 
-async fn sniff_and_start(mut stream: TcpStream, peer: SocketAddr, env: Rc<SessionEnv>, guard: ConnGuard) {
+async fn sniff_and_start(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    env: Rc<SessionEnv>,
+    guard: ConnGuard,
+) {
     let deadline = Instant::now() + env.timeouts.sniff;
     let mut prefix = BytesMut::with_capacity(SNIFF_BUFFER);
     let protocol = loop {

@@ -61,20 +61,29 @@ pub type ReloadSource = Option<std::path::PathBuf>;
 pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> {
     let workers = config.workers;
     let sockets = bind_all(&config, workers)?;
-    let access_log = config.log.access.as_ref().map(AccessLog::open).transpose().map_err(StartError::AccessLog)?;
+    let access_log = config
+        .log
+        .access
+        .as_ref()
+        .map(AccessLog::open)
+        .transpose()
+        .map_err(StartError::AccessLog)?;
 
     let system = actix::System::new();
     // Each worker gets its own route snapshot and small-file cache: the hot path then touches
     // only its own core's memory (no reference counts bouncing between cores). The cache budget
     // is split between workers.
-    let tables: Vec<Arc<ArcSwap<RouteTable>>> =
-        (0..workers).map(|_| Arc::new(ArcSwap::from_pointee(RouteTable::new(&config)))).collect();
+    let tables: Vec<Arc<ArcSwap<RouteTable>>> = (0..workers)
+        .map(|_| Arc::new(ArcSwap::from_pointee(RouteTable::new(&config))))
+        .collect();
     let cache_share = config.limits.file_cache_bytes / workers as u64;
     let limits = Arc::new(config.limits.clone());
     let timeouts = Arc::new(config.timeouts.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let tracker = Arc::new(ConnTracker::default());
-    let panic_path: Option<Arc<str>> = std::env::var("SWITCHYARD_FAULT_PANIC_PATH").ok().map(Arc::from);
+    let panic_path: Option<Arc<str>> = std::env::var("SWITCHYARD_FAULT_PANIC_PATH")
+        .ok()
+        .map(Arc::from);
     if let Some(path) = &panic_path {
         tracing::warn!(path = %path, "fault injection enabled: requests for this path panic");
     }
@@ -83,12 +92,27 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
     for (worker, listeners) in sockets.into_iter().enumerate() {
         let arbiter = actix::Arbiter::new();
         let (table, limits, timeouts) = (tables[worker].clone(), limits.clone(), timeouts.clone());
-        let (shutdown, tracker, access_log, panic_path) =
-            (shutdown_rx.clone(), tracker.clone(), access_log.clone(), panic_path.clone());
+        let (shutdown, tracker, access_log, panic_path) = (
+            shutdown_rx.clone(),
+            tracker.clone(),
+            access_log.clone(),
+            panic_path.clone(),
+        );
         arbiter.spawn_fn(move || {
-            let files = FilesService::new(FileCache::new(cache_share), limits.clone(), panic_path).start_bounded();
+            let files = FilesService::new(
+                FileCache::with_revalidate(cache_share, timeouts.file_revalidate),
+                limits.clone(),
+                panic_path,
+            )
+            .start_bounded();
             let router = Router::new(table, files);
-            let env = Rc::new(SessionEnv { router, limits, timeouts, access_log, shutdown });
+            let env = Rc::new(SessionEnv {
+                router,
+                limits,
+                timeouts,
+                access_log,
+                shutdown,
+            });
             let open = Rc::new(Cell::new(0usize));
             for listener in listeners {
                 Acceptor::new(worker, listener, env.clone(), open.clone(), tracker.clone()).start();
@@ -101,11 +125,22 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
     let running = config;
     system.block_on(async move {
         actix_rt::spawn(async move {
-            let signal = wait_for_stop_signal(|| reload(reload_from.as_deref(), &running, &tables)).await;
-            tracing::info!(signal, live = tracker.live(), "draining: no new connections, finishing in-flight requests");
+            let signal =
+                wait_for_stop_signal(|| reload(reload_from.as_deref(), &running, &tables)).await;
+            tracing::info!(
+                signal,
+                live = tracker.live(),
+                "draining: no new connections, finishing in-flight requests"
+            );
             let _ = shutdown_tx.send(true);
-            if tokio::time::timeout(shutdown_timeout, tracker.wait_idle()).await.is_err() {
-                tracing::warn!(live = tracker.live(), "shutdown timeout: closing remaining connections");
+            if tokio::time::timeout(shutdown_timeout, tracker.wait_idle())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    live = tracker.live(),
+                    "shutdown timeout: closing remaining connections"
+                );
             }
             tracing::info!("stopped");
             actix::System::current().stop();
@@ -153,14 +188,17 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Wait for SIGTERM or SIGINT; call `on_hangup` for every SIGHUP meanwhile.
 async fn wait_for_stop_signal(on_hangup: impl Fn()) -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int, mut hup) =
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
-            (Ok(term), Ok(int), Ok(hup)) => (term, int, hup),
-            _ => {
-                tracing::error!("cannot install signal handlers; stop with SIGKILL");
-                return std::future::pending().await;
-            }
-        };
+    let (mut term, mut int, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(term), Ok(int), Ok(hup)) => (term, int, hup),
+        _ => {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        }
+    };
     loop {
         tokio::select! {
             _ = term.recv() => return "SIGTERM",
@@ -180,8 +218,13 @@ fn reload(source: Option<&std::path::Path>, running: &Config, tables: &[Arc<ArcS
     };
     match switchyard_conf::load(path) {
         Ok(new) => {
-            if new.listeners != running.listeners || new.limits != running.limits || new.timeouts != running.timeouts {
-                tracing::warn!("listeners, limits and timeouts changed on disk; they apply after a restart");
+            if new.listeners != running.listeners
+                || new.limits != running.limits
+                || new.timeouts != running.timeouts
+            {
+                tracing::warn!(
+                    "listeners, limits and timeouts changed on disk; they apply after a restart"
+                );
             }
             for table in tables {
                 table.store(Arc::new(RouteTable::new(&new)));

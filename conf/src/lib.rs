@@ -38,6 +38,7 @@
 //! keepalive = "75s"
 //! body = "30s"
 //! send = "60s"
+//! file_revalidate = "1s"        # how long file metadata is trusted; "0s" = stat every request
 //! shutdown = "30s"
 //!
 //! [log]

@@ -84,6 +84,9 @@ pub struct Timeouts {
     pub send: Duration,
     /// On SIGTERM/SIGINT, how long in-flight requests may take before the process exits anyway.
     pub shutdown: Duration,
+    /// How long the files service trusts what it knows about a file before `stat`ing it again
+    /// (nginx's `open_file_cache_valid`). Edits show within this time; zero checks every request.
+    pub file_revalidate: Duration,
 }
 
 impl Default for Timeouts {
@@ -95,6 +98,7 @@ impl Default for Timeouts {
             body: Duration::from_secs(30),
             send: Duration::from_secs(60),
             shutdown: Duration::from_secs(30),
+            file_revalidate: Duration::from_secs(1),
         }
     }
 }

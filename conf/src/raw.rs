@@ -55,6 +55,7 @@ pub(crate) struct RawTimeouts {
     pub body: Option<Spanned<String>>,
     pub send: Option<Spanned<String>>,
     pub shutdown: Option<Spanned<String>>,
+    pub file_revalidate: Option<Spanned<String>>,
 }
 
 /// `[log]`

@@ -95,6 +95,7 @@ keepalive = "3m"
 body = "400ms"
 send = "5s"
 shutdown = "0s"
+file_revalidate = "250ms"
 [log]
 access = "logs/access.log"
 access_format = "json"
@@ -145,6 +146,7 @@ symlinks = "refuse"
             body: Duration::from_millis(400),
             send: Duration::from_secs(5),
             shutdown: Duration::ZERO,
+            file_revalidate: Duration::from_millis(250),
         }
     );
     let base = std::path::absolute(dir.path()).unwrap();

@@ -247,6 +247,14 @@ fn timeouts(sources: &[Source]) -> Result<Timeouts, ConfError> {
             d.shutdown,
             true,
         )?,
+        // Zero is meaningful here too: check the file on every request.
+        file_revalidate: duration(
+            sources,
+            "file_revalidate",
+            |t| t.file_revalidate.as_ref(),
+            d.file_revalidate,
+            true,
+        )?,
     })
 }
 

@@ -21,7 +21,11 @@ use crate::message::{Request, Response};
 pub static SERVICE_RESTARTS: AtomicU64 = AtomicU64::new(0);
 
 /// Run `work`; if it panics, log it, count a restart, call `rebuild` and answer 500.
-pub fn supervised(service: &'static str, work: impl FnOnce() -> Response, rebuild: impl FnOnce()) -> Response {
+pub fn supervised(
+    service: &'static str,
+    work: impl FnOnce() -> Response,
+    rebuild: impl FnOnce(),
+) -> Response {
     match catch_unwind(AssertUnwindSafe(work)) {
         Ok(response) => response,
         Err(panic) => {
@@ -62,7 +66,11 @@ pub struct FilesService {
 
 impl FilesService {
     pub fn new(cache: FileCache, limits: Arc<Limits>, panic_path: Option<Arc<str>>) -> Self {
-        FilesService { cache, limits, panic_path }
+        FilesService {
+            cache,
+            limits,
+            panic_path,
+        }
     }
 }
 

@@ -46,24 +46,39 @@ impl Response {
     /// A response with a short `text/plain` explanation, for errors.
     pub fn text(status: StatusCode, text: &'static str) -> Response {
         let mut headers = HeaderMap::new();
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        Response { status, headers, body: Body::Bytes(Bytes::from_static(text.as_bytes())) }
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        Response {
+            status,
+            headers,
+            body: Body::Bytes(Bytes::from_static(text.as_bytes())),
+        }
     }
 
     /// A response with no body (304, 204, redirects carry headers only).
     pub fn empty(status: StatusCode) -> Response {
-        Response { status, headers: HeaderMap::new(), body: Body::Empty }
+        Response {
+            status,
+            headers: HeaderMap::new(),
+            body: Body::Empty,
+        }
     }
 
     /// 500: a service failed (or panicked) while handling the request.
     pub fn internal_error() -> Response {
-        Response::text(StatusCode::INTERNAL_SERVER_ERROR, "500 Internal Server Error\n")
+        Response::text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "500 Internal Server Error\n",
+        )
     }
 
     /// 503: the service's mailbox is full or it is not running.
     pub fn overloaded() -> Response {
         let mut r = Response::text(StatusCode::SERVICE_UNAVAILABLE, "503 Service Unavailable\n");
-        r.headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        r.headers
+            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
         r
     }
 }

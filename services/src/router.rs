@@ -68,8 +68,13 @@ impl RouteTable {
                         (loc.prefix.clone(), route)
                     })
                     .collect();
-                locations.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-                VhostRoutes { exact, wildcard, any, locations }
+                locations.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+                VhostRoutes {
+                    exact,
+                    wildcard,
+                    any,
+                    locations,
+                }
             })
             .collect();
         RouteTable { vhosts }
@@ -84,7 +89,11 @@ impl RouteTable {
             .map(strip_port)
             .and_then(|h| self.vhosts.iter().find(|v| v.matches(h)))
             .or_else(|| self.vhosts.first())?;
-        vhost.locations.iter().find(|(prefix, _)| prefix_matches(prefix, path)).map(|(_, r)| r)
+        vhost
+            .locations
+            .iter()
+            .find(|(prefix, _)| prefix_matches(prefix, path))
+            .map(|(_, r)| r)
     }
 }
 
@@ -96,7 +105,8 @@ impl VhostRoutes {
         self.exact.iter().any(|n| n.eq_ignore_ascii_case(host))
             || self.wildcard.iter().any(|suffix| {
                 host.len() > suffix.len()
-                    && host.as_bytes()[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+                    && host.as_bytes()[host.len() - suffix.len()..]
+                        .eq_ignore_ascii_case(suffix.as_bytes())
             })
     }
 }
@@ -171,7 +181,8 @@ mod tests {
 
     fn config(vhosts: Vec<(Vec<&str>, Vec<&str>)>) -> Config {
         let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
-        let mut cfg = Config::serve_dir(std::path::Path::new("."), addr).expect("cwd is a directory");
+        let mut cfg =
+            Config::serve_dir(std::path::Path::new("."), addr).expect("cwd is a directory");
         cfg.vhosts = vhosts
             .into_iter()
             .enumerate()
@@ -202,7 +213,11 @@ mod tests {
         ]));
         let cases = [
             (Some("a.test"), "/x", Some("/srv/0/")),
-            (Some("A.TEST:8080"), "/static/app.js", Some("/srv/0/static/")),
+            (
+                Some("A.TEST:8080"),
+                "/static/app.js",
+                Some("/srv/0/static/"),
+            ),
             (Some("a.test"), "/staticx", Some("/srv/0/")),
             (Some("www.b.test"), "/api", Some("/srv/1/api")),
             (Some("www.b.test"), "/api/v1", Some("/srv/1/api")),
@@ -212,14 +227,24 @@ mod tests {
             (None, "/", Some("/srv/0/")),
         ];
         for (host, path, want) in cases {
-            assert_eq!(root_of(table.route(host, path)).as_deref(), want, "{host:?} {path}");
+            assert_eq!(
+                root_of(table.route(host, path)).as_deref(),
+                want,
+                "{host:?} {path}"
+            );
         }
     }
 
     #[test]
     fn unknown_host_falls_back_to_first_vhost() {
-        let table = RouteTable::new(&config(vec![(vec!["a.test"], vec!["/"]), (vec!["b.test"], vec!["/"])]));
-        assert_eq!(root_of(table.route(Some("c.test"), "/")).as_deref(), Some("/srv/0/"));
+        let table = RouteTable::new(&config(vec![
+            (vec!["a.test"], vec!["/"]),
+            (vec!["b.test"], vec!["/"]),
+        ]));
+        assert_eq!(
+            root_of(table.route(Some("c.test"), "/")).as_deref(),
+            Some("/srv/0/")
+        );
     }
 
     #[test]
@@ -252,9 +277,17 @@ mod tests {
             std::fs::write(dir.join("a.txt"), "hello").expect("write fixture");
             let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
             let config = Config::serve_dir(dir, addr).expect("temp dir exists");
-            let limits = Arc::new(Limits { service_queue, ..Limits::default() });
-            let files = FilesService::new(FileCache::new(1 << 20), limits, panic_path.map(Arc::from)).start_bounded();
-            Router::new(Arc::new(ArcSwap::from_pointee(RouteTable::new(&config))), files)
+            let limits = Arc::new(Limits {
+                service_queue,
+                ..Limits::default()
+            });
+            let files =
+                FilesService::new(FileCache::new(1 << 20), limits, panic_path.map(Arc::from))
+                    .start_bounded();
+            Router::new(
+                Arc::new(ArcSwap::from_pointee(RouteTable::new(&config))),
+                files,
+            )
         }
 
         #[actix_rt::test]
@@ -275,7 +308,10 @@ mod tests {
             for call in calls {
                 statuses.push(call.await.expect("call task"));
             }
-            let refused = statuses.iter().filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE).count();
+            let refused = statuses
+                .iter()
+                .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
+                .count();
             let served = statuses.iter().filter(|s| **s == StatusCode::OK).count();
             assert!(refused > 0, "no request was refused: {statuses:?}");
             assert!(served > 0, "no request was served: {statuses:?}");
@@ -290,7 +326,10 @@ mod tests {
             let router = router(dir.path(), 16, Some("/boom"));
             let before = crate::actor::SERVICE_RESTARTS.load(std::sync::atomic::Ordering::Relaxed);
             assert_eq!(router.call(request("/a.txt")).await.status, StatusCode::OK);
-            assert_eq!(router.call(request("/boom")).await.status, StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(
+                router.call(request("/boom")).await.status,
+                StatusCode::INTERNAL_SERVER_ERROR
+            );
             assert_eq!(router.call(request("/a.txt")).await.status, StatusCode::OK);
             let after = crate::actor::SERVICE_RESTARTS.load(std::sync::atomic::Ordering::Relaxed);
             assert!(after > before, "the restart was not counted");

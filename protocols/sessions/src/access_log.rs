@@ -48,11 +48,19 @@ impl AccessLog {
         let out: Box<dyn Write + Send> = match &cfg.target {
             LogTarget::Stderr => Box::new(io::stderr()),
             LogTarget::Stdout => Box::new(io::stdout()),
-            LogTarget::File(path) => Box::new(OpenOptions::new().create(true).append(true).open(path)?),
+            LogTarget::File(path) => {
+                Box::new(OpenOptions::new().create(true).append(true).open(path)?)
+            }
         };
         let (tx, rx) = sync_channel(QUEUE);
-        std::thread::Builder::new().name("access-log".into()).spawn(move || write_lines(rx, out))?;
-        Ok(AccessLog { tx, format: cfg.format, dropped: Arc::default() })
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_lines(rx, out))?;
+        Ok(AccessLog {
+            tx,
+            format: cfg.format,
+            dropped: Arc::default(),
+        })
     }
 
     /// Lines dropped because the writer could not keep up.
@@ -135,12 +143,23 @@ fn json(e: &AccessEntry<'_>) -> String {
 
 /// `22/Nov/2026:01:03:49 +0000`, derived from the RFC 3339 form (UTC).
 fn clf_time(time: SystemTime) -> String {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let iso = humantime::format_rfc3339_seconds(time).to_string(); // 2026-11-22T01:03:49Z
     let (date, clock) = iso.split_once('T').unwrap_or((&iso, "00:00:00Z"));
     let mut parts = date.splitn(3, '-');
-    let (year, month, day) = (parts.next().unwrap_or("1970"), parts.next().unwrap_or("01"), parts.next().unwrap_or("01"));
-    let month = month.parse::<usize>().ok().and_then(|m| MONTHS.get(m.wrapping_sub(1))).copied().unwrap_or("Jan");
+    let (year, month, day) = (
+        parts.next().unwrap_or("1970"),
+        parts.next().unwrap_or("01"),
+        parts.next().unwrap_or("01"),
+    );
+    let month = month
+        .parse::<usize>()
+        .ok()
+        .and_then(|m| MONTHS.get(m.wrapping_sub(1)))
+        .copied()
+        .unwrap_or("Jan");
     format!("{day}/{month}/{year}:{} +0000", clock.trim_end_matches('Z'))
 }
 

@@ -10,7 +10,10 @@ thread_local! {
 /// Run `f` with the current IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, always 29 bytes).
 pub fn with_http_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
     let now = SystemTime::now();
-    let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     CACHED.with(|cell| {
         let mut cached = cell.borrow_mut();
         if cached.0 != secs {

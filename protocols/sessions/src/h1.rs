@@ -52,7 +52,13 @@ pub struct H1Session {
 impl H1Session {
     /// Start a session for an accepted connection. `prefix` holds the bytes the acceptor already
     /// read while sniffing the protocol; they are the start of the first request.
-    pub fn start(stream: TcpStream, peer: SocketAddr, prefix: BytesMut, env: Rc<SessionEnv>, guard: ConnGuard) {
+    pub fn start(
+        stream: TcpStream,
+        peer: SocketAddr,
+        prefix: BytesMut,
+        env: Rc<SessionEnv>,
+        guard: ConnGuard,
+    ) {
         let conn = H1Conn::new(stream, peer, prefix, env, guard);
         H1Session { conn: Some(conn) }.start();
     }
@@ -63,7 +69,11 @@ impl Actor for H1Session {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         if let Some(conn) = self.conn.take() {
-            ctx.spawn(conn.run().into_actor(self).map(|(), _act, ctx: &mut Context<Self>| ctx.stop()));
+            ctx.spawn(
+                conn.run()
+                    .into_actor(self)
+                    .map(|(), _act, ctx: &mut Context<Self>| ctx.stop()),
+            );
         }
     }
 }
@@ -89,7 +99,13 @@ struct H1Conn {
 }
 
 impl H1Conn {
-    fn new(stream: TcpStream, peer: SocketAddr, prefix: BytesMut, env: Rc<SessionEnv>, guard: ConnGuard) -> Self {
+    fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        prefix: BytesMut,
+        env: Rc<SessionEnv>,
+        guard: ConnGuard,
+    ) -> Self {
         let limits = H1Limits {
             max_request_line: env.limits.max_request_line,
             max_header_bytes: env.limits.max_header_bytes,
@@ -97,7 +113,15 @@ impl H1Conn {
         };
         let mut rbuf = prefix;
         rbuf.reserve(8 * 1024);
-        H1Conn { stream, peer, env, limits, rbuf, wbuf: BytesMut::with_capacity(16 * 1024), _guard: guard }
+        H1Conn {
+            stream,
+            peer,
+            env,
+            limits,
+            rbuf,
+            wbuf: BytesMut::with_capacity(16 * 1024),
+            _guard: guard,
+        }
     }
 
     async fn run(mut self) {
@@ -151,7 +175,8 @@ impl H1Conn {
         let timeouts = self.env.timeouts.clone();
         // The head deadline runs from the head's first byte. The very first request's first
         // byte arrived before the session started (the acceptor sniffed it).
-        let mut deadline = (first || !self.rbuf.is_empty()).then(|| Instant::now() + timeouts.header);
+        let mut deadline =
+            (first || !self.rbuf.is_empty()).then(|| Instant::now() + timeouts.header);
         loop {
             if !self.rbuf.is_empty() {
                 match parse_request_head(&self.rbuf, &self.limits) {
@@ -209,7 +234,8 @@ impl H1Conn {
             BodyKind::Length(len) if len > max_body => Ok(Err(StatusCode::PAYLOAD_TOO_LARGE)),
             BodyKind::Length(len) => {
                 // `len <= max_body`, which the configuration keeps within memory bounds.
-                let len = usize::try_from(len).map_err(|_| io::Error::other("body length overflows usize"))?;
+                let len = usize::try_from(len)
+                    .map_err(|_| io::Error::other("body length overflows usize"))?;
                 if head.expect_continue && self.rbuf.len() < len {
                     self.send_continue().await?;
                 }
@@ -240,7 +266,9 @@ impl H1Conn {
                                 return Ok(Err(status));
                             }
                         }
-                        Err(ChunkedError::TooLarge) => return Ok(Err(StatusCode::PAYLOAD_TOO_LARGE)),
+                        Err(ChunkedError::TooLarge) => {
+                            return Ok(Err(StatusCode::PAYLOAD_TOO_LARGE));
+                        }
                         Err(ChunkedError::Malformed(why)) => {
                             tracing::debug!(peer = %self.peer, why, "malformed chunked body");
                             return Ok(Err(StatusCode::BAD_REQUEST));
@@ -269,28 +297,65 @@ impl H1Conn {
     }
 
     /// Route one request and write its answer. Returns false if the connection broke.
-    async fn exchange(&mut self, head: RequestHead, body: Bytes, keep_alive: bool, started: StdInstant) -> io::Result<bool> {
-        let RequestHead { method, path, query, version, host, headers, .. } = head;
+    async fn exchange(
+        &mut self,
+        head: RequestHead,
+        body: Bytes,
+        keep_alive: bool,
+        started: StdInstant,
+    ) -> io::Result<bool> {
+        let RequestHead {
+            method,
+            path,
+            query,
+            version,
+            host,
+            headers,
+            ..
+        } = head;
         let is_head = method == Method::HEAD;
         let log = self.env.access_log.clone().map(|log| {
             let target = match &query {
                 Some(q) => format!("{path}?{q}"),
                 None => path.clone(),
             };
-            (log, method.clone(), target, header_str(&headers, header::REFERER), header_str(&headers, header::USER_AGENT), host.clone())
+            (
+                log,
+                method.clone(),
+                target,
+                header_str(&headers, header::REFERER),
+                header_str(&headers, header::USER_AGENT),
+                host.clone(),
+            )
         });
-        let req = Request { method, path, query, version, host, headers, scheme: "http", peer: self.peer, body };
+        let req = Request {
+            method,
+            path,
+            query,
+            version,
+            host,
+            headers,
+            scheme: "http",
+            peer: self.peer,
+            body,
+        };
         let response = self.env.router.call(req).await;
         let status = response.status;
         let sent = if is_head { 0 } else { response.body.len() };
-        let result = self.write_response(response, version, keep_alive, is_head).await;
+        let result = self
+            .write_response(response, version, keep_alive, is_head)
+            .await;
         if let Some((log, method, target, referer, user_agent, host)) = log {
             log.record(&AccessEntry {
                 peer: self.peer,
                 time: SystemTime::now(),
                 method: method.as_str(),
                 target: &target,
-                protocol: if version == Version::HTTP_10 { "HTTP/1.0" } else { "HTTP/1.1" },
+                protocol: if version == Version::HTTP_10 {
+                    "HTTP/1.0"
+                } else {
+                    "HTTP/1.1"
+                },
                 status: status.as_u16(),
                 bytes: if result.is_ok() { sent } else { 0 },
                 referer: referer.as_deref(),
@@ -308,12 +373,38 @@ impl H1Conn {
         }
     }
 
-    async fn write_response(&mut self, response: Response, version: Version, keep_alive: bool, is_head: bool) -> io::Result<()> {
-        let Response { status, headers, body } = response;
+    async fn write_response(
+        &mut self,
+        response: Response,
+        version: Version,
+        keep_alive: bool,
+        is_head: bool,
+    ) -> io::Result<()> {
+        let Response {
+            status,
+            headers,
+            body,
+        } = response;
         // RFC 9110 §6.4.1: 1xx, 204 and 304 responses never carry content.
-        let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
-        let framing = if bodiless { Framing::None } else { Framing::Length(body.len()) };
-        with_http_date(|date| write_response_head(&mut self.wbuf, version, status, &headers, framing, keep_alive, date));
+        let bodiless = status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let framing = if bodiless {
+            Framing::None
+        } else {
+            Framing::Length(body.len())
+        };
+        with_http_date(|date| {
+            write_response_head(
+                &mut self.wbuf,
+                version,
+                status,
+                &headers,
+                framing,
+                keep_alive,
+                date,
+            )
+        });
         if bodiless || is_head {
             return Ok(());
         }
@@ -350,18 +441,26 @@ impl H1Conn {
         let end = range.offset + range.len;
         let send_timeout = self.env.timeouts.send;
         while offset < end {
-            let count = usize::try_from(end - offset).unwrap_or(SENDFILE_CHUNK).min(SENDFILE_CHUNK);
+            let count = usize::try_from(end - offset)
+                .unwrap_or(SENDFILE_CHUNK)
+                .min(SENDFILE_CHUNK);
             timeout(send_timeout, self.stream.writable())
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))??;
             let stream = &self.stream;
             let sent = stream.try_io(Interest::WRITABLE, || {
-                rustix::fs::sendfile(stream, &*range.file, Some(&mut offset), count).map_err(io::Error::from)
+                rustix::fs::sendfile(stream, &*range.file, Some(&mut offset), count)
+                    .map_err(io::Error::from)
             });
             match sent {
                 // The file shrank under us: the response cannot be completed; closing tells the
                 // client its copy is truncated.
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being sent")),
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shrank while being sent",
+                    ));
+                }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
@@ -401,10 +500,25 @@ impl H1Conn {
         let reason = status.canonical_reason().unwrap_or("Error");
         let body = Bytes::from(format!("{} {reason}\n", status.as_u16()));
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
-        let version = if version == Version::HTTP_10 { Version::HTTP_10 } else { Version::HTTP_11 };
+        headers.insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        let version = if version == Version::HTTP_10 {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
         with_http_date(|date| {
-            write_response_head(&mut self.wbuf, version, status, &headers, Framing::Length(body.len() as u64), false, date)
+            write_response_head(
+                &mut self.wbuf,
+                version,
+                status,
+                &headers,
+                Framing::Length(body.len() as u64),
+                false,
+                date,
+            )
         });
         self.wbuf.extend_from_slice(&body);
     }
@@ -434,5 +548,8 @@ impl H1Conn {
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }

@@ -27,7 +27,8 @@ use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -56,6 +57,12 @@ pub struct FileCache {
     routes: Cache<u64, Arc<Route>>,
     contents: Cache<FileId, Bytes>,
     hasher: RandomState,
+    /// How long a route's `stat` result is trusted ([`Timeouts::file_revalidate`]).
+    ///
+    /// [`Timeouts::file_revalidate`]: switchyard_conf::Timeouts::file_revalidate
+    revalidate: Duration,
+    /// Origin of the millisecond clock stored in [`Variant::checked`].
+    epoch: Instant,
 }
 
 impl fmt::Debug for FileCache {
@@ -69,8 +76,16 @@ impl fmt::Debug for FileCache {
 }
 
 impl FileCache {
-    /// A cache holding at most `max_bytes` of file contents (plus a bounded route table).
+    /// A cache holding at most `max_bytes` of file contents (plus a bounded route table) that
+    /// `stat`s a file on every request.
     pub fn new(max_bytes: u64) -> Self {
+        Self::with_revalidate(max_bytes, Duration::ZERO)
+    }
+
+    /// Like [`FileCache::new`], but a file checked less than `revalidate` ago is not `stat`ed
+    /// again: under load that saves a path walk per request, and an edit shows within
+    /// `revalidate`. A route is still only ever built from a full walk inside the root.
+    pub fn with_revalidate(max_bytes: u64, revalidate: Duration) -> Self {
         let routes = Cache::builder()
             .max_capacity(ROUTE_CACHE_BYTES)
             .weigher(|_: &u64, route: &Arc<Route>| route.weight())
@@ -86,6 +101,8 @@ impl FileCache {
             routes,
             contents,
             hasher: RandomState::new(),
+            revalidate,
+            epoch: Instant::now(),
         }
     }
 
@@ -124,6 +141,19 @@ impl FileCache {
 
     pub(super) fn forget_route(&self, key: u64) {
         self.routes.invalidate(&key);
+    }
+
+    /// Milliseconds since this cache was made (the clock of [`Variant::checked`]).
+    pub(super) fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether `variant` was confirmed recently enough to skip its `stat`.
+    pub(super) fn still_fresh(&self, variant: &Variant, now_ms: u64) -> bool {
+        let checked = variant.checked.load(Ordering::Relaxed);
+        checked != NEVER_CHECKED
+            && now_ms.saturating_sub(checked)
+                < u64::try_from(self.revalidate.as_millis()).unwrap_or(u64::MAX)
     }
 
     pub(super) fn content(&self, id: &FileId) -> Option<Bytes> {
@@ -183,4 +213,9 @@ pub struct Variant {
     pub last_modified: HeaderValue,
     /// The time `last_modified` states (whole seconds, never in the future).
     pub modified: SystemTime,
+    /// When `id` was last confirmed by a `stat` ([`FileCache::now_ms`]), or [`NEVER_CHECKED`].
+    pub checked: AtomicU64,
 }
+
+/// [`Variant::checked`] of a variant that must be `stat`ed before its next use.
+pub const NEVER_CHECKED: u64 = u64::MAX;

@@ -19,6 +19,7 @@ use std::fs::File;
 use std::io::Read;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -32,7 +33,7 @@ use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use switchyard_conf::{DotfilePolicy, FilesConfig, Limits, SymlinkPolicy};
 
-use super::cache::{FileCache, Route, Variant};
+use super::cache::{FileCache, NEVER_CHECKED, Route, Variant};
 use super::conditional::{self, Precondition, Validators};
 use super::encoding::{self, Encoding};
 use super::path::{self, RequestPath};
@@ -281,6 +282,7 @@ fn variant(
         etag_text: etag.into_boxed_str(),
         last_modified: representation::http_date(modified),
         modified,
+        checked: AtomicU64::new(NEVER_CHECKED),
     }
 }
 
@@ -323,11 +325,17 @@ fn respond(
 ) -> Result<Response, Stale> {
     let encoding = encoding::choose(&req.headers, &route.encodings);
     let variant = route.variant(encoding);
-    if check == Check::Stat {
-        let meta = std::fs::metadata(&variant.path).map_err(|_| Stale)?;
-        if FileId::of(&meta) != variant.id {
-            return Err(Stale);
+    let now_ms = cache.now_ms();
+    match check {
+        Check::Stat if cache.still_fresh(variant, now_ms) => {}
+        Check::Stat => {
+            let meta = std::fs::metadata(&variant.path).map_err(|_| Stale)?;
+            if FileId::of(&meta) != variant.id {
+                return Err(Stale);
+            }
+            variant.checked.store(now_ms, Ordering::Relaxed);
         }
+        Check::JustResolved => variant.checked.store(now_ms, Ordering::Relaxed),
     }
     let mut headers = HeaderMap::with_capacity(8);
     headers.insert(ETAG, variant.etag.clone());

@@ -786,3 +786,29 @@ fn future_mtimes_are_clamped_and_a_zero_cache_still_serves() {
     let lm = httpdate::parse_http_date(header(&r, "last-modified").unwrap()).unwrap();
     assert!(lm <= SystemTime::now());
 }
+
+#[test]
+fn within_the_revalidate_window_a_file_is_not_stated_again() {
+    let tree = Tree::new();
+    let cfg = tree.cfg();
+    let path = tree.root.join("hello.txt");
+    // A window far longer than the test: the cached answer must be served unchanged.
+    let trusting = FileCache::with_revalidate(1 << 20, Duration::from_secs(3600));
+    assert_eq!(
+        body(&get(&cfg, &trusting, "/hello.txt", &[])),
+        b"hello world"
+    );
+    fs::write(&path, b"edited").unwrap();
+    assert_eq!(
+        body(&get(&cfg, &trusting, "/hello.txt", &[])),
+        b"hello world"
+    );
+    // With no window the same edit shows at once.
+    let checking = FileCache::with_revalidate(1 << 20, Duration::ZERO);
+    assert_eq!(body(&get(&cfg, &checking, "/hello.txt", &[])), b"edited");
+    fs::write(&path, b"edited again").unwrap();
+    assert_eq!(
+        body(&get(&cfg, &checking, "/hello.txt", &[])),
+        b"edited again"
+    );
+}

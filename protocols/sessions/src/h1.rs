@@ -149,7 +149,7 @@ impl H1Conn {
                 Err(close) => return Ok(close),
             };
             first = false;
-            let started = StdInstant::now();
+            let started = self.env.access_log.is_some().then(StdInstant::now);
             let body = match self.read_body(&head).await? {
                 Ok(body) => body,
                 Err(status) => {
@@ -302,7 +302,7 @@ impl H1Conn {
         head: RequestHead,
         body: Bytes,
         keep_alive: bool,
-        started: StdInstant,
+        started: Option<StdInstant>,
     ) -> io::Result<bool> {
         let RequestHead {
             method,
@@ -360,7 +360,7 @@ impl H1Conn {
                 bytes: if result.is_ok() { sent } else { 0 },
                 referer: referer.as_deref(),
                 user_agent: user_agent.as_deref(),
-                duration: started.elapsed(),
+                duration: started.map(|t| t.elapsed()).unwrap_or_default(),
                 host: host.as_deref(),
             });
         }
@@ -471,6 +471,12 @@ impl H1Conn {
 
     /// Write all of `buf`, giving up if the client accepts nothing for `timeouts.send`.
     async fn write_all_bounded(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        // Usually the socket has room: write without arming a timer.
+        match self.stream.try_write(buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
         let send_timeout = self.env.timeouts.send;
         while !buf.is_empty() {
             let n = timeout(send_timeout, self.stream.write(buf))

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# The test command: everything CI runs, runnable by hand from any directory.
+#
+#   bash interop/test.sh
+#
+# On a fresh Debian 12 machine (as root) it first installs what the tests need: the Rust toolchain
+# (rustup, stable, with clippy and rustfmt) when cargo is missing, build tools, and the independent
+# clients the integration tests drive (curl for now). It then builds the release binary, runs every
+# test of the workspace in the release profile (so the workspace is compiled once), clippy, rustfmt,
+# and the fuzz smoke run when a fuzz crate provides one. Every step runs even after an earlier one
+# failed (a failed build excepted), and the script then exits non-zero naming the failed steps.
+#
+# Environment:
+#   SKIP_INSTALL=1   never install anything (fail later if something is missing)
+#   SKIP_FUZZ=1      skip the fuzz smoke run
+#   FUZZ_SECONDS=N   run each fuzz target N seconds (default 20)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+section() {
+    printf '\n==== %s ====\n' "$*"
+}
+
+# ---- prerequisites ----------------------------------------------------------------------------
+
+# Commands the tests need, and the Debian package that provides each.
+declare -A NEED=(
+    [curl]=curl
+    [sha256sum]=coreutils
+    [cc]=build-essential
+    [pkg-config]=pkg-config
+)
+
+install_prerequisites() {
+    local missing=()
+    for cmd in "${!NEED[@]}"; do
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
+    done
+    # librqbit-core's default sha1 backend links OpenSSL.
+    if ! pkg-config --exists openssl 2>/dev/null; then
+        missing+=(libssl-dev)
+    fi
+    if ((${#missing[@]})); then
+        section "installing: ${missing[*]}"
+        if [[ $(id -u) -ne 0 ]]; then
+            echo "missing packages (${missing[*]}) and not root: install them and re-run" >&2
+            exit 1
+        fi
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update
+        apt-get install -y --no-install-recommends ca-certificates "${missing[@]}"
+    fi
+
+    if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        section "installing the Rust toolchain (rustup, stable)"
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
+            sh -s -- -y --profile minimal --default-toolchain stable --component clippy,rustfmt
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    if command -v rustup >/dev/null 2>&1; then
+        for component in clippy rustfmt; do
+            if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+                section "installing rustup component $component"
+                rustup component add "$component"
+            fi
+        done
+    fi
+}
+
+if [[ "${SKIP_INSTALL:-0}" != 1 ]]; then
+    install_prerequisites
+fi
+
+section "toolchain"
+cargo --version
+rustc --version
+curl --version | head -n 1
+
+# ---- build, tests, lints, fuzz smoke ----------------------------------------------------------
+
+# Later steps still run after a failed one (so one run shows every problem); the script exits
+# non-zero at the end if any step failed. Only a failed build stops at once: nothing can be tested.
+FAILED=()
+step() {
+    local name=$1
+    shift
+    section "$name"
+    if ! "$@"; then
+        FAILED+=("$name")
+        printf '\n**** FAILED: %s\n' "$name"
+    fi
+}
+
+section "build: cargo build --release -p switchyard"
+cargo build --release -p switchyard
+
+step "tests: cargo test --release --workspace" cargo test --release --workspace --no-fail-fast
+step "lint: cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets -- -D warnings
+step "format: cargo fmt --all -- --check" cargo fmt --all -- --check
+
+FUZZ_SMOKE=protocols/wire/fuzz/smoke.sh
+fuzz_smoke() {
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        section "installing cargo-fuzz"
+        cargo install cargo-fuzz --locked
+    fi
+    # cargo-fuzz needs nightly flags (-Z sanitizer); RUSTC_BOOTSTRAP lets the stable toolchain
+    # accept them, so CI needs no second toolchain.
+    RUSTC_BOOTSTRAP=1 bash "$FUZZ_SMOKE" "${FUZZ_SECONDS:-20}"
+}
+if [[ "${SKIP_FUZZ:-0}" == 1 ]]; then
+    section "fuzz smoke: skipped (SKIP_FUZZ=1)"
+elif [[ -f "$FUZZ_SMOKE" ]]; then
+    step "fuzz smoke: $FUZZ_SMOKE, ${FUZZ_SECONDS:-20} s per target" fuzz_smoke
+else
+    section "fuzz smoke: $FUZZ_SMOKE not present, skipped"
+fi
+
+if ((${#FAILED[@]})); then
+    section "FAILED (${#FAILED[@]}):"
+    printf '  %s\n' "${FAILED[@]}"
+    exit 1
+fi
+section "all checks passed ($ROOT)"

@@ -1,0 +1,679 @@
+//! Operations: fault isolation (a panicking request), graceful drain on SIGTERM/SIGINT, access
+//! logs, `switchyard check`, connection limits, 1,000 concurrent connections and binary garbage.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use switchyard_interop::{
+    CLOSE_TIMEOUT, Conn, IO_TIMEOUT, Server, Signal, WebRoot, check, config, curl, curl_to, get,
+    get_close, pseudo_random, sha256, toml_path,
+};
+
+const HELLO: &[u8] = b"hello world\n";
+
+fn site() -> WebRoot {
+    let www = WebRoot::new();
+    www.file("hello.txt", HELLO).file("boom", "not a bomb");
+    www
+}
+
+/// A file larger than any socket buffer, so a client that stops reading stalls the server.
+fn with_large(www: &WebRoot, len: usize, seed: u64) -> String {
+    let data = pseudo_random(len, seed);
+    www.file("large.bin", &data);
+    sha256(&data)
+}
+
+/// Start `GET /large.bin` on a fresh connection and read its head and the first `n` body bytes.
+fn start_download(server: &Server, n: usize) -> (Conn, usize, Vec<u8>) {
+    let mut conn = server.connect();
+    conn.send(get("/large.bin").as_bytes());
+    let head = conn.read_head_response();
+    assert_eq!(head.status, 200, "{head:?}");
+    let len: usize = head
+        .header("content-length")
+        .expect("Content-Length on a file")
+        .parse()
+        .expect("numeric Content-Length");
+    let first = conn
+        .read_exact_raw(n, IO_TIMEOUT)
+        .expect("first body bytes");
+    (conn, len, first)
+}
+
+// ---- a panic is one request's problem ---------------------------------------------------------
+
+#[test]
+fn panic_in_files_service_answers_500_and_other_connections_continue() {
+    let www = site();
+    let want = with_large(&www, 16 * 1024 * 1024, 7);
+    let server = Server::serve(www.root())
+        .env("SWITCHYARD_FAULT_PANIC_PATH", "/boom")
+        .start();
+
+    // Opened before the panic: an idle keep-alive connection and a download in progress.
+    let mut idle = server.connect();
+    assert_eq!(idle.request(&get("/hello.txt")).status, 200);
+    let (mut download, len, mut body) = start_download(&server, 1024 * 1024);
+
+    let mut victim = server.connect();
+    let resp = victim.request(&get_close("/boom"));
+    assert_eq!(
+        resp.status, 500,
+        "the panicking request must be answered 500: {resp:?}"
+    );
+
+    // The idle connection and the download carry on.
+    assert_eq!(
+        idle.request(&get("/hello.txt")).body,
+        HELLO,
+        "keep-alive connection broken by a panic"
+    );
+    body.extend(
+        download
+            .read_exact_raw(len - body.len(), Duration::from_secs(30))
+            .expect("rest of download"),
+    );
+    assert_eq!(
+        sha256(&body),
+        want,
+        "download corrupted by a panic elsewhere"
+    );
+
+    // Panic repeatedly (reaching every worker's service), then everything still works.
+    for i in 0..20 {
+        let resp = server.get("/boom");
+        assert_eq!(resp.status, 500, "panic #{i}: {resp:?}");
+    }
+    for _ in 0..20 {
+        server.assert_serves("/hello.txt", HELLO);
+    }
+    assert_eq!(idle.request(&get("/hello.txt")).body, HELLO);
+    // Pipelined requests around a panicking one on one connection: answers stay in order.
+    let mut conn = server.connect();
+    conn.send(format!("{}{}{}", get("/hello.txt"), get("/boom"), get("/hello.txt")).as_bytes());
+    assert_eq!(conn.read_response().status, 200);
+    assert_eq!(conn.read_response().status, 500);
+    let last = conn.try_read_response(false, IO_TIMEOUT);
+    if let Ok(Some(last)) = last {
+        assert_eq!((last.status, last.body.as_slice()), (200, HELLO));
+    } // else: closing after a 500 is allowed.
+}
+
+// ---- signals ------------------------------------------------------------------------------------
+
+/// After SIGTERM, poll (bounded) until new connections are no longer served.
+fn wait_until_not_accepting(server: &Server, bound: Duration) -> bool {
+    let deadline = Instant::now() + bound;
+    while Instant::now() < deadline {
+        let mut conn = Conn::open_or_none(server.addr());
+        let Some(conn) = conn.as_mut() else {
+            return true;
+        };
+        if conn.try_send(get_close("/hello.txt").as_bytes()).is_err() {
+            return true;
+        }
+        match conn.try_read_response(false, Duration::from_secs(2)) {
+            Ok(Some(resp)) if resp.status == 200 => {}
+            _ => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn sigterm_stops_accepting_finishes_download_then_exits_0() {
+    let www = site();
+    let want = with_large(&www, 64 * 1024 * 1024, 9);
+    let mut server = Server::serve(www.root()).start();
+    let (mut download, len, mut body) = start_download(&server, 1024 * 1024);
+
+    server.signal(Signal::TERM);
+    assert!(
+        wait_until_not_accepting(&server, Duration::from_secs(10)),
+        "still accepting and serving new connections 10 s after SIGTERM"
+    );
+    assert!(server.is_running(), "exited with a download in flight");
+
+    body.extend(
+        download
+            .read_exact_raw(len - body.len(), Duration::from_secs(60))
+            .expect("rest of download"),
+    );
+    assert_eq!(
+        sha256(&body),
+        want,
+        "download cut or corrupted by the drain"
+    );
+
+    let status = server
+        .wait_exit(Duration::from_secs(20))
+        .expect("no exit 20 s after the drain finished");
+    assert!(status.success(), "exit status {status:?} after SIGTERM");
+}
+
+#[test]
+fn sigterm_closes_idle_keepalive_connections_and_exits_0() {
+    let www = site();
+    let mut server = Server::serve(www.root()).start();
+    let mut idle = server.connect();
+    assert_eq!(idle.request(&get("/hello.txt")).status, 200);
+    server.signal(Signal::TERM);
+    let status = server
+        .wait_exit(CLOSE_TIMEOUT)
+        .expect("an idle keep-alive connection held off exit");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(idle.wait_closed(Duration::from_secs(2)).closed);
+}
+
+#[test]
+fn sigint_exits_0() {
+    let www = site();
+    let mut server = Server::serve(www.root()).start();
+    server.assert_serves("/hello.txt", HELLO);
+    server.signal(Signal::INT);
+    let status = server
+        .wait_exit(CLOSE_TIMEOUT)
+        .expect("still running 15 s after SIGINT");
+    assert!(status.success(), "exit status {status:?}");
+}
+
+// ---- access log ---------------------------------------------------------------------------------
+
+/// Wait (bounded) until the log at `path` has at least `n` lines, and return them.
+fn log_lines(path: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn serve_with_access_log(www: &WebRoot, format: &str) -> (Server, std::path::PathBuf) {
+    let log = www.outside().join("access.log");
+    let extra = format!(
+        "[log]\naccess = {}\naccess_format = \"{format}\"\n",
+        toml_path(&log)
+    );
+    (
+        Server::run_config(&config(www.root(), "", &extra)).start(),
+        log,
+    )
+}
+
+#[test]
+fn access_log_combined_is_written_to_file() {
+    let www = site();
+    let (server, log) = serve_with_access_log(&www, "combined");
+    let ok = curl(&[
+        server.url("/hello.txt?q=1"),
+        "-A".into(),
+        "interop-agent/1.0".into(),
+        "-e".into(),
+        "http://ref.test/".into(),
+    ]);
+    assert_eq!(ok.status, 200);
+    let missing = curl(&[server.url("/nope.txt"), "-A".into(), "evil\"agent".into()]);
+    assert_eq!(missing.status, 404);
+    let lines = log_lines(&log, 2);
+    assert_eq!(lines.len(), 2, "access log lines: {lines:#?}");
+    let first = &lines[0];
+    assert!(first.starts_with("127.0.0.1 - - ["), "{first}");
+    assert!(
+        first.ends_with(
+            "\"GET /hello.txt?q=1 HTTP/1.1\" 200 12 \"http://ref.test/\" \"interop-agent/1.0\""
+        ),
+        "not combined format: {first}"
+    );
+    let second = &lines[1];
+    assert!(
+        second.contains("\"GET /nope.txt HTTP/1.1\" 404 "),
+        "{second}"
+    );
+    assert!(
+        !second.contains("evil\"agent"),
+        "a quote in User-Agent was logged raw: {second}"
+    );
+}
+
+#[test]
+fn access_log_json_is_one_object_per_line() {
+    let www = site();
+    let (server, log) = serve_with_access_log(&www, "json");
+    let ok = curl(&[
+        server.url("/hello.txt"),
+        "-A".into(),
+        "ua \"quoted\" \\ back".into(),
+    ]);
+    assert_eq!(ok.status, 200);
+    assert_eq!(curl(&[server.url("/nope.txt")]).status, 404);
+    let lines = log_lines(&log, 2);
+    assert_eq!(lines.len(), 2, "access log lines: {lines:#?}");
+    let first: serde_json::Value =
+        serde_json::from_str(&lines[0]).unwrap_or_else(|e| panic!("{e}: {}", lines[0]));
+    let values: Vec<&serde_json::Value> =
+        first.as_object().expect("a JSON object").values().collect();
+    let has = |pred: &dyn Fn(&serde_json::Value) -> bool| values.iter().any(|v| pred(v));
+    assert!(
+        has(&|v| v.as_u64() == Some(200) || v.as_str() == Some("200")),
+        "no status 200: {first}"
+    );
+    assert!(has(&|v| v.as_str() == Some("GET")), "no method: {first}");
+    assert!(
+        has(&|v| v.as_str().is_some_and(|s| s.contains("/hello.txt"))),
+        "no path: {first}"
+    );
+    assert!(
+        has(&|v| v.as_str() == Some("ua \"quoted\" \\ back")),
+        "User-Agent not round-tripped: {first}"
+    );
+    let second: serde_json::Value = serde_json::from_str(&lines[1]).expect("second line is JSON");
+    assert!(
+        second
+            .as_object()
+            .expect("object")
+            .values()
+            .any(|v| v.as_u64() == Some(404) || v.as_str() == Some("404"))
+    );
+}
+
+// ---- switchyard check -----------------------------------------------------------------------------
+
+/// Write `toml` as `switchyard.toml` in a fresh dir, run `check`, return (exit ok, output, path).
+fn check_text(toml: &str) -> (bool, String, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, toml).expect("write config");
+    let out = check(&path);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text, path.display().to_string(), dir)
+}
+
+/// Whether `text` names `path:LINE:COL` for this `line`.
+fn names_position(text: &str, path: &str, line: usize) -> bool {
+    let prefix = format!("{path}:{line}:");
+    text.find(&prefix).is_some_and(|i| {
+        let rest = &text[i + prefix.len()..];
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        digits > 0 && rest[digits..].starts_with(':')
+    })
+}
+
+#[test]
+fn check_accepts_a_valid_config() {
+    let www = site();
+    let (ok, text, _, _dir) = check_text(&config(www.root(), "autoindex = true", "workers = 2\n"));
+    assert!(ok, "valid config rejected: {text}");
+    assert!(text.starts_with("ok"), "check output: {text}");
+}
+
+#[test]
+fn check_reports_syntax_error_with_file_line_column() {
+    let (ok, text, path, _dir) = check_text("workers = 2\n\n[limits\nmax_body = 1\n");
+    assert!(!ok, "syntax error accepted");
+    assert!(
+        names_position(&text, &path, 3),
+        "no {path}:3:COL in: {text}"
+    );
+}
+
+#[test]
+fn check_reports_unknown_key_with_file_line_column() {
+    let www = site();
+    let toml = config(www.root(), "", "[limits]\nmax_body = 10\nmax_bogus = 5\n");
+    let line = toml
+        .lines()
+        .position(|l| l.starts_with("max_bogus"))
+        .expect("line")
+        + 1;
+    let (ok, text, path, _dir) = check_text(&toml);
+    assert!(!ok, "unknown key accepted");
+    assert!(
+        names_position(&text, &path, line),
+        "no {path}:{line}:COL in: {text}"
+    );
+    assert!(text.contains("max_bogus"), "{text}");
+}
+
+#[test]
+fn check_reports_wrong_type_with_file_line_column() {
+    let www = site();
+    let toml = config(www.root(), "", "workers = \"two\"\n");
+    let line = toml
+        .lines()
+        .position(|l| l.starts_with("workers"))
+        .expect("line")
+        + 1;
+    let (ok, text, path, _dir) = check_text(&toml);
+    assert!(!ok, "wrong type accepted");
+    assert!(
+        names_position(&text, &path, line),
+        "no {path}:{line}:COL in: {text}"
+    );
+}
+
+#[test]
+fn check_names_the_key_of_a_missing_root() {
+    let toml =
+        "[[listen]]\naddress = \"127.0.0.1:0\"\n[[vhost]]\n[[vhost.location]]\npath = \"/\"\n";
+    let (ok, text, _, _dir) = check_text(toml);
+    assert!(!ok, "missing root accepted");
+    assert!(text.contains("vhost[0].location[0].root"), "{text}");
+}
+
+#[test]
+fn check_names_the_key_of_a_nonexistent_root() {
+    let www = site();
+    let (ok, text, _, _dir) = check_text(&config(&www.outside().join("no-such-dir"), "", ""));
+    assert!(!ok, "nonexistent root accepted");
+    assert!(text.contains("vhost[0].location[0].root"), "{text}");
+}
+
+#[test]
+fn check_names_the_key_of_a_bad_address() {
+    let www = site();
+    let toml = config(www.root(), "", "").replace("127.0.0.1:0", "127.0.0.1:notaport");
+    let (ok, text, _, _dir) = check_text(&toml);
+    assert!(!ok, "bad address accepted");
+    assert!(text.contains("listen[0].address"), "{text}");
+}
+
+#[test]
+fn check_names_the_key_of_a_bad_duration_and_policy() {
+    let www = site();
+    let (ok, text, _, _dir) =
+        check_text(&config(www.root(), "", "[timeouts]\nheader = \"soon\"\n"));
+    assert!(!ok && text.contains("timeouts.header"), "{text}");
+    let (ok, text, _, _dir) = check_text(&config(www.root(), "symlinks = \"sometimes\"", ""));
+    assert!(
+        !ok && text.contains("vhost[0].location[0].symlinks"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_reports_errors_in_conf_d_files_by_their_path() {
+    let www = site();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let main = dir.path().join("switchyard.toml");
+    std::fs::write(&main, config(www.root(), "", "")).expect("write main");
+    std::fs::create_dir(dir.path().join("conf.d")).expect("conf.d");
+    let bad = dir.path().join("conf.d/20-bad.toml");
+    std::fs::write(
+        dir.path().join("conf.d/10-good.toml"),
+        "[limits]\nmax_body = 10\n",
+    )
+    .expect("write");
+    std::fs::write(&bad, "\n[timeouts]\nbogus = \"1s\"\n").expect("write");
+    let out = check(&main);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "bad conf.d file accepted: {text}");
+    assert!(
+        names_position(&text, &bad.display().to_string(), 3),
+        "no {}:3:COL in: {text}",
+        bad.display()
+    );
+}
+
+#[test]
+fn conf_d_files_are_merged() {
+    let www = site();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let main = dir.path().join("switchyard.toml");
+    std::fs::write(&main, "[[listen]]\naddress = \"127.0.0.1:0\"\n").expect("write main");
+    std::fs::create_dir(dir.path().join("conf.d")).expect("conf.d");
+    let site = format!(
+        "[[vhost]]\n[[vhost.location]]\npath = \"/\"\nroot = {}\n",
+        toml_path(www.root())
+    );
+    std::fs::write(dir.path().join("conf.d/10-site.toml"), site).expect("write");
+    let out = check(&main);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = Server::command(["run", "-c"]).arg(&main).start();
+    server.assert_serves("/hello.txt", HELLO);
+}
+
+#[test]
+fn run_refuses_an_invalid_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[limits\n").expect("write");
+    let out = std::process::Command::new(switchyard_interop::binary())
+        .args(["run", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run switchyard");
+    assert!(!out.status.success(), "run started with a broken config");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{}:1:", path.display())));
+}
+
+#[test]
+fn serve_of_a_missing_directory_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(switchyard_interop::binary())
+        .arg("serve")
+        .arg(dir.path().join("missing"))
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .expect("run switchyard");
+    assert!(
+        !out.status.success(),
+        "serve of a missing directory succeeded"
+    );
+}
+
+// ---- listeners, workers, connection limits ------------------------------------------------------
+
+#[test]
+fn every_configured_listener_serves() {
+    let www = site();
+    let toml = config(www.root(), "", "[[listen]]\naddress = \"[::1]:0\"\n");
+    let server = Server::run_config(&toml).listeners(2).start();
+    assert_ne!(server.addrs()[0], server.addrs()[1]);
+    for addr in server.addrs() {
+        let resp = Conn::open(*addr).request(&get_close("/hello.txt"));
+        assert_eq!(
+            (resp.status, resp.body.as_slice()),
+            (200, HELLO),
+            "listener {addr}"
+        );
+    }
+}
+
+#[test]
+fn serve_honours_workers_flag() {
+    let www = site();
+    let server = Server::serve(www.root()).arg("--workers").arg("1").start();
+    server.assert_serves("/hello.txt", HELLO);
+}
+
+#[test]
+fn connections_past_max_connections_are_closed() {
+    let www = site();
+    let server = Server::run_config(&config(
+        www.root(),
+        "",
+        "workers = 1\n[limits]\nmax_connections = 4\n",
+    ))
+    .start();
+    let mut held: Vec<Conn> = (0..4).map(|_| server.connect()).collect();
+    for conn in &mut held {
+        assert_eq!(conn.request(&get("/hello.txt")).status, 200);
+    }
+    let mut extra = server.connect();
+    let _ = extra.try_send(get("/hello.txt").as_bytes());
+    let closed = extra.wait_closed(Duration::from_secs(5));
+    assert!(
+        closed.closed,
+        "a 5th connection stayed open with max_connections = 4"
+    );
+    assert!(
+        matches!(closed.status(), None | Some(503)),
+        "{:?}",
+        String::from_utf8_lossy(&closed.bytes)
+    );
+    // Freeing a slot lets a new connection in.
+    drop(held.pop());
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let mut conn = server.connect();
+        let _ = conn.try_send(get_close("/hello.txt").as_bytes());
+        if let Ok(Some(resp)) = conn.try_read_response(false, Duration::from_secs(2))
+            && resp.status == 200
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection accepted after a slot was freed"
+        );
+    }
+}
+
+#[test]
+fn thousand_concurrent_connections_are_all_answered() {
+    let www = site();
+    let server = Server::serve(www.root()).start();
+    let mut conns: Vec<Conn> = (0..1000).map(|_| server.connect()).collect();
+    for conn in &mut conns {
+        conn.send(get("/hello.txt").as_bytes());
+    }
+    for (i, conn) in conns.iter_mut().enumerate() {
+        let resp = conn.read_response_within(false, Duration::from_secs(30));
+        assert_eq!(
+            (resp.status, resp.body.as_slice()),
+            (200, HELLO),
+            "connection {i}"
+        );
+    }
+    // All 1000 are still open and keep-alive.
+    for conn in &mut conns {
+        conn.send(get("/hello.txt").as_bytes());
+    }
+    for (i, conn) in conns.iter_mut().enumerate() {
+        assert_eq!(
+            conn.read_response().status,
+            200,
+            "second request on connection {i}"
+        );
+    }
+}
+
+#[test]
+fn concurrent_large_downloads_are_intact() {
+    let www = site();
+    let want = with_large(&www, 16 * 1024 * 1024, 11);
+    let server = Server::serve(www.root()).start();
+    let dir = tempfile::tempdir().expect("download dir");
+    let url = server.url("/large.bin");
+    let downloads: Vec<_> = (0..8)
+        .map(|i| {
+            let dest = dir.path().join(format!("large-{i}.bin"));
+            let url = url.clone();
+            std::thread::spawn(move || (curl_to(&dest, &[url]), dest))
+        })
+        .collect();
+    for (i, handle) in downloads.into_iter().enumerate() {
+        let (out, dest) = handle.join().expect("download thread");
+        assert_eq!(
+            (out.exit, out.status),
+            (0, 200),
+            "download {i}: {}",
+            out.stderr
+        );
+        assert_eq!(
+            switchyard_interop::sha256_file(&dest),
+            want,
+            "download {i} corrupted"
+        );
+    }
+}
+
+// ---- binary garbage -----------------------------------------------------------------------------
+
+/// Garbage must get a 400 or a bare close (never a hang, never another answer).
+fn assert_refused(server: &Server, payload: &[u8], what: &str) {
+    let mut conn = server.connect();
+    let _ = conn.try_send(payload);
+    let closed = conn.wait_closed(CLOSE_TIMEOUT);
+    assert!(
+        closed.closed,
+        "{what}: connection still open after {CLOSE_TIMEOUT:?}"
+    );
+    match closed.status() {
+        None => assert!(
+            closed.bytes.is_empty(),
+            "{what}: non-HTTP bytes sent back: {:?}",
+            String::from_utf8_lossy(&closed.bytes)
+        ),
+        Some(status) => assert_eq!(status, 400, "{what}"),
+    }
+}
+
+#[test]
+fn binary_garbage_is_refused_and_server_keeps_serving() {
+    let www = site();
+    let server = Server::serve(www.root()).start();
+    for seed in 1..=8u64 {
+        let mut payload = pseudo_random(4096, seed);
+        payload[0] = b'\x01'; // not a TLS, BitTorrent or HTTP/2 prefix: the HTTP/1 path must refuse it
+        assert_refused(&server, &payload, &format!("random seed {seed}"));
+    }
+    assert_refused(&server, &[0u8; 2048], "NUL bytes");
+    assert_refused(&server, &[0xffu8; 2048], "0xff bytes");
+    let mut after_line = b"GET /hello.txt HTTP/1.1\r\n".to_vec();
+    after_line.extend(pseudo_random(2048, 99));
+    assert_refused(&server, &after_line, "request line then garbage");
+    server.assert_serves("/hello.txt", HELLO);
+}
+
+#[test]
+fn garbage_after_a_valid_request_is_refused() {
+    let www = site();
+    let server = Server::serve(www.root()).start();
+    let mut conn = server.connect();
+    assert_eq!(conn.request(&get("/hello.txt")).status, 200);
+    let mut payload = pseudo_random(4096, 5);
+    payload[0] = b'\x01';
+    let _ = conn.try_send(&payload);
+    let closed = conn.wait_closed(CLOSE_TIMEOUT);
+    assert!(closed.closed, "connection still open after garbage");
+    assert!(matches!(closed.status(), None | Some(400)));
+    server.assert_serves("/hello.txt", HELLO);
+}
+
+#[test]
+fn early_client_disconnects_do_not_disturb_the_server() {
+    let www = site();
+    with_large(&www, 8 * 1024 * 1024, 3);
+    let server = Server::serve(www.root()).start();
+    for _ in 0..50 {
+        // Half a request, then gone.
+        let mut conn = server.connect();
+        conn.send(b"GET /hello.txt HTTP/1.1\r\nHo");
+    }
+    for _ in 0..20 {
+        // A large download abandoned after its first bytes.
+        let (conn, _, _) = start_download(&server, 1024);
+        drop(conn);
+    }
+    server.assert_serves("/hello.txt", HELLO);
+    let out = curl_to(Path::new("/dev/null"), &[server.url("/large.bin")]);
+    assert_eq!((out.exit, out.status), (0, 200), "{}", out.stderr);
+}

@@ -35,6 +35,10 @@ use crate::env::{ConnGuard, SessionEnv};
 /// Bodies up to this size are copied into the write buffer next to their head (one syscall);
 /// larger ones are written from their own buffer.
 const COALESCE_MAX: usize = 32 * 1024;
+/// Pipelined answers are batched in the write buffer until the session must read again, but
+/// never beyond this: a client pipelining many requests without reading cannot make us hold
+/// more than this per connection.
+const WBUF_HIGH_WATER: usize = 64 * 1024;
 /// Largest single `sendfile` call; the loop continues until the range is sent.
 const SENDFILE_CHUNK: usize = 1 << 20;
 /// After answering an error we read and discard what the client still sends, up to this much,
@@ -160,6 +164,9 @@ impl H1Conn {
             let keep_alive = head.keep_alive && !self.env.draining();
             if !self.exchange(head, body, keep_alive, started).await? {
                 return Ok(Close::Quietly);
+            }
+            if self.wbuf.len() >= WBUF_HIGH_WATER {
+                self.flush().await?;
             }
             if !keep_alive {
                 // The client may already have sent more; closing on unread bytes would reset

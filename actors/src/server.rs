@@ -60,7 +60,7 @@ pub type ReloadSource = Option<std::path::PathBuf>;
 
 pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> {
     let workers = config.workers;
-    let sockets = bind_all(&config, workers)?;
+    let (sockets, bound) = bind_all(&config, workers)?;
     let access_log = config
         .log
         .access
@@ -124,9 +124,20 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
     let shutdown_timeout = config.timeouts.shutdown;
     let running = config;
     system.block_on(async move {
+        // The handlers are in place before anyone is told we are listening, so a signal sent
+        // right after the readiness line drains instead of killing the process.
+        let signals = match StopSignals::install() {
+            Ok(signals) => signals,
+            Err(e) => return Err(StartError::Runtime(e)),
+        };
+        for addr in &bound {
+            tracing::info!(%addr, workers, "listening");
+            crate::println_stdout(&format!("listening on {addr}"));
+        }
         actix_rt::spawn(async move {
-            let signal =
-                wait_for_stop_signal(|| reload(reload_from.as_deref(), &running, &tables)).await;
+            let signal = signals
+                .wait(|| reload(reload_from.as_deref(), &running, &tables))
+                .await;
             tracing::info!(
                 signal,
                 live = tracker.live(),
@@ -145,7 +156,8 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
             tracing::info!("stopped");
             actix::System::current().stop();
         });
-    });
+        Ok(())
+    })?;
     let result = system.run().map_err(StartError::Runtime);
     for arbiter in arbiters {
         arbiter.stop();
@@ -156,8 +168,11 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
 
 /// Bind every listener once per worker with `SO_REUSEPORT`, so each worker accepts on its own
 /// socket and the kernel spreads connections. Port 0 is resolved by the first bind and reused.
-/// Prints `listening on ADDR` per listener once all its sockets accept.
-fn bind_all(config: &Config, workers: usize) -> Result<Vec<Vec<TcpListener>>, StartError> {
+/// Returns each worker's sockets and the bound address of every listener.
+type Bound = (Vec<Vec<TcpListener>>, Vec<SocketAddr>);
+
+fn bind_all(config: &Config, workers: usize) -> Result<Bound, StartError> {
+    let mut bound = Vec::with_capacity(config.listeners.len());
     let mut per_worker: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
     for listener in &config.listeners {
         let mut addr = listener.addr;
@@ -166,10 +181,9 @@ fn bind_all(config: &Config, workers: usize) -> Result<Vec<Vec<TcpListener>>, St
             addr = socket.local_addr().map_err(|e| StartError::Bind(addr, e))?;
             sockets.push(socket);
         }
-        tracing::info!(%addr, workers, "listening");
-        crate::println_stdout(&format!("listening on {addr}"));
+        bound.push(addr);
     }
-    Ok(per_worker)
+    Ok((per_worker, bound))
 }
 
 fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -185,25 +199,32 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// Wait for SIGTERM or SIGINT; call `on_hangup` for every SIGHUP meanwhile.
-async fn wait_for_stop_signal(on_hangup: impl Fn()) -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int, mut hup) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) {
-        (Ok(term), Ok(int), Ok(hup)) => (term, int, hup),
-        _ => {
-            tracing::error!("cannot install signal handlers; stop with SIGKILL");
-            return std::future::pending().await;
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => return "SIGTERM",
-            _ = int.recv() => return "SIGINT",
-            _ = hup.recv() => on_hangup(),
+/// The signals that stop or reload the server, registered with the OS at [`StopSignals::install`].
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Register the handlers now (inside the runtime); from here on these signals are ours.
+    fn install() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Wait for SIGTERM or SIGINT; call `on_hangup` for every SIGHUP meanwhile.
+    async fn wait(mut self, on_hangup: impl Fn()) -> &'static str {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return "SIGTERM",
+                _ = self.int.recv() => return "SIGINT",
+                _ = self.hup.recv() => on_hangup(),
+            }
         }
     }
 }

@@ -39,6 +39,8 @@ const COALESCE_MAX: usize = 32 * 1024;
 /// never beyond this: a client pipelining many requests without reading cannot make us hold
 /// more than this per connection.
 const WBUF_HIGH_WATER: usize = 64 * 1024;
+/// Room made for each read from the client.
+const READ_BUFFER: usize = 8 * 1024;
 /// Largest single `sendfile` call; the loop continues until the range is sent.
 const SENDFILE_CHUNK: usize = 1 << 20;
 /// After answering an error we read and discard what the client still sends, up to this much,
@@ -116,14 +118,14 @@ impl H1Conn {
             max_headers: env.limits.max_headers,
         };
         let mut rbuf = prefix;
-        rbuf.reserve(8 * 1024);
+        rbuf.reserve(READ_BUFFER);
         H1Conn {
             stream,
             peer,
             env,
             limits,
             rbuf,
-            wbuf: BytesMut::with_capacity(16 * 1024),
+            wbuf: BytesMut::new(),
             _guard: guard,
         }
     }
@@ -205,14 +207,30 @@ impl H1Conn {
             if idle && self.env.draining() {
                 return Ok(Err(Close::Quietly));
             }
-            self.reserve_read_space();
             let read = if let Some(deadline) = deadline {
+                self.reserve_read_space();
                 timeout_at(deadline, self.stream.read_buf(&mut self.rbuf)).await
             } else {
+                // Idle keep-alive: hold no buffers while waiting, so ten thousand idle
+                // connections cost their sockets and little else. Wait for readability, then
+                // read into a fresh buffer (the allocator's thread cache makes that cheap).
+                self.rbuf = BytesMut::new();
+                self.wbuf = BytesMut::new();
                 let mut shutdown = self.env.shutdown.clone();
-                tokio::select! {
-                    read = timeout(timeouts.keepalive, self.stream.read_buf(&mut self.rbuf)) => read,
+                let ready = tokio::select! {
+                    ready = timeout(timeouts.keepalive, self.stream.readable()) => ready,
                     _ = shutdown.changed() => return Ok(Err(Close::Quietly)),
+                };
+                match ready {
+                    Ok(Ok(())) => {
+                        self.reserve_read_space();
+                        match self.stream.try_read_buf(&mut self.rbuf) {
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                            read => Ok(read),
+                        }
+                    }
+                    Ok(Err(e)) => Ok(Err(e)),
+                    Err(elapsed) => Err(elapsed),
                 }
             };
             match read {
@@ -401,6 +419,12 @@ impl H1Conn {
         } else {
             Framing::Length(body.len())
         };
+        // One allocation for the head and a body that will be copied next to it.
+        let coalesced = match &body {
+            Body::Bytes(bytes) if bytes.len() <= COALESCE_MAX && !is_head => bytes.len(),
+            _ => 0,
+        };
+        self.wbuf.reserve(1024 + coalesced);
         with_http_date(|date| {
             write_response_head(
                 &mut self.wbuf,
@@ -544,9 +568,12 @@ impl H1Conn {
         }
         let deadline = Instant::now() + LINGER_TIME;
         let mut discarded = 0;
-        let mut scratch = [0u8; 8192];
+        // The read buffer is reused as scratch space: an on-stack array would live in this
+        // connection's future for its whole life.
         while discarded < LINGER_BYTES {
-            match timeout_at(deadline, self.stream.read(&mut scratch)).await {
+            self.rbuf.clear();
+            self.reserve_read_space();
+            match timeout_at(deadline, self.stream.read_buf(&mut self.rbuf)).await {
                 Ok(Ok(n)) if n > 0 => discarded += n,
                 _ => return,
             }
@@ -554,8 +581,8 @@ impl H1Conn {
     }
 
     fn reserve_read_space(&mut self) {
-        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-            self.rbuf.reserve(8 * 1024);
+        if self.rbuf.capacity() - self.rbuf.len() < READ_BUFFER / 2 {
+            self.rbuf.reserve(READ_BUFFER);
         }
     }
 }

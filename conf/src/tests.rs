@@ -645,3 +645,13 @@ fn example_loads() {
             .starts_with("ok: 2 files, 2 listeners, 2 vhosts, 3 locations, 2 workers")
     );
 }
+
+#[test]
+fn port_zero_may_be_listed_twice() {
+    let text = format!(
+        "[[listen]]\naddress = \"127.0.0.1:0\"\n[[listen]]\naddress = \"127.0.0.1:0\"\n{SITE}"
+    );
+    let (_dir, result) = load_one(&text);
+    let config = result.expect("two ephemeral listeners are two different ports");
+    assert_eq!(config.listeners.len(), 2);
+}

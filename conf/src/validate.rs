@@ -104,7 +104,11 @@ fn listeners(sources: &[Source]) -> Result<Vec<Listener>, ConfError> {
                 format_args!("invalid socket address {:?}", address.value()),
             )
         })?;
-        if let Some(j) = listeners.iter().position(|l| l.addr == addr) {
+        // Port 0 asks the kernel for a free port each time, so it never collides.
+        if let Some(j) = listeners
+            .iter()
+            .position(|l| l.addr == addr && addr.port() != 0)
+        {
             return Err(address.error(&key, format_args!("{addr} is already listen[{j}]")));
         }
         listeners.push(Listener { addr });

@@ -238,6 +238,13 @@ fn access_log_combined_is_written_to_file() {
         !second.contains("evil\"agent"),
         "a quote in User-Agent was logged raw: {second}"
     );
+    // A request refused before it was understood is logged too, its line as "-".
+    let mut conn = server.connect();
+    let refused = conn.request("GET /hello.txt HTTP/1.1\r\n\r\n");
+    assert_eq!(refused.status, 400);
+    let lines = log_lines(&log, 3);
+    assert_eq!(lines.len(), 3, "access log lines: {lines:#?}");
+    assert!(lines[2].contains("] \"-\" 400 "), "{}", lines[2]);
 }
 
 #[test]

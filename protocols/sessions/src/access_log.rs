@@ -106,15 +106,24 @@ fn write_lines(rx: Receiver<String>, out: Box<dyn Write + Send>) {
 }
 
 /// `127.0.0.1 - - [22/Nov/2026:01:03:49 +0000] "GET / HTTP/1.1" 200 612 "-" "curl/7.88.1"`
+/// A request refused before its line was understood is logged as `"-"`.
 fn combined(e: &AccessEntry<'_>) -> String {
     let time = clf_time(e.time);
+    let request = if e.method == "-" {
+        "-".to_owned()
+    } else {
+        format!(
+            "{} {} {}",
+            escape_clf(e.method),
+            escape_clf(e.target),
+            e.protocol
+        )
+    };
     format!(
-        "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"\n",
+        "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\"\n",
         e.peer.ip(),
         time,
-        escape_clf(e.method),
-        escape_clf(e.target),
-        e.protocol,
+        request,
         e.status,
         e.bytes,
         escape_clf(e.referer.unwrap_or("-")),
@@ -214,5 +223,21 @@ mod tests {
         assert_eq!(v["status"], 200);
         assert_eq!(v["target"], "/a\"b?x=1");
         assert_eq!(v["time"], "2026-11-22T01:03:49.000Z");
+    }
+
+    #[test]
+    fn a_refused_request_logs_a_dash_for_its_line() {
+        let refused = AccessEntry {
+            method: "-",
+            target: "-",
+            protocol: "-",
+            status: 400,
+            ..entry()
+        };
+        assert!(
+            combined(&refused).contains("] \"-\" 400 612 "),
+            "{}",
+            combined(&refused)
+        );
     }
 }

@@ -41,6 +41,8 @@ const COALESCE_MAX: usize = 32 * 1024;
 const WBUF_HIGH_WATER: usize = 64 * 1024;
 /// Room made for each read from the client.
 const READ_BUFFER: usize = 8 * 1024;
+/// Most room made at once for an announced request body.
+const BODY_READ_STEP: usize = 64 * 1024;
 /// Largest single `sendfile` call; the loop continues until the range is sent.
 const SENDFILE_CHUNK: usize = 1 << 20;
 /// After answering an error we read and discard what the client still sends, up to this much,
@@ -265,7 +267,10 @@ impl H1Conn {
                     self.send_continue().await?;
                 }
                 while self.rbuf.len() < len {
-                    self.rbuf.reserve(len - self.rbuf.len());
+                    // Grow with what arrives, not with what was announced: a client that
+                    // announces a large body and sends nothing holds no memory for it.
+                    self.rbuf
+                        .reserve((len - self.rbuf.len()).min(BODY_READ_STEP));
                     match self.read_body_bytes().await? {
                         Ok(()) => {}
                         Err(status) => return Ok(Err(status)),
@@ -558,6 +563,22 @@ impl H1Conn {
             )
         });
         self.wbuf.extend_from_slice(&body);
+        // Refused requests are logged too (as nginx does), with what is known of them.
+        if let Some(log) = &self.env.access_log {
+            log.record(&AccessEntry {
+                peer: self.peer,
+                time: SystemTime::now(),
+                method: "-",
+                target: "-",
+                protocol: "-",
+                status: status.as_u16(),
+                bytes: body.len() as u64,
+                referer: None,
+                user_agent: None,
+                duration: std::time::Duration::ZERO,
+                host: None,
+            });
+        }
     }
 
     /// Half-close and discard what the client still sends (bounded), so our last answer is not

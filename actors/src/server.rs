@@ -99,13 +99,10 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
             panic_path.clone(),
         );
         arbiter.spawn_fn(move || {
-            let files = FilesService::new(
-                FileCache::with_revalidate(cache_share, timeouts.file_revalidate),
-                limits.clone(),
-                panic_path,
-            )
-            .start_bounded();
-            let router = Router::new(table, files);
+            let cache = FileCache::with_revalidate(cache_share, timeouts.file_revalidate);
+            let files =
+                FilesService::new(cache.clone(), limits.clone(), panic_path).start_bounded();
+            let router = Router::new(table, files, cache, limits.clone());
             let env = Rc::new(SessionEnv {
                 router,
                 limits,

@@ -9,20 +9,21 @@
 #   switchyard  `serve --workers 2`, release build, RUST_LOG=warn
 # then, interleaved so drift hits every server alike (nginx, h2o, switchyard, nginx, ...):
 #   ROUNDS x  wrk -t2 -c256 -d10s on the 1 KiB file      (requests/s)
-#   ROUNDS x  curl download of the 64 MiB file            (bytes/s)
+#   ROUNDS x DOWNLOADS x  curl download of the 64 MiB file (bytes/s)
 # and prints medians, the ratios switchyard/nginx and switchyard/h2o, Switchyard's idle RSS, and
 # each server's RSS while 10,000 keep-alive connections sit idle (interop/bench/idle_conns.py).
 #
 # Not a CI test: numbers depend on the machine. Results go to stdout and interop/bench/out/.
 # Every server is started by this script as a foreground process and stopped by its PID.
 #
-# Environment: ROUNDS (3), DURATION (10s), CONNS (256), IDLE_CONNS (10000), SKIP_BUILD=1,
+# Environment: ROUNDS (3), DOWNLOADS (5), DURATION (10s), CONNS (256), IDLE_CONNS (10000), SKIP_BUILD=1,
 #   SERVERS ("nginx h2o switchyard": a subset runs only those).
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 ROUNDS=${ROUNDS:-3}
+DOWNLOADS=${DOWNLOADS:-5}
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-256}
 IDLE_CONNS=${IDLE_CONNS:-10000}
@@ -229,9 +230,11 @@ done
 
 # ---- curl on 64 MiB ---------------------------------------------------------------------------
 
-for round in $(seq 1 "$ROUNDS"); do
+# One download takes tens of milliseconds and varies a lot from one to the next on a shared
+# machine, so each round downloads DOWNLOADS times per server (interleaved) for a steadier median.
+for round in $(seq 1 $((ROUNDS * DOWNLOADS))); do
     for s in "${SERVERS[@]}"; do
-        log "round $round/$ROUNDS: curl 64 MiB from $s"
+        log "download $round/$((ROUNDS * DOWNLOADS)): curl 64 MiB from $s"
         read -r speed size code < <(curl -s -o /dev/null -w '%{speed_download} %{size_download} %{http_code}\n' \
             "http://127.0.0.1:${PORT[$s]}/64m.bin")
         if [[ "$code" != 200 || "$size" != $((64 * 1024 * 1024)) ]]; then

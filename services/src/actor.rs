@@ -20,14 +20,15 @@ use crate::message::{Request, Response};
 /// Restarts of service actors after a panic, across all workers (for logs and metrics).
 pub static SERVICE_RESTARTS: AtomicU64 = AtomicU64::new(0);
 
-/// Run `work`; if it panics, log it, count a restart, call `rebuild` and answer 500.
-pub fn supervised(
+/// Run `work`; if it panics, log it, count a restart, and answer what `recover` returns after
+/// rebuilding the state the panic may have left behind (a 500 for a request).
+pub fn supervised<T>(
     service: &'static str,
-    work: impl FnOnce() -> Response,
-    rebuild: impl FnOnce(),
-) -> Response {
+    work: impl FnOnce() -> T,
+    recover: impl FnOnce() -> T,
+) -> T {
     match catch_unwind(AssertUnwindSafe(work)) {
-        Ok(response) => response,
+        Ok(answer) => answer,
         Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()
@@ -36,8 +37,7 @@ pub fn supervised(
                 .unwrap_or_else(|| "non-string panic payload".to_owned());
             let restarts = SERVICE_RESTARTS.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::error!(service, panic = %what, restarts, "service panicked; request answered 500, state rebuilt");
-            rebuild();
-            Response::internal_error()
+            recover()
         }
     }
 }
@@ -104,9 +104,10 @@ impl Handler<FilesCall> for FilesService {
                 serve(&req, &cfg, &this.limits, &this.cache)
             },
             || {
-                // The per-worker state is a handle on the shared cache; entries are validated by
-                // size and mtime on every hit, so dropping them is only a precaution.
+                // The state is the worker's cache; entries are validated by inode, size and
+                // times, so dropping them is only a precaution.
                 this.cache.clear();
+                Response::internal_error()
             },
         );
         // The session may have gone away (client closed); nobody is waiting then.

@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use actix::Addr;
 use arc_swap::ArcSwap;
-use switchyard_conf::{Config, FilesConfig, Handler};
+use switchyard_conf::{Config, FilesConfig, Handler, Limits};
 use tokio::sync::oneshot;
 
-use crate::actor::{FilesCall, FilesService};
+use crate::actor::{FilesCall, FilesService, supervised};
+use crate::files::{FileCache, serve_from_memory};
 use crate::message::{Request, Response};
 
 /// An immutable view of the configured virtual hosts, ready for matching.
@@ -142,17 +143,34 @@ fn strip_port(host: &str) -> &str {
 pub struct Router {
     table: Arc<ArcSwap<RouteTable>>,
     files: Addr<FilesService>,
+    /// The read side of this worker's files cache (the [`FilesService`] is its only writer).
+    file_cache: FileCache,
+    limits: Arc<Limits>,
 }
 
 impl Router {
-    pub fn new(table: Arc<ArcSwap<RouteTable>>, files: Addr<FilesService>) -> Router {
-        Router { table, files }
+    /// `file_cache` must be the cache the worker's `files` service fills.
+    pub fn new(
+        table: Arc<ArcSwap<RouteTable>>,
+        files: Addr<FilesService>,
+        file_cache: FileCache,
+        limits: Arc<Limits>,
+    ) -> Router {
+        Router {
+            table,
+            files,
+            file_cache,
+            limits,
+        }
     }
 
     /// Route `req` and await its answer.
     ///
-    /// Crosses exactly one mailbox. A full mailbox answers 503 at once instead of queueing; a
-    /// service that dropped the request (it panicked, or stopped) answers 500.
+    /// Crosses at most one mailbox. A static file already in the worker's cache (checked within
+    /// `file_revalidate`, bytes in memory) is answered here from the cache's read side, with no
+    /// hop and no I/O; everything else goes to the service actor that owns the cache and the
+    /// filesystem work. A full mailbox answers 503 at once instead of queueing; a service that
+    /// dropped the request (it panicked, or stopped) answers 500.
     pub async fn call(&self, req: Request) -> Response {
         let route = {
             let table = self.table.load();
@@ -161,10 +179,20 @@ impl Router {
                 None => return Response::text(http::StatusCode::NOT_FOUND, "404 Not Found\n"),
             }
         };
+        let Route::Files(cfg) = route;
+        let hit = supervised(
+            "files",
+            || serve_from_memory(&req, &cfg, &self.limits, &self.file_cache),
+            || {
+                self.file_cache.clear();
+                Some(Response::internal_error())
+            },
+        );
+        if let Some(response) = hit {
+            return response;
+        }
         let (reply, answer) = oneshot::channel();
-        let sent = match route {
-            Route::Files(cfg) => self.files.try_send(FilesCall { req, cfg, reply }),
-        };
+        let sent = self.files.try_send(FilesCall { req, cfg, reply });
         if let Err(err) = sent {
             tracing::warn!(error = %err, "service mailbox refused a request");
             return Response::overloaded();
@@ -274,6 +302,15 @@ mod tests {
         }
 
         fn router(dir: &std::path::Path, service_queue: usize, panic_path: Option<&str>) -> Router {
+            router_with(dir, service_queue, panic_path, FileCache::new(1 << 20))
+        }
+
+        fn router_with(
+            dir: &std::path::Path,
+            service_queue: usize,
+            panic_path: Option<&str>,
+            cache: FileCache,
+        ) -> Router {
             std::fs::write(dir.join("a.txt"), "hello").expect("write fixture");
             let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
             let config = Config::serve_dir(dir, addr).expect("temp dir exists");
@@ -281,13 +318,45 @@ mod tests {
                 service_queue,
                 ..Limits::default()
             });
-            let files =
-                FilesService::new(FileCache::new(1 << 20), limits, panic_path.map(Arc::from))
-                    .start_bounded();
-            Router::new(
-                Arc::new(ArcSwap::from_pointee(RouteTable::new(&config))),
-                files,
-            )
+            let files = FilesService::new(cache.clone(), limits.clone(), panic_path.map(Arc::from))
+                .start_bounded();
+            let table = Arc::new(ArcSwap::from_pointee(RouteTable::new(&config)));
+            Router::new(table, files, cache, limits)
+        }
+
+        #[actix_rt::test]
+        async fn cached_files_are_answered_without_the_mailbox() {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let cache = FileCache::with_revalidate(1 << 20, std::time::Duration::from_secs(3600));
+            let router = std::rc::Rc::new(router_with(dir.path(), 1, None, cache));
+            // The first request goes through the service, which fills the cache.
+            assert_eq!(router.call(request("/a.txt")).await.status, StatusCode::OK);
+            // With a mailbox of one, a burst would be refused (see the test above) if it
+            // queued; hits are served from the cache's read side and never are.
+            let calls: Vec<_> = (0..16)
+                .map(|_| {
+                    let router = router.clone();
+                    actix_rt::spawn(async move { router.call(request("/a.txt")).await.status })
+                })
+                .collect();
+            for call in calls {
+                assert_eq!(call.await.expect("call task"), StatusCode::OK);
+            }
+            // A file not in the cache still takes the mailbox and is refused when it is full.
+            std::fs::write(dir.path().join("b.txt"), "b").expect("write fixture");
+            let calls: Vec<_> = (0..16)
+                .map(|_| {
+                    let router = router.clone();
+                    actix_rt::spawn(async move { router.call(request("/b.txt")).await.status })
+                })
+                .collect();
+            let mut refused = 0;
+            for call in calls {
+                if call.await.expect("call task") == StatusCode::SERVICE_UNAVAILABLE {
+                    refused += 1;
+                }
+            }
+            assert!(refused > 0, "misses must queue in the bounded mailbox");
         }
 
         #[actix_rt::test]

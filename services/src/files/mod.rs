@@ -27,4 +27,4 @@ pub mod serve;
 mod tests;
 
 pub use cache::FileCache;
-pub use serve::serve;
+pub use serve::{serve, serve_from_memory};

@@ -57,6 +57,65 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 /// Answer one request for a static-files location. Never panics on client input; never reads a
 /// large file whole.
 pub fn serve(req: &Request, cfg: &FilesConfig, limits: &Limits, cache: &FileCache) -> Response {
+    if let Some(refusal) = refuse_method(req) {
+        return refusal;
+    }
+    let fingerprint = cache.config_fingerprint(cfg);
+    let key = cache.route_key(fingerprint, &req.path);
+    if let Some(route) = cache.route(key, fingerprint, &req.path) {
+        match respond(req, cfg, limits, cache, &route, Check::Stat, Io::Allowed) {
+            Ok(response) => return response,
+            Err(Miss::Stale | Miss::NeedsIo) => cache.forget_route(key),
+        }
+    }
+    for _ in 0..ATTEMPTS {
+        let route = match resolve_request(req, cfg, fingerprint) {
+            Resolution::File(route) => Arc::new(route),
+            Resolution::Answer(response) => return response,
+        };
+        match respond(
+            req,
+            cfg,
+            limits,
+            cache,
+            &route,
+            Check::JustResolved,
+            Io::Allowed,
+        ) {
+            Ok(response) => {
+                cache.insert_route(key, route);
+                return response;
+            }
+            Err(Miss::Stale | Miss::NeedsIo) => continue,
+        }
+    }
+    tracing::warn!(path = %req.path, "file kept changing while being served");
+    Response::overloaded()
+}
+
+/// Answer from what the cache already holds, without touching the filesystem: a route resolved
+/// earlier, checked within `file_revalidate`, whose bytes are in memory (or not needed: 304,
+/// 412, 416, HEAD of a cached small file). `None` means the answer needs I/O: ask [`serve`].
+///
+/// This is the read side of the files service's cache, safe to call from a session: it never
+/// blocks, never walks a path and never opens a file, so a hit costs no mailbox hop.
+pub fn serve_from_memory(
+    req: &Request,
+    cfg: &FilesConfig,
+    limits: &Limits,
+    cache: &FileCache,
+) -> Option<Response> {
+    if let Some(refusal) = refuse_method(req) {
+        return Some(refusal);
+    }
+    let fingerprint = cache.config_fingerprint(cfg);
+    let key = cache.route_key(fingerprint, &req.path);
+    let route = cache.route(key, fingerprint, &req.path)?;
+    respond(req, cfg, limits, cache, &route, Check::Stat, Io::Forbidden).ok()
+}
+
+/// 405 for anything but GET and HEAD.
+fn refuse_method(req: &Request) -> Option<Response> {
     if req.method != Method::GET && req.method != Method::HEAD {
         // RFC 9110 §15.5.6: "The origin server MUST generate an Allow header field in a 405
         // response containing a list of the target resource's currently supported methods."
@@ -65,36 +124,27 @@ pub fn serve(req: &Request, cfg: &FilesConfig, limits: &Limits, cache: &FileCach
         response
             .headers
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return response;
+        return Some(response);
     }
-    let fingerprint = cache.config_fingerprint(cfg);
-    let key = cache.route_key(fingerprint, &req.path);
-    if let Some(route) = cache.route(key, fingerprint, &req.path) {
-        match respond(req, cfg, limits, cache, &route, Check::Stat) {
-            Ok(response) => return response,
-            Err(Stale) => cache.forget_route(key),
-        }
-    }
-    for _ in 0..ATTEMPTS {
-        let route = match resolve_request(req, cfg, fingerprint) {
-            Resolution::File(route) => Arc::new(route),
-            Resolution::Answer(response) => return response,
-        };
-        match respond(req, cfg, limits, cache, &route, Check::JustResolved) {
-            Ok(response) => {
-                cache.insert_route(key, route);
-                return response;
-            }
-            Err(Stale) => continue,
-        }
-    }
-    tracing::warn!(path = %req.path, "file kept changing while being served");
-    Response::overloaded()
+    None
 }
 
-/// The file changed (or vanished) since its route was made: resolve again.
+/// Why a cached route could not answer.
 #[derive(Debug)]
-struct Stale;
+enum Miss {
+    /// The file changed (or vanished) since its route was made: resolve again.
+    Stale,
+    /// Answering needs the filesystem, which the caller ruled out ([`Io::Forbidden`]).
+    NeedsIo,
+}
+
+/// Whether `respond` may touch the filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Io {
+    Allowed,
+    /// Memory only: the session-side read path.
+    Forbidden,
+}
 
 /// Whether a route's file must be `stat`ed before use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,16 +372,18 @@ fn respond(
     cache: &FileCache,
     route: &Route,
     check: Check,
-) -> Result<Response, Stale> {
+    io: Io,
+) -> Result<Response, Miss> {
     let encoding = encoding::choose(&req.headers, &route.encodings);
     let variant = route.variant(encoding);
     let now_ms = cache.now_ms();
     match check {
         Check::Stat if cache.still_fresh(variant, now_ms) => {}
+        Check::Stat if io == Io::Forbidden => return Err(Miss::NeedsIo),
         Check::Stat => {
-            let meta = std::fs::metadata(&variant.path).map_err(|_| Stale)?;
+            let meta = std::fs::metadata(&variant.path).map_err(|_| Miss::Stale)?;
             if FileId::of(&meta) != variant.id {
-                return Err(Stale);
+                return Err(Miss::Stale);
             }
             variant.checked.store(now_ms, Ordering::Relaxed);
         }
@@ -371,10 +423,16 @@ fn respond(
     if let Some(encoding) = variant.encoding {
         headers.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding.token()));
     }
-    let source = match load(variant, limits, cache, cfg.symlinks) {
-        Ok(source) => source,
-        Err(Load::Stale) => return Err(Stale),
-        Err(Load::Answer(response)) => return Ok(*response),
+    let source = match io {
+        Io::Allowed => match load(variant, limits, cache, cfg.symlinks) {
+            Ok(source) => source,
+            Err(Load::Stale) => return Err(Miss::Stale),
+            Err(Load::Answer(response)) => return Ok(*response),
+        },
+        Io::Forbidden if variant.id.size <= limits.small_file_max => {
+            Source::Memory(cache.content(&variant.id).ok_or(Miss::NeedsIo)?)
+        }
+        Io::Forbidden => return Err(Miss::NeedsIo),
     };
     let len = variant.id.size;
     let outcome = if req.method == Method::GET {

@@ -87,12 +87,12 @@ async fn accept_loop(
     open: Rc<Cell<usize>>,
     tracker: Arc<ConnTracker>,
 ) {
-    let mut shutdown = env.shutdown.clone();
+    let mut drain = env.drain.watch();
     let max = env.limits.max_connections;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
+            () = drain.as_mut() => break,
         };
         let (stream, peer) = match accepted {
             Ok(pair) => pair,

@@ -27,8 +27,7 @@ use switchyard_services::actor::FilesService;
 use switchyard_services::files::FileCache;
 use switchyard_services::router::{RouteTable, Router};
 use switchyard_sessions::access_log::AccessLog;
-use switchyard_sessions::{ConnTracker, SessionEnv};
-use tokio::sync::watch;
+use switchyard_sessions::{ConnTracker, Drain, SessionEnv};
 
 use crate::acceptor::Acceptor;
 
@@ -79,7 +78,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
     let cache_share = config.limits.file_cache_bytes / workers as u64;
     let limits = Arc::new(config.limits.clone());
     let timeouts = Arc::new(config.timeouts.clone());
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let drain = Arc::new(Drain::default());
     let tracker = Arc::new(ConnTracker::default());
     let panic_path: Option<Arc<str>> = std::env::var("SWITCHYARD_FAULT_PANIC_PATH")
         .ok()
@@ -93,7 +92,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
         let arbiter = actix::Arbiter::new();
         let (table, limits, timeouts) = (tables[worker].clone(), limits.clone(), timeouts.clone());
         let (shutdown, tracker, access_log, panic_path) = (
-            shutdown_rx.clone(),
+            drain.clone(),
             tracker.clone(),
             access_log.clone(),
             panic_path.clone(),
@@ -108,7 +107,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
                 limits,
                 timeouts,
                 access_log,
-                shutdown,
+                drain: shutdown,
             });
             let open = Rc::new(Cell::new(0usize));
             for listener in listeners {
@@ -140,7 +139,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
                 live = tracker.live(),
                 "draining: no new connections, finishing in-flight requests"
             );
-            let _ = shutdown_tx.send(true);
+            drain.start();
             if tokio::time::timeout(shutdown_timeout, tracker.wait_idle())
                 .await
                 .is_err()

@@ -2,13 +2,15 @@
 //! the shutdown signal; and the connection accounting the acceptor and the drain rely on.
 
 use std::cell::Cell;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use switchyard_conf::{Limits, Timeouts};
 use switchyard_services::router::Router;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
 
 use crate::access_log::AccessLog;
 
@@ -19,13 +21,41 @@ pub struct SessionEnv {
     pub limits: Arc<Limits>,
     pub timeouts: Arc<Timeouts>,
     pub access_log: Option<AccessLog>,
-    /// Becomes `true` once when the server starts draining (SIGTERM/SIGINT).
-    pub shutdown: watch::Receiver<bool>,
+    /// Started once, when the server begins draining (SIGTERM/SIGINT).
+    pub drain: Arc<Drain>,
 }
 
 impl SessionEnv {
     pub fn draining(&self) -> bool {
-        *self.shutdown.borrow()
+        self.drain.started()
+    }
+}
+
+/// The drain signal, shared by the whole process: set once, never reset.
+#[derive(Debug, Default)]
+pub struct Drain {
+    started: AtomicBool,
+    notify: Arc<Notify>,
+}
+
+impl Drain {
+    /// Begin draining: every [`Drain::watch`] future completes.
+    pub fn start(&self) {
+        self.started.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::SeqCst)
+    }
+
+    /// A future that completes when the drain starts. It is registered at once, so a drain
+    /// started after this call is never missed; a connection makes one for its whole life and
+    /// polls it at every idle wait, which costs nothing more per request.
+    pub fn watch(&self) -> Pin<Box<OwnedNotified>> {
+        let mut watch = Box::pin(Arc::clone(&self.notify).notified_owned());
+        watch.as_mut().enable();
+        watch
     }
 }
 

@@ -14,6 +14,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Instant as StdInstant, SystemTime};
 
@@ -26,6 +27,7 @@ use switchyard_wire::h1::{BodyKind, H1Limits, Parse, RequestHead, parse_request_
 use switchyard_wire::response::{Framing, write_continue, write_response_head};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
+use tokio::sync::futures::OwnedNotified;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::access_log::AccessEntry;
@@ -102,6 +104,8 @@ struct H1Conn {
     limits: H1Limits,
     rbuf: BytesMut,
     wbuf: BytesMut,
+    /// Completes when the server starts draining; ends idle waits.
+    drain: Pin<Box<OwnedNotified>>,
     /// Counts this connection until the driver returns.
     _guard: ConnGuard,
 }
@@ -121,6 +125,7 @@ impl H1Conn {
         };
         let mut rbuf = prefix;
         rbuf.reserve(READ_BUFFER);
+        let drain = env.drain.watch();
         H1Conn {
             stream,
             peer,
@@ -128,6 +133,7 @@ impl H1Conn {
             limits,
             rbuf,
             wbuf: BytesMut::new(),
+            drain,
             _guard: guard,
         }
     }
@@ -218,10 +224,10 @@ impl H1Conn {
                 // read into a fresh buffer (the allocator's thread cache makes that cheap).
                 self.rbuf = BytesMut::new();
                 self.wbuf = BytesMut::new();
-                let mut shutdown = self.env.shutdown.clone();
+                let (stream, drain) = (&self.stream, &mut self.drain);
                 let ready = tokio::select! {
-                    ready = timeout(timeouts.keepalive, self.stream.readable()) => ready,
-                    _ = shutdown.changed() => return Ok(Err(Close::Quietly)),
+                    ready = timeout(timeouts.keepalive, stream.readable()) => ready,
+                    () = drain.as_mut() => return Ok(Err(Close::Quietly)),
                 };
                 match ready {
                     Ok(Ok(())) => {

@@ -11,4 +11,4 @@ mod date;
 mod env;
 pub mod h1;
 
-pub use env::{ConnGuard, ConnTracker, SessionEnv};
+pub use env::{ConnGuard, ConnTracker, Drain, SessionEnv};

@@ -22,7 +22,6 @@
 //! cloning a few `HeaderValue`s. Large files are opened per request (and checked with `fstat`
 //! against the route's inode) and never read into memory.
 
-use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::path::PathBuf;
@@ -31,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use foldhash::fast::RandomState;
 use http::HeaderValue;
 use moka::sync::Cache;
 use switchyard_conf::FilesConfig;
@@ -54,8 +54,9 @@ const CONTENT_OVERHEAD: usize = 128;
 /// by bytes).
 #[derive(Clone)]
 pub struct FileCache {
-    routes: Cache<u64, Arc<Route>>,
-    contents: Cache<FileId, Bytes>,
+    routes: Cache<u64, Arc<Route>, RandomState>,
+    contents: Cache<FileId, Bytes, RandomState>,
+    /// Keys hash request paths, which clients choose: a fast hasher, but seeded per cache.
     hasher: RandomState,
     /// How long a route's `stat` result is trusted ([`Timeouts::file_revalidate`]).
     ///
@@ -90,17 +91,17 @@ impl FileCache {
             .max_capacity(ROUTE_CACHE_BYTES)
             .weigher(|_: &u64, route: &Arc<Route>| route.weight())
             .time_to_live(ROUTE_TTL)
-            .build();
+            .build_with_hasher(RandomState::default());
         let contents = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_: &FileId, bytes: &Bytes| {
                 u32::try_from(bytes.len().saturating_add(CONTENT_OVERHEAD)).unwrap_or(u32::MAX)
             })
-            .build();
+            .build_with_hasher(RandomState::default());
         FileCache {
             routes,
             contents,
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             revalidate,
             epoch: Instant::now(),
         }

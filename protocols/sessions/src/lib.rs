@@ -10,5 +10,6 @@ pub mod access_log;
 mod date;
 mod env;
 pub mod h1;
+pub mod io;
 
 pub use env::{ConnGuard, ConnTracker, Drain, SessionEnv};

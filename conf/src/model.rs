@@ -18,6 +18,10 @@ pub struct Config {
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub log: LogConfig,
+    /// Certificates for TLS connections (sniffed on every listener).
+    pub tls: TlsConfig,
+    /// HTTP/2 protocol limits (over TLS, prior knowledge and `Upgrade: h2c`).
+    pub http2: Http2Config,
     /// Virtual hosts in configuration order. The first one whose `names` match the request's
     /// host wins; a vhost with no names (or `"*"`) matches any host. If none matches, the first
     /// vhost answers (nginx's default server behaviour).
@@ -84,6 +88,8 @@ pub struct Timeouts {
     pub send: Duration,
     /// On SIGTERM/SIGINT, how long in-flight requests may take before the process exits anyway.
     pub shutdown: Duration,
+    /// A TLS handshake must complete within this (after the ClientHello was sniffed).
+    pub tls_handshake: Duration,
     /// How long the files service trusts what it knows about a file before `stat`ing it again
     /// (nginx's `open_file_cache_valid`). Edits show within this time; zero checks every request.
     pub file_revalidate: Duration,
@@ -98,7 +104,81 @@ impl Default for Timeouts {
             body: Duration::from_secs(30),
             send: Duration::from_secs(60),
             shutdown: Duration::from_secs(30),
+            tls_handshake: Duration::from_secs(10),
             file_revalidate: Duration::from_secs(1),
+        }
+    }
+}
+
+/// TLS: which certificate answers which server name, and session resumption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The certificate for clients that send no SNI or an unknown name. `None`: a self-signed
+    /// certificate for localhost, 127.0.0.1 and ::1 is generated at start.
+    pub default_cert: Option<CertPair>,
+    /// Certificates chosen by SNI, in configuration order.
+    pub certificates: Vec<SniCert>,
+    /// Server-side session cache entries (TLS 1.2 session IDs and TLS 1.3 stateful resumption).
+    pub session_cache: usize,
+    /// Issue session tickets (stateless resumption, rotated keys).
+    pub tickets: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            default_cert: None,
+            certificates: Vec::new(),
+            session_cache: 4096,
+            tickets: true,
+        }
+    }
+}
+
+/// A PEM certificate chain and its private key, both files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A certificate and the server names (SNI) it answers; `*.example.com` matches one label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniCert {
+    pub names: Vec<String>,
+    pub pair: CertPair,
+}
+
+/// HTTP/2 settings we announce and the protections we apply (RFC 9113 §6.5.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Http2Config {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS; streams past it are refused (REFUSED_STREAM).
+    pub max_concurrent_streams: u32,
+    /// SETTINGS_INITIAL_WINDOW_SIZE: how much a client may send on one stream unacknowledged.
+    pub initial_stream_window: u32,
+    /// Connection-level receive window.
+    pub initial_connection_window: u32,
+    /// SETTINGS_MAX_FRAME_SIZE we accept (16 KiB ..= 16 MiB - 1).
+    pub max_frame_size: u32,
+    /// SETTINGS_MAX_HEADER_LIST_SIZE: decoded header bytes per request (CONTINUATION floods end here).
+    pub max_header_list_size: u32,
+    /// Streams a client may reset before we accept them; past this the connection gets GOAWAY
+    /// ENHANCE_YOUR_CALM (rapid-reset protection).
+    pub max_pending_resets: usize,
+    /// Streams we may reset because of client errors before we GOAWAY the connection.
+    pub max_error_resets: usize,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Http2Config {
+            max_concurrent_streams: 128,
+            initial_stream_window: 1024 * 1024,
+            initial_connection_window: 16 * 1024 * 1024,
+            max_frame_size: 16 * 1024,
+            max_header_list_size: 64 * 1024,
+            max_pending_resets: 20,
+            max_error_resets: 1024,
         }
     }
 }
@@ -222,6 +302,8 @@ impl Config {
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             log: LogConfig::default(),
+            tls: TlsConfig::default(),
+            http2: Http2Config::default(),
             vhosts: vec![VirtualHost {
                 names: Vec::new(),
                 locations: vec![Location {

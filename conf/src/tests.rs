@@ -59,6 +59,8 @@ fn defaults_apply_to_a_minimal_file() {
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             log: LogConfig { access: None },
+            tls: TlsConfig::default(),
+            http2: Http2Config::default(),
             vhosts: vec![VirtualHost {
                 names: vec![],
                 locations: vec![Location {
@@ -146,6 +148,7 @@ symlinks = "refuse"
             body: Duration::from_millis(400),
             send: Duration::from_secs(5),
             shutdown: Duration::ZERO,
+            tls_handshake: Duration::from_secs(10),
             file_revalidate: Duration::from_millis(250),
         }
     );

@@ -12,9 +12,9 @@ use crate::raw::{RawFile, RawLimits, RawLocation, RawSize, RawTimeouts, RawVhost
 use crate::source::Source;
 use crate::units::{parse_duration, parse_size};
 use crate::{
-    AccessFormat, AccessLog, ConfError, Config, DotfilePolicy, FilesConfig, Handler, Limits,
-    Listener, Location, LogConfig, LogTarget, SymlinkPolicy, Timeouts, VirtualHost, canonical_dir,
-    default_workers,
+    AccessFormat, AccessLog, ConfError, Config, DotfilePolicy, FilesConfig, Handler, Http2Config,
+    Limits, Listener, Location, LogConfig, LogTarget, SymlinkPolicy, Timeouts, TlsConfig,
+    VirtualHost, canonical_dir, default_workers,
 };
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -75,6 +75,9 @@ pub(crate) fn validate(sources: &[Source], base: &Path) -> Result<Config, ConfEr
         limits: limits(sources)?,
         timeouts: timeouts(sources)?,
         log: log(sources, base)?,
+        // Parsed from `[tls]` and `[http2]` once those sections exist; defaults until then.
+        tls: TlsConfig::default(),
+        http2: Http2Config::default(),
         vhosts: vhosts(sources, base)?,
     })
 }
@@ -252,6 +255,7 @@ fn timeouts(sources: &[Source]) -> Result<Timeouts, ConfError> {
             true,
         )?,
         // Zero is meaningful here too: check the file on every request.
+        tls_handshake: d.tls_handshake,
         file_revalidate: duration(
             sources,
             "file_revalidate",

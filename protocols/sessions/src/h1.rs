@@ -26,13 +26,13 @@ use switchyard_wire::chunked::{ChunkedDecoder, ChunkedError, Decoded};
 use switchyard_wire::h1::{BodyKind, H1Limits, Parse, RequestHead, parse_request_head};
 use switchyard_wire::response::{Framing, write_continue, write_response_head};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
-use tokio::net::TcpStream;
 use tokio::sync::futures::OwnedNotified;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::access_log::AccessEntry;
 use crate::date::with_http_date;
 use crate::env::{ConnGuard, SessionEnv};
+use crate::io::Transport;
 
 /// Bodies up to this size are copied into the write buffer next to their head (one syscall);
 /// larger ones are written from their own buffer.
@@ -47,6 +47,8 @@ const READ_BUFFER: usize = 8 * 1024;
 const BODY_READ_STEP: usize = 64 * 1024;
 /// Largest single `sendfile` call; the loop continues until the range is sent.
 const SENDFILE_CHUNK: usize = 1 << 20;
+/// Largest piece of a file read into memory at once when `sendfile` cannot be used (TLS).
+const FILE_CHUNK: usize = 64 * 1024;
 /// After answering an error we read and discard what the client still sends, up to this much,
 /// so that closing does not reset the connection before it has read our answer.
 const LINGER_BYTES: usize = 256 * 1024;
@@ -63,7 +65,7 @@ impl H1Session {
     /// Start a session for an accepted connection. `prefix` holds the bytes the acceptor already
     /// read while sniffing the protocol; they are the start of the first request.
     pub fn start(
-        stream: TcpStream,
+        stream: Transport,
         peer: SocketAddr,
         prefix: BytesMut,
         env: Rc<SessionEnv>,
@@ -98,7 +100,7 @@ enum Close {
 
 #[derive(Debug)]
 struct H1Conn {
-    stream: TcpStream,
+    stream: Transport,
     peer: SocketAddr,
     env: Rc<SessionEnv>,
     limits: H1Limits,
@@ -112,7 +114,7 @@ struct H1Conn {
 
 impl H1Conn {
     fn new(
-        stream: TcpStream,
+        stream: Transport,
         peer: SocketAddr,
         prefix: BytesMut,
         env: Rc<SessionEnv>,
@@ -222,23 +224,39 @@ impl H1Conn {
                 // Idle keep-alive: hold no buffers while waiting, so ten thousand idle
                 // connections cost their sockets and little else. Wait for readability, then
                 // read into a fresh buffer (the allocator's thread cache makes that cheap).
-                self.rbuf = BytesMut::new();
                 self.wbuf = BytesMut::new();
-                let (stream, drain) = (&self.stream, &mut self.drain);
-                let ready = tokio::select! {
-                    ready = timeout(timeouts.keepalive, stream.readable()) => ready,
-                    () = drain.as_mut() => return Ok(Err(Close::Quietly)),
-                };
-                match ready {
-                    Ok(Ok(())) => {
-                        self.reserve_read_space();
-                        match self.stream.try_read_buf(&mut self.rbuf) {
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                            read => Ok(read),
+                match &mut self.stream {
+                    Transport::Plain(tcp) => {
+                        self.rbuf = BytesMut::new();
+                        let drain = &mut self.drain;
+                        let ready = tokio::select! {
+                            ready = timeout(timeouts.keepalive, tcp.readable()) => ready,
+                            () = drain.as_mut() => return Ok(Err(Close::Quietly)),
+                        };
+                        match ready {
+                            Ok(Ok(())) => {
+                                self.rbuf.reserve(READ_BUFFER);
+                                match tcp.try_read_buf(&mut self.rbuf) {
+                                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                                    read => Ok(read),
+                                }
+                            }
+                            Ok(Err(e)) => Ok(Err(e)),
+                            Err(elapsed) => Err(elapsed),
                         }
                     }
-                    Ok(Err(e)) => Ok(Err(e)),
-                    Err(elapsed) => Err(elapsed),
+                    // TLS may hold decrypted bytes the socket's readiness knows nothing of:
+                    // read through it (keeping a read buffer) instead.
+                    tls @ Transport::Tls(_) => {
+                        if self.rbuf.capacity() - self.rbuf.len() < READ_BUFFER / 2 {
+                            self.rbuf.reserve(READ_BUFFER);
+                        }
+                        let drain = &mut self.drain;
+                        tokio::select! {
+                            read = timeout(timeouts.keepalive, tls.read_buf(&mut self.rbuf)) => read,
+                            () = drain.as_mut() => return Ok(Err(Close::Quietly)),
+                        }
+                    }
                 }
             };
             match read {
@@ -371,7 +389,7 @@ impl H1Conn {
             version,
             host,
             headers,
-            scheme: "http",
+            scheme: self.stream.scheme(),
             peer: self.peer,
             body,
         };
@@ -475,10 +493,50 @@ impl H1Conn {
         self.write_all_bounded(&bytes).await
     }
 
-    /// Send a file range with `sendfile(2)`: the bytes go from the page cache to the socket
-    /// without passing through user space. Each wait for socket space is bounded.
+    /// Send a file range: by `sendfile(2)` on a plain socket, in bounded chunks otherwise.
     async fn write_file(&mut self, range: &FileRange) -> io::Result<()> {
         self.flush().await?;
+        match &self.stream {
+            Transport::Plain(_) => self.sendfile(range).await,
+            Transport::Tls(_) => self.write_file_chunks(range).await,
+        }
+    }
+
+    /// Positional reads of at most [`FILE_CHUNK`] into one reused buffer, each written out
+    /// before the next is read: memory stays bounded whatever the file's size.
+    async fn write_file_chunks(&mut self, range: &FileRange) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut chunk = vec![
+            0u8;
+            usize::try_from(range.len)
+                .unwrap_or(FILE_CHUNK)
+                .min(FILE_CHUNK)
+        ];
+        let mut offset = range.offset;
+        let end = range.offset + range.len;
+        while offset < end {
+            let want = usize::try_from(end - offset)
+                .unwrap_or(FILE_CHUNK)
+                .min(chunk.len());
+            let n = range.file.read_at(&mut chunk[..want], offset)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while being sent",
+                ));
+            }
+            self.write_all_bounded(&chunk[..n]).await?;
+            offset += n as u64;
+        }
+        Ok(())
+    }
+
+    /// `sendfile(2)`: the bytes go from the page cache to the socket without passing through
+    /// user space. Each wait for socket space is bounded.
+    async fn sendfile(&mut self, range: &FileRange) -> io::Result<()> {
+        let Transport::Plain(stream) = &self.stream else {
+            return Err(io::Error::other("sendfile needs a plain socket"));
+        };
         let mut offset = range.offset;
         let end = range.offset + range.len;
         let send_timeout = self.env.timeouts.send;
@@ -486,10 +544,9 @@ impl H1Conn {
             let count = usize::try_from(end - offset)
                 .unwrap_or(SENDFILE_CHUNK)
                 .min(SENDFILE_CHUNK);
-            timeout(send_timeout, self.stream.writable())
+            timeout(send_timeout, stream.writable())
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))??;
-            let stream = &self.stream;
             let sent = stream.try_io(Interest::WRITABLE, || {
                 rustix::fs::sendfile(stream, &*range.file, Some(&mut offset), count)
                     .map_err(io::Error::from)
@@ -514,10 +571,12 @@ impl H1Conn {
     /// Write all of `buf`, giving up if the client accepts nothing for `timeouts.send`.
     async fn write_all_bounded(&mut self, mut buf: &[u8]) -> io::Result<()> {
         // Usually the socket has room: write without arming a timer.
-        match self.stream.try_write(buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+        if let Transport::Plain(tcp) = &self.stream {
+            match tcp.try_write(buf) {
+                Ok(n) => buf = &buf[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
         }
         let send_timeout = self.env.timeouts.send;
         while !buf.is_empty() {
@@ -528,6 +587,12 @@ impl H1Conn {
                 return Err(io::ErrorKind::WriteZero.into());
             }
             buf = &buf[n..];
+        }
+        if let Transport::Tls(_) = &self.stream {
+            // TLS records are assembled in a buffer: push them out now.
+            timeout(send_timeout, self.stream.flush())
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))??;
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use bytes::BytesMut;
 use switchyard_sessions::h1::H1Session;
+use switchyard_sessions::io::Transport;
 use switchyard_sessions::{ConnGuard, ConnTracker, SessionEnv};
 use switchyard_wire::sniff::{Protocol, Sniff, classify};
 use tokio::io::AsyncReadExt;
@@ -138,7 +139,7 @@ async fn sniff_and_start(
         }
     };
     match protocol {
-        Protocol::Http1 => H1Session::start(stream, peer, prefix, env, guard),
+        Protocol::Http1 => H1Session::start(Transport::Plain(stream), peer, prefix, env, guard),
         // Hand-off points for the TLS, h2c and peer-wire sessions; until they exist the
         // connection is closed cleanly.
         Protocol::Tls | Protocol::H2Prior | Protocol::BitTorrent => {

@@ -46,6 +46,12 @@ enum Command {
         /// Write an access log to this file (`-` for stderr).
         #[arg(long)]
         access_log: Option<PathBuf>,
+        /// TLS certificate chain (PEM); without it a self-signed one is generated at start.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// Private key (PEM) of `--cert`.
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
     },
     /// Run with a configuration file (plus its conf.d/ directory).
     Run {
@@ -84,6 +90,8 @@ fn main() -> ExitCode {
             listen,
             workers,
             access_log,
+            cert,
+            key,
         } => {
             let first = listen
                 .first()
@@ -107,6 +115,9 @@ fn main() -> ExitCode {
                         target,
                         format: Default::default(),
                     });
+                }
+                if let (Some(cert), Some(key)) = (cert, key) {
+                    config.tls.default_cert = Some(switchyard_conf::CertPair { cert, key });
                 }
                 config
             })

@@ -7,9 +7,10 @@
 //! # Files
 //!
 //! [`load`] reads FILE, then every `*.toml` in the `conf.d/` directory beside it in file-name
-//! order (hidden files skipped). For a scalar key, or a key of `[limits]`, `[timeouts]` or
-//! `[log]`, the last file that sets it wins; `[[listen]]` and `[[vhost]]` entries append.
-//! Relative paths are resolved against FILE's directory, also in `conf.d/` files.
+//! order (hidden files skipped). For a scalar key, or a key of `[limits]`, `[timeouts]`,
+//! `[log]`, `[tls]` or `[http2]`, the last file that sets it wins; `[[listen]]`, `[[vhost]]` and
+//! `[[tls.certificate]]` entries append. Relative paths are resolved against FILE's directory,
+//! also in `conf.d/` files.
 //!
 //! # Schema
 //!
@@ -40,6 +41,28 @@
 //! send = "60s"
 //! file_revalidate = "1s"        # how long file metadata is trusted; "0s" = stat every request
 //! shutdown = "30s"
+//! tls_handshake = "10s"         # a TLS handshake, from the sniffed ClientHello to Finished
+//!
+//! [tls]                         # TLS 1.3 and 1.2, ALPN h2 and http/1.1, on every listener
+//! cert = "certs/default.pem"    # default certificate chain (PEM, end-entity first); cert and
+//! key = "certs/default.key"     # key go together. Key: PEM PKCS#8, PKCS#1 or SEC1. Absent: a
+//!                               # self-signed certificate for localhost, 127.0.0.1, ::1 at start
+//! session_cache = 4096          # server-side resumption cache entries, 0..=1048576; 0 disables
+//! tickets = true                # stateless resumption tickets (rotated keys); default true
+//!
+//! [[tls.certificate]]           # repeatable: chosen by SNI, else the default certificate answers
+//! names = ["example.com", "*.example.com"]  # required; "*.x" matches one label; no IPs, no "*"
+//! cert = "certs/example.pem"    # required
+//! key = "certs/example.key"     # required
+//!
+//! [http2]                       # defaults: Http2Config::default(); sizes as in [limits]
+//! max_concurrent_streams = 128  # more open streams: REFUSED_STREAM
+//! initial_stream_window = "1MiB"       # 1 ..= 2^31-1 bytes
+//! initial_connection_window = "16MiB"  # 65535 ..= 2^31-1 bytes
+//! max_frame_size = "16KiB"      # 16384 ..= 16777215 bytes
+//! max_header_list_size = "64KiB"
+//! max_pending_resets = 20       # rapid-reset protection: then GOAWAY ENHANCE_YOUR_CALM
+//! max_error_resets = 1024       # streams reset for client errors before GOAWAY
 //!
 //! [log]
 //! access = "stderr"             # "stderr" | "stdout" | a file path; absent: no access log
@@ -68,7 +91,14 @@
 //!   `site.toml:7:8: vhost[0].location[1].root: /srv/nope: No such file or directory (os error 2)`.
 //!   `KEY` indexes the merged lists, while the position is in the file the value came from.
 //! - no vhost at all: `PATH: no [[vhost]]: ...`
+//!
+//! Certificate files are read and checked during validation, so `check` reports them too:
+//! `sy.toml:9:8: tls.key: /etc/sy/certs/other.key is not the private key of the certificate in
+//! /etc/sy/certs/site.pem`, or `tls.certificate[0].cert: /etc/sy/certs/a.pem: No such file or
+//! directory (os error 2)`. [`CertPair::load`] is the same check, for whoever builds the TLS
+//! configuration afterwards.
 
+mod certs;
 mod model;
 mod raw;
 mod source;
@@ -78,8 +108,9 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+pub use certs::{CertError, CertFile};
 pub use model::*;
-pub use validate::{DEFAULT_LISTEN, MAX_WORKERS};
+pub use validate::{DEFAULT_LISTEN, MAX_SESSION_CACHE, MAX_WORKERS};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

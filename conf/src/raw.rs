@@ -20,6 +20,8 @@ pub(crate) struct RawFile {
     pub limits: Option<RawLimits>,
     pub timeouts: Option<RawTimeouts>,
     pub log: Option<RawLog>,
+    pub tls: Option<RawTls>,
+    pub http2: Option<RawHttp2>,
     pub vhost: Option<Vec<Spanned<RawVhost>>>,
 }
 
@@ -56,6 +58,7 @@ pub(crate) struct RawTimeouts {
     pub send: Option<Spanned<String>>,
     pub shutdown: Option<Spanned<String>>,
     pub file_revalidate: Option<Spanned<String>>,
+    pub tls_handshake: Option<Spanned<String>>,
 }
 
 /// `[log]`
@@ -64,6 +67,39 @@ pub(crate) struct RawTimeouts {
 pub(crate) struct RawLog {
     pub access: Option<Spanned<String>>,
     pub access_format: Option<Spanned<String>>,
+}
+
+/// `[tls]`: the default certificate, resumption, and the `[[tls.certificate]]` SNI entries.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub session_cache: Option<Spanned<i64>>,
+    pub tickets: Option<Spanned<bool>>,
+    pub certificate: Option<Vec<Spanned<RawSniCert>>>,
+}
+
+/// `[[tls.certificate]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSniCert {
+    pub names: Option<Vec<Spanned<String>>>,
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+}
+
+/// `[http2]`: sizes as in `[limits]`, counts as integers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttp2 {
+    pub max_concurrent_streams: Option<Spanned<i64>>,
+    pub initial_stream_window: Option<Spanned<RawSize>>,
+    pub initial_connection_window: Option<Spanned<RawSize>>,
+    pub max_frame_size: Option<Spanned<RawSize>>,
+    pub max_header_list_size: Option<Spanned<RawSize>>,
+    pub max_pending_resets: Option<Spanned<i64>>,
+    pub max_error_resets: Option<Spanned<i64>>,
 }
 
 /// `[[vhost]]`

@@ -1,5 +1,8 @@
 //! Loading as an operator meets it: files on disk, `conf.d/` merging, and the exact messages
 //! `switchyard check` prints. Each test writes a small configuration tree into a temp directory.
+//! `[tls]` and `[http2]` have their own file, `tests/tls.rs`.
+
+mod tls;
 
 use super::*;
 use std::fs;
@@ -98,6 +101,7 @@ body = "400ms"
 send = "5s"
 shutdown = "0s"
 file_revalidate = "250ms"
+tls_handshake = "3s"
 [log]
 access = "logs/access.log"
 access_format = "json"
@@ -148,7 +152,7 @@ symlinks = "refuse"
             body: Duration::from_millis(400),
             send: Duration::from_secs(5),
             shutdown: Duration::ZERO,
-            tls_handshake: Duration::from_secs(10),
+            tls_handshake: Duration::from_secs(3),
             file_revalidate: Duration::from_millis(250),
         }
     );
@@ -608,6 +612,8 @@ fn example_loads() {
         }
     );
     assert_eq!(config.timeouts, Timeouts::default());
+    assert_eq!(config.tls, TlsConfig::default());
+    assert_eq!(config.http2, Http2Config::default());
     assert_eq!(
         config.log.access,
         Some(AccessLog {

@@ -8,13 +8,15 @@
 //! Relative paths (`root`, `log.access`) are resolved against the main file's directory, for
 //! every file, so a `conf.d/` snippet means the same wherever it is included from.
 
-use crate::raw::{RawFile, RawLimits, RawLocation, RawSize, RawTimeouts, RawVhost};
+use crate::raw::{
+    RawFile, RawHttp2, RawLimits, RawLocation, RawSize, RawSniCert, RawTimeouts, RawVhost,
+};
 use crate::source::Source;
 use crate::units::{parse_duration, parse_size};
 use crate::{
-    AccessFormat, AccessLog, ConfError, Config, DotfilePolicy, FilesConfig, Handler, Http2Config,
-    Limits, Listener, Location, LogConfig, LogTarget, SymlinkPolicy, Timeouts, TlsConfig,
-    VirtualHost, canonical_dir, default_workers,
+    AccessFormat, AccessLog, CertFile, CertPair, ConfError, Config, DotfilePolicy, FilesConfig,
+    Handler, Http2Config, Limits, Listener, Location, LogConfig, LogTarget, SniCert, SymlinkPolicy,
+    Timeouts, TlsConfig, VirtualHost, canonical_dir, default_workers,
 };
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -28,6 +30,12 @@ pub const DEFAULT_LISTEN: SocketAddr =
 
 /// More worker threads than this is a typo, not a machine.
 pub const MAX_WORKERS: usize = 1024;
+
+/// Most TLS sessions the server-side cache may hold (its memory is reserved up front).
+pub const MAX_SESSION_CACHE: usize = 1 << 20;
+
+/// The largest flow-control window HTTP/2 allows (RFC 9113 §6.9.1).
+const MAX_WINDOW: u32 = (1 << 31) - 1;
 
 /// A value together with the file it was written in, for error messages.
 struct At<'a, T> {
@@ -75,9 +83,8 @@ pub(crate) fn validate(sources: &[Source], base: &Path) -> Result<Config, ConfEr
         limits: limits(sources)?,
         timeouts: timeouts(sources)?,
         log: log(sources, base)?,
-        // Parsed from `[tls]` and `[http2]` once those sections exist; defaults until then.
-        tls: TlsConfig::default(),
-        http2: Http2Config::default(),
+        tls: tls(sources, base)?,
+        http2: http2(sources)?,
         vhosts: vhosts(sources, base)?,
     })
 }
@@ -254,8 +261,14 @@ fn timeouts(sources: &[Source]) -> Result<Timeouts, ConfError> {
             d.shutdown,
             true,
         )?,
+        tls_handshake: duration(
+            sources,
+            "tls_handshake",
+            |t| t.tls_handshake.as_ref(),
+            d.tls_handshake,
+            false,
+        )?,
         // Zero is meaningful here too: check the file on every request.
-        tls_handshake: d.tls_handshake,
         file_revalidate: duration(
             sources,
             "file_revalidate",
@@ -321,6 +334,277 @@ fn log(sources: &[Source], base: &Path) -> Result<LogConfig, ConfError> {
     Ok(LogConfig {
         access: Some(AccessLog { target, format }),
     })
+}
+
+fn tls(sources: &[Source], base: &Path) -> Result<TlsConfig, ConfError> {
+    let d = TlsConfig::default();
+    let cert = last(sources, |f| f.tls.as_ref()?.cert.as_ref());
+    let key = last(sources, |f| f.tls.as_ref()?.key.as_ref());
+    let default_cert = match (cert, key) {
+        (None, None) => None,
+        (Some(cert), None) => {
+            return Err(cert.error(
+                "tls.key",
+                "missing: tls.cert needs its private key (e.g. key = \"certs/default.key\")",
+            ));
+        }
+        (None, Some(key)) => {
+            return Err(key.error(
+                "tls.cert",
+                "missing: tls.key needs its certificate chain (e.g. cert = \"certs/default.pem\")",
+            ));
+        }
+        (Some(cert), Some(key)) => Some(cert_pair("tls", &cert, &key, base)?),
+    };
+    let session_cache = match last(sources, |f| f.tls.as_ref()?.session_cache.as_ref()) {
+        None => d.session_cache,
+        Some(at) => match usize::try_from(*at.value()) {
+            Err(_) => {
+                return Err(at.error(
+                    "tls.session_cache",
+                    "must be 0 (no server-side cache) or more",
+                ));
+            }
+            Ok(n) if n > MAX_SESSION_CACHE => {
+                return Err(at.error(
+                    "tls.session_cache",
+                    format_args!("must be at most {MAX_SESSION_CACHE}"),
+                ));
+            }
+            Ok(n) => n,
+        },
+    };
+    let tickets =
+        last(sources, |f| f.tls.as_ref()?.tickets.as_ref()).map_or(d.tickets, |at| *at.value());
+    Ok(TlsConfig {
+        default_cert,
+        certificates: sni_certs(sources, base)?,
+        session_cache,
+        tickets,
+    })
+}
+
+/// The `[[tls.certificate]]` entries of all files, in order; a name belongs to one entry.
+fn sni_certs(sources: &[Source], base: &Path) -> Result<Vec<SniCert>, ConfError> {
+    let entries = sources.iter().flat_map(|source| {
+        source
+            .raw
+            .tls
+            .iter()
+            .flat_map(|tls| tls.certificate.iter().flatten())
+            .map(move |item| At { source, item })
+    });
+    // Which entry already claimed a name.
+    let mut owners: HashMap<String, usize> = HashMap::new();
+    let mut certs = Vec::new();
+    for (i, entry) in entries.enumerate() {
+        certs.push(sni_cert(i, &entry, &mut owners, base)?);
+    }
+    Ok(certs)
+}
+
+fn sni_cert(
+    i: usize,
+    entry: &At<'_, RawSniCert>,
+    owners: &mut HashMap<String, usize>,
+    base: &Path,
+) -> Result<SniCert, ConfError> {
+    let source = entry.source;
+    let prefix = format!("tls.certificate[{i}]");
+    let raw = entry.value();
+    let raw_names = raw.names.as_deref().unwrap_or_default();
+    if raw_names.is_empty() {
+        return Err(entry.error(
+            &format!("{prefix}.names"),
+            "at least one server name is required (e.g. names = [\"example.com\"])",
+        ));
+    }
+    let mut names = Vec::new();
+    for (n, item) in raw_names.iter().enumerate() {
+        let name = At { source, item };
+        let key = format!("{prefix}.names[{n}]");
+        let value = sni_name(name.value()).map_err(|e| name.error(&key, e))?;
+        match owners.get(&value) {
+            Some(&owner) if owner != i => {
+                return Err(name.error(
+                    &key,
+                    format_args!("{value:?} is already a name of tls.certificate[{owner}]"),
+                ));
+            }
+            Some(_) => continue, // repeated within this entry: harmless
+            None => owners.insert(value.clone(), i),
+        };
+        names.push(value);
+    }
+    let Some(cert) = &raw.cert else {
+        return Err(entry.error(
+            &format!("{prefix}.cert"),
+            "missing: the PEM certificate chain for these names",
+        ));
+    };
+    let Some(key) = &raw.key else {
+        return Err(entry.error(&format!("{prefix}.key"), "missing: the PEM private key"));
+    };
+    let pair = cert_pair(
+        &prefix,
+        &At { source, item: cert },
+        &At { source, item: key },
+        base,
+    )?;
+    Ok(SniCert { names, pair })
+}
+
+/// One `[[tls.certificate]]` name: a host name or `*.suffix`, lowercased. SNI carries neither
+/// IP addresses (RFC 6066 §3) nor "any host": the default certificate answers those.
+fn sni_name(raw: &str) -> Result<String, String> {
+    if raw == "*" {
+        return Err(
+            "\"*\" is not a server name: the default certificate (tls.cert) answers every name no entry lists"
+                .to_owned(),
+        );
+    }
+    let name = host_name(raw)?;
+    if name.starts_with('[') || name.parse::<Ipv4Addr>().is_ok() {
+        return Err(format!(
+            "{raw:?}: SNI carries no IP addresses (RFC 6066 §3); clients connecting by address get the default certificate"
+        ));
+    }
+    Ok(name)
+}
+
+/// Resolve and load a certificate pair; an unreadable or mismatched file is an error at the key
+/// (`PREFIX.cert` or `PREFIX.key`) that names it.
+fn cert_pair(
+    prefix: &str,
+    cert: &At<'_, String>,
+    key: &At<'_, String>,
+    base: &Path,
+) -> Result<CertPair, ConfError> {
+    let cert_key = format!("{prefix}.cert");
+    let key_key = format!("{prefix}.key");
+    if cert.value().is_empty() {
+        return Err(cert.error(&cert_key, "must not be empty"));
+    }
+    if key.value().is_empty() {
+        return Err(key.error(&key_key, "must not be empty"));
+    }
+    let pair = CertPair {
+        cert: base.join(cert.value()),
+        key: base.join(key.value()),
+    };
+    pair.load().map_err(|e| match e.file() {
+        CertFile::Cert => cert.error(&cert_key, e),
+        CertFile::Key => key.error(&key_key, e),
+    })?;
+    Ok(pair)
+}
+
+fn http2(sources: &[Source]) -> Result<Http2Config, ConfError> {
+    let d = Http2Config::default();
+    // RFC 9113 §6.5.2: "Values above the maximum flow-control window size of 2^31-1 MUST be
+    // treated as a connection error"; frame sizes lie in 2^14 ..= 2^24-1.
+    Ok(Http2Config {
+        max_concurrent_streams: h2_count(
+            sources,
+            "max_concurrent_streams",
+            |h| h.max_concurrent_streams.as_ref(),
+            d.max_concurrent_streams,
+            u32::MAX,
+        )?,
+        initial_stream_window: h2_size(
+            sources,
+            "initial_stream_window",
+            |h| h.initial_stream_window.as_ref(),
+            d.initial_stream_window,
+            (1, MAX_WINDOW),
+            "RFC 9113 §6.5.2",
+        )?,
+        // A connection window starts at 65535 and no SETTINGS can lower it (RFC 9113 §6.9.2).
+        initial_connection_window: h2_size(
+            sources,
+            "initial_connection_window",
+            |h| h.initial_connection_window.as_ref(),
+            d.initial_connection_window,
+            (65_535, MAX_WINDOW),
+            "RFC 9113 §6.9.2",
+        )?,
+        max_frame_size: h2_size(
+            sources,
+            "max_frame_size",
+            |h| h.max_frame_size.as_ref(),
+            d.max_frame_size,
+            (1 << 14, (1 << 24) - 1),
+            "RFC 9113 §6.5.2",
+        )?,
+        max_header_list_size: h2_size(
+            sources,
+            "max_header_list_size",
+            |h| h.max_header_list_size.as_ref(),
+            d.max_header_list_size,
+            (1, u32::MAX),
+            "a 32-bit SETTINGS value, RFC 9113 §6.5.1",
+        )?,
+        max_pending_resets: h2_count(
+            sources,
+            "max_pending_resets",
+            |h| h.max_pending_resets.as_ref(),
+            d.max_pending_resets,
+            usize::MAX,
+        )?,
+        max_error_resets: h2_count(
+            sources,
+            "max_error_resets",
+            |h| h.max_error_resets.as_ref(),
+            d.max_error_resets,
+            usize::MAX,
+        )?,
+    })
+}
+
+/// An `[http2]` size in bytes within `min ..= max`.
+fn h2_size<'a>(
+    sources: &'a [Source],
+    name: &str,
+    get: impl Fn(&'a RawHttp2) -> Option<&'a Spanned<RawSize>>,
+    default: u32,
+    (min, max): (u32, u32),
+    rfc: &str,
+) -> Result<u32, ConfError> {
+    let Some(at) = last(sources, |f| f.http2.as_ref().and_then(&get)) else {
+        return Ok(default);
+    };
+    let key = format!("http2.{name}");
+    let bytes = match at.value() {
+        RawSize::Bytes(n) => u64::try_from(*n).unwrap_or(0),
+        RawSize::Text(text) => parse_size(text).map_err(|e| at.error(&key, e))?,
+    };
+    match u32::try_from(bytes) {
+        Ok(0) if min == 1 => Err(at.error(&key, "must be greater than 0")),
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(at.error(
+            &key,
+            format_args!("must be between {min} and {max} bytes ({rfc})"),
+        )),
+    }
+}
+
+/// An `[http2]` count, greater than 0 and fitting `T`.
+fn h2_count<'a, T: TryFrom<i64> + std::fmt::Display>(
+    sources: &'a [Source],
+    name: &str,
+    get: impl Fn(&'a RawHttp2) -> Option<&'a Spanned<i64>>,
+    default: T,
+    max: T,
+) -> Result<T, ConfError> {
+    let Some(at) = last(sources, |f| f.http2.as_ref().and_then(&get)) else {
+        return Ok(default);
+    };
+    let key = format!("http2.{name}");
+    let value = *at.value();
+    if value <= 0 {
+        return Err(at.error(&key, "must be greater than 0"));
+    }
+    T::try_from(value).map_err(|_| at.error(&key, format_args!("must be at most {max}")))
 }
 
 fn vhosts(sources: &[Source], base: &Path) -> Result<Vec<VirtualHost>, ConfError> {

@@ -11,5 +11,6 @@ mod date;
 mod env;
 pub mod h1;
 pub mod io;
+pub mod tls;
 
 pub use env::{ConnGuard, ConnTracker, Drain, SessionEnv};

@@ -28,6 +28,7 @@ section() {
 # Commands the tests need, and the Debian package that provides each.
 declare -A NEED=(
     [curl]=curl
+    [openssl]=openssl
     [sha256sum]=coreutils
     [cc]=build-essential
     [pkg-config]=pkg-config

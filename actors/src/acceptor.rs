@@ -13,7 +13,9 @@ use std::time::Duration;
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use bytes::BytesMut;
 use switchyard_sessions::h1::H1Session;
-use switchyard_sessions::io::Transport;
+use switchyard_sessions::h2::H2Session;
+use switchyard_sessions::io::{Prefixed, Transport};
+use switchyard_sessions::tls::{Alpn, TlsTerminator};
 use switchyard_sessions::{ConnGuard, ConnTracker, SessionEnv};
 use switchyard_wire::sniff::{Protocol, Sniff, classify};
 use tokio::io::AsyncReadExt;
@@ -33,6 +35,8 @@ pub struct Acceptor {
     /// Open connections of this worker.
     open: Rc<Cell<usize>>,
     tracker: Arc<ConnTracker>,
+    /// Terminates sniffed TLS connections (shared by all workers: one session cache).
+    tls: TlsTerminator,
 }
 
 impl Acceptor {
@@ -42,6 +46,7 @@ impl Acceptor {
         env: Rc<SessionEnv>,
         open: Rc<Cell<usize>>,
         tracker: Arc<ConnTracker>,
+        tls: TlsTerminator,
     ) -> Self {
         Acceptor {
             worker,
@@ -49,6 +54,7 @@ impl Acceptor {
             env,
             open,
             tracker,
+            tls,
         }
     }
 }
@@ -73,6 +79,7 @@ impl Actor for Acceptor {
             self.env.clone(),
             self.open.clone(),
             self.tracker.clone(),
+            Rc::new(self.tls.clone()),
         );
         ctx.spawn(
             accept
@@ -87,6 +94,7 @@ async fn accept_loop(
     env: Rc<SessionEnv>,
     open: Rc<Cell<usize>>,
     tracker: Arc<ConnTracker>,
+    tls: Rc<TlsTerminator>,
 ) {
     let mut drain = env.drain.watch();
     let max = env.limits.max_connections;
@@ -112,7 +120,7 @@ async fn accept_loop(
         let guard = ConnGuard::new(open.clone(), tracker.clone());
         // Sniffing is short and bounded by `timeouts.sniff`; it runs as its own task so a slow
         // client never delays the next accept.
-        actix_rt::spawn(sniff_and_start(stream, peer, env.clone(), guard));
+        actix_rt::spawn(sniff_and_start(stream, peer, env.clone(), guard, tls.clone()));
     }
     // Dropping the listener closes the socket: new connections are refused while we drain.
 }
@@ -122,6 +130,7 @@ async fn sniff_and_start(
     peer: SocketAddr,
     env: Rc<SessionEnv>,
     guard: ConnGuard,
+    tls: Rc<TlsTerminator>,
 ) {
     let deadline = Instant::now() + env.timeouts.sniff;
     let mut prefix = BytesMut::with_capacity(SNIFF_BUFFER);
@@ -140,9 +149,26 @@ async fn sniff_and_start(
     };
     match protocol {
         Protocol::Http1 => H1Session::start(Transport::Plain(stream), peer, prefix, env, guard),
-        // Hand-off points for the TLS, h2c and peer-wire sessions; until they exist the
-        // connection is closed cleanly.
-        Protocol::Tls | Protocol::H2Prior | Protocol::BitTorrent => {
+        // h2c with prior knowledge: the sniffed bytes are the start of the preface.
+        Protocol::H2Prior => {
+            H2Session::start(Prefixed::new(prefix, stream), peer, "http", env, guard);
+        }
+        // TLS: the handshake runs here, bounded by `timeouts.tls_handshake`; ALPN picks the
+        // session. A failed handshake ends only this connection.
+        Protocol::Tls => {
+            let io = Prefixed::new(prefix, stream);
+            match tls.accept(io, env.timeouts.tls_handshake).await {
+                Ok((tls, Alpn::H2)) => H2Session::start(tls, peer, "https", env, guard),
+                Ok((tls, Alpn::Http11 | Alpn::None)) => {
+                    let transport = Transport::Tls(Box::new(tls));
+                    H1Session::start(transport, peer, BytesMut::new(), env, guard);
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            }
+        }
+        // Hand-off point for the peer-wire session; until it exists the connection is closed
+        // cleanly.
+        Protocol::BitTorrent => {
             tracing::debug!(%peer, ?protocol, "protocol not enabled on this listener; closing");
         }
     }

@@ -27,6 +27,7 @@ use switchyard_services::actor::FilesService;
 use switchyard_services::files::FileCache;
 use switchyard_services::router::{RouteTable, Router};
 use switchyard_sessions::access_log::AccessLog;
+use switchyard_sessions::tls::TlsTerminator;
 use switchyard_sessions::{ConnTracker, Drain, SessionEnv};
 
 use crate::acceptor::Acceptor;
@@ -39,6 +40,7 @@ const BACKLOG: i32 = 4096;
 pub enum StartError {
     Bind(SocketAddr, std::io::Error),
     AccessLog(std::io::Error),
+    Tls(switchyard_sessions::tls::TlsError),
     Runtime(std::io::Error),
 }
 
@@ -47,6 +49,7 @@ impl fmt::Display for StartError {
         match self {
             StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             StartError::AccessLog(e) => write!(f, "cannot open the access log: {e}"),
+            StartError::Tls(e) => write!(f, "TLS: {e}"),
             StartError::Runtime(e) => write!(f, "runtime failure: {e}"),
         }
     }
@@ -78,6 +81,10 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
     let cache_share = config.limits.file_cache_bytes / workers as u64;
     let limits = Arc::new(config.limits.clone());
     let timeouts = Arc::new(config.timeouts.clone());
+    let http2 = Arc::new(config.http2.clone());
+    // One terminator for all workers: they share its session cache and ticket keys, so a
+    // client resumes whichever worker it lands on.
+    let tls = TlsTerminator::new(&config.tls).map_err(StartError::Tls)?;
     let drain = Arc::new(Drain::default());
     let tracker = Arc::new(ConnTracker::default());
     let panic_path: Option<Arc<str>> = std::env::var("SWITCHYARD_FAULT_PANIC_PATH")
@@ -90,6 +97,8 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
     let mut arbiters = Vec::with_capacity(workers);
     for (worker, listeners) in sockets.into_iter().enumerate() {
         let arbiter = actix::Arbiter::new();
+        let http2 = http2.clone();
+        let tls = tls.clone();
         let (table, limits, timeouts) = (tables[worker].clone(), limits.clone(), timeouts.clone());
         let (shutdown, tracker, access_log, panic_path) = (
             drain.clone(),
@@ -108,10 +117,11 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
                 timeouts,
                 access_log,
                 drain: shutdown,
+                http2,
             });
             let open = Rc::new(Cell::new(0usize));
             for listener in listeners {
-                Acceptor::new(worker, listener, env.clone(), open.clone(), tracker.clone()).start();
+                Acceptor::new(worker, listener, env.clone(), open.clone(), tracker.clone(), tls.clone()).start();
             }
         });
         arbiters.push(arbiter);

@@ -23,6 +23,8 @@ pub struct SessionEnv {
     pub access_log: Option<AccessLog>,
     /// Started once, when the server begins draining (SIGTERM/SIGINT).
     pub drain: Arc<Drain>,
+    /// HTTP/2 settings and protections, for every HTTP/2 connection of this worker.
+    pub http2: Arc<switchyard_conf::Http2Config>,
 }
 
 impl SessionEnv {

@@ -10,6 +10,7 @@ pub mod access_log;
 mod date;
 mod env;
 pub mod h1;
+pub mod h2;
 pub mod io;
 pub mod tls;
 

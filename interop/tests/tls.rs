@@ -1,0 +1,375 @@
+//! TLS on the shared port: sniffed ClientHellos are terminated with rustls; plain HTTP keeps
+//! working beside them. Clients: curl (OpenSSL) and `openssl s_client`, certificates made by
+//! `openssl req` for each test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use switchyard_interop::*;
+
+const HELLO: &[u8] = b"hello over tls\n";
+
+fn site() -> WebRoot {
+    let www = WebRoot::new();
+    www.file("a.txt", HELLO);
+    www
+}
+
+/// A self-signed certificate for `names` (the first is the subject CN), written as
+/// `<dir>/<stem>.pem` and `<dir>/<stem>.key`.
+fn certificate(dir: &Path, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+    let cert = dir.join(format!("{stem}.pem"));
+    let key = dir.join(format!("{stem}.key"));
+    let sans: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj"])
+        .arg(format!("/CN={}", names[0]))
+        .arg("-addext")
+        .arg(format!("subjectAltName={}", sans.join(",")))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl (interop/test.sh installs it)");
+    assert!(status.success(), "openssl req failed");
+    (cert, key)
+}
+
+/// `curl ARGS https://NAME:PORT/PATH` with NAME resolved to the server's address.
+fn curl_https(server: &Server, name: &str, path: &str, extra: &[&str]) -> CurlOutput {
+    let port = server.addr().port();
+    let mut args: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+    args.push("--resolve".into());
+    args.push(format!("{name}:{port}:127.0.0.1"));
+    args.push(format!("https://{name}:{port}{path}"));
+    curl(&args)
+}
+
+/// `openssl s_client` against the server; returns its combined output.
+fn s_client(server: &Server, args: &[&str], input: &str) -> String {
+    let mut child = Command::new("openssl")
+        .arg("s_client")
+        .arg("-connect")
+        .arg(server.addr().to_string())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run openssl s_client");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    let out = child.wait_with_output().expect("s_client output");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+const REQUEST_AND_CLOSE: &str =
+    "GET /a.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+
+#[test]
+fn tls_and_plain_http_are_answered_on_the_same_port() {
+    let www = site();
+    let server = Server::serve(www.root()).start();
+    let tls = curl_https(&server, "localhost", "/a.txt", &["-k", "--http1.1"]);
+    assert_eq!((tls.exit, tls.status), (0, 200), "{}", tls.stderr);
+    assert_eq!(tls.body, HELLO);
+    server.assert_serves("/a.txt", HELLO);
+}
+
+#[test]
+fn the_self_signed_certificate_fingerprint_is_logged_and_presented() {
+    let www = site();
+    let server = Server::serve(www.root()).start();
+    let shown = s_client(&server, &["-servername", "localhost"], "");
+    let pem_start = shown
+        .find("-----BEGIN CERTIFICATE-----")
+        .expect("server sent a certificate");
+    let pem_end = shown
+        .find("-----END CERTIFICATE-----")
+        .expect("end of certificate")
+        + 25;
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run openssl x509");
+    {
+        use std::io::Write;
+        let mut stdin = x509.stdin.take().expect("stdin");
+        stdin
+            .write_all(shown[pem_start..pem_end].as_bytes())
+            .expect("write pem");
+    }
+    let out = x509.wait_with_output().expect("x509 output");
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let hex: String = line
+        .split('=')
+        .nth(1)
+        .expect("fingerprint line")
+        .trim()
+        .replace(':', "")
+        .to_ascii_lowercase();
+    assert_eq!(hex.len(), 64, "{line}");
+    let log = server.stderr().to_ascii_lowercase().replace(':', "");
+    assert!(
+        log.contains(&hex),
+        "fingerprint {hex} not in the log:\n{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn a_configured_certificate_verifies_with_its_ca_file() {
+    let www = site();
+    let (cert, key) = certificate(www.outside(), "localhost", &["localhost"]);
+    let server = Server::serve(www.root())
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .start();
+    let cacert = cert.to_string_lossy().into_owned();
+    let ok = curl_https(&server, "localhost", "/a.txt", &["--cacert", &cacert]);
+    assert_eq!((ok.exit, ok.status), (0, 200), "{}", ok.stderr);
+    assert_eq!(ok.body, HELLO);
+}
+
+#[test]
+fn sni_selects_the_certificate_for_the_name() {
+    let www = site();
+    let (default_cert, default_key) = certificate(www.outside(), "default", &["default.test"]);
+    let (a_cert, a_key) = certificate(www.outside(), "a", &["a.test"]);
+    let (b_cert, b_key) = certificate(www.outside(), "b", &["b.test", "*.b.test"]);
+    let extra = format!(
+        "[tls]\ncert = {}\nkey = {}\n\n[[tls.certificate]]\nnames = [\"a.test\"]\ncert = {}\nkey = {}\n\n\
+         [[tls.certificate]]\nnames = [\"b.test\", \"*.b.test\"]\ncert = {}\nkey = {}\n",
+        toml_path(&default_cert),
+        toml_path(&default_key),
+        toml_path(&a_cert),
+        toml_path(&a_key),
+        toml_path(&b_cert),
+        toml_path(&b_key),
+    );
+    let server = Server::run_config(&config(www.root(), "", &extra)).start();
+    let ca = |p: &Path| p.to_string_lossy().into_owned();
+    // Trusting only the certificate meant for a name, the connection verifies: that
+    // certificate is the one the server chose.
+    for (name, cert) in [
+        ("a.test", &a_cert),
+        ("b.test", &b_cert),
+        ("www.b.test", &b_cert),
+    ] {
+        let cacert = ca(cert);
+        let out = curl_https(&server, name, "/a.txt", &["--cacert", &cacert]);
+        assert_eq!((out.exit, out.status), (0, 200), "{name}: {}", out.stderr);
+    }
+    // Trusting only a.test's certificate, b.test must fail verification: it got its own.
+    let a_only = ca(&a_cert);
+    let wrong = curl_https(&server, "b.test", "/a.txt", &["--cacert", &a_only]);
+    assert_ne!(
+        wrong.exit, 0,
+        "b.test verified against a.test's certificate"
+    );
+    // An unknown name gets the default certificate.
+    let shown = s_client(&server, &["-servername", "other.test"], "");
+    assert!(
+        shown.contains("CN = default.test") || shown.contains("CN=default.test"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn tls13_session_resumption_is_observed_by_the_client() {
+    let www = site();
+    let server = Server::serve(www.root()).start();
+    let session = www.outside().join("session.pem");
+    let session_arg = session.to_string_lossy().into_owned();
+    let first = s_client(
+        &server,
+        &["-tls1_3", "-ign_eof", "-sess_out", &session_arg],
+        REQUEST_AND_CLOSE,
+    );
+    assert!(first.contains("New, TLSv1.3"), "{first}");
+    assert!(session.is_file(), "no session ticket was saved:\n{first}");
+    let second = s_client(
+        &server,
+        &["-tls1_3", "-ign_eof", "-sess_in", &session_arg],
+        REQUEST_AND_CLOSE,
+    );
+    assert!(
+        second.contains("Reused, TLSv1.3"),
+        "second handshake was not resumed:\n{second}"
+    );
+    assert!(second.contains("hello over tls"), "{second}");
+}
+
+#[test]
+fn tls12_session_resumption_is_observed_by_the_client() {
+    let www = site();
+    let server = Server::serve(www.root()).start();
+    let session = www.outside().join("session12.pem");
+    let session_arg = session.to_string_lossy().into_owned();
+    let first = s_client(
+        &server,
+        &["-tls1_2", "-ign_eof", "-sess_out", &session_arg],
+        REQUEST_AND_CLOSE,
+    );
+    assert!(first.contains("New, TLSv1.2"), "{first}");
+    let second = s_client(
+        &server,
+        &["-tls1_2", "-ign_eof", "-sess_in", &session_arg],
+        REQUEST_AND_CLOSE,
+    );
+    assert!(
+        second.contains("Reused, TLSv1.2"),
+        "second handshake was not resumed:\n{second}"
+    );
+}
+
+#[test]
+fn a_mismatched_certificate_and_key_fail_at_start_and_in_check() {
+    let www = site();
+    let (cert, _) = certificate(www.outside(), "one", &["localhost"]);
+    let (_, other_key) = certificate(www.outside(), "two", &["localhost"]);
+    let out = Command::new(binary())
+        .args(["serve"])
+        .arg(www.root())
+        .args(["--listen", "127.0.0.1:0", "--cert"])
+        .arg(&cert)
+        .arg("--key")
+        .arg(&other_key)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run switchyard serve");
+    assert!(
+        !out.status.success(),
+        "started with a key that does not match its certificate"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.to_lowercase().contains("key"), "{stderr}");
+
+    let extra = format!(
+        "[tls]\ncert = {}\nkey = {}\n",
+        toml_path(&cert),
+        toml_path(&other_key)
+    );
+    let path = www.outside().join("mismatch.toml");
+    std::fs::write(&path, config(www.root(), "", &extra)).expect("write config");
+    let checked = check(&path);
+    assert!(!checked.status.success(), "check accepted a mismatched key");
+    let text = String::from_utf8_lossy(&checked.stderr).into_owned()
+        + &String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        text.contains("tls."),
+        "the message does not name the key: {text}"
+    );
+
+    let missing = format!(
+        "[tls]\ncert = {}\nkey = \"/nonexistent/key.pem\"\n",
+        toml_path(&cert)
+    );
+    std::fs::write(&path, config(www.root(), "", &missing)).expect("write config");
+    let checked = check(&path);
+    assert!(
+        !checked.status.success(),
+        "check accepted an unreadable key file"
+    );
+}
+
+#[test]
+fn a_failed_handshake_closes_only_that_connection() {
+    let www = site();
+    let server = Server::serve(www.root()).start();
+    let mut bad = server.connect();
+    // A TLS record header announcing a ClientHello, followed by garbage.
+    bad.send(b"\x16\x03\x01\x00\x30\x01\x00\x00\x2cthis is not a client hello at all, no...");
+    let closed = bad.wait_closed(CLOSE_TIMEOUT);
+    assert!(closed.closed, "a broken handshake left the connection open");
+    let ok = curl_https(&server, "localhost", "/a.txt", &["-k"]);
+    assert_eq!((ok.exit, ok.status), (0, 200), "{}", ok.stderr);
+    server.assert_serves("/a.txt", HELLO);
+}
+
+#[test]
+fn an_unfinished_handshake_times_out() {
+    let www = site();
+    let server = Server::run_config(&config(
+        www.root(),
+        "",
+        "[timeouts]\ntls_handshake = \"1s\"\n",
+    ))
+    .start();
+    let mut slow = server.connect();
+    slow.send(b"\x16\x03\x01\x02\x00\x01");
+    let closed = slow.wait_closed(CLOSE_TIMEOUT);
+    assert!(closed.closed, "a stalled handshake was never closed");
+    assert!(
+        closed.elapsed >= Duration::from_millis(500),
+        "closed before the timeout: {:?}",
+        closed.elapsed
+    );
+    server.assert_serves("/a.txt", HELLO);
+}
+
+#[test]
+fn a_large_file_over_tls_arrives_intact() {
+    let www = site();
+    let data = pseudo_random(8 * 1024 * 1024 + 123, 7);
+    www.file("big.bin", &data);
+    let server = Server::serve(www.root()).start();
+    let dest = www.outside().join("big.download");
+    let port = server.addr().port();
+    let out = curl_to(
+        &dest,
+        &[
+            "-k".to_owned(),
+            "--resolve".to_owned(),
+            format!("localhost:{port}:127.0.0.1"),
+            format!("https://localhost:{port}/big.bin"),
+        ],
+    );
+    assert_eq!((out.exit, out.status), (0, 200), "{}", out.stderr);
+    assert_eq!(sha256_file(&dest), sha256(&data));
+}
+
+#[test]
+fn ranges_and_conditionals_behave_as_over_plain_http() {
+    let www = site();
+    let server = Server::serve(www.root()).start();
+    let range = curl_https(
+        &server,
+        "localhost",
+        "/a.txt",
+        &["-k", "-H", "Range: bytes=0-4"],
+    );
+    assert_eq!(range.status, 206);
+    assert_eq!(range.body, b"hello");
+    let etag = curl_https(&server, "localhost", "/a.txt", &["-k"])
+        .header("etag")
+        .expect("etag")
+        .to_owned();
+    let inm = format!("If-None-Match: {etag}");
+    let not_modified = curl_https(&server, "localhost", "/a.txt", &["-k", "-H", &inm]);
+    assert_eq!(not_modified.status, 304);
+}

@@ -1,0 +1,862 @@
+//! The HTTP/2 session actor (RFC 9113), over the `h2` crate.
+//!
+//! One [`H2Session`] per connection, whether it arrived in clear with the prior-knowledge
+//! preface or over TLS by ALPN. The `h2` crate owns the framing, HPACK, stream states and flow
+//! control; this module translates each stream into a [`Request`], routes it, and writes the
+//! [`Response`] back with flow control. It decides nothing about what a request means.
+//!
+//! The driver is one future: it polls the `h2` connection (which reads and writes the socket)
+//! and accepts streams; each stream's work runs as a local task in a [`JoinSet`] the driver
+//! owns, so streams proceed concurrently and all of them are aborted when the session ends.
+//!
+//! Bounds: the handshake must complete within `timeouts.header`; streams past
+//! `max_concurrent_streams` are refused by `h2` (REFUSED_STREAM); a request body is collected
+//! up to `limits.max_body` (413 beyond), with each pause bounded by `timeouts.body`; a response
+//! holds at most [`SEND_CHUNK`] bytes of a file in memory and at most `MAX_SEND_BUFFER` bytes
+//! buffered per stream, and a stream whose client grants no window for `timeouts.send` is reset.
+//! A connection with no open stream for `timeouts.keepalive` is closed gracefully, and so is
+//! every connection when the server drains: GOAWAY with the last stream id, in-flight streams
+//! finish, then the connection closes. Rapid resets and streams of client errors end the
+//! connection with GOAWAY ENHANCE_YOUR_CALM (`h2`'s counters, sized from the configuration).
+
+use std::cell::{RefCell, RefMut};
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::rc::Rc;
+use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
+
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
+use bytes::{Buf, Bytes, BytesMut};
+use h2::server::{Builder, SendResponse};
+use h2::{Reason, RecvStream, SendStream};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+use switchyard_conf::Http2Config;
+use switchyard_services::message::{Body, BodyPart, FileRange, Request, Response};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep, timeout};
+
+use crate::access_log::AccessEntry;
+use crate::date::with_http_date;
+use crate::env::{ConnGuard, SessionEnv};
+
+/// Bodies in memory up to this size are handed to `h2` whole, with END_STREAM, right after the
+/// headers: `h2` sends them as the window allows, so a small response costs one HEADERS and one
+/// DATA frame and no wait for capacity. This is the most a stream buffers beyond its window.
+const DIRECT_MAX: usize = 64 * 1024;
+/// Most bytes asked of the flow-control window at once, and the size of each positional file
+/// read: a file is never in memory beyond one such chunk per stream.
+const SEND_CHUNK: usize = 64 * 1024;
+/// Most response bytes `h2` buffers per stream before it stops granting capacity.
+const MAX_SEND_BUFFER: usize = 256 * 1024;
+/// After GOAWAY, how long a connection with no open stream waits for the client to close
+/// (the graceful GOAWAY needs one PING round trip) before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// RFC 9113 §6.5.2: SETTINGS_MAX_FRAME_SIZE lies between 2^14 and 2^24-1.
+const FRAME_SIZE_RANGE: (u32, u32) = (1 << 14, (1 << 24) - 1);
+/// RFC 9113 §6.9.1: a flow-control window never exceeds 2^31-1.
+const MAX_WINDOW: u32 = (1 << 31) - 1;
+
+/// The actor shell around one HTTP/2 connection: it owns the driver future, so the connection
+/// (and every stream task the driver owns) lives and dies with the actor.
+pub struct H2Session {
+    driver: Option<Pin<Box<dyn Future<Output = ()>>>>,
+}
+
+impl fmt::Debug for H2Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("H2Session")
+            .field("running", &self.driver.is_none())
+            .finish()
+    }
+}
+
+impl H2Session {
+    /// Start a session on `io`, which must begin with the client connection preface (a
+    /// [`Prefixed`](crate::io::Prefixed) stream replays what the acceptor sniffed). `scheme` is
+    /// `"http"` for h2c, `"https"` over TLS.
+    pub fn start<S>(
+        io: S,
+        peer: SocketAddr,
+        scheme: &'static str,
+        env: Rc<SessionEnv>,
+        guard: ConnGuard,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + 'static,
+    {
+        let conn = H2Conn {
+            peer,
+            scheme,
+            env,
+            _guard: guard,
+        };
+        let driver: Pin<Box<dyn Future<Output = ()>>> = Box::pin(conn.run(io));
+        H2Session {
+            driver: Some(driver),
+        }
+        .start();
+    }
+}
+
+impl Actor for H2Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(driver) = self.driver.take() {
+            ctx.spawn(
+                driver
+                    .into_actor(self)
+                    .map(|(), _act, ctx: &mut Context<Self>| ctx.stop()),
+            );
+        }
+    }
+}
+
+/// What every stream of one connection shares.
+struct H2Conn {
+    peer: SocketAddr,
+    scheme: &'static str,
+    env: Rc<SessionEnv>,
+    /// Counts this connection until the driver returns.
+    _guard: ConnGuard,
+}
+
+/// The `h2` server builder for our configuration. Values outside what RFC 9113 allows are
+/// clamped, so a configuration can never make the library panic.
+fn builder(cfg: &Http2Config) -> Builder {
+    let mut builder = Builder::new();
+    builder
+        .max_concurrent_streams(cfg.max_concurrent_streams)
+        .initial_window_size(cfg.initial_stream_window.min(MAX_WINDOW))
+        .initial_connection_window_size(cfg.initial_connection_window.min(MAX_WINDOW))
+        .max_frame_size(
+            cfg.max_frame_size
+                .clamp(FRAME_SIZE_RANGE.0, FRAME_SIZE_RANGE.1),
+        )
+        .max_header_list_size(cfg.max_header_list_size)
+        .max_send_buffer_size(MAX_SEND_BUFFER)
+        // Rapid reset (CVE-2023-44487): streams the client resets before we accept them pile
+        // up; past this many the connection gets GOAWAY ENHANCE_YOUR_CALM.
+        .max_pending_accept_reset_streams(cfg.max_pending_resets)
+        // Streams we must reset because of the client's errors, before GOAWAY
+        // ENHANCE_YOUR_CALM.
+        .max_local_error_reset_streams(Some(cfg.max_error_resets));
+    builder
+}
+
+impl H2Conn {
+    async fn run<S>(self, io: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + 'static,
+    {
+        let peer = self.peer;
+        let env = self.env.clone();
+        // RFC 9113 §3.4: the client preface is followed by a SETTINGS frame, and our preface is
+        // a SETTINGS frame; both must arrive before any stream, within the header timeout.
+        let (io, writer) = Coalesced::new(io);
+        let handshake = builder(&env.http2).handshake::<_, Bytes>(io);
+        let mut conn = match timeout(env.timeouts.header, handshake).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "HTTP/2 handshake failed");
+                return;
+            }
+            Err(_elapsed) => {
+                tracing::debug!(%peer, "HTTP/2 handshake timed out");
+                return;
+            }
+        };
+        // From here on, frames are written out once per wakeup of this driver, not per frame.
+        writer.defer_flushes();
+        let this = Rc::new(self);
+        let mut drain = env.drain.watch();
+        let mut streams: JoinSet<()> = JoinSet::new();
+        let idle = sleep(env.timeouts.keepalive);
+        tokio::pin!(idle);
+        // Set once GOAWAY is on its way: from then on `idle` bounds the wait for the close.
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                biased;
+                next = poll_fn(|cx| {
+                    let next = match conn.poll_accept(cx) {
+                        Poll::Ready(Some(Ok((request, respond)))) => {
+                            return Poll::Ready(Next::Stream(request, respond));
+                        }
+                        Poll::Ready(Some(Err(e))) => Next::Failed(e.to_string()),
+                        // The client closed, or GOAWAY was exchanged and no stream is left.
+                        Poll::Ready(None) => Next::Closed,
+                        Poll::Pending => {
+                            // Everything `h2` wrote during this wakeup goes out in one write. A
+                            // full socket registers this task for writability; the frames wait
+                            // in the (bounded) buffer meanwhile.
+                            return match writer.poll_flush_deferred(cx) {
+                                Poll::Ready(Err(e)) => Poll::Ready(Next::Failed(e.to_string())),
+                                _ => Poll::Pending,
+                            };
+                        }
+                    };
+                    Poll::Ready(next)
+                }) => match next {
+                    Next::Stream(request, respond) => {
+                        streams.spawn_local(Rc::clone(&this).serve_stream(request, respond));
+                    }
+                    Next::Failed(e) => {
+                        tracing::debug!(%peer, error = %e, "HTTP/2 connection ended");
+                        break;
+                    }
+                    Next::Closed => break,
+                },
+                Some(done) = streams.join_next(), if !streams.is_empty() => {
+                    if let Err(e) = done
+                        && e.is_panic()
+                    {
+                        tracing::error!(%peer, "an HTTP/2 stream task panicked");
+                    }
+                    if streams.is_empty() {
+                        let wait = if closing { CLOSE_GRACE } else { env.timeouts.keepalive };
+                        idle.as_mut().reset(Instant::now() + wait);
+                    }
+                }
+                () = &mut idle, if streams.is_empty() => {
+                    if closing {
+                        tracing::debug!(%peer, "HTTP/2 client did not close after GOAWAY");
+                        break;
+                    }
+                    closing = true;
+                    conn.graceful_shutdown();
+                    idle.as_mut().reset(Instant::now() + CLOSE_GRACE);
+                }
+                () = drain.as_mut(), if !closing => {
+                    // RFC 9113 §6.8: "A server that is attempting to gracefully shut down a
+                    // connection SHOULD send an initial GOAWAY frame with the last stream
+                    // identifier set to 2^31-1 and a NO_ERROR code. [...] After allowing time
+                    // for any in-flight stream creation (at least one round-trip time), the
+                    // server MAY send another GOAWAY frame with an updated last stream
+                    // identifier." `h2` sends both; streams below the last id still finish.
+                    closing = true;
+                    conn.graceful_shutdown();
+                    idle.as_mut().reset(Instant::now() + CLOSE_GRACE);
+                }
+            }
+        }
+    }
+
+    /// Answer one stream: build the request, route it, send the response, log it.
+    async fn serve_stream(
+        self: Rc<Self>,
+        request: http::Request<RecvStream>,
+        mut respond: SendResponse<Bytes>,
+    ) {
+        let env = &self.env;
+        let started = env.access_log.is_some().then(StdInstant::now);
+        let (parts, body) = request.into_parts();
+        let http::request::Parts {
+            method,
+            uri,
+            headers,
+            ..
+        } = parts;
+        let (path, query) = match uri.path_and_query() {
+            Some(pq) => (pq.path(), pq.query()),
+            None => ("", None),
+        };
+        // RFC 9113 §8.3.1: ":authority [...] Clients that generate HTTP/2 requests directly MUST
+        // use the :authority pseudo-header field to convey authority information, unless there
+        // is no authority information to convey". Without it, Host may carry it.
+        let host_header = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        let host = match (uri.authority(), host_header) {
+            (Some(authority), Some(host)) if !authority.as_str().eq_ignore_ascii_case(host) => {
+                // "A server SHOULD treat a request as malformed if it contains a Host header
+                // field that identifies an entity that differs from the entity in the
+                // :authority pseudo-header field." §8.1.1: malformed → stream error
+                // PROTOCOL_ERROR.
+                respond.send_reset(Reason::PROTOCOL_ERROR);
+                return;
+            }
+            (Some(authority), _) => Some(authority.as_str().to_owned()),
+            (None, host) => host.map(str::to_owned),
+        };
+        let is_head = method == Method::HEAD;
+        let log_facts = started.map(|_| LogFacts {
+            method: method.clone(),
+            target: match query {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_owned(),
+            },
+            referer: header_string(&headers, header::REFERER),
+            user_agent: header_string(&headers, header::USER_AGENT),
+            host: host.clone(),
+        });
+
+        let response = if !path.starts_with('/') {
+            // `*` (server-wide OPTIONS) and other forms we do not serve.
+            Response::text(StatusCode::BAD_REQUEST, "400 Bad Request\n")
+        } else {
+            match self.read_body(&headers, body, &mut respond).await {
+                Ok(body) => {
+                    let req = Request {
+                        path: path.to_owned(),
+                        query: query.map(str::to_owned),
+                        host,
+                        method,
+                        version: Version::HTTP_2,
+                        headers,
+                        scheme: self.scheme,
+                        peer: self.peer,
+                        body,
+                    };
+                    env.router.call(req).await
+                }
+                Err(BodyError::Answer(status)) => error_response(status),
+                Err(BodyError::Stream(e)) => {
+                    // Reset by the client, or by `h2` for a protocol violation (a
+                    // Content-Length that does not match the DATA): nothing to answer.
+                    tracing::debug!(peer = %self.peer, error = %e, "HTTP/2 request body failed");
+                    return;
+                }
+            }
+        };
+
+        let status = response.status;
+        let sent = self.send_response(&mut respond, response, is_head).await;
+        if let Err(e) = &sent {
+            tracing::debug!(peer = %self.peer, error = %e, "HTTP/2 response not delivered");
+        }
+        if let (Some(log), Some(facts)) = (&env.access_log, log_facts) {
+            log.record(&AccessEntry {
+                peer: self.peer,
+                time: SystemTime::now(),
+                method: facts.method.as_str(),
+                target: &facts.target,
+                protocol: "HTTP/2.0",
+                status: status.as_u16(),
+                bytes: sent.unwrap_or(0),
+                referer: facts.referer.as_deref(),
+                user_agent: facts.user_agent.as_deref(),
+                duration: started.map(|t| t.elapsed()).unwrap_or_default(),
+                host: facts.host.as_deref(),
+            });
+        }
+        // Dropping the handles ends the stream. RFC 9113 §8.1: "a server MAY request that the
+        // client abort transmission of a request without error by sending a RST_STREAM with an
+        // error code of NO_ERROR after sending a complete response" — `h2` does exactly that
+        // when a response is complete while the request body is still arriving (413, 408).
+    }
+
+    /// Collect the request body, bounded by `limits.max_body` and, per pause, `timeouts.body`.
+    async fn read_body(
+        &self,
+        headers: &HeaderMap,
+        mut body: RecvStream,
+        respond: &mut SendResponse<Bytes>,
+    ) -> Result<Bytes, BodyError> {
+        if body.is_end_stream() {
+            return Ok(Bytes::new());
+        }
+        let max_body = self.env.limits.max_body;
+        // `h2` has already checked that Content-Length is a number, and checks the DATA
+        // against it (RFC 9113 §8.1.1: "A request or response is also malformed if the value of
+        // a content-length header field does not equal the sum of the DATA frame payload
+        // lengths"): a mismatch resets the stream with PROTOCOL_ERROR and fails `data()`.
+        let announced = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|len| len > max_body) {
+            return Err(BodyError::Answer(StatusCode::PAYLOAD_TOO_LARGE));
+        }
+        let expects_continue = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if expects_continue {
+            // RFC 9110 §10.1.1: the client waits for this interim response before sending.
+            let mut interim = http::Response::new(());
+            *interim.status_mut() = StatusCode::CONTINUE;
+            respond.send_informational(interim)?;
+        }
+        let mut collected = BytesMut::new();
+        let mut first: Option<Bytes> = None;
+        loop {
+            let chunk = match timeout(self.env.timeouts.body, body.data()).await {
+                Err(_elapsed) => return Err(BodyError::Answer(StatusCode::REQUEST_TIMEOUT)),
+                Ok(None) => break,
+                Ok(Some(chunk)) => chunk?,
+            };
+            // The bytes are ours now: let the client send more.
+            body.flow_control().release_capacity(chunk.len())?;
+            let total = (collected.len() + first.as_ref().map_or(0, Bytes::len) + chunk.len())
+                as u64;
+            if total > max_body {
+                return Err(BodyError::Answer(StatusCode::PAYLOAD_TOO_LARGE));
+            }
+            // A body in one DATA frame (the usual case) is kept without a copy.
+            match first.take() {
+                None if collected.is_empty() => first = Some(chunk),
+                None => collected.extend_from_slice(&chunk),
+                Some(previous) => {
+                    collected.reserve(previous.len() + chunk.len());
+                    collected.extend_from_slice(&previous);
+                    collected.extend_from_slice(&chunk);
+                }
+            }
+        }
+        Ok(first.unwrap_or_else(|| collected.freeze()))
+    }
+
+    /// Send the response head and body. Returns the body bytes sent.
+    async fn send_response(
+        &self,
+        respond: &mut SendResponse<Bytes>,
+        response: Response,
+        is_head: bool,
+    ) -> Result<u64, SendError> {
+        let Response {
+            status,
+            mut headers,
+            body,
+        } = response;
+        // RFC 9110 §6.4.1: 1xx, 204 and 304 responses never carry content.
+        let bodiless = status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        strip_connection_fields(&mut headers);
+        headers.insert(header::SERVER, HeaderValue::from_static("switchyard"));
+        headers.insert(header::DATE, http_date());
+        if !bodiless {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        let mut head = http::Response::new(());
+        *head.status_mut() = status;
+        *head.headers_mut() = headers;
+
+        let no_data = bodiless || is_head || body.is_empty();
+        let mut stream = respond.send_response(head, no_data)?;
+        if no_data {
+            return Ok(0);
+        }
+        let len = body.len();
+        let send = Sender {
+            stream: &mut stream,
+            send_timeout: self.env.timeouts.send,
+        };
+        let result = send.body(body).await;
+        if let Err(e) = &result
+            && !matches!(e, SendError::H2(_))
+        {
+            // RFC 9113 §8.1: a response that cannot be completed is ended with RST_STREAM;
+            // CANCEL says the server gave up on it.
+            stream.send_reset(Reason::CANCEL);
+        }
+        result.map(|()| len)
+    }
+}
+
+/// What the driver learns from one poll of the connection.
+enum Next {
+    Stream(http::Request<RecvStream>, SendResponse<Bytes>),
+    Closed,
+    Failed(String),
+}
+
+/// Sends one response body with flow control.
+struct Sender<'a> {
+    stream: &'a mut SendStream<Bytes>,
+    send_timeout: Duration,
+}
+
+impl Sender<'_> {
+    async fn body(mut self, body: Body) -> Result<(), SendError> {
+        match body {
+            Body::Empty => Ok(self.stream.send_data(Bytes::new(), true)?),
+            Body::Bytes(bytes) => self.bytes(bytes, true).await,
+            Body::File(range) => self.file(&range, true).await,
+            Body::Parts(parts) => {
+                let last = parts.len().saturating_sub(1);
+                for (i, part) in parts.into_iter().enumerate() {
+                    match part {
+                        BodyPart::Bytes(bytes) => self.bytes(bytes, i == last).await?,
+                        BodyPart::File(range) => self.file(&range, i == last).await?,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn bytes(&mut self, mut bytes: Bytes, end: bool) -> Result<(), SendError> {
+        if bytes.len() <= DIRECT_MAX {
+            return Ok(self.stream.send_data(bytes, end)?);
+        }
+        while !bytes.is_empty() {
+            let n = self.capacity(bytes.len()).await?;
+            let chunk = bytes.split_to(n);
+            self.stream.send_data(chunk, end && bytes.is_empty())?;
+        }
+        Ok(())
+    }
+
+    /// Send a file range with positional reads, one window-sized chunk at a time.
+    async fn file(&mut self, range: &FileRange, end: bool) -> Result<(), SendError> {
+        if range.len == 0 {
+            return Ok(self.stream.send_data(Bytes::new(), end)?);
+        }
+        let mut offset = range.offset;
+        let stop = range.offset + range.len;
+        while offset < stop {
+            let left = usize::try_from(stop - offset).unwrap_or(usize::MAX);
+            let n = self.capacity(left).await?;
+            let mut buf = BytesMut::zeroed(n);
+            let mut filled = 0;
+            while filled < n {
+                match range.file.read_at(&mut buf[filled..], offset + filled as u64) {
+                    // The file shrank under us: the response cannot be completed.
+                    Ok(0) => return Err(SendError::FileShrank),
+                    Ok(read) => filled += read,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(SendError::Io(e)),
+                }
+            }
+            offset += n as u64;
+            self.stream.send_data(buf.freeze(), end && offset == stop)?;
+        }
+        Ok(())
+    }
+
+    /// Wait until the stream may send some of `want` bytes; returns how many (at least one).
+    async fn capacity(&mut self, want: usize) -> Result<usize, SendError> {
+        // RFC 9113 §6.9: "A sender MUST NOT send a flow-controlled frame with a length that
+        // exceeds the space available in either of the flow-control windows advertised by the
+        // receiver." `h2` assigns us capacity from both windows.
+        let want = want.min(SEND_CHUNK);
+        self.stream.reserve_capacity(want);
+        loop {
+            let available = self.stream.capacity();
+            if available > 0 {
+                return Ok(available.min(want));
+            }
+            let stream = &mut *self.stream;
+            match timeout(self.send_timeout, poll_fn(|cx| stream.poll_capacity(cx))).await {
+                Err(_elapsed) => return Err(SendError::Stalled),
+                // The stream was reset (by the client) or closed.
+                Ok(None) => return Err(SendError::Closed),
+                Ok(Some(Err(e))) => return Err(SendError::H2(e)),
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+}
+
+/// Why a request body was not collected.
+#[derive(Debug)]
+enum BodyError {
+    /// Answer with this status instead of routing (413, 408).
+    Answer(StatusCode),
+    /// The stream failed (reset by the client, or by `h2` for a protocol error).
+    Stream(h2::Error),
+}
+
+impl From<h2::Error> for BodyError {
+    fn from(e: h2::Error) -> Self {
+        BodyError::Stream(e)
+    }
+}
+
+/// Why a response was not completed.
+#[derive(Debug)]
+enum SendError {
+    /// The stream or connection failed (the client reset it, or it went away).
+    H2(h2::Error),
+    /// The stream ended before the body was sent.
+    Closed,
+    /// The client granted no window for `timeouts.send`.
+    Stalled,
+    FileShrank,
+    Io(io::Error),
+}
+
+impl From<h2::Error> for SendError {
+    fn from(e: h2::Error) -> Self {
+        SendError::H2(e)
+    }
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::H2(e) => write!(f, "{e}"),
+            SendError::Closed => f.write_str("stream closed before the body was sent"),
+            SendError::Stalled => f.write_str("client granted no flow-control window in time"),
+            SendError::FileShrank => f.write_str("file shrank while being sent"),
+            SendError::Io(e) => write!(f, "reading the file: {e}"),
+        }
+    }
+}
+
+/// What the access log needs of a request after the request itself was handed to the router.
+struct LogFacts {
+    method: Method,
+    target: String,
+    referer: Option<String>,
+    user_agent: Option<String>,
+    host: Option<String>,
+}
+
+/// A short `text/plain` answer for a request refused before routing.
+fn error_response(status: StatusCode) -> Response {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            Response::text(status, "413 Content Too Large\n")
+        }
+        StatusCode::REQUEST_TIMEOUT => Response::text(status, "408 Request Timeout\n"),
+        _ => Response::text(StatusCode::BAD_REQUEST, "400 Bad Request\n"),
+    }
+}
+
+/// RFC 9113 §8.2.2: "An endpoint MUST NOT generate an HTTP/2 message containing
+/// connection-specific header fields. [...] Connection, Proxy-Connection, Keep-Alive,
+/// Transfer-Encoding, and Upgrade" and "TE [...] MUST NOT contain any value other than
+/// 'trailers'". Also drops the fields the session itself sets (framing, Date, Server).
+fn strip_connection_fields(headers: &mut HeaderMap) {
+    const DROP: [HeaderName; 7] = [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::TE,
+        header::CONTENT_LENGTH,
+        header::DATE,
+        header::SERVER,
+    ];
+    if headers.is_empty() {
+        return;
+    }
+    for name in DROP {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+fn header_string(headers: &HeaderMap, name: HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+thread_local! {
+    /// The `Date` value of the current second, shared by every response of this thread.
+    static DATE: RefCell<(u64, Option<HeaderValue>)> = const { RefCell::new((u64::MAX, None)) };
+}
+
+/// The current IMF-fixdate as a header value, rebuilt at most once per second per thread (a
+/// clone is a reference-count bump).
+fn http_date() -> HeaderValue {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    DATE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs || cached.1.is_none() {
+            let value = with_http_date(HeaderValue::from_bytes).ok();
+            *cached = (secs, value);
+        }
+        cached
+            .1
+            .clone()
+            .unwrap_or_else(|| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+    })
+}
+
+/// Frames `h2` writes during one wakeup of the driver are collected here and written to the
+/// socket once, when the driver is about to wait again.
+///
+/// `h2` flushes its frame buffer whenever a DATA payload of more than a few hundred bytes is
+/// queued, and flushes the socket after every such write: with many small responses on one
+/// connection that is one `writev(2)` per response. This writer copies small writes into a
+/// bounded buffer, treats `h2`'s flushes as no-ops once the handshake is done, and is flushed
+/// by the driver after each `poll_accept` that found nothing more to do. Large writes (file
+/// chunks) go to the socket directly, behind what is buffered, in one vectored write.
+struct Coalesced<S> {
+    shared: Rc<RefCell<CoalescedState<S>>>,
+}
+
+struct CoalescedState<S> {
+    io: S,
+    buf: BytesMut,
+    /// False during the handshake (every flush is real), true afterwards.
+    defer: bool,
+}
+
+/// The driver's handle on the [`Coalesced`] writer it gave to `h2`.
+struct DeferredFlush<S> {
+    shared: Rc<RefCell<CoalescedState<S>>>,
+}
+
+/// Writes up to this size are copied into the buffer; larger ones are written directly.
+const COALESCE_MAX: usize = 16 * 1024;
+/// The buffer is written out before it would grow past this.
+const COALESCE_LIMIT: usize = 64 * 1024;
+
+impl<S: AsyncWrite + Unpin> Coalesced<S> {
+    fn new(io: S) -> (Coalesced<S>, DeferredFlush<S>) {
+        let shared = Rc::new(RefCell::new(CoalescedState {
+            io,
+            buf: BytesMut::new(),
+            defer: false,
+        }));
+        let flush = DeferredFlush {
+            shared: Rc::clone(&shared),
+        };
+        (Coalesced { shared }, flush)
+    }
+
+    fn state(&self) -> RefMut<'_, CoalescedState<S>> {
+        self.shared.borrow_mut()
+    }
+}
+
+impl<S: AsyncWrite + Unpin> DeferredFlush<S> {
+    fn defer_flushes(&self) {
+        self.shared.borrow_mut().defer = true;
+    }
+
+    /// Write out what is buffered; `Pending` (with the waker registered) if the socket is full.
+    fn poll_flush_deferred(&self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        let mut state = self.shared.borrow_mut();
+        match state.poll_drain(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut state.io).poll_flush(cx),
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> CoalescedState<S> {
+    /// Write the whole buffer to the socket.
+    fn poll_drain(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        while !self.buf.is_empty() {
+            let n = match Pin::new(&mut self.io).poll_write(cx, &self.buf) {
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.buf.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Accept `bufs`: copied into the buffer when small, else written behind the buffer in one
+    /// vectored write. Returns how many of the caller's bytes were taken.
+    fn poll_take(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if total <= COALESCE_MAX && self.buf.len() + total <= COALESCE_LIMIT {
+            if self.buf.capacity() == 0 {
+                self.buf.reserve(COALESCE_LIMIT);
+            }
+            for b in bufs {
+                self.buf.extend_from_slice(b);
+            }
+            return Poll::Ready(Ok(total));
+        }
+        if total <= COALESCE_MAX {
+            // Small, but the buffer is full: make room first.
+            match self.poll_drain(cx) {
+                Poll::Ready(Ok(())) => {}
+                other => return other.map_ok(|()| 0),
+            }
+            for b in bufs {
+                self.buf.extend_from_slice(b);
+            }
+            return Poll::Ready(Ok(total));
+        }
+        loop {
+            const SLICES: usize = 8;
+            let mut slices = [io::IoSlice::new(&[]); SLICES];
+            slices[0] = io::IoSlice::new(&self.buf);
+            let mut count = 1;
+            for b in bufs.iter().take(SLICES - 1) {
+                slices[count] = io::IoSlice::new(b);
+                count += 1;
+            }
+            let buffered = self.buf.len();
+            let n = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
+                Poll::Ready(Ok(n)) => n,
+                other => return other,
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            if n > buffered {
+                self.buf.clear();
+                return Poll::Ready(Ok(n - buffered));
+            }
+            self.buf.advance(n);
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Coalesced<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.shared.borrow_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.state().poll_take(cx, &[io::IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.state().poll_take(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        let mut state = self.state();
+        if state.defer {
+            // The driver flushes once per wakeup (`DeferredFlush`).
+            return Poll::Ready(Ok(()));
+        }
+        match state.poll_drain(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut state.io).poll_flush(cx),
+            other => other,
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        let mut state = self.state();
+        match state.poll_drain(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut state.io).poll_shutdown(cx),
+            other => other,
+        }
+    }
+}

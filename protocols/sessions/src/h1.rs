@@ -22,6 +22,7 @@ use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFutu
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Version, header};
 use switchyard_services::message::{Body, BodyPart, FileRange, Request, Response};
+use switchyard_wire::h2c::{stream_one, upgrade_request};
 use switchyard_wire::chunked::{ChunkedDecoder, ChunkedError, Decoded};
 use switchyard_wire::h1::{BodyKind, H1Limits, Parse, RequestHead, parse_request_head};
 use switchyard_wire::response::{Framing, write_continue, write_response_head};
@@ -32,7 +33,8 @@ use tokio::time::{Instant, timeout, timeout_at};
 use crate::access_log::AccessEntry;
 use crate::date::with_http_date;
 use crate::env::{ConnGuard, SessionEnv};
-use crate::io::Transport;
+use crate::h2::H2Session;
+use crate::io::{Prefixed, SpliceStreamOne, Transport};
 
 /// Bodies up to this size are copied into the write buffer next to their head (one syscall);
 /// larger ones are written from their own buffer.
@@ -49,6 +51,8 @@ const BODY_READ_STEP: usize = 64 * 1024;
 const SENDFILE_CHUNK: usize = 1 << 20;
 /// Largest piece of a file read into memory at once when `sendfile` cannot be used (TLS).
 const FILE_CHUNK: usize = 64 * 1024;
+/// RFC 7540 §3.2: "HTTP/1.1 101 Switching Protocols" and the protocol switched to.
+const SWITCHING_TO_H2C: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
 /// After answering an error we read and discard what the client still sends, up to this much,
 /// so that closing does not reset the connection before it has read our answer.
 const LINGER_BYTES: usize = 256 * 1024;
@@ -96,6 +100,9 @@ enum Close {
     Quietly,
     /// We answered an error and the peer may still be sending: drain its bytes, then close.
     Linger,
+    /// `Upgrade: h2c` accepted (101 queued): the connection continues as HTTP/2, whose stream
+    /// 1 is this HEADERS frame carrying the request that asked for the upgrade.
+    UpgradeH2c(Bytes),
 }
 
 #[derive(Debug)]
@@ -151,9 +158,21 @@ impl H1Conn {
         if self.flush().await.is_err() {
             return;
         }
-        if let Close::Linger = close {
-            self.linger().await;
+        match close {
+            Close::Quietly => {}
+            Close::Linger => self.linger().await,
+            Close::UpgradeH2c(stream_one) => self.upgrade_h2c(stream_one),
         }
+    }
+
+    /// Hand the connection to an HTTP/2 session (RFC 7540 §3.2); the 101 has been sent.
+    fn upgrade_h2c(self, stream_one: Bytes) {
+        let H1Conn { stream, peer, env, rbuf, _guard, .. } = self;
+        let Transport::Plain(tcp) = stream else {
+            return;
+        };
+        let io = SpliceStreamOne::new(Prefixed::new(rbuf, tcp), stream_one);
+        H2Session::start(io, peer, "http", env, _guard);
     }
 
     /// Serve requests until the connection should close.
@@ -165,6 +184,13 @@ impl H1Conn {
                 Err(close) => return Ok(close),
             };
             first = false;
+            // RFC 7540 §3.2: only in clear text, and only if stream 1 can carry the request.
+            if matches!(self.stream, Transport::Plain(_)) && !self.env.draining() && upgrade_request(&head) {
+                if let Some(stream_one) = stream_one(&head) {
+                    self.wbuf.extend_from_slice(SWITCHING_TO_H2C);
+                    return Ok(Close::UpgradeH2c(stream_one));
+                }
+            }
             let started = self.env.access_log.is_some().then(StdInstant::now);
             let body = match self.read_body(&head).await? {
                 Ok(body) => body,

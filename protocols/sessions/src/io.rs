@@ -192,3 +192,119 @@ impl AsyncWrite for Transport {
         }
     }
 }
+
+/// The client's side of a connection upgraded to h2c: reads pass the client's preface and
+/// first SETTINGS frame through, then yield `frame` (stream 1's HEADERS, built from the request
+/// that asked for the upgrade; see `switchyard_wire::h2c`), then the rest of the stream.
+#[derive(Debug)]
+pub struct SpliceStreamOne<S> {
+    inner: S,
+    state: Splicing,
+}
+
+#[derive(Debug)]
+enum Splicing {
+    /// Reading the client's first bytes until the insertion point is known.
+    Looking { seen: BytesMut, frame: bytes::Bytes },
+    /// Handing out what was read, with the frame in its place.
+    Replaying(BytesMut),
+    Passing,
+}
+
+/// Bytes read at a time while looking for the insertion point.
+const SPLICE_READ: usize = 4096;
+
+impl<S> SpliceStreamOne<S> {
+    pub fn new(inner: S, frame: bytes::Bytes) -> Self {
+        SpliceStreamOne { inner, state: Splicing::Looking { seen: BytesMut::new(), frame } }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for SpliceStreamOne<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        use switchyard_wire::h2c::{Splice, splice_at};
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                Splicing::Passing => return Pin::new(&mut this.inner).poll_read(cx, buf),
+                Splicing::Replaying(queue) => {
+                    if queue.is_empty() {
+                        this.state = Splicing::Passing;
+                        continue;
+                    }
+                    let n = queue.len().min(buf.remaining());
+                    buf.put_slice(&queue.split_to(n));
+                    return Poll::Ready(Ok(()));
+                }
+                Splicing::Looking { seen, frame } => {
+                    match splice_at(seen) {
+                        Splice::At(at) => {
+                            let mut queue = BytesMut::with_capacity(seen.len() + frame.len());
+                            queue.extend_from_slice(&seen[..at]);
+                            queue.extend_from_slice(frame);
+                            queue.extend_from_slice(&seen[at..]);
+                            this.state = Splicing::Replaying(queue);
+                            continue;
+                        }
+                        Splice::Never => {
+                            this.state = Splicing::Replaying(std::mem::take(seen));
+                            continue;
+                        }
+                        Splice::NeedMore => {}
+                    }
+                    let mut chunk = [0u8; SPLICE_READ];
+                    let mut read = ReadBuf::new(&mut chunk);
+                    match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                            // EOF before the preface completed: hand over what came.
+                            this.state = Splicing::Replaying(std::mem::take(seen));
+                        }
+                        Poll::Ready(Ok(())) => seen.extend_from_slice(read.filled()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for SpliceStreamOne<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod splice_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn stream_one_goes_after_the_first_settings_frame_whatever_the_read_sizes() {
+        let mut client_bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        client_bytes.extend_from_slice(&[0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100]);
+        client_bytes.extend_from_slice(b"NEXT-FRAME");
+        let (mut client, server) = tokio::io::duplex(8);
+        let writer = tokio::spawn(async move {
+            for byte in client_bytes {
+                client.write_all(&[byte]).await.expect("write");
+            }
+        });
+        let mut stream = SpliceStreamOne::new(server, bytes::Bytes::from_static(b"<FRAME>"));
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).await.expect("read");
+        writer.await.expect("writer");
+        let at = 24 + 9 + 6;
+        assert_eq!(&all[at..at + 7], b"<FRAME>");
+        assert_eq!(&all[at + 7..], b"NEXT-FRAME");
+    }
+}

@@ -15,6 +15,7 @@
 
 pub mod chunked;
 pub mod h1;
+pub mod h2c;
 pub mod response;
 pub mod sniff;
 

@@ -205,7 +205,10 @@ pub struct SpliceStreamOne<S> {
 #[derive(Debug)]
 enum Splicing {
     /// Reading the client's first bytes until the insertion point is known.
-    Looking { seen: BytesMut, frame: bytes::Bytes },
+    Looking {
+        seen: BytesMut,
+        frame: bytes::Bytes,
+    },
     /// Handing out what was read, with the frame in its place.
     Replaying(BytesMut),
     Passing,
@@ -216,12 +219,22 @@ const SPLICE_READ: usize = 4096;
 
 impl<S> SpliceStreamOne<S> {
     pub fn new(inner: S, frame: bytes::Bytes) -> Self {
-        SpliceStreamOne { inner, state: Splicing::Looking { seen: BytesMut::new(), frame } }
+        SpliceStreamOne {
+            inner,
+            state: Splicing::Looking {
+                seen: BytesMut::new(),
+                frame,
+            },
+        }
     }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for SpliceStreamOne<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         use switchyard_wire::h2c::{Splice, splice_at};
         let this = &mut *self;
         loop {
@@ -270,7 +283,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for SpliceStreamOne<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for SpliceStreamOne<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -306,5 +323,110 @@ mod splice_tests {
         let at = 24 + 9 + 6;
         assert_eq!(&all[at..at + 7], b"<FRAME>");
         assert_eq!(&all[at + 7..], b"NEXT-FRAME");
+    }
+}
+
+/// What a [`Metered`] stream found: the first flood seen, and a wake-up for the session.
+#[derive(Debug, Default)]
+pub struct FloodAlarm {
+    seen: std::cell::Cell<Option<switchyard_wire::h2flood::Flood>>,
+    ring: tokio::sync::Notify,
+}
+
+impl FloodAlarm {
+    pub fn seen(&self) -> Option<switchyard_wire::h2flood::Flood> {
+        self.seen.get()
+    }
+
+    /// Completes once a flood has been seen.
+    pub async fn rung(&self) {
+        while self.seen.get().is_none() {
+            self.ring.notified().await;
+        }
+    }
+}
+
+/// An HTTP/2 client's byte stream, metered for control-frame floods
+/// (`switchyard_wire::h2flood`): reads pass through unchanged; a flood rings the alarm, and
+/// nothing more is read after it, so the session can answer GOAWAY ENHANCE_YOUR_CALM before
+/// doing any more of the client's bidding.
+#[derive(Debug)]
+pub struct Metered<S> {
+    inner: S,
+    meter: switchyard_wire::h2flood::FloodMeter,
+    alarm: std::rc::Rc<FloodAlarm>,
+}
+
+impl<S> Metered<S> {
+    pub fn new(
+        inner: S,
+        limits: switchyard_wire::h2flood::FloodLimits,
+    ) -> (Self, std::rc::Rc<FloodAlarm>) {
+        let alarm = std::rc::Rc::new(FloodAlarm::default());
+        let meter = switchyard_wire::h2flood::FloodMeter::new(limits);
+        (
+            Metered {
+                inner,
+                meter,
+                alarm: alarm.clone(),
+            },
+            alarm,
+        )
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.alarm.seen().is_some() {
+            // Stop feeding the flood to the protocol; the session is closing the connection.
+            return Poll::Pending;
+        }
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result {
+            if let Some(flood) = this
+                .meter
+                .observe(&buf.filled()[before..], std::time::Instant::now())
+            {
+                this.alarm.seen.set(Some(flood));
+                this.alarm.ring.notify_one();
+            }
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -6,7 +6,8 @@
 # On a fresh Debian 12 machine (as root) it first installs what the tests need: the Rust toolchain
 # (rustup, stable, with clippy and rustfmt) when cargo is missing, build tools, and the independent
 # clients the integration tests drive (curl for now). It then builds the release binary, runs every
-# test of the workspace in the release profile (so the workspace is compiled once), clippy, rustfmt,
+# test of the workspace in the release profile (so the workspace is compiled once), the HTTP/2
+# conformance suite (interop/conformance/h2), clippy, rustfmt,
 # and the fuzz smoke run when a fuzz crate provides one. Every step runs even after an earlier one
 # failed (a failed build excepted), and the script then exits non-zero naming the failed steps.
 #
@@ -28,6 +29,7 @@ section() {
 # Commands the tests need, and the Debian package that provides each.
 declare -A NEED=(
     [curl]=curl
+    [nghttp]=nghttp2-client
     [openssl]=openssl
     [sha256sum]=coreutils
     [cc]=build-essential
@@ -42,6 +44,10 @@ install_prerequisites() {
     # librqbit-core's default sha1 backend links OpenSSL.
     if ! pkg-config --exists openssl 2>/dev/null; then
         missing+=(libssl-dev)
+    fi
+    # The conformance suites run in a venv made from Debian's python3 (interop/conformance/).
+    if ! /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        missing+=(python3-venv)
     fi
     if ((${#missing[@]})); then
         section "installing: ${missing[*]}"
@@ -101,6 +107,9 @@ section "build: cargo build --release -p switchyard"
 cargo build --release -p switchyard
 
 step "tests: cargo test --release --workspace" cargo test --release --workspace --no-fail-fast
+# RFC 9113 / RFC 7541 conformance and flood protections, over h2c and TLS, driven by python
+# hyperframe/hpack; the cases switchyard still fails are listed in known_failures.txt beside it.
+step "conformance: HTTP/2 over h2c and TLS" bash interop/conformance/h2/run_suite.sh --tls
 step "lint: cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets -- -D warnings
 step "format: cargo fmt --all -- --check" cargo fmt --all -- --check
 

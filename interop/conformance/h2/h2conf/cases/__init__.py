@@ -1,0 +1,3 @@
+"""The cases, one module per part of the RFCs; importing this package registers them all."""
+
+from . import floods, frame_types, hpack_cases, http_semantics, preface_frames, streams  # noqa: F401

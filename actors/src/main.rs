@@ -153,10 +153,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// Diagnostics go to stderr, filtered by `RUST_LOG` (default `info`).
+/// Diagnostics go to stderr, filtered by `RUST_LOG` (default `info`, with rustls's per-handshake
+/// complaints about clients, such as an IP address sent as SNI, kept at `error`).
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

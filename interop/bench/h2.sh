@@ -1,0 +1,408 @@
+#!/usr/bin/env bash
+# HTTP/2 and TLS benchmark: Switchyard against nginx and h2o, same machine, same files, same run.
+#
+#   bash interop/bench/h2.sh            (from anywhere; builds the release binary first)
+#
+# Serves one directory (a 1 KiB file and a 64 MiB file) over TLS, with one self-signed ECDSA P-256
+# certificate made by this script with openssl, from
+#   nginx       2 workers, `listen ... ssl http2`, sendfile, open_file_cache, access_log off
+#   h2o         2 threads, user root, max-connections 16384, TLS; a second, cleartext listener for h2c
+#               (h2o serves TLS and cleartext on different ports)
+#   switchyard  `serve --workers 2 --cert --key`, release build, RUST_LOG=warn; TLS, HTTP/1.1 and h2c
+#               all on its one port
+# then, interleaved so drift hits every server alike (nginx, h2o, switchyard, nginx, ...):
+#   ROUNDS x  h2load -c64 -m10 -D10 https://.../1k.bin       HTTP/2 over TLS (ALPN h2), requests/s
+#   ROUNDS x DOWNLOADS x  curl --http2 of /64m.bin over TLS    bytes/s
+#   ROUNDS x  wrk -t2 -c256 -d10s https://.../1k.bin          HTTP/1.1 keep-alive over TLS, requests/s
+#   ROUNDS x  h2load -c64 -m10 -D10 http://.../1k.bin         h2c with prior knowledge, requests/s
+#             (h2o and switchyard only: nginx cannot speak h2c on a port that also takes TLS, so it
+#             is skipped there)
+# and prints medians, the ratios switchyard/h2o and switchyard/nginx, the targets of issue 3 and
+# every failed request, wrong protocol or short download.
+#
+# Not a CI test: numbers depend on the machine, and the load generators share its cores with the
+# servers. Results go to stdout and interop/bench/out/. Every server is started by this script as a
+# foreground process and stopped by its PID.
+#
+# Environment: ROUNDS (3), DOWNLOADS (5), DURATION (10s, for h2load and wrk), H2_CONNS (64),
+#   H2_STREAMS (10), CONNS (256, wrk), SKIP_BUILD=1, SWITCHYARD_BIN,
+#   SERVERS ("nginx h2o switchyard": a subset runs only those).
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+ROUNDS=${ROUNDS:-3}
+DOWNLOADS=${DOWNLOADS:-5}
+DURATION=${DURATION:-10s}
+H2_CONNS=${H2_CONNS:-64}
+H2_STREAMS=${H2_STREAMS:-10}
+CONNS=${CONNS:-256}
+read -r -a SERVERS <<<"${SERVERS:-nginx h2o switchyard}"
+has() { [[ " ${SERVERS[*]} " == *" $1 "* ]]; }
+# Servers that take h2c with prior knowledge (see the header: not nginx).
+H2C_SERVERS=()
+for s in "${SERVERS[@]}"; do
+    [[ "$s" == nginx ]] || H2C_SERVERS+=("$s")
+done
+OUT_DIR="$ROOT/interop/bench/out"
+STAMP=$(date +%Y%m%d-%H%M%S)
+RUN_DIR="$OUT_DIR/h2-$STAMP"
+SUMMARY="$RUN_DIR/summary.txt"
+FILE_64M=$((64 * 1024 * 1024))
+
+log() { printf '%s\n' "$*" >&2; }
+
+# ---- prerequisites ----------------------------------------------------------------------------
+
+need_pkg=()
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_pkg+=(nginx-light)
+command -v h2o >/dev/null 2>&1 || need_pkg+=(h2o)
+command -v h2load >/dev/null 2>&1 || need_pkg+=(nghttp2-client)
+command -v wrk >/dev/null 2>&1 || need_pkg+=(wrk)
+command -v curl >/dev/null 2>&1 || need_pkg+=(curl)
+command -v openssl >/dev/null 2>&1 || need_pkg+=(openssl)
+command -v python3 >/dev/null 2>&1 || need_pkg+=(python3)
+if ((${#need_pkg[@]})); then
+    log "installing: ${need_pkg[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y --no-install-recommends "${need_pkg[@]}" ||
+        apt-get install -y --no-install-recommends "${need_pkg[@]/nginx-light/nginx}"
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+curl --version | grep -q 'HTTP2' || { log "this curl has no HTTP/2 support"; exit 1; }
+
+if has switchyard; then
+    if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+        log "building: cargo build --release -p switchyard"
+        cargo build --release -p switchyard >&2
+    fi
+    SWITCHYARD=${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}
+    [[ -x "$SWITCHYARD" ]] || { log "no binary at $SWITCHYARD"; exit 1; }
+fi
+
+mkdir -p "$RUN_DIR"
+TMP=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
+WWW="$TMP/www"
+mkdir -p "$WWW"
+# nginx workers drop root privileges to `nobody`: they must be able to read the files.
+chmod 755 "$TMP" "$WWW"
+head -c 1024 /dev/urandom >"$WWW/1k.bin"
+head -c "$FILE_64M" /dev/urandom >"$WWW/64m.bin"
+
+# One certificate for every server, so every handshake costs the same.
+CERT="$TMP/cert.pem"
+KEY="$TMP/key.pem"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$KEY" -out "$CERT" 2>"$RUN_DIR/openssl.log"
+chmod 644 "$CERT" "$KEY"
+
+# ---- process control (by PID only) ------------------------------------------------------------
+
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Wait (bounded) until URL $1 answers.
+wait_url() {
+    local url=$1 i
+    for i in $(seq 1 100); do
+        curl -sk -o /dev/null --max-time 1 "$url" && return 0
+        sleep 0.1
+    done
+    log "nothing answers at $url"
+    return 1
+}
+
+# ---- servers ----------------------------------------------------------------------------------
+
+# PORT: the TLS port (also HTTP/1.1 over TLS); H2C_PORT: where h2c with prior knowledge is served.
+declare -A PORT=() H2C_PORT=()
+NGINX_PID="" H2O_PID="" SY_PID=""
+
+start_nginx() {
+    local port
+    port=$(free_port)
+    cat >"$TMP/nginx.conf" <<EOF
+worker_processes 2;
+daemon off;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx-error.log warn;
+events {
+    worker_connections 16384;
+}
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    open_file_cache max=1000 inactive=60s;
+    open_file_cache_valid 60s;
+    default_type application/octet-stream;
+    client_body_temp_path $TMP/nginx-body;
+    proxy_temp_path $TMP/nginx-proxy;
+    fastcgi_temp_path $TMP/nginx-fastcgi;
+    uwsgi_temp_path $TMP/nginx-uwsgi;
+    scgi_temp_path $TMP/nginx-scgi;
+    ssl_certificate $CERT;
+    ssl_certificate_key $KEY;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    server {
+        listen 127.0.0.1:$port ssl http2;
+        root $WWW;
+    }
+}
+EOF
+    "$NGINX" -c "$TMP/nginx.conf" -p "$TMP" -e "$TMP/nginx-error.log" >"$RUN_DIR/nginx.log" 2>&1 &
+    NGINX_PID=$!
+    PIDS+=("$NGINX_PID")
+    PORT[nginx]=$port
+}
+
+start_h2o() {
+    local port h2c_port
+    port=$(free_port)
+    h2c_port=$(free_port)
+    cat >"$TMP/h2o.conf" <<EOF
+user: root
+num-threads: 2
+max-connections: 16384
+listen:
+  host: 127.0.0.1
+  port: $port
+  ssl:
+    certificate-file: $CERT
+    key-file: $KEY
+    minimum-version: TLSv1.2
+    ocsp-update-interval: 0
+listen:
+  host: 127.0.0.1
+  port: $h2c_port
+hosts:
+  default:
+    paths:
+      /:
+        file.dir: $WWW
+EOF
+    h2o -c "$TMP/h2o.conf" >"$RUN_DIR/h2o.log" 2>&1 &
+    H2O_PID=$!
+    PIDS+=("$H2O_PID")
+    PORT[h2o]=$port
+    H2C_PORT[h2o]=$h2c_port
+}
+
+start_switchyard() {
+    RUST_LOG=warn "$SWITCHYARD" serve "$WWW" --listen 127.0.0.1:0 --workers 2 --cert "$CERT" --key "$KEY" \
+        >"$TMP/switchyard.stdout" 2>"$RUN_DIR/switchyard.stderr" &
+    SY_PID=$!
+    PIDS+=("$SY_PID")
+    SY_PORT=""
+    for _ in $(seq 1 100); do
+        SY_PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$TMP/switchyard.stdout" | head -n 1)
+        [[ -n "$SY_PORT" ]] && break
+        kill -0 "$SY_PID" 2>/dev/null || { log "switchyard exited"; cat "$RUN_DIR/switchyard.stderr" >&2; exit 1; }
+        sleep 0.1
+    done
+    [[ -n "$SY_PORT" ]] || { log "switchyard printed no 'listening on' line"; exit 1; }
+    PORT[switchyard]=$SY_PORT
+    H2C_PORT[switchyard]=$SY_PORT
+}
+
+for s in "${SERVERS[@]}"; do
+    "start_$s"
+done
+for s in "${SERVERS[@]}"; do
+    wait_url "https://127.0.0.1:${PORT[$s]}/1k.bin"
+done
+
+# Every server must serve the same bytes, with the protocol under test, before being timed.
+WANT=$(sha256sum <"$WWW/1k.bin" | cut -d' ' -f1)
+check_fetch() { # NAME WHAT EXPECTED-VERSION CURL-ARGS...
+    local s=$1 what=$2 want_version=$3 body version
+    shift 3
+    body="$TMP/check.body"
+    version=$(curl -sk -o "$body" -w '%{http_version}' "$@") || true
+    if [[ "$version" != "$want_version" ]] || [[ "$(sha256sum <"$body" | cut -d' ' -f1)" != "$WANT" ]]; then
+        log "$s: $what gives HTTP version '$version' (want $want_version) or wrong bytes for /1k.bin"
+        exit 1
+    fi
+}
+for s in "${SERVERS[@]}"; do
+    check_fetch "$s" "TLS + ALPN h2" 2 --http2 "https://127.0.0.1:${PORT[$s]}/1k.bin"
+    check_fetch "$s" "TLS + HTTP/1.1" 1.1 --http1.1 "https://127.0.0.1:${PORT[$s]}/1k.bin"
+done
+for s in "${H2C_SERVERS[@]}"; do
+    check_fetch "$s" "h2c prior knowledge" 2 --http2-prior-knowledge "http://127.0.0.1:${H2C_PORT[$s]}/1k.bin"
+done
+
+# ---- measurements -----------------------------------------------------------------------------
+
+# Per server, space-separated runs: H2 (h2load over TLS), H2C (h2load cleartext), H1 (wrk over TLS)
+# in requests/s, DL (64 MiB over h2) in MiB/s; TLSINFO the negotiated TLS version and cipher.
+declare -A H2=() H2C=() H1=() DL=() ERRS=() TLSINFO=()
+for s in "${SERVERS[@]}"; do H2[$s]=""; H2C[$s]=""; H1[$s]=""; DL[$s]=""; ERRS[$s]=""; TLSINFO[$s]=""; done
+
+# h2load against URL $3 for server $1 in round $4, test label $2 ("h2" or "h2c", also the protocol
+# h2load must report); appends requests/s to the array named $5 and any failure to ERRS.
+run_h2load() {
+    local s=$1 label=$2 url=$3 round=$4 out rps proto counts codes f e t
+    local -n runs=$5
+    out="$RUN_DIR/h2load-$label-$s-$round.txt"
+    log "round $round/$ROUNDS: h2load -c$H2_CONNS -m$H2_STREAMS -D$DURATION $url ($s)"
+    h2load -c"$H2_CONNS" -m"$H2_STREAMS" -D"$DURATION" "$url" >"$out" 2>&1 || true
+    rps=$(awk '/^finished in/ {print $4}' "$out")
+    [[ -n "$rps" ]] || { log "h2load gave no req/s for $s:"; tail -n 5 "$out" >&2; rps=0; }
+    runs[$s]+="$rps "
+    proto=$(awk '/^Application protocol:/ {print $3}' "$out")
+    # "requests: T total, S started, D done, OK succeeded, F failed, E errored, X timeout"
+    counts=$(awk '/^requests:/ {print $10, $12, $14}' "$out")
+    codes=$(awk '/^status codes:/ {print $5 + $7 + $9}' "$out")
+    if [[ "$proto" != "$label" || "$counts" != "0 0 0" || "${codes:-0}" != 0 ]]; then
+        read -r f e t <<<"${counts:-? ? ?}"
+        ERRS[$s]+="[$label round $round: protocol ${proto:-none}, failed=$f errored=$e timeout=$t, non-2xx=${codes:-?}] "
+    fi
+    if [[ "$label" == h2 && -z "${TLSINFO[$s]}" ]]; then
+        TLSINFO[$s]="$(awk '/^TLS Protocol:/ {print $3}' "$out") $(awk '/^Cipher:/ {print $2}' "$out")"
+    fi
+}
+
+run_downloads() {
+    local s=$1 round=$2 i speed version size code
+    for i in $(seq 1 "$DOWNLOADS"); do
+        log "round $round/$ROUNDS: curl --http2 64 MiB $i/$DOWNLOADS from $s"
+        read -r speed version size code < <(curl -sk --http2 -o /dev/null \
+            -w '%{speed_download} %{http_version} %{size_download} %{http_code}\n' \
+            "https://127.0.0.1:${PORT[$s]}/64m.bin" || echo "0 none 0 000")
+        echo "$speed $version $size $code" >>"$RUN_DIR/curl-64m-$s.txt"
+        if [[ "$version" != 2 || "$size" != "$FILE_64M" || "$code" != 200 ]]; then
+            ERRS[$s]+="[64 MiB round $round/$i: HTTP version $version, status $code, $size bytes] "
+        fi
+        DL[$s]+="$(awk -v b="$speed" 'BEGIN {printf "%.1f", b / 1048576}') "
+    done
+}
+
+run_wrk() {
+    local s=$1 round=$2 out rps non2xx sockerr
+    out="$RUN_DIR/wrk-tls-$s-$round.txt"
+    log "round $round/$ROUNDS: wrk -t2 -c$CONNS -d$DURATION https (HTTP/1.1) $s"
+    wrk -t2 -c"$CONNS" -d"$DURATION" --latency "https://127.0.0.1:${PORT[$s]}/1k.bin" >"$out" 2>&1 || true
+    rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+    [[ -n "$rps" ]] || { log "wrk gave no Requests/sec for $s:"; cat "$out" >&2; rps=0; }
+    H1[$s]+="$rps "
+    non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
+    sockerr=$(grep -o 'Socket errors:.*' "$out" || true)
+    if [[ -n "$non2xx" || -n "$sockerr" ]]; then
+        ERRS[$s]+="[TLS HTTP/1.1 round $round: ${non2xx:+non-2xx=$non2xx }${sockerr}] "
+    fi
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+    for s in "${SERVERS[@]}"; do
+        run_h2load "$s" h2 "https://127.0.0.1:${PORT[$s]}/1k.bin" "$round" H2
+    done
+    for s in "${SERVERS[@]}"; do
+        run_downloads "$s" "$round"
+    done
+    for s in "${SERVERS[@]}"; do
+        run_wrk "$s" "$round"
+    done
+    for s in "${H2C_SERVERS[@]}"; do
+        run_h2load "$s" h2c "http://127.0.0.1:${H2C_PORT[$s]}/1k.bin" "$round" H2C
+    done
+done
+
+# ---- summary ----------------------------------------------------------------------------------
+
+median() {
+    tr ' ' '\n' | grep -v '^$' | sort -g |
+        awk '{a[NR] = $1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
+
+# One table: title, the name of the runs array, unit, printf format of the median, servers...
+table() {
+    local title=$1 unit=$3 fmt=$4 s
+    local -n runs=$2
+    shift 4
+    echo "$title"
+    for s in "$@"; do
+        printf "  %-12s %12s %-7s (%s)\n" "$s" "$(printf "$fmt" "$(median <<<"${runs[$s]}")")" "$unit" "${runs[$s]% }"
+    done
+    if has switchyard; then
+        local sy line="" other
+        sy=$(median <<<"${runs[switchyard]}")
+        for other in h2o nginx; do
+            [[ " $* " == *" $other "* ]] || continue
+            line+="  switchyard/$other $(ratio "$sy" "$(median <<<"${runs[$other]}")")"
+        done
+        [[ -n "$line" ]] && echo "$line"
+    fi
+    echo
+}
+
+# target LABEL RUNS-ARRAY OTHER: "met" when the switchyard median is at least the other's.
+target() {
+    local label=$1 other=$3 r
+    local -n runs=$2
+    if ! has switchyard || ! has "$other"; then
+        printf '  %-52s not measured (SERVERS)\n' "$label"
+        return
+    fi
+    r=$(ratio "$(median <<<"${runs[switchyard]}")" "$(median <<<"${runs[$other]}")")
+    printf '  %-52s %5s  %s\n' "$label" "$r" "$(awk -v r="$r" 'BEGIN {print (r + 0 >= 1.0 && r != "n/a") ? "met" : "NOT met"}')"
+}
+
+summary() {
+    echo "Switchyard HTTP/2 and TLS benchmark, $STAMP, $(nproc) cores, kernel $(uname -r)"
+    echo "nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), $(h2o --version | head -n 1), $(h2load --version | head -n 1),"\
+        "$(wrk --version 2>&1 | head -n 1 | cut -d' ' -f1-2), curl $(curl --version | head -n 1 | cut -d' ' -f2)"
+    echo "switchyard $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' + uncommitted changes')"
+    echo "certificate: self-signed ECDSA P-256 (openssl), the same for every server; $ROUNDS rounds interleaved"
+    local s
+    for s in "${SERVERS[@]}"; do
+        echo "  $s negotiated: ${TLSINFO[$s]:-?} (h2load)"
+    done
+    echo
+    table "h2load -c$H2_CONNS -m$H2_STREAMS -D$DURATION, /1k.bin, HTTP/2 over TLS (ALPN h2)" H2 req/s %.0f "${SERVERS[@]}"
+    table "curl --http2, /64m.bin over TLS, $DOWNLOADS per round" DL MiB/s %.1f "${SERVERS[@]}"
+    table "wrk -t2 -c$CONNS -d$DURATION, /1k.bin, HTTP/1.1 keep-alive over TLS" H1 req/s %.0f "${SERVERS[@]}"
+    if ((${#H2C_SERVERS[@]})); then
+        local title="h2load -c$H2_CONNS -m$H2_STREAMS -D$DURATION, /1k.bin, h2c prior knowledge (h2o on its cleartext port"
+        has nginx && title+="; nginx skipped: no h2c on a port that takes TLS"
+        table "$title)" H2C req/s %.0f "${H2C_SERVERS[@]}"
+    fi
+    echo "targets (issue 3), switchyard median / other median:"
+    target "h2load requests/s (HTTP/2 over TLS) >= 1.0 x h2o" H2 h2o
+    target "64 MiB download over h2 >= 1.0 x h2o" DL h2o
+    target "TLS HTTP/1.1 keep-alive requests/s >= 1.0 x nginx" H1 nginx
+    echo
+    local any=0
+    for s in "${SERVERS[@]}"; do
+        if [[ -n "${ERRS[$s]}" ]]; then
+            echo "ERRORS $s: ${ERRS[$s]}"
+            any=1
+        fi
+    done
+    if ((any == 0)); then
+        echo "errors: none (h2load: every request succeeded with the expected protocol; wrk: no non-2xx, no"\
+            "socket errors; every 64 MiB download complete over HTTP/2)"
+    fi
+    echo "raw outputs: $RUN_DIR"
+}
+
+summary | tee "$SUMMARY"

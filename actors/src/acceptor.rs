@@ -120,7 +120,13 @@ async fn accept_loop(
         let guard = ConnGuard::new(open.clone(), tracker.clone());
         // Sniffing is short and bounded by `timeouts.sniff`; it runs as its own task so a slow
         // client never delays the next accept.
-        actix_rt::spawn(sniff_and_start(stream, peer, env.clone(), guard, tls.clone()));
+        actix_rt::spawn(sniff_and_start(
+            stream,
+            peer,
+            env.clone(),
+            guard,
+            tls.clone(),
+        ));
     }
     // Dropping the listener closes the socket: new connections are refused while we drain.
 }

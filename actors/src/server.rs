@@ -121,7 +121,15 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
             });
             let open = Rc::new(Cell::new(0usize));
             for listener in listeners {
-                Acceptor::new(worker, listener, env.clone(), open.clone(), tracker.clone(), tls.clone()).start();
+                Acceptor::new(
+                    worker,
+                    listener,
+                    env.clone(),
+                    open.clone(),
+                    tracker.clone(),
+                    tls.clone(),
+                )
+                .start();
             }
         });
         arbiters.push(arbiter);

@@ -118,7 +118,7 @@ fn the_self_signed_certificate_fingerprint_is_logged_and_presented() {
         use std::io::Write;
         let mut stdin = x509.stdin.take().expect("stdin");
         stdin
-            .write_all(shown[pem_start..pem_end].as_bytes())
+            .write_all(&shown.as_bytes()[pem_start..pem_end])
             .expect("write pem");
     }
     let out = x509.wait_with_output().expect("x509 output");

@@ -22,9 +22,9 @@ use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFutu
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Version, header};
 use switchyard_services::message::{Body, BodyPart, FileRange, Request, Response};
-use switchyard_wire::h2c::{stream_one, upgrade_request};
 use switchyard_wire::chunked::{ChunkedDecoder, ChunkedError, Decoded};
 use switchyard_wire::h1::{BodyKind, H1Limits, Parse, RequestHead, parse_request_head};
+use switchyard_wire::h2c::{stream_one, upgrade_request};
 use switchyard_wire::response::{Framing, write_continue, write_response_head};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::sync::futures::OwnedNotified;
@@ -52,7 +52,8 @@ const SENDFILE_CHUNK: usize = 1 << 20;
 /// Largest piece of a file read into memory at once when `sendfile` cannot be used (TLS).
 const FILE_CHUNK: usize = 64 * 1024;
 /// RFC 7540 §3.2: "HTTP/1.1 101 Switching Protocols" and the protocol switched to.
-const SWITCHING_TO_H2C: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+const SWITCHING_TO_H2C: &[u8] =
+    b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
 /// After answering an error we read and discard what the client still sends, up to this much,
 /// so that closing does not reset the connection before it has read our answer.
 const LINGER_BYTES: usize = 256 * 1024;
@@ -167,7 +168,14 @@ impl H1Conn {
 
     /// Hand the connection to an HTTP/2 session (RFC 7540 §3.2); the 101 has been sent.
     fn upgrade_h2c(self, stream_one: Bytes) {
-        let H1Conn { stream, peer, env, rbuf, _guard, .. } = self;
+        let H1Conn {
+            stream,
+            peer,
+            env,
+            rbuf,
+            _guard,
+            ..
+        } = self;
         let Transport::Plain(tcp) = stream else {
             return;
         };
@@ -185,7 +193,10 @@ impl H1Conn {
             };
             first = false;
             // RFC 7540 §3.2: only in clear text, and only if stream 1 can carry the request.
-            if matches!(self.stream, Transport::Plain(_)) && !self.env.draining() && upgrade_request(&head) {
+            if matches!(self.stream, Transport::Plain(_))
+                && !self.env.draining()
+                && upgrade_request(&head)
+            {
                 if let Some(stream_one) = stream_one(&head) {
                     self.wbuf.extend_from_slice(SWITCHING_TO_H2C);
                     return Ok(Close::UpgradeH2c(stream_one));

@@ -26,8 +26,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
-use std::task::{Context as TaskContext, Poll};
 use std::rc::Rc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
@@ -50,6 +50,8 @@ use crate::env::{ConnGuard, SessionEnv};
 /// headers: `h2` sends them as the window allows, so a small response costs one HEADERS and one
 /// DATA frame and no wait for capacity. This is the most a stream buffers beyond its window.
 const DIRECT_MAX: usize = 64 * 1024;
+/// Most request bytes read and dropped after an early answer before the stream is reset.
+const DISCARD_MAX: usize = 1024 * 1024;
 /// Most bytes asked of the flow-control window at once, and the size of each positional file
 /// read: a file is never in memory beyond one such chunk per stream.
 const SEND_CHUNK: usize = 64 * 1024;
@@ -179,6 +181,9 @@ impl H2Conn {
         let mut streams: JoinSet<()> = JoinSet::new();
         let idle = sleep(env.timeouts.keepalive);
         tokio::pin!(idle);
+        // When the last stream ended. `idle` is not moved at every stream; when it fires it
+        // re-arms itself from here if streams came and went meanwhile.
+        let mut last_active = Instant::now();
         // Set once GOAWAY is on its way: from then on `idle` bounds the wait for the close.
         let mut closing = false;
         loop {
@@ -205,7 +210,14 @@ impl H2Conn {
                     Poll::Ready(next)
                 }) => match next {
                     Next::Stream(request, respond) => {
-                        streams.spawn_local(Rc::clone(&this).serve_stream(request, respond));
+                        // Most answers are ready at once (a cached file): poll the stream's
+                        // work here first, and give it a task of its own only if it must wait.
+                        let mut work = Box::pin(Rc::clone(&this).serve_stream(request, respond));
+                        if poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx).is_ready())).await {
+                            last_active = Instant::now();
+                        } else {
+                            streams.spawn_local(work);
+                        }
                     }
                     Next::Failed(e) => {
                         tracing::debug!(%peer, error = %e, "HTTP/2 connection ended");
@@ -220,18 +232,23 @@ impl H2Conn {
                         tracing::error!(%peer, "an HTTP/2 stream task panicked");
                     }
                     if streams.is_empty() {
-                        let wait = if closing { CLOSE_GRACE } else { env.timeouts.keepalive };
-                        idle.as_mut().reset(Instant::now() + wait);
+                        last_active = Instant::now();
                     }
                 }
                 () = &mut idle, if streams.is_empty() => {
+                    let wait = if closing { CLOSE_GRACE } else { env.timeouts.keepalive };
+                    if last_active + wait > Instant::now() {
+                        idle.as_mut().reset(last_active + wait);
+                        continue;
+                    }
                     if closing {
                         tracing::debug!(%peer, "HTTP/2 client did not close after GOAWAY");
                         break;
                     }
                     closing = true;
                     conn.graceful_shutdown();
-                    idle.as_mut().reset(Instant::now() + CLOSE_GRACE);
+                    last_active = Instant::now();
+                    idle.as_mut().reset(last_active + CLOSE_GRACE);
                 }
                 () = drain.as_mut(), if !closing => {
                     // RFC 9113 §6.8: "A server that is attempting to gracefully shut down a
@@ -242,7 +259,8 @@ impl H2Conn {
                     // identifier." `h2` sends both; streams below the last id still finish.
                     closing = true;
                     conn.graceful_shutdown();
-                    idle.as_mut().reset(Instant::now() + CLOSE_GRACE);
+                    last_active = Instant::now();
+                    idle.as_mut().reset(last_active + CLOSE_GRACE);
                 }
             }
         }
@@ -256,7 +274,7 @@ impl H2Conn {
     ) {
         let env = &self.env;
         let started = env.access_log.is_some().then(StdInstant::now);
-        let (parts, body) = request.into_parts();
+        let (parts, mut body) = request.into_parts();
         let http::request::Parts {
             method,
             uri,
@@ -299,7 +317,7 @@ impl H2Conn {
             // `*` (server-wide OPTIONS) and other forms we do not serve.
             Response::text(StatusCode::BAD_REQUEST, "400 Bad Request\n")
         } else {
-            match self.read_body(&headers, body, &mut respond).await {
+            match self.read_body(&headers, &mut body, &mut respond).await {
                 Ok(body) => {
                     let req = Request {
                         path: path.to_owned(),
@@ -325,10 +343,13 @@ impl H2Conn {
         };
 
         let status = response.status;
-        let sent = self.send_response(&mut respond, response, is_head).await;
-        if let Err(e) = &sent {
-            tracing::debug!(peer = %self.peer, error = %e, "HTTP/2 response not delivered");
-        }
+        let sent = match self.send_response(&mut respond, response, is_head).await {
+            Ok(sent) => Some(sent),
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "HTTP/2 response not delivered");
+                None
+            }
+        };
         if let (Some(log), Some(facts)) = (&env.access_log, log_facts) {
             log.record(&AccessEntry {
                 peer: self.peer,
@@ -344,17 +365,39 @@ impl H2Conn {
                 host: facts.host.as_deref(),
             });
         }
+        if !body.is_end_stream() && sent.is_some() {
+            self.discard_body(&mut body).await;
+        }
         // Dropping the handles ends the stream. RFC 9113 §8.1: "a server MAY request that the
         // client abort transmission of a request without error by sending a RST_STREAM with an
         // error code of NO_ERROR after sending a complete response" — `h2` does exactly that
         // when a response is complete while the request body is still arriving (413, 408).
     }
 
+    /// After an early answer (413, 408), read and drop what the client still sends, up to
+    /// [`DISCARD_MAX`] bytes: some clients report a reset that arrives while they are still
+    /// uploading as a failure, even with NO_ERROR and a complete response. A client sending
+    /// more than that, or pausing longer than `timeouts.body`, gets the RST_STREAM.
+    async fn discard_body(&self, body: &mut RecvStream) {
+        let mut discarded = 0;
+        while discarded < DISCARD_MAX {
+            match timeout(self.env.timeouts.body, body.data()).await {
+                Ok(Some(Ok(chunk))) => {
+                    discarded += chunk.len();
+                    if body.flow_control().release_capacity(chunk.len()).is_err() {
+                        return;
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+
     /// Collect the request body, bounded by `limits.max_body` and, per pause, `timeouts.body`.
     async fn read_body(
         &self,
         headers: &HeaderMap,
-        mut body: RecvStream,
+        body: &mut RecvStream,
         respond: &mut SendResponse<Bytes>,
     ) -> Result<Bytes, BodyError> {
         if body.is_end_stream() {
@@ -391,8 +434,8 @@ impl H2Conn {
             };
             // The bytes are ours now: let the client send more.
             body.flow_control().release_capacity(chunk.len())?;
-            let total = (collected.len() + first.as_ref().map_or(0, Bytes::len) + chunk.len())
-                as u64;
+            let total =
+                (collected.len() + first.as_ref().map_or(0, Bytes::len) + chunk.len()) as u64;
             if total > max_body {
                 return Err(BodyError::Answer(StatusCode::PAYLOAD_TOO_LARGE));
             }
@@ -459,6 +502,9 @@ impl H2Conn {
 }
 
 /// What the driver learns from one poll of the connection.
+// Lives on the stack for one poll, then the stream moves into its task: boxing the large
+// variant would cost an allocation per stream for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Next {
     Stream(http::Request<RecvStream>, SendResponse<Bytes>),
     Closed,
@@ -515,7 +561,10 @@ impl Sender<'_> {
             let mut buf = BytesMut::zeroed(n);
             let mut filled = 0;
             while filled < n {
-                match range.file.read_at(&mut buf[filled..], offset + filled as u64) {
+                match range
+                    .file
+                    .read_at(&mut buf[filled..], offset + filled as u64)
+                {
                     // The file shrank under us: the response cannot be completed.
                     Ok(0) => return Err(SendError::FileShrank),
                     Ok(read) => filled += read,
@@ -611,9 +660,7 @@ struct LogFacts {
 /// A short `text/plain` answer for a request refused before routing.
 fn error_response(status: StatusCode) -> Response {
     match status {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            Response::text(status, "413 Content Too Large\n")
-        }
+        StatusCode::PAYLOAD_TOO_LARGE => Response::text(status, "413 Content Too Large\n"),
         StatusCode::REQUEST_TIMEOUT => Response::text(status, "408 Request Timeout\n"),
         _ => Response::text(StatusCode::BAD_REQUEST, "400 Bad Request\n"),
     }
@@ -858,5 +905,239 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
             Poll::Ready(Ok(())) => Pin::new(&mut state.io).poll_shutdown(cx),
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The session against `h2`'s own client over an in-memory pipe, serving this crate's
+    //! directory through the real router and files service.
+
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use h2::client;
+    use switchyard_conf::{Config, Limits};
+    use switchyard_services::actor::FilesService;
+    use switchyard_services::files::FileCache;
+    use switchyard_services::router::{RouteTable, Router};
+
+    use super::*;
+    use crate::env::{ConnTracker, Drain};
+
+    /// The environment of one worker serving the crate directory (the tests' working directory).
+    fn env(limits: Limits) -> Rc<SessionEnv> {
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
+        let config = Config::serve_dir(Path::new("."), addr).expect("cwd is a directory");
+        let limits = Arc::new(limits);
+        let cache = FileCache::new(limits.file_cache_bytes);
+        let files = FilesService::new(cache.clone(), limits.clone(), None).start_bounded();
+        let table = Arc::new(Arc::new(RouteTable::new(&config)).into());
+        Rc::new(SessionEnv {
+            router: Router::new(table, files, cache, limits.clone()),
+            limits,
+            timeouts: Arc::new(config.timeouts.clone()),
+            access_log: None,
+            drain: Arc::new(Drain::default()),
+            http2: Arc::new(Http2Config::default()),
+        })
+    }
+
+    /// Start a session on one end of a pipe and hand the client a connection on the other.
+    async fn connect(env: Rc<SessionEnv>, client: &client::Builder) -> client::SendRequest<Bytes> {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let guard = ConnGuard::new(Rc::default(), Arc::new(ConnTracker::default()));
+        let peer: SocketAddr = "127.0.0.1:40000".parse().expect("literal address");
+        H2Session::start(theirs, peer, "http", env, guard);
+        let (send, conn) = client.handshake(ours).await.expect("client handshake");
+        tokio::task::spawn_local(async move {
+            let _ = conn.await;
+        });
+        send
+    }
+
+    fn request(method: Method, path: &str, headers: &[(&str, &str)]) -> http::Request<()> {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://localhost{path}"));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.body(()).expect("valid request")
+    }
+
+    /// Send a request with `body` and collect the response (status, headers, body).
+    async fn exchange(
+        send: &mut client::SendRequest<Bytes>,
+        req: http::Request<()>,
+        body: Option<Bytes>,
+    ) -> Result<(http::response::Parts, Vec<u8>), h2::Error> {
+        let mut send = send.clone().ready().await?;
+        let (response, mut stream) = send.send_request(req, body.is_none())?;
+        if let Some(body) = body {
+            stream.send_data(body, true)?;
+        }
+        let (parts, mut recv) = response.await?.into_parts();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = recv.data().await {
+            let chunk = chunk?;
+            recv.flow_control().release_capacity(chunk.len())?;
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok((parts, bytes))
+    }
+
+    fn run(test: impl Future<Output = ()>) {
+        actix_rt::System::new().block_on(test);
+    }
+
+    #[test]
+    fn get_head_and_404_are_translated() {
+        run(async {
+            let mut send = connect(env(Limits::default()), &client::Builder::new()).await;
+            let want = std::fs::read("Cargo.toml").expect("read Cargo.toml");
+            let get = request(Method::GET, "/Cargo.toml?x=1", &[]);
+            let (parts, body) = exchange(&mut send, get, None).await.expect("GET");
+            assert_eq!(parts.status, StatusCode::OK);
+            assert_eq!(parts.version, Version::HTTP_2);
+            assert_eq!(body, want);
+            let length = parts.headers.get(header::CONTENT_LENGTH);
+            assert_eq!(length, Some(&HeaderValue::from(want.len())));
+            assert_eq!(
+                parts.headers.get(header::SERVER).map(|v| v.as_bytes()),
+                Some(&b"switchyard"[..])
+            );
+            assert!(parts.headers.contains_key(header::DATE));
+
+            let head = request(Method::HEAD, "/Cargo.toml", &[]);
+            let (parts, body) = exchange(&mut send, head, None).await.expect("HEAD");
+            assert_eq!(parts.status, StatusCode::OK);
+            assert_eq!(parts.headers.get(header::CONTENT_LENGTH), length);
+            assert!(body.is_empty());
+
+            let missing = request(Method::GET, "/no-such-file", &[]);
+            let (parts, _) = exchange(&mut send, missing, None).await.expect("404");
+            assert_eq!(parts.status, StatusCode::NOT_FOUND);
+        });
+    }
+
+    #[test]
+    fn files_are_sent_within_a_small_window() {
+        run(async {
+            // Not cached: every file is a `Body::File`, read in chunks as the window opens.
+            let limits = Limits {
+                small_file_max: 0,
+                ..Limits::default()
+            };
+            let mut builder = client::Builder::new();
+            builder.initial_window_size(1000);
+            let mut send = connect(env(limits), &builder).await;
+            let want = std::fs::read("src/h2.rs").expect("read src/h2.rs");
+            assert!(want.len() > DIRECT_MAX / 2);
+            let req = request(Method::GET, "/src/h2.rs", &[]);
+            let (parts, body) = exchange(&mut send, req, None).await.expect("GET");
+            assert_eq!(parts.status, StatusCode::OK);
+            assert!(body == want, "body differs from the file");
+
+            let ranges = request(Method::GET, "/src/h2.rs", &[("range", "bytes=0-9,20-29")]);
+            let (parts, body) = exchange(&mut send, ranges, None).await.expect("ranges");
+            assert_eq!(parts.status, StatusCode::PARTIAL_CONTENT);
+            let text = String::from_utf8_lossy(&body);
+            assert!(text.contains(&String::from_utf8_lossy(&want[20..30]).into_owned()));
+            assert_eq!(
+                parts.headers.get(header::CONTENT_LENGTH),
+                Some(&HeaderValue::from(body.len()))
+            );
+        });
+    }
+
+    #[test]
+    fn bodies_over_max_body_are_413() {
+        run(async {
+            let limits = Limits {
+                max_body: 16,
+                ..Limits::default()
+            };
+            let mut send = connect(env(limits), &client::Builder::new()).await;
+            // Announced too large: answered before any DATA is read.
+            let req = request(Method::POST, "/Cargo.toml", &[("content-length", "17")]);
+            let body = Some(Bytes::from_static(b"01234567890123456"));
+            let (parts, _) = exchange(&mut send, req, body).await.expect("413");
+            assert_eq!(parts.status, StatusCode::PAYLOAD_TOO_LARGE);
+            // Not announced: the DATA received counts.
+            let req = request(Method::POST, "/Cargo.toml", &[]);
+            let body = Some(Bytes::from(vec![b'x'; 100]));
+            let (parts, _) = exchange(&mut send, req, body).await.expect("413");
+            assert_eq!(parts.status, StatusCode::PAYLOAD_TOO_LARGE);
+            // Within the limit the request reaches the service (which refuses the method).
+            let req = request(Method::POST, "/Cargo.toml", &[]);
+            let body = Some(Bytes::from_static(b"small"));
+            let (parts, _) = exchange(&mut send, req, body).await.expect("405");
+            assert_eq!(parts.status, StatusCode::METHOD_NOT_ALLOWED);
+        });
+    }
+
+    #[test]
+    fn content_length_not_matching_data_is_a_stream_error() {
+        run(async {
+            let mut send = connect(env(Limits::default()), &client::Builder::new()).await;
+            // RFC 9113 §8.1.1: a content-length that does not equal the DATA received is
+            // malformed: stream error PROTOCOL_ERROR.
+            let req = request(Method::POST, "/Cargo.toml", &[("content-length", "10")]);
+            let err = exchange(&mut send, req, Some(Bytes::from_static(b"abc")))
+                .await
+                .expect_err("a short body must not be answered");
+            assert_eq!(err.reason(), Some(Reason::PROTOCOL_ERROR), "{err}");
+            // The connection carries on.
+            let req = request(Method::GET, "/Cargo.toml", &[]);
+            let (parts, _) = exchange(&mut send, req, None).await.expect("GET after");
+            assert_eq!(parts.status, StatusCode::OK);
+        });
+    }
+
+    #[test]
+    fn host_differing_from_authority_is_malformed() {
+        run(async {
+            let mut send = connect(env(Limits::default()), &client::Builder::new()).await;
+            let req = request(Method::GET, "/Cargo.toml", &[("host", "elsewhere")]);
+            let err = exchange(&mut send, req, None)
+                .await
+                .expect_err("must be reset");
+            assert_eq!(err.reason(), Some(Reason::PROTOCOL_ERROR), "{err}");
+        });
+    }
+
+    #[test]
+    fn connection_fields_are_never_sent() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "gzip"),
+            ("content-length", "99"),
+            ("etag", "\"x\""),
+        ] {
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        strip_connection_fields(&mut headers);
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["etag"]);
+    }
+
+    #[test]
+    fn configuration_out_of_range_is_clamped_not_a_panic() {
+        let cfg = Http2Config {
+            max_frame_size: 1,
+            initial_stream_window: u32::MAX,
+            initial_connection_window: u32::MAX,
+            ..Http2Config::default()
+        };
+        let _ = builder(&cfg);
     }
 }

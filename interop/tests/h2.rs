@@ -541,6 +541,47 @@ fn rapid_reset_gets_goaway_enhance_your_calm() {
     server.assert_serves("/hello.txt", HELLO);
 }
 
+/// Send `first`, then `one` 2,000 times at once, and expect GOAWAY ENHANCE_YOUR_CALM (the
+/// server's budget is 500 of a kind per second).
+fn flood_gets_enhance_your_calm(what: &str, first: &[u8], one: &[u8]) {
+    let www = site();
+    let server = Server::serve(www.root()).start();
+    let mut conn = RawH2::open(&server);
+    conn.handshake();
+    let mut burst = first.to_vec();
+    burst.extend(one.iter().copied().cycle().take(one.len() * 2_000));
+    // The server stops reading once it has seen the flood: ignore a failed write.
+    let _ = conn.stream.write_all(&burst);
+    let goaway = conn.until("GOAWAY", |f| f.kind == GOAWAY);
+    assert_eq!(
+        goaway.error_code(),
+        Some(ENHANCE_YOUR_CALM),
+        "{what}: {goaway:?}"
+    );
+    server.assert_serves("/hello.txt", HELLO);
+}
+
+#[test]
+fn ping_flood_gets_goaway_enhance_your_calm() {
+    flood_gets_enhance_your_calm("PING", &[], &frame(0x6, 0, 0, &[7; 8]));
+}
+
+#[test]
+fn settings_flood_gets_goaway_enhance_your_calm() {
+    flood_gets_enhance_your_calm("SETTINGS", &[], &frame(SETTINGS, 0, 0, &[]));
+}
+
+#[test]
+fn empty_data_flood_gets_goaway_enhance_your_calm() {
+    let open = frame(
+        HEADERS,
+        END_HEADERS,
+        1,
+        &request_block("POST", "/hello.txt"),
+    );
+    flood_gets_enhance_your_calm("empty DATA", &open, &frame(DATA, 0, 1, &[]));
+}
+
 #[test]
 fn idle_connection_gets_goaway_then_closes() {
     let www = site();

@@ -5,7 +5,7 @@
 #
 # On a fresh Debian 12 machine (as root) it first installs what the tests need: the Rust toolchain
 # (rustup, stable, with clippy and rustfmt) when cargo is missing, build tools, and the independent
-# clients the integration tests drive (curl for now). It then builds the release binary, runs every
+# clients the integration tests drive (curl, openssl, nghttp2-client, python3-venv). It then builds the release binary, runs every
 # test of the workspace in the release profile (so the workspace is compiled once), the HTTP/2
 # conformance suite (interop/conformance/h2), clippy, rustfmt,
 # and the fuzz smoke run when a fuzz crate provides one. Every step runs even after an earlier one

@@ -7,7 +7,7 @@ Every case gets fresh connections. One line per case:
 
     PASS http2/6.5/1 SETTINGS ACK with a payload | expected ... | observed ...
 
-then `N passed, M failed` (`, K skipped` when a case could not apply), and the exit status is 1
+then `N passed, M failed` (`, K skipped` when a case could not apply; with a known-failures list, listed failures count as `xfailed` and listed passes as `xpassed`, as pytest counts them), and the exit status is 1
 when any case failed. With `--known-failures FILE` (case ids, one a line, `#` comments), a
 listed case that fails is printed as XFAIL and does not fail the run, while a listed case that
 passes (XPASS) does, so that the list shrinks as the server is fixed.
@@ -97,8 +97,12 @@ def main():
             verdict, xpass = "XPASS", xpass + 1
             detail += " | listed as a known failure: remove it from the list"
         print(f"{verdict} {c.ident} {c.title} | {detail} ({took:.1f} s)", flush=True)
+    # As pytest counts them: a listed case that fails is "xfailed", not "failed"; one that passes
+    # is "xpassed" and fails the run.
     tail = f", {skipped} skipped" if skipped else ""
-    print(f"{passed} passed, {failed} failed{tail}")
+    tail += f", {xfail} xfailed" if xfail else ""
+    tail += f", {xpass} xpassed" if xpass else ""
+    print(f"{passed - xpass} passed, {failed - xfail} failed{tail}")
     if known:
         print(f"of the failures, {xfail} are known (XFAIL, {a.known_failures}); "
               f"{xpass} known failures now pass (XPASS)")

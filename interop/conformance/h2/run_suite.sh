@@ -18,7 +18,7 @@ ROOT=$(cd "$HERE/../../.." && pwd)
 VENV=$ROOT/target/venv
 PYTHON=$VENV/bin/python
 BIN=$ROOT/target/release/switchyard
-PINS=(hyperframe==6.1.0 hpack==4.2.0 h2==4.4.1)
+PINS=(hyperframe==6.1.0 hpack==4.2.0 h2==4.4.1 httpx==0.28.1)
 source "$HERE/docroot.sh"
 
 TLS=0
@@ -94,6 +94,11 @@ status=0
 "$PYTHON" "$HERE/run.py" --host "$HOST" --port "$PORT" "${KNOWN[@]}" "${ARGS[@]}" || status=1
 if [[ $TLS == 1 ]]; then
     "$PYTHON" "$HERE/run.py" --host "$HOST" --port "$PORT" --tls "${KNOWN[@]}" "${ARGS[@]}" || status=1
+fi
+# The same files semantics through an independent high-level client (python httpx on h2).
+"$PYTHON" "$HERE/httpx_check.py" --host "$HOST" --port "$PORT" || status=1
+if [[ $TLS == 1 ]]; then
+    "$PYTHON" "$HERE/httpx_check.py" --host "$HOST" --port "$PORT" --tls || status=1
 fi
 if ! kill -0 "$SERVER_PID" 2>/dev/null; then
     echo "switchyard exited during the suite; its stderr:" >&2

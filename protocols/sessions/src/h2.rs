@@ -45,8 +45,8 @@ use tokio::time::{Instant, sleep, timeout};
 use crate::access_log::AccessEntry;
 use crate::date::with_http_date;
 use crate::env::{ConnGuard, SessionEnv};
-use crate::io::Metered;
-use switchyard_wire::h2flood::FloodLimits;
+use crate::io::Guarded;
+use switchyard_wire::h2guard::{FloodLimits, Verdict};
 
 /// Bodies in memory up to this size are handed to `h2` whole, with END_STREAM, right after the
 /// headers: `h2` sends them as the window allows, so a small response costs one HEADERS and one
@@ -163,8 +163,9 @@ impl H2Conn {
         let env = self.env.clone();
         // RFC 9113 §3.4: the client preface is followed by a SETTINGS frame, and our preface is
         // a SETTINGS frame; both must arrive before any stream, within the header timeout.
-        // Count the control frames the client sends (RFC 9113 §10.5); `alarm` rings on a flood.
-        let (io, alarm) = Metered::new(io, FloodLimits::default());
+        // A first look at the client's frames: floods (RFC 9113 §10.5) and frame-level errors the
+        // library would report with the wrong code ring `alarm` before it sees them.
+        let (io, alarm) = Guarded::new(io, FloodLimits::default());
         let (io, writer) = Coalesced::new(io);
         let handshake = builder(&env.http2).handshake::<_, Bytes>(io);
         let mut conn = match timeout(env.timeouts.header, handshake).await {
@@ -255,15 +256,20 @@ impl H2Conn {
                     last_active = Instant::now();
                     idle.as_mut().reset(last_active + CLOSE_GRACE);
                 }
-                () = alarm.rung(), if !flooded => {
-                    // RFC 9113 §10.5: "An endpoint MAY treat activity that is suspicious as a
-                    // connection error of type ENHANCE_YOUR_CALM." Nothing more is read; the
-                    // streams in progress are dropped with the connection.
-                    tracing::info!(%peer, flood = ?alarm.seen(), "HTTP/2 control-frame flood: GOAWAY ENHANCE_YOUR_CALM");
+                verdict = alarm.rung(), if !flooded => {
+                    let reason = match verdict {
+                        // RFC 9113 §10.5: "An endpoint MAY treat activity that is suspicious as
+                        // a connection error of type ENHANCE_YOUR_CALM."
+                        Verdict::Flood(_) => h2::Reason::ENHANCE_YOUR_CALM,
+                        Verdict::FrameSize { .. } => h2::Reason::FRAME_SIZE_ERROR,
+                        Verdict::NoSettingsFirst { .. } => h2::Reason::PROTOCOL_ERROR,
+                    };
+                    tracing::info!(%peer, ?verdict, %reason, "HTTP/2 connection error: GOAWAY");
+                    // Nothing more is read; streams in progress end with the connection.
                     flooded = true;
                     closing = true;
                     streams.abort_all();
-                    conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                    conn.abrupt_shutdown(reason);
                     last_active = Instant::now();
                     idle.as_mut().reset(last_active + CLOSE_GRACE);
                 }

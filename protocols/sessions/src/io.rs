@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
+use switchyard_wire::h2guard::{FloodLimits, FrameGuard, Verdict};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A stream whose reads first return `prefix`, then the inner stream's bytes. Writes go
@@ -326,48 +327,50 @@ mod splice_tests {
     }
 }
 
-/// What a [`Metered`] stream found: the first flood seen, and a wake-up for the session.
+/// What a [`Guarded`] stream found: the first reason to end the connection, and a wake-up
+/// for the session.
 #[derive(Debug, Default)]
-pub struct FloodAlarm {
-    seen: std::cell::Cell<Option<switchyard_wire::h2flood::Flood>>,
+pub struct FrameAlarm {
+    seen: std::cell::Cell<Option<Verdict>>,
     ring: tokio::sync::Notify,
 }
 
-impl FloodAlarm {
-    pub fn seen(&self) -> Option<switchyard_wire::h2flood::Flood> {
+impl FrameAlarm {
+    pub fn seen(&self) -> Option<Verdict> {
         self.seen.get()
     }
 
-    /// Completes once a flood has been seen.
-    pub async fn rung(&self) {
-        while self.seen.get().is_none() {
+    /// Completes once the guard has found a reason to end the connection.
+    pub async fn rung(&self) -> Verdict {
+        loop {
+            if let Some(verdict) = self.seen.get() {
+                return verdict;
+            }
             self.ring.notified().await;
         }
     }
 }
 
-/// An HTTP/2 client's byte stream, metered for control-frame floods
-/// (`switchyard_wire::h2flood`): reads pass through unchanged; a flood rings the alarm, and
-/// nothing more is read after it, so the session can answer GOAWAY ENHANCE_YOUR_CALM before
-/// doing any more of the client's bidding.
+/// An HTTP/2 client's byte stream under a [`FrameGuard`] (`switchyard_wire::h2guard`): reads
+/// pass through until the guard objects. Then the offending frame and everything after it are
+/// withheld from the HTTP/2 library, the alarm rings, and nothing more is read, so the session
+/// answers GOAWAY itself (ENHANCE_YOUR_CALM for a flood, FRAME_SIZE_ERROR or PROTOCOL_ERROR for
+/// a malformed frame) before the library acts on that frame.
 #[derive(Debug)]
-pub struct Metered<S> {
+pub struct Guarded<S> {
     inner: S,
-    meter: switchyard_wire::h2flood::FloodMeter,
-    alarm: std::rc::Rc<FloodAlarm>,
+    guard: FrameGuard,
+    alarm: std::rc::Rc<FrameAlarm>,
 }
 
-impl<S> Metered<S> {
-    pub fn new(
-        inner: S,
-        limits: switchyard_wire::h2flood::FloodLimits,
-    ) -> (Self, std::rc::Rc<FloodAlarm>) {
-        let alarm = std::rc::Rc::new(FloodAlarm::default());
-        let meter = switchyard_wire::h2flood::FloodMeter::new(limits);
+impl<S> Guarded<S> {
+    pub fn new(inner: S, limits: FloodLimits) -> (Self, std::rc::Rc<FrameAlarm>) {
+        let alarm = std::rc::Rc::new(FrameAlarm::default());
+        let guard = FrameGuard::new(limits);
         (
-            Metered {
+            Guarded {
                 inner,
-                meter,
+                guard,
                 alarm: alarm.clone(),
             },
             alarm,
@@ -375,7 +378,7 @@ impl<S> Metered<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -383,25 +386,32 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if this.alarm.seen().is_some() {
-            // Stop feeding the flood to the protocol; the session is closing the connection.
+            // The session is closing the connection; nothing more of the client's is read.
             return Poll::Pending;
         }
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
-            if let Some(flood) = this
-                .meter
+            if let Some(verdict) = this
+                .guard
                 .observe(&buf.filled()[before..], std::time::Instant::now())
             {
-                this.alarm.seen.set(Some(flood));
+                if let Verdict::FrameSize { at } | Verdict::NoSettingsFirst { at } = verdict {
+                    buf.set_filled(before + at);
+                }
+                this.alarm.seen.set(Some(verdict));
                 this.alarm.ring.notify_one();
+                if buf.filled().len() == before {
+                    // Nothing left to hand over, and an empty read would look like EOF.
+                    return Poll::Pending;
+                }
             }
         }
         result
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

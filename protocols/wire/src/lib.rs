@@ -16,7 +16,7 @@
 pub mod chunked;
 pub mod h1;
 pub mod h2c;
-pub mod h2flood;
+pub mod h2guard;
 pub mod response;
 pub mod sniff;
 

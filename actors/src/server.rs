@@ -137,6 +137,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
 
     let shutdown_timeout = config.timeouts.shutdown;
     let running = config;
+    let log_for_signals = access_log.clone();
     system.block_on(async move {
         // The handlers are in place before anyone is told we are listening, so a signal sent
         // right after the readiness line drains instead of killing the process.
@@ -149,8 +150,17 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
             crate::println_stdout(&format!("listening on {addr}"));
         }
         actix_rt::spawn(async move {
+            let reopen_logs = || {
+                if let Some(log) = &log_for_signals {
+                    log.reopen();
+                    tracing::info!("SIGUSR1: the access log is reopened before its next line");
+                }
+            };
             let signal = signals
-                .wait(|| reload(reload_from.as_deref(), &running, &tables))
+                .wait(
+                    || reload(reload_from.as_deref(), &running, &tables),
+                    reopen_logs,
+                )
                 .await;
             tracing::info!(
                 signal,
@@ -218,6 +228,7 @@ struct StopSignals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
@@ -228,16 +239,19 @@ impl StopSignals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
         })
     }
 
-    /// Wait for SIGTERM or SIGINT; call `on_hangup` for every SIGHUP meanwhile.
-    async fn wait(mut self, on_hangup: impl Fn()) -> &'static str {
+    /// Wait for SIGTERM or SIGINT; call `on_hangup` for every SIGHUP and `on_usr1` for every
+    /// SIGUSR1 meanwhile.
+    async fn wait(mut self, on_hangup: impl Fn(), on_usr1: impl Fn()) -> &'static str {
         loop {
             tokio::select! {
                 _ = self.term.recv() => return "SIGTERM",
                 _ = self.int.recv() => return "SIGINT",
                 _ = self.hup.recv() => on_hangup(),
+                _ = self.usr1.recv() => on_usr1(),
             }
         }
     }

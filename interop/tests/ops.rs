@@ -248,6 +248,49 @@ fn access_log_combined_is_written_to_file() {
 }
 
 #[test]
+fn sigusr1_reopens_the_access_log_after_a_rotation() {
+    let www = site();
+    let (server, log) = serve_with_access_log(&www, "combined");
+    assert_eq!(curl(&[server.url("/hello.txt")]).status, 200);
+    assert_eq!(log_lines(&log, 1).len(), 1);
+    // logrotate's way: move the file away, then signal.
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated).expect("rotate the log");
+    server.signal(Signal::USR1);
+    // Until the server has handled the signal, lines still go to the moved file; keep asking
+    // (each request is the event we wait on) until one lands in a new file at the old path.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let mut requests = 1;
+    while !log.exists() {
+        assert!(Instant::now() < deadline, "no new access log after SIGUSR1");
+        assert_eq!(curl(&[server.url("/hello.txt")]).status, 200);
+        requests += 1;
+    }
+    // Every request's line is in one of the two files, none twice, none lost.
+    let count = |path: &Path| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    while count(&rotated) + count(&log) < requests && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert!(
+        count(&rotated) >= 1 && count(&log) >= 1,
+        "{} / {}",
+        count(&rotated),
+        count(&log)
+    );
+    assert_eq!(
+        count(&rotated) + count(&log),
+        requests,
+        "lines lost or doubled across the reopen"
+    );
+    server.assert_serves("/hello.txt", HELLO);
+}
+
+#[test]
 fn access_log_json_is_one_object_per_line() {
     let www = site();
     let (server, log) = serve_with_access_log(&www, "json");

@@ -8,7 +8,7 @@ use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime};
 
@@ -23,6 +23,7 @@ pub struct AccessLog {
     tx: SyncSender<String>,
     format: AccessFormat,
     dropped: Arc<AtomicU64>,
+    reopen: Arc<AtomicBool>,
 }
 
 /// What one log line says about a request.
@@ -45,22 +46,33 @@ pub struct AccessEntry<'a> {
 impl AccessLog {
     /// Open the target and start the writer thread.
     pub fn open(cfg: &switchyard_conf::AccessLog) -> io::Result<AccessLog> {
-        let out: Box<dyn Write + Send> = match &cfg.target {
-            LogTarget::Stderr => Box::new(io::stderr()),
-            LogTarget::Stdout => Box::new(io::stdout()),
-            LogTarget::File(path) => {
-                Box::new(OpenOptions::new().create(true).append(true).open(path)?)
-            }
+        let (out, path): (Box<dyn Write + Send>, _) = match &cfg.target {
+            LogTarget::Stderr => (Box::new(io::stderr()), None),
+            LogTarget::Stdout => (Box::new(io::stdout()), None),
+            LogTarget::File(path) => (Box::new(append_to(path)?), Some(path.clone())),
         };
         let (tx, rx) = sync_channel(QUEUE);
+        let reopen = Arc::new(AtomicBool::new(false));
+        let target = Target {
+            out,
+            path,
+            reopen: reopen.clone(),
+        };
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(rx, out))?;
+            .spawn(move || write_lines(rx, target))?;
         Ok(AccessLog {
             tx,
             format: cfg.format,
             dropped: Arc::default(),
+            reopen,
         })
+    }
+
+    /// SIGUSR1: reopen the log file by its path before the next line (after a rotation moved
+    /// the old one away). Nothing for stderr or stdout.
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
     }
 
     /// Lines dropped because the writer could not keep up.
@@ -83,10 +95,35 @@ impl AccessLog {
     }
 }
 
+fn append_to(path: &std::path::Path) -> io::Result<std::fs::File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Where the writer thread writes, and how to reopen it.
+struct Target {
+    out: Box<dyn Write + Send>,
+    /// The file's path, when the log is a file.
+    path: Option<std::path::PathBuf>,
+    /// Set by [`AccessLog::reopen`]; honoured before the next batch is written.
+    reopen: Arc<AtomicBool>,
+}
+
 /// The writer thread: write what is queued, flush whenever the queue runs dry.
-fn write_lines(rx: Receiver<String>, out: Box<dyn Write + Send>) {
+fn write_lines(rx: Receiver<String>, target: Target) {
+    let Target { out, path, reopen } = target;
     let mut out = BufWriter::with_capacity(64 * 1024, out);
     while let Ok(line) = rx.recv() {
+        if reopen.swap(false, Ordering::AcqRel) {
+            if let Some(path) = &path {
+                let _ = out.flush();
+                match append_to(path) {
+                    Ok(file) => out = BufWriter::with_capacity(64 * 1024, Box::new(file)),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot reopen the access log; still writing to the old file")
+                    }
+                }
+            }
+        }
         let mut result = out.write_all(line.as_bytes());
         loop {
             match rx.try_recv() {

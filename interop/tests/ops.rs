@@ -291,6 +291,52 @@ fn sigusr1_reopens_the_access_log_after_a_rotation() {
 }
 
 #[test]
+fn sighup_swaps_the_routes_and_keeps_open_connections() {
+    let first = WebRoot::new();
+    first.file("which.txt", "first\n");
+    let second = WebRoot::new();
+    second.file("which.txt", "second\n");
+    let server = Server::run_config(&config(first.root(), "", "")).start();
+    let path = server.dir().join("switchyard.toml");
+    // A keep-alive connection opened under the first configuration.
+    let mut open = server.connect();
+    assert_eq!(open.request(&get("/which.txt")).body, b"first\n");
+
+    // A broken configuration is refused: the server keeps the running one.
+    std::fs::write(&path, "this is not toml [").expect("write config");
+    server.signal(Signal::HUP);
+    // The log line is the only sign the signal was handled: watch for it (bounded), so the
+    // next SIGHUP is not merged with this one.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while !server.stderr().contains("reload failed") {
+        assert!(
+            Instant::now() < deadline,
+            "a broken configuration was not reported on SIGHUP"
+        );
+        std::thread::yield_now();
+    }
+    assert_eq!(open.request(&get("/which.txt")).body, b"first\n");
+    std::fs::write(&path, config(second.root(), "", "")).expect("write config");
+    server.signal(Signal::HUP);
+    // New requests see the second root once the reload is done; wait on that, bounded.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let body = curl(&[server.url("/which.txt")]).body;
+        if body == b"second\n" {
+            break;
+        }
+        assert_eq!(body, b"first\n", "neither root answered");
+        assert!(Instant::now() < deadline, "SIGHUP did not swap the routes");
+    }
+    // The connection opened before the reload is still served.
+    assert_eq!(open.request(&get("/which.txt")).status, 200);
+    assert!(
+        server.stderr().contains("reload failed"),
+        "the broken file was not reported"
+    );
+}
+
+#[test]
 fn access_log_json_is_one_object_per_line() {
     let www = site();
     let (server, log) = serve_with_access_log(&www, "json");

@@ -16,6 +16,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Instant as StdInstant, SystemTime};
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
@@ -116,6 +117,8 @@ struct H1Conn {
     wbuf: BytesMut,
     /// Completes when the server starts draining; ends idle waits.
     drain: Pin<Box<OwnedNotified>>,
+    /// Bounds idle keep-alive waits; see `read_head`.
+    idle_timer: Pin<Box<tokio::time::Sleep>>,
     /// Counts this connection until the driver returns.
     _guard: ConnGuard,
 }
@@ -136,6 +139,7 @@ impl H1Conn {
         let mut rbuf = prefix;
         rbuf.reserve(READ_BUFFER);
         let drain = env.drain.watch();
+        let idle_timer = Box::pin(tokio::time::sleep(env.timeouts.keepalive));
         H1Conn {
             stream,
             peer,
@@ -144,6 +148,7 @@ impl H1Conn {
             rbuf,
             wbuf: BytesMut::new(),
             drain,
+            idle_timer,
             _guard: guard,
         }
     }
@@ -265,21 +270,29 @@ impl H1Conn {
                 match &mut self.stream {
                     Transport::Plain(tcp) => {
                         self.rbuf = BytesMut::new();
-                        let drain = &mut self.drain;
-                        let ready = tokio::select! {
-                            ready = timeout(timeouts.keepalive, tcp.readable()) => ready,
-                            () = drain.as_mut() => return Ok(Err(Close::Quietly)),
-                        };
-                        match ready {
-                            Ok(Ok(())) => {
-                                self.rbuf.reserve(READ_BUFFER);
-                                match tcp.try_read_buf(&mut self.rbuf) {
-                                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                                    read => Ok(read),
+                        // The keep-alive timer stays armed across requests: it is only moved
+                        // when it fires and the connection turns out to have been busy since,
+                        // at most once per keep-alive period, instead of once per request.
+                        let idle_until = Instant::now() + timeouts.keepalive;
+                        loop {
+                            tokio::select! {
+                                ready = tcp.readable() => break ready?,
+                                () = self.idle_timer.as_mut() => {
+                                    if Instant::now() >= idle_until {
+                                        return Ok(Err(Close::Quietly));
+                                    }
+                                    self.idle_timer.as_mut().reset(idle_until);
                                 }
+                                () = self.drain.as_mut() => return Ok(Err(Close::Quietly)),
                             }
-                            Ok(Err(e)) => Ok(Err(e)),
-                            Err(elapsed) => Err(elapsed),
+                        }
+                        self.rbuf.reserve(READ_BUFFER);
+                        // One poll of an ordinary read: unlike `try_read`, it tells the runtime
+                        // when the socket was drained, sparing a failed `recv` next time.
+                        let mut read = std::pin::pin!(tcp.read_buf(&mut self.rbuf));
+                        match std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+                            Poll::Ready(result) => Ok(result),
+                            Poll::Pending => continue,
                         }
                     }
                     // TLS may hold decrypted bytes the socket's readiness knows nothing of:

@@ -20,6 +20,8 @@
 #   SERVERS ("nginx h2o switchyard": a subset runs only those).
 set -euo pipefail
 
+source "$(dirname "$0")/lib.sh"
+
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 ROUNDS=${ROUNDS:-3}
@@ -28,13 +30,11 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-256}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 read -r -a SERVERS <<<"${SERVERS:-nginx h2o switchyard}"
-has() { [[ " ${SERVERS[*]} " == *" $1 "* ]]; }
 OUT_DIR="$ROOT/interop/bench/out"
 STAMP=$(date +%Y%m%d-%H%M%S)
 RUN_DIR="$OUT_DIR/h1-$STAMP"
 SUMMARY="$RUN_DIR/summary.txt"
 
-log() { printf '%s\n' "$*" >&2; }
 
 # ---- prerequisites ----------------------------------------------------------------------------
 
@@ -73,22 +73,7 @@ head -c $((64 * 1024 * 1024)) /dev/urandom >"$WWW/64m.bin"
 
 # ---- process control (by PID only) ------------------------------------------------------------
 
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 # Wait (bounded) until 127.0.0.1:$1 answers HTTP.
 wait_http() {
@@ -290,11 +275,6 @@ done
 
 # ---- summary ----------------------------------------------------------------------------------
 
-median() {
-    tr ' ' '\n' | grep -v '^$' | sort -g |
-        awk '{a[NR] = $1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
 mb() { awk -v k="$1" 'BEGIN {printf "%.1f MB", k * 1024 / 1e6}'; }
 
 summary() {

@@ -29,6 +29,8 @@
 #   SERVERS ("nginx h2o switchyard": a subset runs only those).
 set -euo pipefail
 
+source "$(dirname "$0")/lib.sh"
+
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 ROUNDS=${ROUNDS:-3}
@@ -38,7 +40,6 @@ H2_CONNS=${H2_CONNS:-64}
 H2_STREAMS=${H2_STREAMS:-10}
 CONNS=${CONNS:-256}
 read -r -a SERVERS <<<"${SERVERS:-nginx h2o switchyard}"
-has() { [[ " ${SERVERS[*]} " == *" $1 "* ]]; }
 # Servers that take h2c with prior knowledge (see the header: not nginx).
 H2C_SERVERS=()
 for s in "${SERVERS[@]}"; do
@@ -50,7 +51,6 @@ RUN_DIR="$OUT_DIR/h2-$STAMP"
 SUMMARY="$RUN_DIR/summary.txt"
 FILE_64M=$((64 * 1024 * 1024))
 
-log() { printf '%s\n' "$*" >&2; }
 
 # ---- prerequisites ----------------------------------------------------------------------------
 
@@ -100,22 +100,7 @@ chmod 644 "$CERT" "$KEY"
 
 # ---- process control (by PID only) ------------------------------------------------------------
 
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 # Wait (bounded) until URL $1 answers.
 wait_url() {
@@ -328,11 +313,6 @@ done
 
 # ---- summary ----------------------------------------------------------------------------------
 
-median() {
-    tr ' ' '\n' | grep -v '^$' | sort -g |
-        awk '{a[NR] = $1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
 
 # One table: title, the name of the runs array, unit, printf format of the median, servers...
 table() {

@@ -10,7 +10,8 @@
 # then, interleaved so drift hits every server alike (nginx, h2o, switchyard, nginx, ...):
 #   ROUNDS x  wrk -t2 -c256 -d10s on the 1 KiB file      (requests/s)
 #   ROUNDS x DOWNLOADS x  curl download of the 64 MiB file (bytes/s)
-# and prints medians, the ratios switchyard/nginx and switchyard/h2o, Switchyard's idle RSS, and
+# (the order of servers rotates each round) and prints medians, the ratios switchyard/nginx and
+# switchyard/h2o, Switchyard's idle RSS, and
 # each server's RSS while 10,000 keep-alive connections sit idle (interop/bench/idle_conns.py).
 #
 # Not a CI test: numbers depend on the machine. Results go to stdout and interop/bench/out/.
@@ -198,7 +199,7 @@ declare -A RPS=() MBPS=() ERRS=()
 for s in "${SERVERS[@]}"; do RPS[$s]=""; MBPS[$s]=""; ERRS[$s]=""; done
 
 for round in $(seq 1 "$ROUNDS"); do
-    for s in "${SERVERS[@]}"; do
+    for s in $(in_turn "$round"); do
         out="$RUN_DIR/wrk-$s-$round.txt"
         log "round $round/$ROUNDS: wrk -t2 -c$CONNS -d$DURATION $s"
         wrk -t2 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:${PORT[$s]}/1k.bin" >"$out" 2>&1 || true
@@ -218,7 +219,7 @@ done
 # One download takes tens of milliseconds and varies a lot from one to the next on a shared
 # machine, so each round downloads DOWNLOADS times per server (interleaved) for a steadier median.
 for round in $(seq 1 $((ROUNDS * DOWNLOADS))); do
-    for s in "${SERVERS[@]}"; do
+    for s in $(in_turn "$round"); do
         log "download $round/$((ROUNDS * DOWNLOADS)): curl 64 MiB from $s"
         read -r speed size code < <(curl -s -o /dev/null -w '%{speed_download} %{size_download} %{http_code}\n' \
             "http://127.0.0.1:${PORT[$s]}/64m.bin")

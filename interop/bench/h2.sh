@@ -297,13 +297,13 @@ run_wrk() {
 }
 
 for round in $(seq 1 "$ROUNDS"); do
-    for s in "${SERVERS[@]}"; do
+    for s in $(in_turn "$round"); do
         run_h2load "$s" h2 "https://127.0.0.1:${PORT[$s]}/1k.bin" "$round" H2
     done
-    for s in "${SERVERS[@]}"; do
+    for s in $(in_turn "$round"); do
         run_downloads "$s" "$round"
     done
-    for s in "${SERVERS[@]}"; do
+    for s in $(in_turn "$round"); do
         run_wrk "$s" "$round"
     done
     for s in "${H2C_SERVERS[@]}"; do

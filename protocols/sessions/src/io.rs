@@ -64,15 +64,6 @@ impl<S> Prefixed<S> {
     pub fn new(prefix: BytesMut, inner: S) -> Self {
         Prefixed { prefix, inner }
     }
-
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner stream and whatever of the prefix has not been read yet.
-    pub fn into_parts(self) -> (BytesMut, S) {
-        (self.prefix, self.inner)
-    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {

@@ -692,21 +692,30 @@ fn error_response(status: StatusCode) -> Response {
 /// RFC 9113 §8.2.2: "An endpoint MUST NOT generate an HTTP/2 message containing
 /// connection-specific header fields. [...] Connection, Proxy-Connection, Keep-Alive,
 /// Transfer-Encoding, and Upgrade" and "TE [...] MUST NOT contain any value other than
-/// 'trailers'". Also drops the fields the session itself sets (framing, Date, Server).
+/// 'trailers'". Also drops `Content-Length`, which the session derives from the body.
 fn strip_connection_fields(headers: &mut HeaderMap) {
-    const DROP: [HeaderName; 7] = [
+    // One pass over the names (no hashing) answers the usual case, where services set none of
+    // these; the removals below run only when one is present. `Date` and `Server` need no
+    // removal: the caller `insert`s them, which replaces every earlier value.
+    let connection_specific = |name: &HeaderName| {
+        name == header::CONNECTION
+            || name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == header::TE
+            || name == header::CONTENT_LENGTH
+            || name == "keep-alive"
+            || name == "proxy-connection"
+    };
+    if !headers.keys().any(connection_specific) {
+        return;
+    }
+    for name in [
         header::CONNECTION,
         header::TRANSFER_ENCODING,
         header::UPGRADE,
         header::TE,
         header::CONTENT_LENGTH,
-        header::DATE,
-        header::SERVER,
-    ];
-    if headers.is_empty() {
-        return;
-    }
-    for name in DROP {
+    ] {
         headers.remove(name);
     }
     headers.remove("keep-alive");

@@ -263,6 +263,8 @@ impl H2Conn {
                         Verdict::Flood(_) => h2::Reason::ENHANCE_YOUR_CALM,
                         Verdict::FrameSize { .. } => h2::Reason::FRAME_SIZE_ERROR,
                         Verdict::NoSettingsFirst { .. } => h2::Reason::PROTOCOL_ERROR,
+                        Verdict::FlowControl { .. } => h2::Reason::FLOW_CONTROL_ERROR,
+                        Verdict::Compression { .. } => h2::Reason::COMPRESSION_ERROR,
                     };
                     tracing::info!(%peer, ?verdict, %reason, "HTTP/2 connection error: GOAWAY");
                     // Nothing more is read; streams in progress end with the connection.

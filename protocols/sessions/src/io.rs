@@ -382,7 +382,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                 .guard
                 .observe(&buf.filled()[before..], std::time::Instant::now())
             {
-                if let Verdict::FrameSize { at } | Verdict::NoSettingsFirst { at } = verdict {
+                if let Some(at) = verdict.at() {
                     buf.set_filled(before + at);
                 }
                 this.alarm.seen.set(Some(verdict));

@@ -5,12 +5,19 @@
 //! * **Floods.** Count the frames that cost us work but carry no request: PING, SETTINGS,
 //!   PRIORITY and empty DATA frames (the "ping flood", "settings flood", "resource loop" and
 //!   "0-length headers/data" attacks, CVE-2019-9512/9515/9516/9518).
-//! * **Frame-level connection errors the library reports with the wrong code.** RFC 9113 fixes
-//!   the length of PING (8), RST_STREAM and WINDOW_UPDATE (4), SETTINGS (a multiple of 6, and
-//!   empty when ACK) and GOAWAY (at least 8), and makes any other length a connection error of
-//!   type FRAME_SIZE_ERROR (§6.4, §6.5, §6.7, §6.8, §6.9); the first frame after the preface
-//!   must be SETTINGS, else PROTOCOL_ERROR (§3.4). The guard says where the offending frame
-//!   starts, so the session can withhold it from the library and answer GOAWAY itself.
+//! * **Connection errors the library reports with the wrong code.** RFC 9113 fixes the length
+//!   of PING (8), RST_STREAM and WINDOW_UPDATE (4), SETTINGS (a multiple of 6, and empty when
+//!   ACK) and GOAWAY (at least 8), and makes any other length a connection error of type
+//!   FRAME_SIZE_ERROR (§6.4, §6.5, §6.7, §6.8, §6.9); the first frame after the preface must be
+//!   SETTINGS, else PROTOCOL_ERROR (§3.4); SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1 is a
+//!   FLOW_CONTROL_ERROR (§6.5.2); a header block that does not decode is a COMPRESSION_ERROR
+//!   (RFC 9113 §4.3, RFC 7541). The guard says where the offending frame starts, so the session
+//!   can withhold it from the library and answer GOAWAY itself.
+//!
+//! To tell a bad header block from a good one the guard checks every complete block with
+//! [`HpackCheck`], in order, so its dynamic table sizes stay in step with the library's decoder. When in doubt (a block too large to
+//! follow, a frame the library will reject for other reasons) the guard stops decoding for the
+//! rest of the connection rather than risk a false alarm; the library's own checks still apply.
 //!
 //! RFC 9113 §10.5: "An endpoint that doesn't monitor use of these features exposes itself to a
 //! risk of denial of service. Implementations SHOULD track the use of these features and set
@@ -24,18 +31,36 @@
 
 use std::time::{Duration, Instant};
 
+use crate::hpack::HpackCheck;
+
 const PREFACE_LEN: usize = 24;
 const FRAME_HEADER_LEN: usize = 9;
 
 const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
 const PRIORITY: u8 = 0x2;
 const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
 const WINDOW_UPDATE: u8 = 0x8;
+const CONTINUATION: u8 = 0x9;
 const FLAG_ACK: u8 = 0x1;
 const FLAG_END_STREAM: u8 = 0x1;
+const FLAG_END_HEADERS: u8 = 0x4;
+const FLAG_PADDED: u8 = 0x8;
+const FLAG_PRIORITY: u8 = 0x20;
+
+/// RFC 9113 §6.5.2: the SETTINGS identifier of SETTINGS_INITIAL_WINDOW_SIZE.
+const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
+/// §6.9.1: the largest flow-control window.
+const MAX_WINDOW: u32 = (1 << 31) - 1;
+/// The dynamic table size the server's decoder allows (the library advertises no other value,
+/// so the RFC 7541 default applies).
+const HEADER_TABLE_SIZE: usize = 4096;
+/// The largest header block (or SETTINGS payload) the guard reads. Past it the guard stops
+/// decoding header blocks for the connection; the library's header-list limit still applies.
+const MAX_FOLLOWED: usize = 1 << 20;
 
 /// The frames we budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +81,25 @@ pub enum Verdict {
     FrameSize { at: usize },
     /// The preface was not followed by SETTINGS: GOAWAY PROTOCOL_ERROR, same `at`.
     NoSettingsFirst { at: usize },
+    /// SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1: GOAWAY FLOW_CONTROL_ERROR, same `at`.
+    FlowControl { at: usize },
+    /// A header block that is not valid HPACK: GOAWAY COMPRESSION_ERROR. `at` is where the
+    /// frame that ended the block starts.
+    Compression { at: usize },
+}
+
+impl Verdict {
+    /// Where the offending frame starts in the slice just observed, for verdicts about one
+    /// frame: the session hands the library nothing from there on.
+    pub fn at(&self) -> Option<usize> {
+        match *self {
+            Verdict::Flood(_) => None,
+            Verdict::FrameSize { at }
+            | Verdict::NoSettingsFirst { at }
+            | Verdict::FlowControl { at }
+            | Verdict::Compression { at } => Some(at),
+        }
+    }
 }
 
 /// Budgets per window. Legitimate clients send a handful of each per connection.
@@ -79,7 +123,6 @@ impl Default for FloodLimits {
 }
 
 /// Follows the client's frames; see the module docs.
-#[derive(Debug)]
 pub struct FrameGuard {
     limits: FloodLimits,
     /// Preface bytes still to skip.
@@ -92,6 +135,30 @@ pub struct FrameGuard {
     counts: [u32; 4],
     /// Whether the first frame after the preface is still to come.
     first_frame: bool,
+    /// Type and flags of the frame whose payload is being read.
+    kind: u8,
+    flags: u8,
+    /// Whether that payload is kept (SETTINGS, HEADERS, CONTINUATION) rather than skipped.
+    keep: bool,
+    payload: Vec<u8>,
+    /// Where the current frame starts in the slice being observed (0: in an earlier one).
+    frame_start: usize,
+    /// The header block being assembled from HEADERS and CONTINUATION fragments.
+    block: Vec<u8>,
+    /// Whether a HEADERS frame without END_HEADERS left a block open.
+    block_open: bool,
+    /// The HPACK check; `None` once the guard has stopped following header blocks.
+    hpack: Option<HpackCheck>,
+}
+
+impl std::fmt::Debug for FrameGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameGuard")
+            .field("counts", &self.counts)
+            .field("block_open", &self.block_open)
+            .field("decoding", &self.hpack.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl FrameGuard {
@@ -106,6 +173,14 @@ impl FrameGuard {
             window_start: None,
             counts: [0; 4],
             first_frame: true,
+            kind: 0,
+            flags: 0,
+            keep: false,
+            payload: Vec::new(),
+            frame_start: 0,
+            block: Vec::new(),
+            block_open: false,
+            hpack: Some(HpackCheck::new(HEADER_TABLE_SIZE)),
         }
     }
 
@@ -114,13 +189,23 @@ impl FrameGuard {
         let skip = self.preface_left.min(all.len());
         self.preface_left -= skip;
         let mut bytes = &all[skip..];
+        // A frame still being read began in an earlier slice, all of which the library has.
+        self.frame_start = 0;
         while !bytes.is_empty() {
             // Where the frame header being completed began, within `all`.
             let header_start = (all.len() - bytes.len()).saturating_sub(self.header_len);
             if self.payload_left > 0 {
-                let skip = self.payload_left.min(bytes.len());
-                self.payload_left -= skip;
-                bytes = &bytes[skip..];
+                let take = self.payload_left.min(bytes.len());
+                if self.keep {
+                    self.payload.extend_from_slice(&bytes[..take]);
+                }
+                self.payload_left -= take;
+                bytes = &bytes[take..];
+                if self.payload_left == 0 && self.keep {
+                    if let Some(verdict) = self.payload_read() {
+                        return Some(verdict);
+                    }
+                }
                 continue;
             }
             let take = (FRAME_HEADER_LEN - self.header_len).min(bytes.len());
@@ -134,6 +219,7 @@ impl FrameGuard {
             let [l0, l1, l2, kind, flags, ..] = self.header;
             let len = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
             self.payload_left = len;
+            self.frame_start = header_start;
             if std::mem::take(&mut self.first_frame) && kind != SETTINGS {
                 // §3.4: "The server connection preface consists of a potentially empty SETTINGS
                 // frame [...] that MUST be the first frame the server sends"; the client's likewise.
@@ -154,8 +240,96 @@ impl FrameGuard {
                     return Some(Verdict::Flood(flood));
                 }
             }
+            self.kind = kind;
+            self.flags = flags;
+            self.keep = match kind {
+                SETTINGS => flags & FLAG_ACK == 0,
+                HEADERS | CONTINUATION => self.hpack.is_some(),
+                _ => false,
+            };
+            if self.keep && len > MAX_FOLLOWED {
+                self.keep = false;
+                self.stop_decoding();
+            }
+            self.payload.clear();
+            if self.keep && len == 0 {
+                if let Some(verdict) = self.payload_read() {
+                    return Some(verdict);
+                }
+            }
         }
         None
+    }
+
+    /// The kept payload of the current frame is complete.
+    fn payload_read(&mut self) -> Option<Verdict> {
+        let at = self.frame_start;
+        match self.kind {
+            SETTINGS => {
+                // §6.5.2: "Values above the maximum flow-control window size of 2^31-1 MUST be
+                // treated as a connection error of type FLOW_CONTROL_ERROR."
+                let too_large = self.payload.chunks_exact(6).any(|setting| {
+                    let id = u16::from_be_bytes([setting[0], setting[1]]);
+                    let value =
+                        u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]);
+                    id == SETTINGS_INITIAL_WINDOW_SIZE && value > MAX_WINDOW
+                });
+                too_large.then_some(Verdict::FlowControl { at })
+            }
+            HEADERS => {
+                if self.block_open {
+                    // §6.10: a new HEADERS inside an open block; the library ends the connection.
+                    self.stop_decoding();
+                    return None;
+                }
+                let Some(fragment) = header_fragment(&self.payload, self.flags) else {
+                    // Padding or priority fields that do not fit: the library's PROTOCOL_ERROR.
+                    self.stop_decoding();
+                    return None;
+                };
+                self.block.clear();
+                self.block.extend_from_slice(fragment);
+                self.block_open = true;
+                self.block_fragment_read(at)
+            }
+            CONTINUATION => {
+                if !self.block_open {
+                    // §6.10: a CONTINUATION with no block open; the library's PROTOCOL_ERROR.
+                    self.stop_decoding();
+                    return None;
+                }
+                if self.block.len() + self.payload.len() > MAX_FOLLOWED {
+                    self.stop_decoding();
+                    return None;
+                }
+                self.block.extend_from_slice(&self.payload);
+                self.block_fragment_read(at)
+            }
+            _ => None,
+        }
+    }
+
+    /// Decode the block once its last fragment (END_HEADERS) is in.
+    fn block_fragment_read(&mut self, at: usize) -> Option<Verdict> {
+        if self.flags & FLAG_END_HEADERS == 0 {
+            return None;
+        }
+        self.block_open = false;
+        let check = self.hpack.as_mut()?;
+        match check.block(&self.block) {
+            Ok(()) => None,
+            Err(_) => {
+                self.stop_decoding();
+                Some(Verdict::Compression { at })
+            }
+        }
+    }
+
+    /// Stop following header blocks for the rest of the connection.
+    fn stop_decoding(&mut self) {
+        self.hpack = None;
+        self.block = Vec::new();
+        self.block_open = false;
     }
 
     /// Count one frame; true when its budget for the current window is exceeded.
@@ -174,6 +348,22 @@ impl FrameGuard {
         self.counts[slot] += 1;
         self.counts[slot] > limit
     }
+}
+
+/// The header block fragment of a HEADERS payload: without the pad length, the priority fields
+/// and the padding (RFC 9113 §6.2). `None` when they do not fit.
+fn header_fragment(payload: &[u8], flags: u8) -> Option<&[u8]> {
+    let mut fragment = payload;
+    let mut padding = 0;
+    if flags & FLAG_PADDED != 0 {
+        let (&pad, rest) = fragment.split_first()?;
+        padding = usize::from(pad);
+        fragment = rest;
+    }
+    if flags & FLAG_PRIORITY != 0 {
+        fragment = fragment.get(5..)?;
+    }
+    fragment.get(..fragment.len().checked_sub(padding)?)
 }
 
 /// Frame lengths RFC 9113 allows per type (others are checked by the library).
@@ -217,6 +407,10 @@ mod tests {
         out
     }
 
+    /// `:method GET`, `:scheme http`, `:path /` (static table), then `:authority: localhost` as
+    /// a literal added to the dynamic table (RFC 7541 §6.2.1).
+    const GET_BLOCK: &[u8] = b"\x82\x86\x84\x41\x09localhost";
+
     fn limits(n: u32) -> FloodLimits {
         FloodLimits {
             window: Duration::from_secs(1),
@@ -245,7 +439,7 @@ mod tests {
         for _ in 0..50 {
             bytes.extend(frame(PING, FLAG_ACK, 0, &[0; 8]));
             bytes.extend(frame(SETTINGS, FLAG_ACK, 0, &[]));
-            bytes.extend(frame(0x1, 0x5, 1, b"headers"));
+            bytes.extend(frame(HEADERS, 0x5, 1, GET_BLOCK));
             bytes.extend(frame(DATA, 0, 1, b"data"));
             bytes.extend(frame(DATA, FLAG_END_STREAM, 1, &[]));
             bytes.extend(frame(0x8, 0, 0, &[0, 0, 1, 0]));
@@ -351,5 +545,124 @@ mod tests {
             guard.observe(&bytes, Instant::now()),
             Some(Verdict::NoSettingsFirst { at: 24 })
         );
+    }
+
+    /// The verdict for `bytes` sent after the preface and a PING, and where they started.
+    fn verdict_after_ping(bytes: &[u8]) -> (Option<Verdict>, usize) {
+        let mut guard = FrameGuard::new(limits(100));
+        let now = Instant::now();
+        assert_eq!(guard.observe(PREFACE, now), None);
+        let mut all = frame(PING, 0, 0, &[1; 8]);
+        let at = all.len();
+        all.extend_from_slice(bytes);
+        (guard.observe(&all, now), at)
+    }
+
+    #[test]
+    fn header_blocks_that_do_not_decode_are_compression_errors() {
+        let cases: [(&str, &[u8]); 7] = [
+            // RFC 7541 §2.3.3: an index past both tables.
+            ("index 70", b"\x82\xc6"),
+            // §6.1: index 0 is not used.
+            ("index 0", b"\x80"),
+            // §6.2: a literal naming a field past the tables.
+            ("name index 70", b"\x7f\x07\x01x"),
+            // §5.1: an integer far larger than anything in a block.
+            (
+                "integer overflow",
+                b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",
+            ),
+            // §4.2: a table size update must precede the fields.
+            ("size update at the end", b"\x82\x86\x84\x20"),
+            // §5.2: EOS inside a Huffman string; padding longer than 7 bits; zero padding.
+            ("Huffman EOS", b"\x82\x86\x84\x7a\x84\xff\xff\xff\xff"),
+            ("Huffman padding", b"\x82\x86\x84\x7a\x82\x1f\xff"),
+        ];
+        for (what, block) in cases {
+            let (verdict, at) = verdict_after_ping(&frame(HEADERS, 0x5, 1, block));
+            assert_eq!(verdict, Some(Verdict::Compression { at }), "{what}");
+        }
+        // §6.3 / §4.2: a size update above SETTINGS_HEADER_TABLE_SIZE.
+        let (verdict, at) = verdict_after_ping(&frame(HEADERS, 0x5, 1, b"\x3f\xe2\x1f\x82"));
+        assert_eq!(
+            verdict,
+            Some(Verdict::Compression { at }),
+            "size update to 4097"
+        );
+    }
+
+    #[test]
+    fn valid_blocks_pass_and_the_dynamic_table_stays_in_step() {
+        let mut bytes = frame(HEADERS, 0x5, 1, GET_BLOCK);
+        // Index 62 is the first dynamic entry: `:authority: localhost` from the first block.
+        bytes.extend(frame(HEADERS, 0x5, 3, b"\x82\x86\x84\xbe"));
+        // A size update to 0 at the start of a block is fine and empties the table.
+        bytes.extend(frame(HEADERS, 0x5, 5, b"\x20\x82\x86\x84"));
+        assert_eq!(verdict_after_ping(&bytes).0, None);
+        // ... after which index 62 no longer exists.
+        bytes.extend(frame(HEADERS, 0x5, 7, b"\x82\x86\x84\xbe"));
+        let at = bytes.len() - (FRAME_HEADER_LEN + 4);
+        let (verdict, start) = verdict_after_ping(&bytes);
+        assert_eq!(verdict, Some(Verdict::Compression { at: start + at }));
+    }
+
+    #[test]
+    fn padding_and_priority_fields_are_not_part_of_the_block() {
+        let mut payload = vec![3]; // pad length
+        payload.extend([0, 0, 0, 0, 16]); // priority: stream dependency and weight
+        payload.extend_from_slice(GET_BLOCK);
+        payload.extend([0, 0, 0]);
+        let flags = FLAG_END_STREAM | FLAG_END_HEADERS | FLAG_PADDED | FLAG_PRIORITY;
+        assert_eq!(
+            verdict_after_ping(&frame(HEADERS, flags, 1, &payload)).0,
+            None
+        );
+    }
+
+    #[test]
+    fn a_block_continued_across_frames_and_reads_is_decoded_whole() {
+        let block = b"\x82\x86\x84\xc6";
+        let mut bytes = frame(HEADERS, FLAG_END_STREAM, 1, &block[..2]);
+        bytes.extend(frame(CONTINUATION, 0, 1, &block[2..3]));
+        let last = bytes.len();
+        bytes.extend(frame(CONTINUATION, FLAG_END_HEADERS, 1, &block[3..]));
+        let (verdict, at) = verdict_after_ping(&bytes);
+        assert_eq!(verdict, Some(Verdict::Compression { at: at + last }));
+
+        // Byte by byte, the verdict comes with the last byte, at its start.
+        let mut guard = FrameGuard::new(limits(100));
+        let now = Instant::now();
+        guard.observe(PREFACE, now);
+        let verdicts: Vec<_> = bytes
+            .iter()
+            .filter_map(|b| guard.observe(std::slice::from_ref(b), now))
+            .collect();
+        assert_eq!(verdicts, [Verdict::Compression { at: 0 }]);
+    }
+
+    #[test]
+    fn an_initial_window_above_the_maximum_is_a_flow_control_error() {
+        let mut settings = Vec::new();
+        settings.extend(0x4u16.to_be_bytes());
+        settings.extend((1u32 << 31).to_be_bytes());
+        let (verdict, at) = verdict_after_ping(&frame(SETTINGS, 0, 0, &settings));
+        assert_eq!(verdict, Some(Verdict::FlowControl { at }));
+
+        let mut settings = Vec::new();
+        settings.extend(0x4u16.to_be_bytes());
+        settings.extend(((1u32 << 31) - 1).to_be_bytes());
+        assert_eq!(
+            verdict_after_ping(&frame(SETTINGS, 0, 0, &settings)).0,
+            None
+        );
+    }
+
+    #[test]
+    fn a_block_too_large_to_follow_stops_decoding_without_a_verdict() {
+        let huge = vec![0x82; MAX_FOLLOWED + 1];
+        let mut bytes = frame(HEADERS, FLAG_END_HEADERS, 1, &huge);
+        // Not decoded any more: even a bad block passes (the library judges it).
+        bytes.extend(frame(HEADERS, FLAG_END_HEADERS, 3, b"\x80"));
+        assert_eq!(verdict_after_ping(&bytes).0, None);
     }
 }

@@ -17,6 +17,7 @@ pub mod chunked;
 pub mod h1;
 pub mod h2c;
 pub mod h2guard;
+pub mod hpack;
 pub mod response;
 pub mod sniff;
 

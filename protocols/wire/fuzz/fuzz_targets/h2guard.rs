@@ -1,8 +1,9 @@
 //! Fuzz target: the HTTP/2 frame guard on arbitrary client bytes, whole and split.
 //!
-//! Properties: it never panics; a verdict's `at` lies within the slice it was given; and the
-//! verdict does not depend on how the bytes were split into reads (the same first verdict, at
-//! the same absolute offset, whether fed whole or in the pieces the first byte chooses).
+//! Properties: it never panics; a verdict's `at` lies within the slice it was given; the verdict
+//! does not depend on how the bytes were split into reads (the same kind of first verdict,
+//! whether fed whole or in the pieces the first byte chooses); and however the bytes were
+//! split, what the library is handed stops before the end of the frame blamed.
 
 #![no_main]
 
@@ -17,13 +18,10 @@ fn first_verdict(data: &[u8], piece: usize, now: Instant) -> Option<(Verdict, Op
     let mut offset = 0;
     for chunk in data.chunks(piece.max(1)) {
         if let Some(verdict) = guard.observe(chunk, now) {
-            let at = match verdict {
-                Verdict::FrameSize { at } | Verdict::NoSettingsFirst { at } => {
-                    assert!(at <= chunk.len(), "at {at} beyond a read of {}", chunk.len());
-                    Some(offset + at)
-                }
-                Verdict::Flood(_) => None,
-            };
+            let at = verdict.at().map(|at| {
+                assert!(at <= chunk.len(), "at {at} beyond a read of {}", chunk.len());
+                offset + at
+            });
             return Some((verdict, at));
         }
         offset += chunk.len();
@@ -41,11 +39,15 @@ fuzz_target!(|data: &[u8]| {
     match (whole, split) {
         (None, None) => {}
         (Some((a, None)), Some((b, None))) => assert_eq!(a, b),
-        // A frame header split across reads is blamed from the start of the read that
-        // completes it; whole, it is blamed where it starts: never later.
+        // Whole, a frame is blamed where it starts (`x`). Split, it is blamed from the start
+        // of the read that completes its header or payload (`y`): at most a header's length
+        // earlier, and never so late that the library already holds the whole frame.
         (Some((a, Some(x))), Some((b, Some(y)))) => {
             assert_eq!(std::mem::discriminant(&a), std::mem::discriminant(&b));
-            assert!(y <= x + 9 && x <= y + 9, "whole at {x}, split at {y}");
+            let header = &rest[x..x + 9];
+            let len = usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+            let end = x + 9 + len;
+            assert!(x <= y + 9 && y < end, "whole at {x}, split at {y}, frame ends at {end}");
         }
         (a, b) => panic!("verdict depends on the split: whole {a:?}, split {b:?}"),
     }

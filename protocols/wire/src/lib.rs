@@ -13,9 +13,7 @@
 //! | [`chunked`] | chunked request bodies (RFC 9112 §7.1) | bodies over the limit, sloppy line ends |
 //! | [`response`] | response heads | to let callers' headers contradict the framing |
 //! | [`peer`] | a seed's BitTorrent peer-wire session (BEP 3, 9, 10) | oversized messages, long or out-of-range requests, floods |
-//! | [`choke`] | round-robin upload slots, upload rate limit | more unchoked peers than the cap |
 
-pub mod choke;
 pub mod chunked;
 pub mod h1;
 pub mod h2c;

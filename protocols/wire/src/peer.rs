@@ -6,7 +6,7 @@
 //! 1. every length prefix read goes through [`PeerWire::check_length`] *before* the body is
 //!    awaited (a peer cannot make us buffer a 4 GiB "message");
 //! 2. every decoded message goes to [`PeerWire::handle_message`];
-//! 3. the choke decision of the shared [`Choker`](crate::choke::Choker) goes to
+//! 3. the choke decision of the shared choker (the torrent service's) goes to
 //!    [`PeerWire::set_choked`] whenever [`PeerWire::interested`] may have changed it;
 //! 4. [`PeerWire::poll_transmit`] yields what to write, in order, until `None`;
 //! 5. at [`PeerWire::poll_timeout`], [`PeerWire::handle_timeout`] sends keep-alives and ends
@@ -156,7 +156,7 @@ pub enum Violation {
     RequestFlood,
     /// More pending metadata requests than we answer.
     MetadataFlood,
-    /// A bitfield that is not the first message or has the wrong length.
+    /// A bitfield of the wrong length.
     BadBitfield,
     /// A `piece` we never asked for.
     UnsolicitedPiece,
@@ -176,7 +176,7 @@ impl fmt::Display for Violation {
             } => write!(f, "request {index}:{begin}+{length} is outside the torrent"),
             Violation::RequestFlood => f.write_str("request queue overflow"),
             Violation::MetadataFlood => f.write_str("too many metadata requests"),
-            Violation::BadBitfield => f.write_str("misplaced or malformed bitfield"),
+            Violation::BadBitfield => f.write_str("bitfield of the wrong length"),
             Violation::UnsolicitedPiece => f.write_str("piece we never requested"),
             Violation::Idle => f.write_str("idle timeout"),
         }
@@ -202,8 +202,6 @@ pub struct PeerWire {
     metadata: VecDeque<Transmit>,
     /// The peer's id for `ut_metadata` (from its BEP 10 handshake).
     peer_ut_metadata: Option<u8>,
-    /// Anything received yet (a bitfield is only allowed first).
-    seen_message: bool,
     last_received: Instant,
     last_sent: Instant,
 }
@@ -240,7 +238,6 @@ impl PeerWire {
             control,
             metadata: VecDeque::new(),
             peer_ut_metadata: None,
-            seen_message: false,
             last_received: now,
             last_sent: now,
         }
@@ -283,10 +280,6 @@ impl PeerWire {
     /// One decoded message from the peer.
     pub fn handle_message(&mut self, msg: &Message<'_>, now: Instant) -> Result<(), Violation> {
         self.last_received = now;
-        let first = !self.seen_message;
-        if !matches!(msg, Message::KeepAlive) {
-            self.seen_message = true;
-        }
         match msg {
             Message::KeepAlive | Message::Choke | Message::Unchoke => {}
             Message::Interested => self.interested = true,
@@ -303,8 +296,10 @@ impl PeerWire {
                 }
             }
             Message::Bitfield(bits) => {
+                // BEP 3 puts the bitfield first, but aria2 sends another one mid-connection;
+                // to a seed it is harmless, so only a wrong length is refused.
                 let expected = self.shape.pieces().div_ceil(8) as usize;
-                if !first || bits.as_ref().len() != expected {
+                if bits.as_ref().len() != expected {
                     return Err(Violation::BadBitfield);
                 }
             }
@@ -653,15 +648,14 @@ mod tests {
             w.check_length(64 * 1024 + 1),
             Err(Violation::Oversized(65537))
         );
-        // A bitfield is accepted only first, only at the right length.
+        // A bitfield is accepted at the right length, also late (aria2 resends one).
         let mut w = PeerWire::new(SHAPE, limits, false, now);
-        w.handle_message(&Message::KeepAlive, now).unwrap();
+        w.handle_message(&ext_handshake(Some(2)), now).unwrap();
         w.handle_message(&Message::Bitfield(ByteBuf(&[0xf0])), now)
             .unwrap();
-        assert_eq!(
-            w.handle_message(&Message::Bitfield(ByteBuf(&[0xf0])), now),
-            Err(Violation::BadBitfield)
-        );
+        w.handle_message(&Message::Have(1), now).unwrap();
+        w.handle_message(&Message::Bitfield(ByteBuf(&[0x10])), now)
+            .unwrap();
     }
 
     fn ext_handshake(ut_metadata: Option<u8>) -> Message<'static> {

@@ -190,6 +190,10 @@ impl PeerConn {
         let mut drain = self.env.drain.watch();
         let mut out = BytesMut::with_capacity(WRITE_BATCH + 32 * 1024);
         loop {
+            // A peer that keeps us busy sending still stops at the drain.
+            if self.env.draining() {
+                return End::Refused("server draining".into());
+            }
             // 1. Everything the socket has, without waiting.
             loop {
                 self.inbuf.reserve(64 * 1024);

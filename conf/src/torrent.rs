@@ -13,7 +13,7 @@
 //! upload_rate = "50MiB"         # bytes per second over the peer wire (process-wide); default unlimited
 //! announce_interval = "120s"    # the tracker's `interval`; peers silent for 2 intervals expire
 //! peers_per_answer = 50         # most peers in one announce answer (besides this server)
-//! request_queue = 250           # outstanding block requests one peer may have
+//! request_queue = 2000          # outstanding block requests one peer may have (libtorrent's default)
 //! hash_threads = 2              # files hashed in parallel; default min(2, cores)
 //! hash_at_start = true          # hash every served file at start (logs progress); default true
 //! ```
@@ -70,7 +70,7 @@ impl Default for TorrentConfig {
             upload_rate: None,
             announce_interval: Duration::from_secs(120),
             peers_per_answer: 50,
-            request_queue: 250,
+            request_queue: 2000,
             hash_threads: crate::default_workers().clamp(1, 2),
             hash_at_start: true,
         }

@@ -3,7 +3,7 @@
 
 Runs under Debian's /usr/bin/python3 (python3-libtorrent is only installed for it). Everything
 that could reach beyond loopback is off: DHT, local service discovery, UPnP, NAT-PMP; uTP is
-off too (slow on loopback), so peers speak TCP only.
+off too (slow on loopback), so peers speak TCP only, and outgoing handshakes are plain (no MSE).
 
   lt_client.py --torrent F | --magnet URI  --save DIR  [--peer HOST:PORT]... [--no-webseed]
                [--no-tracker] [--listen PORT] [--ready FILE] [--stay SECONDS] [--timeout S]
@@ -33,6 +33,10 @@ def session(listen_port):
         "enable_outgoing_utp": False,
         "enable_incoming_utp": False,
         "enable_outgoing_tcp": True,
+        # Plain BitTorrent handshakes only: libtorrent otherwise opens with an encrypted (MSE)
+        # handshake and retries in plain a second later when the peer does not speak MSE.
+        "out_enc_policy": int(lt.enc_policy.disabled),
+        "in_enc_policy": int(lt.enc_policy.enabled),
         "enable_incoming_tcp": True,
         # Every peer of these tests lives on 127.0.0.1.
         "allow_multiple_connections_per_ip": True,

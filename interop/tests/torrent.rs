@@ -508,7 +508,7 @@ fn hostile_peers_are_disconnected_while_a_good_peer_keeps_downloading() {
         (
             "request flood while choked",
             with(
-                &(0..400)
+                &(0..2100)
                     .flat_map(|_| request(0, 0, 16384))
                     .collect::<Vec<u8>>(),
             ),

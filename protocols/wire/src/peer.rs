@@ -96,7 +96,7 @@ pub struct PeerLimits {
 impl Default for PeerLimits {
     fn default() -> Self {
         PeerLimits {
-            request_queue: 250,
+            request_queue: 2000,
             idle_timeout: Duration::from_secs(120),
         }
     }
@@ -478,7 +478,7 @@ mod tests {
             vec![
                 Transmit::ExtendedHandshake {
                     metadata_size: 20_000,
-                    reqq: 250
+                    reqq: 2000
                 },
                 Transmit::Bitfield(vec![0b1111_0000]),
             ]

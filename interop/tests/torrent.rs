@@ -11,7 +11,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use switchyard_interop::{
-    Server, WebRoot, config, curl, pseudo_random, sha256, sha256_file, toml_path, workspace_root,
+    Server, Signal, WebRoot, config, curl, pseudo_random, sha256, sha256_file, toml_path,
+    workspace_root,
 };
 
 /// Bounds every client run; a working download here takes seconds.
@@ -531,4 +532,27 @@ fn hostile_peers_are_disconnected_while_a_good_peer_keeps_downloading() {
             "{name}: no `{reason}` in the log:\n{log}"
         );
     }
+}
+
+#[test]
+fn sigterm_ends_peer_sessions_and_the_process_promptly() {
+    let www = WebRoot::new();
+    www.file("a.bin", pseudo_random(300_000, 3));
+    let mut server = seed(&www, "");
+    let hash = info_hash(&magnet(&server, "/a.bin.magnet"));
+    // A peer mid-session: handshake answered, interested, unchoked.
+    let mut peer = TcpStream::connect(server.addr()).expect("connect");
+    peer.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    peer.write_all(&[handshake(&hash), message(2, &[])].concat())
+        .expect("send handshake");
+    let mut reply = [0u8; 68];
+    peer.read_exact(&mut reply).expect("handshake answered");
+    assert_eq!(&reply[28..48], &hash);
+    server.signal(Signal::TERM);
+    // The session ends at the drain instead of holding the process for `timeouts.shutdown`.
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let mut rest = Vec::new();
+    let _ = peer.read_to_end(&mut rest);
 }

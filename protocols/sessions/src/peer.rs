@@ -33,7 +33,7 @@ use switchyard_services::torrent::{Seeded, TorrentStore};
 use switchyard_wire::peer::{METADATA_PIECE, PeerLimits, PeerWire, TorrentShape, Transmit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 
 use crate::{ConnGuard, SessionEnv};
 
@@ -147,9 +147,10 @@ impl PeerConn {
 
     /// Read the peer's handshake, find its torrent, answer with ours (BEP 3).
     async fn handshake(&mut self, store: &TorrentStore) -> Result<(Arc<Seeded>, bool), End> {
-        let limit = self.env.timeouts.sniff;
+        // The whole handshake within `timeouts.sniff`, however slowly it trickles in.
+        let deadline = Instant::now() + self.env.timeouts.sniff;
         while self.inbuf.len() < HANDSHAKE_LEN {
-            match timeout(limit, self.stream.read_buf(&mut self.inbuf)).await {
+            match timeout_at(deadline, self.stream.read_buf(&mut self.inbuf)).await {
                 Ok(Ok(0)) => return Err(End::Closed),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(End::Io(e)),

@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -291,8 +292,13 @@ impl PeerConn {
             if self.inbuf.len() < total {
                 return Ok(());
             }
-            let (msg, used) = Message::deserialize(&self.inbuf[..total], &[])
-                .map_err(|e| End::Refused(format!("bad message: {e}")))?;
+            // The codec is third-party code on peer bytes: a panic in it (its bencode integer
+            // parsing overflows on long digit runs when overflow checks are on, found by
+            // fuzzing) ends this peer, not the worker.
+            let frame = &self.inbuf[..total];
+            let decoded = catch_unwind(AssertUnwindSafe(|| Message::deserialize(frame, &[])))
+                .map_err(|_| End::Refused("bad message: the decoder panicked".into()))?;
+            let (msg, used) = decoded.map_err(|e| End::Refused(format!("bad message: {e}")))?;
             if used != total {
                 return Err(End::Refused("message length mismatch".into()));
             }

@@ -5,7 +5,8 @@
 #
 # On a fresh Debian 12 machine (as root) it first installs what the tests need: the Rust toolchain
 # (rustup, stable, with clippy and rustfmt) when cargo is missing, build tools, and the independent
-# clients the integration tests drive (curl, openssl, nghttp2-client, python3-venv). It then builds the release binary, runs every
+# clients the integration tests drive (curl, openssl, nghttp2-client, python3-venv, aria2 and
+# python3-libtorrent for BitTorrent). It then builds the release binary, runs every
 # test of the workspace in the release profile (so the workspace is compiled once), the HTTP/2
 # conformance suite (interop/conformance/h2), clippy, rustfmt,
 # and the fuzz smoke run when a fuzz crate provides one. Every step runs even after an earlier one
@@ -34,6 +35,7 @@ declare -A NEED=(
     [sha256sum]=coreutils
     [cc]=build-essential
     [pkg-config]=pkg-config
+    [aria2c]=aria2
 )
 
 install_prerequisites() {
@@ -44,6 +46,10 @@ install_prerequisites() {
     # librqbit-core's default sha1 backend links OpenSSL.
     if ! pkg-config --exists openssl 2>/dev/null; then
         missing+=(libssl-dev)
+    fi
+    # The BitTorrent tests drive python3-libtorrent, which only Debian's python3 imports.
+    if ! /usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1; then
+        missing+=(python3-libtorrent)
     fi
     # The conformance suites run in a venv made from Debian's python3 (interop/conformance/).
     if ! /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then

@@ -15,6 +15,7 @@ use bytes::BytesMut;
 use switchyard_sessions::h1::H1Session;
 use switchyard_sessions::h2::H2Session;
 use switchyard_sessions::io::{Prefixed, Transport};
+use switchyard_sessions::peer::PeerSession;
 use switchyard_sessions::tls::{Alpn, TlsTerminator};
 use switchyard_sessions::{ConnGuard, ConnTracker, SessionEnv};
 use switchyard_wire::sniff::{Protocol, Sniff, classify};
@@ -172,10 +173,11 @@ async fn sniff_and_start(
                 Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
             }
         }
-        // Hand-off point for the peer-wire session; until it exists the connection is closed
-        // cleanly.
+        Protocol::BitTorrent if env.torrent.is_some() => {
+            PeerSession::start(stream, peer, prefix, env, guard);
+        }
         Protocol::BitTorrent => {
-            tracing::debug!(%peer, ?protocol, "protocol not enabled on this listener; closing");
+            tracing::debug!(%peer, ?protocol, "seeding is disabled; closing");
         }
     }
 }

@@ -4,6 +4,7 @@
 //! `serve [DIR] [--listen ADDR]` (zero-config), `run -c FILE` and `check -c FILE`.
 
 mod acceptor;
+mod seeding;
 mod server;
 
 use std::net::SocketAddr;
@@ -52,6 +53,12 @@ enum Command {
         /// Private key (PEM) of `--cert`.
         #[arg(long, requires = "cert")]
         key: Option<PathBuf>,
+        /// Where piece hashes of seeded files are cached (default: $XDG_STATE_HOME/switchyard).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Do not seed over BitTorrent (no .torrent, tracker or peer wire).
+        #[arg(long)]
+        no_seed: bool,
     },
     /// Run with a configuration file (plus its conf.d/ directory).
     Run {
@@ -60,6 +67,9 @@ enum Command {
         /// Override `workers` from the file.
         #[arg(long)]
         workers: Option<usize>,
+        /// Override `torrent.state_dir` from the file.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// Validate a configuration file and exit (non-zero with file:line:column on error).
     Check {
@@ -92,6 +102,8 @@ fn main() -> ExitCode {
             access_log,
             cert,
             key,
+            state_dir,
+            no_seed,
         } => {
             let first = listen
                 .first()
@@ -119,16 +131,24 @@ fn main() -> ExitCode {
                 if let (Some(cert), Some(key)) = (cert, key) {
                     config.tls.default_cert = Some(switchyard_conf::CertPair { cert, key });
                 }
+                if let Some(dir) = state_dir {
+                    config.torrent.state_dir = dir;
+                }
+                config.torrent.enabled = !no_seed;
                 config
             })
         }
         Command::Run {
             config: path,
             workers,
+            state_dir,
         } => {
             let loaded = switchyard_conf::load(&path).map(|mut config| {
                 if let Some(workers) = workers {
                     config.workers = workers;
+                }
+                if let Some(dir) = state_dir {
+                    config.torrent.state_dir = dir;
                 }
                 config
             });

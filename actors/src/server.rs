@@ -86,6 +86,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
     // client resumes whichever worker it lands on.
     let tls = TlsTerminator::new(&config.tls).map_err(StartError::Tls)?;
     let drain = Arc::new(Drain::default());
+    let torrent = crate::seeding::start(&config);
     let tracker = Arc::new(ConnTracker::default());
     let panic_path: Option<Arc<str>> = std::env::var("SWITCHYARD_FAULT_PANIC_PATH")
         .ok()
@@ -99,6 +100,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
         let arbiter = actix::Arbiter::new();
         let http2 = http2.clone();
         let tls = tls.clone();
+        let torrent = torrent.clone();
         let (table, limits, timeouts) = (tables[worker].clone(), limits.clone(), timeouts.clone());
         let (shutdown, tracker, access_log, panic_path) = (
             drain.clone(),
@@ -110,7 +112,8 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
             let cache = FileCache::with_revalidate(cache_share, timeouts.file_revalidate);
             let files =
                 FilesService::new(cache.clone(), limits.clone(), panic_path).start_bounded();
-            let router = Router::new(table, files, cache, limits.clone());
+            let router =
+                Router::new(table, files, cache, limits.clone()).with_torrent(torrent.clone());
             let env = Rc::new(SessionEnv {
                 router,
                 limits,
@@ -118,6 +121,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
                 access_log,
                 drain: shutdown,
                 http2,
+                torrent,
             });
             let open = Rc::new(Cell::new(0usize));
             for listener in listeners {

@@ -79,7 +79,11 @@
 //! symlinks = "inside_root"      # "inside_root" (default) | "follow" | "refuse"
 //! dotfiles = "refuse"           # "refuse" (default) | "allow"
 //! precompressed = true          # serve x.br / x.zst / x.gz for x; default true
+//! seed = true                   # seed this location's files over BitTorrent; default true
+//! piece_length = "1MiB"         # this location's piece length; default [torrent]'s
 //! ```
+//!
+//! `[torrent]` (seeding, tracker, peer limits) is described in the `torrent` module.
 //!
 //! # Errors
 //!
@@ -102,6 +106,7 @@ mod certs;
 mod model;
 mod raw;
 mod source;
+mod torrent;
 mod units;
 mod validate;
 
@@ -110,6 +115,7 @@ mod tests;
 
 pub use certs::{CertError, CertFile};
 pub use model::*;
+pub use torrent::{MAX_PIECE_LENGTH, MIN_PIECE_LENGTH, TorrentConfig, default_state_dir};
 pub use validate::{DEFAULT_LISTEN, MAX_SESSION_CACHE, MAX_WORKERS};
 
 use std::fmt;

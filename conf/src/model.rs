@@ -26,6 +26,8 @@ pub struct Config {
     /// host wins; a vhost with no names (or `"*"`) matches any host. If none matches, the first
     /// vhost answers (nginx's default server behaviour).
     pub vhosts: Vec<VirtualHost>,
+    /// BitTorrent seeding of served files and the built-in tracker.
+    pub torrent: crate::TorrentConfig,
 }
 
 /// One listening address.
@@ -248,6 +250,10 @@ pub struct FilesConfig {
     pub dotfiles: DotfilePolicy,
     /// Serve `x.br`, `x.zst`, `x.gz` for `x` when the client accepts that encoding.
     pub precompressed: bool,
+    /// Seed this location's files over BitTorrent (when `[torrent]` is enabled).
+    pub seed: bool,
+    /// Piece length for this location's torrents; `None`: `[torrent]`'s or the size heuristic.
+    pub piece_length: Option<u32>,
 }
 
 impl FilesConfig {
@@ -260,6 +266,8 @@ impl FilesConfig {
             symlinks: SymlinkPolicy::default(),
             dotfiles: DotfilePolicy::default(),
             precompressed: true,
+            seed: true,
+            piece_length: None,
         }
     }
 }
@@ -304,6 +312,7 @@ impl Config {
             log: LogConfig::default(),
             tls: TlsConfig::default(),
             http2: Http2Config::default(),
+            torrent: crate::TorrentConfig::default(),
             vhosts: vec![VirtualHost {
                 names: Vec::new(),
                 locations: vec![Location {

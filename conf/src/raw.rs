@@ -23,6 +23,7 @@ pub(crate) struct RawFile {
     pub tls: Option<RawTls>,
     pub http2: Option<RawHttp2>,
     pub vhost: Option<Vec<Spanned<RawVhost>>>,
+    pub torrent: Option<crate::torrent::RawTorrent>,
 }
 
 /// `[[listen]]`
@@ -121,6 +122,8 @@ pub(crate) struct RawLocation {
     pub symlinks: Option<Spanned<String>>,
     pub dotfiles: Option<Spanned<String>>,
     pub precompressed: Option<bool>,
+    pub seed: Option<bool>,
+    pub piece_length: Option<Spanned<RawSize>>,
 }
 
 /// A size as written: `65536` or `"64KiB"`. Parsed by `crate::units::parse_size` later.

@@ -3,6 +3,7 @@
 //! `[tls]` and `[http2]` have their own file, `tests/tls.rs`.
 
 mod tls;
+mod torrent;
 
 use super::*;
 use std::fs;
@@ -64,6 +65,7 @@ fn defaults_apply_to_a_minimal_file() {
             log: LogConfig { access: None },
             tls: TlsConfig::default(),
             http2: Http2Config::default(),
+            torrent: TorrentConfig::default(),
             vhosts: vec![VirtualHost {
                 names: vec![],
                 locations: vec![Location {
@@ -177,6 +179,8 @@ symlinks = "refuse"
             symlinks: SymlinkPolicy::Follow,
             dotfiles: DotfilePolicy::Allow,
             precompressed: false,
+            seed: true,
+            piece_length: None,
         }
     );
     assert_eq!(files(&vhost.locations[1]).symlinks, SymlinkPolicy::Refuse);
@@ -646,6 +650,8 @@ fn example_loads() {
             symlinks: SymlinkPolicy::Refuse,
             dotfiles: DotfilePolicy::Allow,
             precompressed: false,
+            seed: true,
+            piece_length: None,
         }
     );
     assert!(

@@ -86,6 +86,7 @@ pub(crate) fn validate(sources: &[Source], base: &Path) -> Result<Config, ConfEr
         tls: tls(sources, base)?,
         http2: http2(sources)?,
         vhosts: vhosts(sources, base)?,
+        torrent: crate::torrent::torrent(sources, base)?,
     })
 }
 
@@ -778,6 +779,13 @@ fn files_location(
     }
     if let Some(precompressed) = raw.precompressed {
         files.precompressed = precompressed;
+    }
+    if let Some(seed) = raw.seed {
+        files.seed = seed;
+    }
+    if let Some(item) = &raw.piece_length {
+        let key = format!("{key}.piece_length");
+        files.piece_length = Some(crate::torrent::piece_length(source, item, &key)?);
     }
     if let Some(symlinks) = &raw.symlinks {
         files.symlinks = match symlinks.get_ref().as_str() {

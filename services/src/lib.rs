@@ -8,5 +8,6 @@ pub mod actor;
 pub mod files;
 pub mod message;
 pub mod router;
+pub mod torrent;
 
 pub use message::{Body, BodyPart, FileRange, Request, Response};

@@ -15,6 +15,8 @@ use tokio::sync::oneshot;
 use crate::actor::{FilesCall, FilesService, supervised};
 use crate::files::{FileCache, serve_from_memory};
 use crate::message::{Request, Response};
+use crate::torrent::TorrentStore;
+use crate::torrent::http as torrent_http;
 
 /// An immutable view of the configured virtual hosts, ready for matching.
 #[derive(Debug)]
@@ -146,6 +148,8 @@ pub struct Router {
     /// The read side of this worker's files cache (the [`FilesService`] is its only writer).
     file_cache: FileCache,
     limits: Arc<Limits>,
+    /// `.torrent`/`.magnet` of served files and the tracker, when seeding is enabled.
+    torrent: Option<Arc<TorrentStore>>,
 }
 
 impl Router {
@@ -161,7 +165,14 @@ impl Router {
             files,
             file_cache,
             limits,
+            torrent: None,
         }
+    }
+
+    /// Answer torrents of served files and the tracker from `store`.
+    pub fn with_torrent(mut self, store: Option<Arc<TorrentStore>>) -> Router {
+        self.torrent = store;
+        self
     }
 
     /// Route `req` and await its answer.
@@ -180,6 +191,12 @@ impl Router {
             }
         };
         let Route::Files(cfg) = route;
+        if let Some(store) = &self.torrent
+            && torrent_http::wants(&req.path)
+            && let Some(response) = torrent_http::intercept(store, &req, &cfg).await
+        {
+            return response;
+        }
         let hit = supervised(
             "files",
             || serve_from_memory(&req, &cfg, &self.limits, &self.file_cache),

@@ -25,6 +25,8 @@ pub struct SessionEnv {
     pub drain: Arc<Drain>,
     /// HTTP/2 settings and protections, for every HTTP/2 connection of this worker.
     pub http2: Arc<switchyard_conf::Http2Config>,
+    /// The seeded torrents, tracker and upload slots; `None` when `[torrent]` is disabled.
+    pub torrent: Option<Arc<switchyard_services::torrent::TorrentStore>>,
 }
 
 impl SessionEnv {

@@ -974,6 +974,7 @@ mod tests {
             access_log: None,
             drain: Arc::new(Drain::default()),
             http2: Arc::new(Http2Config::default()),
+            torrent: None,
         })
     }
 

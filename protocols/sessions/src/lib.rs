@@ -12,6 +12,7 @@ mod env;
 pub mod h1;
 pub mod h2;
 pub mod io;
+pub mod peer;
 pub mod tls;
 
 pub use env::{ConnGuard, ConnTracker, Drain, SessionEnv};

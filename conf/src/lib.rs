@@ -100,6 +100,7 @@
 
 mod certs;
 mod model;
+mod quic;
 mod raw;
 mod source;
 mod units;
@@ -110,6 +111,7 @@ mod tests;
 
 pub use certs::{CertError, CertFile};
 pub use model::*;
+pub use quic::{MAX_STREAMS_BIDI, QuicConfig, RetryPolicy, parse_retry};
 pub use validate::{DEFAULT_LISTEN, MAX_SESSION_CACHE, MAX_WORKERS};
 
 use std::fmt;

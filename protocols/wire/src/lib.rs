@@ -12,11 +12,13 @@
 //! | [`h1`] | request heads (RFC 9112 §2–§6) | oversized heads, ambiguous framing |
 //! | [`chunked`] | chunked request bodies (RFC 9112 §7.1) | bodies over the limit, sloppy line ends |
 //! | [`response`] | response heads | to let callers' headers contradict the framing |
+//! | [`hq`] | HTTP/0.9 request lines of `hq-interop` over QUIC | other methods, overlong lines |
 
 pub mod chunked;
 pub mod h1;
 pub mod h2c;
 pub mod h2guard;
+pub mod hq;
 pub mod response;
 pub mod sniff;
 

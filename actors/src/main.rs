@@ -4,6 +4,7 @@
 //! `serve [DIR] [--listen ADDR]` (zero-config), `run -c FILE` and `check -c FILE`.
 
 mod acceptor;
+mod quic;
 mod server;
 
 use std::net::SocketAddr;
@@ -52,6 +53,9 @@ enum Command {
         /// Private key (PEM) of `--cert`.
         #[arg(long, requires = "cert")]
         key: Option<PathBuf>,
+        /// QUIC options (`[quic]` of a configuration file).
+        #[command(flatten)]
+        quic: QuicArgs,
     },
     /// Run with a configuration file (plus its conf.d/ directory).
     Run {
@@ -66,6 +70,36 @@ enum Command {
         #[arg(short = 'c', long = "config")]
         config: PathBuf,
     },
+}
+
+/// `serve`'s QUIC options.
+#[derive(Debug, clap::Args)]
+struct QuicArgs {
+    /// Do not open the QUIC (HTTP/3) endpoint on UDP.
+    #[arg(long)]
+    no_quic: bool,
+    /// When new QUIC connections must first answer a Retry: never, always, or "above N/s".
+    #[arg(long, value_parser = switchyard_conf::parse_retry)]
+    quic_retry: Option<switchyard_conf::RetryPolicy>,
+    /// Write one qlog file per QUIC connection into this directory.
+    #[arg(long)]
+    qlog_dir: Option<PathBuf>,
+    /// Refuse 0-RTT early data.
+    #[arg(long)]
+    no_zero_rtt: bool,
+}
+
+impl QuicArgs {
+    fn apply(self, quic: &mut switchyard_conf::QuicConfig) {
+        quic.enabled = !self.no_quic;
+        quic.zero_rtt = !self.no_zero_rtt;
+        if let Some(retry) = self.quic_retry {
+            quic.retry = retry;
+        }
+        if let Some(dir) = self.qlog_dir {
+            quic.qlog_dir = Some(dir);
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -92,6 +126,7 @@ fn main() -> ExitCode {
             access_log,
             cert,
             key,
+            quic,
         } => {
             let first = listen
                 .first()
@@ -119,6 +154,7 @@ fn main() -> ExitCode {
                 if let (Some(cert), Some(key)) = (cert, key) {
                     config.tls.default_cert = Some(switchyard_conf::CertPair { cert, key });
                 }
+                quic.apply(&mut config.quic);
                 config
             })
         }

@@ -498,6 +498,9 @@ impl H2Conn {
         if !bodiless {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
+        if let Some(alt_svc) = &self.env.alt_svc {
+            headers.insert(header::ALT_SVC, alt_svc.clone());
+        }
         let mut head = http::Response::new(());
         *head.status_mut() = status;
         *head.headers_mut() = headers;
@@ -693,7 +696,7 @@ fn error_response(status: StatusCode) -> Response {
 /// connection-specific header fields. [...] Connection, Proxy-Connection, Keep-Alive,
 /// Transfer-Encoding, and Upgrade" and "TE [...] MUST NOT contain any value other than
 /// 'trailers'". Also drops the fields the session itself sets (framing, Date, Server).
-fn strip_connection_fields(headers: &mut HeaderMap) {
+pub(crate) fn strip_connection_fields(headers: &mut HeaderMap) {
     const DROP: [HeaderName; 7] = [
         header::CONNECTION,
         header::TRANSFER_ENCODING,
@@ -713,7 +716,7 @@ fn strip_connection_fields(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
-fn header_string(headers: &HeaderMap, name: HeaderName) -> Option<String> {
+pub(crate) fn header_string(headers: &HeaderMap, name: HeaderName) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -727,7 +730,7 @@ thread_local! {
 
 /// The current IMF-fixdate as a header value, rebuilt at most once per second per thread (a
 /// clone is a reference-count bump).
-fn http_date() -> HeaderValue {
+pub(crate) fn http_date() -> HeaderValue {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -963,6 +966,7 @@ mod tests {
             access_log: None,
             drain: Arc::new(Drain::default()),
             http2: Arc::new(Http2Config::default()),
+            alt_svc: None,
         })
     }
 

@@ -87,6 +87,18 @@ struct QuicArgs {
     /// Refuse 0-RTT early data.
     #[arg(long)]
     no_zero_rtt: bool,
+    /// QUIC congestion controller: cubic, bbr or newreno.
+    #[arg(long, value_parser = parse_congestion)]
+    quic_congestion: Option<switchyard_conf::Congestion>,
+}
+
+fn parse_congestion(text: &str) -> Result<switchyard_conf::Congestion, String> {
+    match text {
+        "cubic" => Ok(switchyard_conf::Congestion::Cubic),
+        "bbr" => Ok(switchyard_conf::Congestion::Bbr),
+        "newreno" => Ok(switchyard_conf::Congestion::NewReno),
+        other => Err(format!("{other:?}: expected cubic, bbr or newreno")),
+    }
 }
 
 impl QuicArgs {
@@ -95,6 +107,9 @@ impl QuicArgs {
         quic.zero_rtt = !self.no_zero_rtt;
         if let Some(retry) = self.quic_retry {
             quic.retry = retry;
+        }
+        if let Some(congestion) = self.quic_congestion {
+            quic.congestion = congestion;
         }
         if let Some(dir) = self.qlog_dir {
             quic.qlog_dir = Some(dir);

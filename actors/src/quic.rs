@@ -32,7 +32,7 @@ use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFutu
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use quinn::{EndpointConfig, IdleTimeout, Incoming, ServerConfig, TransportConfig, VarInt};
 use socket2::{Domain, Protocol, Socket, Type};
-use switchyard_conf::{QuicConfig, RetryPolicy};
+use switchyard_conf::{Congestion, QuicConfig, RetryPolicy};
 use switchyard_sessions::h3::{H3Session, Handshake};
 use switchyard_sessions::hq::HqSession;
 use switchyard_sessions::tls::TlsTerminator;
@@ -145,6 +145,17 @@ fn transport(config: &QuicConfig) -> Result<TransportConfig, String> {
         ))
         // quinn-udp: GSO on send, GRO on receive, where the kernel offers them.
         .enable_segmentation_offload(true);
+    match config.congestion {
+        Congestion::Cubic => {
+            t.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()));
+        }
+        Congestion::Bbr => {
+            t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+        }
+        Congestion::NewReno => {
+            t.congestion_controller_factory(Arc::new(quinn::congestion::NewRenoConfig::default()));
+        }
+    }
     Ok(t)
 }
 

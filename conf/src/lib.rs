@@ -111,7 +111,7 @@ mod tests;
 
 pub use certs::{CertError, CertFile};
 pub use model::*;
-pub use quic::{MAX_STREAMS_BIDI, QuicConfig, RetryPolicy, parse_retry};
+pub use quic::{Congestion, MAX_STREAMS_BIDI, QuicConfig, RetryPolicy, parse_retry};
 pub use validate::{DEFAULT_LISTEN, MAX_SESSION_CACHE, MAX_WORKERS};
 
 use std::fmt;

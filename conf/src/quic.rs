@@ -16,6 +16,7 @@
 //! send_window = "16MiB"        # response bytes buffered per connection for sending
 //! zero_rtt = true              # accept early data (only GET/HEAD served from it, else 425)
 //! qlog_dir = "/var/log/qlog"   # one .sqlog file per connection; absent: none
+//! congestion = "cubic"         # "cubic" | "bbr" | "newreno"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -62,6 +63,20 @@ pub struct QuicConfig {
     pub zero_rtt: bool,
     /// Write a qlog (JSON-SEQ, `.sqlog`) per connection into this directory.
     pub qlog_dir: Option<PathBuf>,
+    /// The congestion controller of every connection.
+    pub congestion: Congestion,
+}
+
+/// Congestion controllers quinn offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Congestion {
+    /// CUBIC (RFC 9438), what most QUIC and TCP stacks use.
+    #[default]
+    Cubic,
+    /// BBR (quinn's experimental BBRv1): paced by bandwidth and RTT estimates, not by loss.
+    Bbr,
+    /// NewReno (RFC 9002 §7).
+    NewReno,
 }
 
 impl Default for QuicConfig {
@@ -77,6 +92,7 @@ impl Default for QuicConfig {
             send_window: 16 * 1024 * 1024,
             zero_rtt: true,
             qlog_dir: None,
+            congestion: Congestion::Cubic,
         }
     }
 }
@@ -107,6 +123,7 @@ pub(crate) struct RawQuic {
     pub send_window: Option<Spanned<RawSize>>,
     pub zero_rtt: Option<Spanned<bool>>,
     pub qlog_dir: Option<Spanned<String>>,
+    pub congestion: Option<Spanned<String>>,
 }
 
 /// Merge and check `[quic]` (the last file that sets a key wins). `base` resolves `qlog_dir`.
@@ -181,8 +198,23 @@ pub(crate) fn validate(sources: &[Source], base: &Path) -> Result<QuicConfig, Co
         None => None,
         Some(at) => Some(qlog_dir(&at, base)?),
     };
+    let congestion = match last(sources, |f| quic(f).and_then(|q| q.congestion.as_ref())) {
+        None => d.congestion,
+        Some(at) => match at.value().as_str() {
+            "cubic" => Congestion::Cubic,
+            "bbr" => Congestion::Bbr,
+            "newreno" => Congestion::NewReno,
+            other => {
+                return Err(at.error(
+                    &key("congestion"),
+                    format_args!("{other:?}: expected \"cubic\", \"bbr\" or \"newreno\""),
+                ));
+            }
+        },
+    };
     Ok(QuicConfig {
         enabled,
+        congestion,
         retry,
         max_connections,
         idle_timeout,

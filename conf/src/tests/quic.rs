@@ -28,6 +28,7 @@ connection_window = 4194304
 send_window = "8MiB"
 zero_rtt = false
 qlog_dir = "www"
+congestion = "bbr"
 {SITE}"#
     );
     let (dir, config) = load_one(&text);
@@ -45,6 +46,7 @@ qlog_dir = "www"
             send_window: 8 * 1024 * 1024,
             zero_rtt: false,
             qlog_dir: Some(dir.path().join("www")),
+            congestion: Congestion::Bbr,
         }
     );
 }
@@ -81,6 +83,10 @@ fn bad_quic_values_point_at_the_value() {
         (
             "[quic]\nidle_timeout = \"0s\"\n",
             "DIR/sy.toml:2:16: quic.idle_timeout: must be between 1ms and 24h",
+        ),
+        (
+            "[quic]\ncongestion = \"vegas\"\n",
+            "DIR/sy.toml:2:14: quic.congestion: \"vegas\": expected \"cubic\", \"bbr\" or \"newreno\"",
         ),
         (
             "[quic]\nqlog_dir = \"nowhere\"\n",

@@ -211,6 +211,7 @@ impl H3Conn {
                         tracing::debug!(%peer, error = %e, "HTTP/3 GOAWAY not sent");
                         break;
                     }
+                    tracing::debug!(%peer, open = streams.len(), "HTTP/3 GOAWAY sent: draining");
                 }
                 () = &mut grace, if closing => {
                     tracing::debug!(%peer, "HTTP/3 requests still running after GOAWAY grace");
@@ -219,6 +220,16 @@ impl H3Conn {
             }
         }
         streams.abort_all();
+        let stats = quic.stats();
+        tracing::debug!(
+            %peer,
+            rtt = ?stats.path.rtt,
+            cwnd = stats.path.cwnd,
+            lost_packets = stats.path.lost_packets,
+            congestion_events = stats.path.congestion_events,
+            sent_packets = stats.path.sent_packets,
+            "HTTP/3 connection done"
+        );
         // RFC 9114 §5.2: "Once all accepted requests have been processed, the server can close
         // the connection" with H3_NO_ERROR.
         quic.close(H3_NO_ERROR, b"");

@@ -12,7 +12,8 @@
 # (client-initiated; the server follows), ipv6 (::1), v2, and through the UDP impairment
 # proxy (interop/quic/impair.py): transferloss (2 % loss each way), handshakeloss (30 % loss,
 # many short connections), transfercorruption (2 % of datagrams with a flipped byte) and
-# blackhole (1.5 s of total loss mid-transfer). Every download is compared byte for byte with
+# blackhole (1.5 s of total loss mid-transfer); hostile (malformed hq and h3 requests, each
+# refused on its own stream while the connection serves the next). Every download is compared byte for byte with
 # the served file. aioquic speaks hq-interop (HTTP/0.9) as the runner does, except in http3;
 # gtlsclient speaks h3 only. A case is skipped only with a printed reason.
 #
@@ -31,7 +32,7 @@ AIOQUIC_PIN=aioquic==1.3.0
 CLIENTS=("$@")
 ((${#CLIENTS[@]})) || CLIENTS=(aioquic ngtcp2)
 ALL_CASES="handshake transfer multiplexing chacha20 retry resumption zerortt http3 keyupdate ipv6 v2
-transferloss handshakeloss transfercorruption blackhole artifacts"
+transferloss handshakeloss transfercorruption blackhole hostile artifacts"
 CASES=${CASES:-$ALL_CASES}
 HANDSHAKES=${HANDSHAKES:-20}
 
@@ -423,6 +424,18 @@ case_blackhole() {
     stop_proxy
     grep -q 'blackholed=[1-9]' "$WORK/proxy.err" || { echo "the blackhole dropped nothing"; rc=1; }
     ((rc == 0)) && same_files "$WORK/dl" f5m
+}
+
+case_hostile() {
+    # Malformed requests (hq: other methods, overlong or control-byte lines, empty streams; h3: no
+    # :path, uppercase field names, Host differing from :authority, a body shorter than its
+    # content-length) are refused on their own stream; a GET on the same connection still works.
+    [[ $1 == aioquic ]] || { echo "gtlsclient sends only well-formed requests"; return 2; }
+    local alpn
+    for alpn in hq-interop h3; do
+        timeout 60 "$PY" "$HERE/hostile.py" --alpn "$alpn" "https://127.0.0.1:$MAIN_PORT/small" \
+            "$WWW/small" >"$WORK/hostile.json" 2>&1 || { echo "$alpn: $(cat "$WORK/hostile.json")"; return 1; }
+    done
 }
 
 case_artifacts() {

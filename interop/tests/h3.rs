@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use switchyard_interop::{
-    IO_TIMEOUT, Server, Signal, WebRoot, curl, pseudo_random, sha256, sha256_file,
+    IO_TIMEOUT, Server, Signal, WebRoot, config, curl, pseudo_random, sha256, sha256_file,
 };
 
 const HELLO: &[u8] = b"hello over quic\n";
@@ -216,6 +216,86 @@ fn hostile_datagrams_are_dropped_and_others_are_served() {
     let (out, text) = gtlsclient(&server, &["--no-http-dump"], &["/hello.txt"]);
     assert!(out.status.success(), "{text}");
     assert_eq!(statuses(&text), ["200"]);
+}
+
+// ---- admission: Retry policy and connection cap ---------------------------------------------------
+
+#[test]
+fn retry_is_asked_only_above_the_configured_rate() {
+    let www = site();
+    let server = Server::serve(www.root())
+        .arg("--workers")
+        .arg("1")
+        .arg("--quic-retry")
+        .arg("above 2/s")
+        .start();
+    // Back to back, well within one second: the first two are let in, later ones must first
+    // answer a Retry (and are then served).
+    let mut retried = Vec::new();
+    for _ in 0..6 {
+        let (out, text) = gtlsclient(&server, &["--no-http-dump"], &["/hello.txt"]);
+        assert!(out.status.success(), "{text}");
+        assert_eq!(statuses(&text), ["200"]);
+        retried.push(text.contains("type=Retry"));
+    }
+    assert_eq!(&retried[..2], [false, false], "{retried:?}");
+    assert!(
+        retried[2..].contains(&true),
+        "no Retry above the rate: {retried:?}"
+    );
+}
+
+#[test]
+fn connections_past_the_cap_are_refused_and_admitted_again_when_one_ends() {
+    let www = site();
+    let toml = config(
+        www.root(),
+        "",
+        "workers = 1\n[quic]\nmax_connections = 1\nidle_timeout = \"1s\"\n",
+    );
+    let server = Server::run_config(&toml).start();
+    let port = server.addr().port().to_string();
+    // The first client stays connected after its answer (no exit flag) until the idle timeout.
+    let scratch = tempfile::tempdir().expect("scratch");
+    let log_path = scratch.path().join("first.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut first = Command::new("timeout")
+        .args(["20", "gtlsclient", "--no-quic-dump", "--timeout=1s"])
+        .args(["127.0.0.1", &port])
+        .arg(format!("https://127.0.0.1:{port}/hello.txt"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("run gtlsclient");
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while !std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .contains(":status: 200")
+    {
+        assert!(Instant::now() < deadline, "first connection not answered");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (_, text) = gtlsclient(&server, &["--handshake-timeout=3s"], &["/hello.txt"]);
+    assert!(
+        statuses(&text).is_empty(),
+        "second connection served: {text}"
+    );
+    assert!(text.contains("CONNECTION_REFUSED"), "{}", tail(&text));
+    let _ = first.wait();
+    // Once the first connection is gone (idle timeout), a new one is admitted.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let (_, text) = gtlsclient(&server, &["--handshake-timeout=3s"], &["/hello.txt"]);
+        if statuses(&text) == ["200"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never admitted again: {}",
+            tail(&text)
+        );
+    }
 }
 
 // ---- drain --------------------------------------------------------------------------------------

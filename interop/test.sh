@@ -5,8 +5,9 @@
 #
 # On a fresh Debian 12 machine (as root) it first installs what the tests need: the Rust toolchain
 # (rustup, stable, with clippy and rustfmt) when cargo is missing, build tools, and the independent
-# clients the integration tests drive (curl, openssl, nghttp2-client, python3-venv, aria2 and
-# python3-libtorrent for BitTorrent). It then builds the release binary, runs every
+# clients the integration tests drive (curl, openssl, nghttp2-client, ngtcp2-client, python3-venv,
+# aria2 and python3-libtorrent; aioquic is pip-installed into target/venv by the QUIC harness).
+# It then builds the release binary, runs every
 # test of the workspace in the release profile (so the workspace is compiled once), the HTTP/2
 # conformance suite (interop/conformance/h2), clippy, rustfmt,
 # and the fuzz smoke run when a fuzz crate provides one. Every step runs even after an earlier one
@@ -32,6 +33,7 @@ declare -A NEED=(
     [curl]=curl
     [nghttp]=nghttp2-client
     [openssl]=openssl
+    [gtlsclient]=ngtcp2-client
     [sha256sum]=coreutils
     [cc]=build-essential
     [pkg-config]=pkg-config
@@ -116,6 +118,9 @@ step "tests: cargo test --release --workspace" cargo test --release --workspace 
 # RFC 9113 / RFC 7541 conformance and flood protections, over h2c and TLS, driven by python
 # hyperframe/hpack; the cases switchyard still fails are listed in known_failures.txt beside it.
 step "conformance: HTTP/2 over h2c and TLS" bash interop/conformance/h2/run_suite.sh --tls
+# The QUIC interop runner's server cases on loopback with aioquic and ngtcp2's gtlsclient,
+# plus loss, corruption and blackhole through a user-space UDP impairment proxy.
+step "interop: QUIC/HTTP/3 harness (aioquic, ngtcp2)" bash interop/quic/run.sh
 step "lint: cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets -- -D warnings
 step "format: cargo fmt --all -- --check" cargo fmt --all -- --check
 

@@ -4,6 +4,7 @@
 //! `serve [DIR] [--listen ADDR]` (zero-config), `run -c FILE` and `check -c FILE`.
 
 mod acceptor;
+mod quic;
 mod seeding;
 mod server;
 
@@ -59,6 +60,9 @@ enum Command {
         /// Do not seed over BitTorrent (no .torrent, tracker or peer wire).
         #[arg(long)]
         no_seed: bool,
+        /// QUIC options (`[quic]` of a configuration file).
+        #[command(flatten)]
+        quic: QuicArgs,
     },
     /// Run with a configuration file (plus its conf.d/ directory).
     Run {
@@ -76,6 +80,51 @@ enum Command {
         #[arg(short = 'c', long = "config")]
         config: PathBuf,
     },
+}
+
+/// `serve`'s QUIC options.
+#[derive(Debug, clap::Args)]
+struct QuicArgs {
+    /// Do not open the QUIC (HTTP/3) endpoint on UDP.
+    #[arg(long)]
+    no_quic: bool,
+    /// When new QUIC connections must first answer a Retry: never, always, or "above N/s".
+    #[arg(long, value_parser = switchyard_conf::parse_retry)]
+    quic_retry: Option<switchyard_conf::RetryPolicy>,
+    /// Write one qlog file per QUIC connection into this directory.
+    #[arg(long)]
+    qlog_dir: Option<PathBuf>,
+    /// Refuse 0-RTT early data.
+    #[arg(long)]
+    no_zero_rtt: bool,
+    /// QUIC congestion controller: cubic, bbr or newreno.
+    #[arg(long, value_parser = parse_congestion)]
+    quic_congestion: Option<switchyard_conf::Congestion>,
+}
+
+fn parse_congestion(text: &str) -> Result<switchyard_conf::Congestion, String> {
+    match text {
+        "cubic" => Ok(switchyard_conf::Congestion::Cubic),
+        "bbr" => Ok(switchyard_conf::Congestion::Bbr),
+        "newreno" => Ok(switchyard_conf::Congestion::NewReno),
+        other => Err(format!("{other:?}: expected cubic, bbr or newreno")),
+    }
+}
+
+impl QuicArgs {
+    fn apply(self, quic: &mut switchyard_conf::QuicConfig) {
+        quic.enabled = !self.no_quic;
+        quic.zero_rtt = !self.no_zero_rtt;
+        if let Some(retry) = self.quic_retry {
+            quic.retry = retry;
+        }
+        if let Some(congestion) = self.quic_congestion {
+            quic.congestion = congestion;
+        }
+        if let Some(dir) = self.qlog_dir {
+            quic.qlog_dir = Some(dir);
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -104,6 +153,7 @@ fn main() -> ExitCode {
             key,
             state_dir,
             no_seed,
+            quic,
         } => {
             let first = listen
                 .first()
@@ -135,6 +185,7 @@ fn main() -> ExitCode {
                     config.torrent.state_dir = dir;
                 }
                 config.torrent.enabled = !no_seed;
+                quic.apply(&mut config.quic);
                 config
             })
         }

@@ -15,7 +15,7 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -31,6 +31,7 @@ use switchyard_sessions::tls::TlsTerminator;
 use switchyard_sessions::{ConnTracker, Drain, SessionEnv};
 
 use crate::acceptor::Acceptor;
+use crate::quic::{QuicAcceptor, QuicSetup};
 
 /// Pending connections the kernel may queue per listening socket.
 const BACKLOG: i32 = 4096;
@@ -41,6 +42,7 @@ pub enum StartError {
     Bind(SocketAddr, std::io::Error),
     AccessLog(std::io::Error),
     Tls(switchyard_sessions::tls::TlsError),
+    Quic(String),
     Runtime(std::io::Error),
 }
 
@@ -50,6 +52,7 @@ impl fmt::Display for StartError {
             StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             StartError::AccessLog(e) => write!(f, "cannot open the access log: {e}"),
             StartError::Tls(e) => write!(f, "TLS: {e}"),
+            StartError::Quic(e) => write!(f, "QUIC: {e}"),
             StartError::Runtime(e) => write!(f, "runtime failure: {e}"),
         }
     }
@@ -62,7 +65,11 @@ pub type ReloadSource = Option<std::path::PathBuf>;
 
 pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> {
     let workers = config.workers;
-    let (sockets, bound) = bind_all(&config, workers)?;
+    let Bound {
+        tcp: sockets,
+        udp: udp_sockets,
+        addrs: bound,
+    } = bind_all(&config, workers)?;
     let access_log = config
         .log
         .access
@@ -85,6 +92,11 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
     // One terminator for all workers: they share its session cache and ticket keys, so a
     // client resumes whichever worker it lands on.
     let tls = TlsTerminator::new(&config.tls).map_err(StartError::Tls)?;
+    let quic = if config.quic.enabled {
+        Some(QuicSetup::new(&tls, &config.quic).map_err(StartError::Quic)?)
+    } else {
+        None
+    };
     let drain = Arc::new(Drain::default());
     let torrent = crate::seeding::start(&config);
     let tracker = Arc::new(ConnTracker::default());
@@ -96,11 +108,12 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
     }
 
     let mut arbiters = Vec::with_capacity(workers);
-    for (worker, listeners) in sockets.into_iter().enumerate() {
+    for (worker, (listeners, udp)) in sockets.into_iter().zip(udp_sockets).enumerate() {
         let arbiter = actix::Arbiter::new();
         let http2 = http2.clone();
         let tls = tls.clone();
         let torrent = torrent.clone();
+        let quic = quic.clone();
         let (table, limits, timeouts) = (tables[worker].clone(), limits.clone(), timeouts.clone());
         let (shutdown, tracker, access_log, panic_path) = (
             drain.clone(),
@@ -114,7 +127,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
                 FilesService::new(cache.clone(), limits.clone(), panic_path).start_bounded();
             let router =
                 Router::new(table, files, cache, limits.clone()).with_torrent(torrent.clone());
-            let env = Rc::new(SessionEnv {
+            let env = SessionEnv {
                 router,
                 limits,
                 timeouts,
@@ -122,13 +135,30 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
                 drain: shutdown,
                 http2,
                 torrent,
-            });
+                alt_svc: None,
+            };
             let open = Rc::new(Cell::new(0usize));
+            let mut udp = udp.into_iter();
             for listener in listeners {
+                // Each listener advertises its own port's QUIC endpoint (RFC 7838 Alt-Svc).
+                let mut env = env.clone();
+                if let (Some(quic), Some(socket)) = (&quic, udp.next()) {
+                    if let Ok(addr) = socket.local_addr() {
+                        env.alt_svc = Some(SessionEnv::alt_svc_for(addr.port()));
+                    }
+                    QuicAcceptor::new(
+                        socket,
+                        quic.clone(),
+                        Rc::new(env.clone()),
+                        tracker.clone(),
+                        workers,
+                    )
+                    .start();
+                }
                 Acceptor::new(
                     worker,
                     listener,
-                    env.clone(),
+                    Rc::new(env),
                     open.clone(),
                     tracker.clone(),
                     tls.clone(),
@@ -140,6 +170,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
     }
 
     let shutdown_timeout = config.timeouts.shutdown;
+    let quic_on = config.quic.enabled;
     let running = config;
     let log_for_signals = access_log.clone();
     system.block_on(async move {
@@ -150,6 +181,9 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
             Err(e) => return Err(StartError::Runtime(e)),
         };
         for addr in &bound {
+            if quic_on {
+                tracing::info!(%addr, "QUIC (HTTP/3, hq-interop) on the same UDP port");
+            }
             tracing::info!(%addr, workers, "listening");
             crate::println_stdout(&format!("listening on {addr}"));
         }
@@ -195,23 +229,72 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
 }
 
 /// Bind every listener once per worker with `SO_REUSEPORT`, so each worker accepts on its own
-/// socket and the kernel spreads connections. Port 0 is resolved by the first bind and reused.
-/// Returns each worker's sockets and the bound address of every listener.
-type Bound = (Vec<Vec<TcpListener>>, Vec<SocketAddr>);
+/// socket and the kernel spreads connections; with QUIC on, the same port number on UDP too,
+/// one socket per worker. Port 0 is resolved by the first bind and reused; when that port is
+/// taken on UDP (a client's ephemeral socket may hold it), another one is picked.
+/// Returns each worker's TCP and UDP sockets and the bound address of every listener.
+struct Bound {
+    tcp: Vec<Vec<TcpListener>>,
+    udp: Vec<Vec<UdpSocket>>,
+    addrs: Vec<SocketAddr>,
+}
+
+/// Free ports tried for a port-0 listener before giving up.
+const PORT_ATTEMPTS: usize = 32;
 
 fn bind_all(config: &Config, workers: usize) -> Result<Bound, StartError> {
-    let mut bound = Vec::with_capacity(config.listeners.len());
-    let mut per_worker: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut bound = Bound {
+        tcp: (0..workers).map(|_| Vec::new()).collect(),
+        udp: (0..workers).map(|_| Vec::new()).collect(),
+        addrs: Vec::with_capacity(config.listeners.len()),
+    };
     for listener in &config.listeners {
-        let mut addr = listener.addr;
-        for sockets in per_worker.iter_mut() {
-            let socket = bind_one(addr).map_err(|e| StartError::Bind(addr, e))?;
-            addr = socket.local_addr().map_err(|e| StartError::Bind(addr, e))?;
-            sockets.push(socket);
+        let mut attempt = 0;
+        let (tcp, udp, addr) = loop {
+            attempt += 1;
+            match bind_listener(listener.addr, workers, config.quic.enabled) {
+                Err(StartError::Bind(addr, e))
+                    if listener.addr.port() == 0
+                        && e.kind() == std::io::ErrorKind::AddrInUse
+                        && attempt < PORT_ATTEMPTS =>
+                {
+                    tracing::debug!(%addr, "port taken on UDP; trying another");
+                }
+                other => break other?,
+            }
+        };
+        for (worker, (tcp, udp)) in tcp.into_iter().zip(udp).enumerate() {
+            bound.tcp[worker].push(tcp);
+            if let Some(udp) = udp {
+                bound.udp[worker].push(udp);
+            }
         }
-        bound.push(addr);
+        bound.addrs.push(addr);
     }
-    Ok((per_worker, bound))
+    Ok(bound)
+}
+
+type ListenerSockets = (Vec<TcpListener>, Vec<Option<UdpSocket>>, SocketAddr);
+
+/// One listener's sockets, one TCP (and UDP when `quic`) per worker.
+fn bind_listener(
+    mut addr: SocketAddr,
+    workers: usize,
+    quic: bool,
+) -> Result<ListenerSockets, StartError> {
+    let mut tcp = Vec::with_capacity(workers);
+    let mut udp = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let socket = bind_one(addr).map_err(|e| StartError::Bind(addr, e))?;
+        addr = socket.local_addr().map_err(|e| StartError::Bind(addr, e))?;
+        tcp.push(socket);
+        udp.push(if quic {
+            Some(crate::quic::bind_udp(addr).map_err(|e| StartError::Bind(addr, e))?)
+        } else {
+            None
+        });
+    }
+    Ok((tcp, udp, addr))
 }
 
 fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {

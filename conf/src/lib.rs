@@ -104,6 +104,7 @@
 
 mod certs;
 mod model;
+mod quic;
 mod raw;
 mod source;
 mod torrent;
@@ -115,6 +116,7 @@ mod tests;
 
 pub use certs::{CertError, CertFile};
 pub use model::*;
+pub use quic::{Congestion, MAX_STREAMS_BIDI, QuicConfig, RetryPolicy, parse_retry};
 pub use torrent::{MAX_PIECE_LENGTH, MIN_PIECE_LENGTH, TorrentConfig, default_state_dir};
 pub use validate::{DEFAULT_LISTEN, MAX_SESSION_CACHE, MAX_WORKERS};
 

@@ -22,6 +22,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// HTTP/2 protocol limits (over TLS, prior knowledge and `Upgrade: h2c`).
     pub http2: Http2Config,
+    /// The QUIC endpoint (HTTP/3) on every listener's port, over UDP.
+    pub quic: crate::QuicConfig,
     /// Virtual hosts in configuration order. The first one whose `names` match the request's
     /// host wins; a vhost with no names (or `"*"`) matches any host. If none matches, the first
     /// vhost answers (nginx's default server behaviour).
@@ -313,6 +315,7 @@ impl Config {
             tls: TlsConfig::default(),
             http2: Http2Config::default(),
             torrent: crate::TorrentConfig::default(),
+            quic: crate::QuicConfig::default(),
             vhosts: vec![VirtualHost {
                 names: Vec::new(),
                 locations: vec![Location {

@@ -22,6 +22,7 @@ pub(crate) struct RawFile {
     pub log: Option<RawLog>,
     pub tls: Option<RawTls>,
     pub http2: Option<RawHttp2>,
+    pub quic: Option<crate::quic::RawQuic>,
     pub vhost: Option<Vec<Spanned<RawVhost>>>,
     pub torrent: Option<crate::torrent::RawTorrent>,
 }

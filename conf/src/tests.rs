@@ -2,6 +2,7 @@
 //! `switchyard check` prints. Each test writes a small configuration tree into a temp directory.
 //! `[tls]` and `[http2]` have their own file, `tests/tls.rs`.
 
+mod quic;
 mod tls;
 mod torrent;
 
@@ -66,6 +67,7 @@ fn defaults_apply_to_a_minimal_file() {
             tls: TlsConfig::default(),
             http2: Http2Config::default(),
             torrent: TorrentConfig::default(),
+            quic: QuicConfig::default(),
             vhosts: vec![VirtualHost {
                 names: vec![],
                 locations: vec![Location {

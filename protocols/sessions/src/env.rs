@@ -14,8 +14,9 @@ use tokio::sync::futures::OwnedNotified;
 
 use crate::access_log::AccessLog;
 
-/// One worker's session environment. Shared by `Rc`: it never leaves the worker's thread.
-#[derive(Debug)]
+/// One worker's session environment (per listener). Shared by `Rc`: it never leaves the
+/// worker's thread.
+#[derive(Debug, Clone)]
 pub struct SessionEnv {
     pub router: Router,
     pub limits: Arc<Limits>,
@@ -27,9 +28,18 @@ pub struct SessionEnv {
     pub http2: Arc<switchyard_conf::Http2Config>,
     /// The seeded torrents, tracker and upload slots; `None` when `[torrent]` is disabled.
     pub torrent: Option<Arc<switchyard_services::torrent::TorrentStore>>,
+    /// `Alt-Svc: h3=":PORT"; ma=86400` for every HTTP/1.1 and HTTP/2 response of this
+    /// listener while its port also answers QUIC (RFC 7838, RFC 9114 §3.1.1).
+    pub alt_svc: Option<http::HeaderValue>,
 }
 
 impl SessionEnv {
+    /// The Alt-Svc value advertising HTTP/3 on `port`.
+    pub fn alt_svc_for(port: u16) -> http::HeaderValue {
+        let value = format!("h3=\":{port}\"; ma=86400");
+        http::HeaderValue::from_str(&value).unwrap_or(http::HeaderValue::from_static("clear"))
+    }
+
     pub fn draining(&self) -> bool {
         self.drain.started()
     }

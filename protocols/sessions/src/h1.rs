@@ -486,9 +486,12 @@ impl H1Conn {
     ) -> io::Result<()> {
         let Response {
             status,
-            headers,
+            mut headers,
             body,
         } = response;
+        if let Some(alt_svc) = &self.env.alt_svc {
+            headers.insert(header::ALT_SVC, alt_svc.clone());
+        }
         // RFC 9110 §6.4.1: 1xx, 204 and 304 responses never carry content.
         let bodiless = status.is_informational()
             || status == StatusCode::NO_CONTENT
@@ -667,6 +670,9 @@ impl H1Conn {
             header::CONTENT_TYPE,
             http::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if let Some(alt_svc) = &self.env.alt_svc {
+            headers.insert(header::ALT_SVC, alt_svc.clone());
+        }
         let version = if version == Version::HTTP_10 {
             Version::HTTP_10
         } else {

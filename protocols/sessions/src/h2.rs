@@ -500,6 +500,9 @@ impl H2Conn {
         if !bodiless {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
+        if let Some(alt_svc) = &self.env.alt_svc {
+            headers.insert(header::ALT_SVC, alt_svc.clone());
+        }
         let mut head = http::Response::new(());
         *head.status_mut() = status;
         *head.headers_mut() = headers;
@@ -695,7 +698,7 @@ fn error_response(status: StatusCode) -> Response {
 /// connection-specific header fields. [...] Connection, Proxy-Connection, Keep-Alive,
 /// Transfer-Encoding, and Upgrade" and "TE [...] MUST NOT contain any value other than
 /// 'trailers'". Also drops `Content-Length`, which the session derives from the body.
-fn strip_connection_fields(headers: &mut HeaderMap) {
+pub(crate) fn strip_connection_fields(headers: &mut HeaderMap) {
     // One pass over the names (no hashing) answers the usual case, where services set none of
     // these; the removals below run only when one is present. `Date` and `Server` need no
     // removal: the caller `insert`s them, which replaces every earlier value.
@@ -724,7 +727,7 @@ fn strip_connection_fields(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
-fn header_string(headers: &HeaderMap, name: HeaderName) -> Option<String> {
+pub(crate) fn header_string(headers: &HeaderMap, name: HeaderName) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -738,7 +741,7 @@ thread_local! {
 
 /// The current IMF-fixdate as a header value, rebuilt at most once per second per thread (a
 /// clone is a reference-count bump).
-fn http_date() -> HeaderValue {
+pub(crate) fn http_date() -> HeaderValue {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -975,6 +978,7 @@ mod tests {
             drain: Arc::new(Drain::default()),
             http2: Arc::new(Http2Config::default()),
             torrent: None,
+            alt_svc: None,
         })
     }
 

@@ -11,6 +11,8 @@ mod date;
 mod env;
 pub mod h1;
 pub mod h2;
+pub mod h3;
+pub mod hq;
 pub mod io;
 pub mod peer;
 pub mod tls;

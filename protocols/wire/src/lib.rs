@@ -13,12 +13,14 @@
 //! | [`chunked`] | chunked request bodies (RFC 9112 §7.1) | bodies over the limit, sloppy line ends |
 //! | [`response`] | response heads | to let callers' headers contradict the framing |
 //! | [`peer`] | a seed's BitTorrent peer-wire session (BEP 3, 9, 10) | oversized messages, long or out-of-range requests, floods |
+//! | [`hq`] | HTTP/0.9 request lines of `hq-interop` over QUIC | other methods, overlong lines |
 
 pub mod chunked;
 pub mod h1;
 pub mod h2c;
 pub mod h2guard;
 pub mod hpack;
+pub mod hq;
 pub mod peer;
 pub mod response;
 pub mod sniff;

@@ -1,0 +1,224 @@
+//! The `hq-interop` session (HTTP/0.9 over QUIC), for the QUIC interop runner.
+//!
+//! One [`HqSession`] per QUIC connection whose ALPN is `hq-interop`. Each bidirectional stream
+//! carries `GET /path\r\n` (parsed by `switchyard_wire::hq`) and is answered with the bytes of
+//! the file, routed through the same [`Router`](switchyard_services::router::Router) as every
+//! other protocol, then the stream ends. There is no status line: anything but 200 resets the
+//! stream (H3_REQUEST_REJECTED's value, 0x10b, as other hq servers do). Request lines are
+//! bounded ([`MAX_REQUEST`]), file bodies go out in [`SEND_CHUNK`](crate::h3::SEND_CHUNK) reads.
+//!
+//! Early data: requests are all GETs, which RFC 8470 allows from 0-RTT.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Instant as StdInstant, SystemTime};
+
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode, Version};
+use switchyard_services::message::{Body, BodyPart, FileRange, Request};
+use switchyard_wire::hq::{HqRequest, MAX_REQUEST, parse_request};
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+
+use crate::access_log::AccessEntry;
+use crate::env::{ConnGuard, SessionEnv};
+use crate::h3::{H3_NO_ERROR, SendError, read_chunk};
+
+/// Reset code for a refused or failed request (the value of H3_REQUEST_REJECTED).
+const REJECTED: quinn::VarInt = quinn::VarInt::from_u32(0x10b);
+
+/// The actor shell around one `hq-interop` connection.
+pub struct HqSession {
+    driver: Option<Pin<Box<dyn Future<Output = ()>>>>,
+}
+
+impl fmt::Debug for HqSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HqSession")
+            .field("running", &self.driver.is_none())
+            .finish()
+    }
+}
+
+impl HqSession {
+    pub fn start(conn: quinn::Connection, env: Rc<SessionEnv>, guard: ConnGuard) {
+        let driver: Pin<Box<dyn Future<Output = ()>>> = Box::pin(run(conn, env, guard));
+        HqSession {
+            driver: Some(driver),
+        }
+        .start();
+    }
+}
+
+impl Actor for HqSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(driver) = self.driver.take() {
+            ctx.spawn(
+                driver
+                    .into_actor(self)
+                    .map(|(), _act, ctx: &mut Context<Self>| ctx.stop()),
+            );
+        }
+    }
+}
+
+async fn run(conn: quinn::Connection, env: Rc<SessionEnv>, _guard: ConnGuard) {
+    let peer = conn.remote_address();
+    let mut drain = env.drain.watch();
+    let mut streams: JoinSet<()> = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = conn.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    streams.spawn_local(serve_stream(send, recv, peer, env.clone()));
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "hq connection ended");
+                    break;
+                }
+            },
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+            () = drain.as_mut() => {
+                // No more requests: finish the ones in flight, then close.
+                while streams.join_next().await.is_some() {}
+                conn.close(H3_NO_ERROR, b"");
+                break;
+            }
+        }
+    }
+}
+
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    peer: SocketAddr,
+    env: Rc<SessionEnv>,
+) {
+    let started = StdInstant::now();
+    let mut buf = Vec::with_capacity(256);
+    let path = loop {
+        let mut fin = false;
+        match timeout(env.timeouts.header, recv.read_chunk(MAX_REQUEST + 2, true)).await {
+            Ok(Ok(Some(chunk))) => buf.extend_from_slice(&chunk.bytes),
+            Ok(Ok(None)) => fin = true,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "hq request not received");
+                return;
+            }
+            Err(_elapsed) => {
+                let _ = send.reset(REJECTED);
+                return;
+            }
+        }
+        match parse_request(&buf, fin) {
+            Ok(HqRequest::Need) => continue,
+            Ok(HqRequest::Get(path)) => break path.to_owned(),
+            Err(e) => {
+                tracing::debug!(%peer, error = ?e, "hq request refused");
+                let _ = send.reset(REJECTED);
+                let _ = recv.stop(REJECTED);
+                return;
+            }
+        }
+    };
+    let (path_only, query) = match path.split_once('?') {
+        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+        None => (path.clone(), None),
+    };
+    let request = Request {
+        method: Method::GET,
+        path: path_only,
+        query,
+        version: Version::HTTP_09,
+        host: None,
+        headers: HeaderMap::new(),
+        scheme: "https",
+        peer,
+        body: Bytes::new(),
+    };
+    let response = env.router.call(request).await;
+    let status = response.status;
+    let result = if status == StatusCode::OK {
+        send_body(&mut send, response.body, &env).await
+    } else {
+        Err(SendError::Stalled)
+    };
+    let sent = match result {
+        Ok(n) => {
+            let _ = send.finish();
+            n
+        }
+        Err(e) => {
+            if status == StatusCode::OK {
+                tracing::debug!(%peer, error = %e, "hq response not delivered");
+            }
+            let _ = send.reset(REJECTED);
+            0
+        }
+    };
+    if let Some(log) = &env.access_log {
+        log.record(&AccessEntry {
+            peer,
+            time: SystemTime::now(),
+            method: "GET",
+            target: &path,
+            protocol: "HTTP/0.9",
+            status: status.as_u16(),
+            bytes: sent,
+            referer: None,
+            user_agent: None,
+            duration: started.elapsed(),
+            host: None,
+        });
+    }
+}
+
+/// Write the body; each write waits for QUIC's flow control, bounded by `timeouts.send`.
+async fn send_body(
+    send: &mut quinn::SendStream,
+    body: Body,
+    env: &SessionEnv,
+) -> Result<u64, SendError> {
+    let len = body.len();
+    let limit = env.timeouts.send;
+    let write = async |send: &mut quinn::SendStream, bytes: Bytes| match timeout(
+        limit,
+        send.write_chunk(bytes),
+    )
+    .await
+    {
+        Err(_elapsed) => Err(SendError::Stalled),
+        Ok(Err(e)) => Err(SendError::Io(e.into())),
+        Ok(Ok(())) => Ok(()),
+    };
+    let file = async |send: &mut quinn::SendStream, range: FileRange| {
+        let stop = range.offset + range.len;
+        let mut offset = range.offset;
+        while offset < stop {
+            let chunk = read_chunk(&range, offset, stop)?;
+            offset += chunk.len() as u64;
+            write(send, chunk).await?;
+        }
+        Ok::<(), SendError>(())
+    };
+    match body {
+        Body::Empty => {}
+        Body::Bytes(bytes) => write(send, bytes).await?,
+        Body::File(range) => file(send, range).await?,
+        Body::Parts(parts) => {
+            for part in parts {
+                match part {
+                    BodyPart::Bytes(bytes) => write(send, bytes).await?,
+                    BodyPart::File(range) => file(send, range).await?,
+                }
+            }
+        }
+    }
+    Ok(len)
+}

@@ -22,12 +22,17 @@ fn lt_client() -> PathBuf {
     workspace_root().join("interop/bt/lt_client.py")
 }
 
-/// A server seeding `www`, its piece-hash cache in its own scratch directory.
+/// The piece-hash cache of this test process's servers.
+fn state_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("sy-bt-state-{}", std::process::id()))
+}
+
+/// A server seeding `www`, its piece-hash cache in [`state_dir`].
 fn seed(www: &WebRoot, torrent: &str) -> Server {
     let text = format!(
         "{}[torrent]\nstate_dir = {}\n{torrent}",
         config(www.root(), "", ""),
-        toml_path(&std::env::temp_dir().join(format!("sy-bt-state-{}", std::process::id())))
+        toml_path(&state_dir())
     );
     Server::run_config(&text)
         .env("RUST_LOG", "info,switchyard_sessions::peer=debug")
@@ -250,6 +255,25 @@ fn torrent_and_magnet_describe_the_served_file() {
     );
     // Hashes are cached in the state directory, never next to the served files.
     assert!(!www.path("a.bin.info").exists());
+    let cached = std::fs::read_dir(state_dir().join("pieces"))
+        .expect("state dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".info"))
+        .count();
+    assert!(cached >= 2, "{cached} cache entries");
+    // Every served file was hashed at start, with a summary in the log.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server
+        .stderr()
+        .contains("hashing done: every served file is seeded")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no hashing summary: {}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -72,8 +72,14 @@ impl QuicSetup {
         let mut rustls = (**tls.server_config()).clone();
         rustls.alpn_protocols = vec![ALPN_H3.to_vec(), ALPN_HQ.to_vec()];
         // RFC 9001 §4.6.1: QUIC requires max_early_data_size of 0xffffffff to allow 0-RTT.
-        rustls.max_early_data_size = if config.zero_rtt { u32::MAX } else { 0 };
-        if config.zero_rtt {
+        let zero_rtt = config.zero_rtt && rustls.session_storage.can_cache();
+        if config.zero_rtt && !zero_rtt {
+            tracing::warn!(
+                "quic.zero_rtt needs a server-side session cache (tls.session_cache > 0): 0-RTT is off"
+            );
+        }
+        rustls.max_early_data_size = if zero_rtt { u32::MAX } else { 0 };
+        if zero_rtt {
             // RFC 8446 §8.1 (and rustls): early data only with stateful resumption, where the
             // server cache hands out each session once, so a replayed ClientHello finds nothing.
             // QUIC tickets are therefore session-cache keys, not encrypted (stateless) tickets.

@@ -366,8 +366,8 @@ impl Drop for Slot {
     }
 }
 
-/// Accept `incoming` (with its own qlog when asked), wait for the ALPN within
-/// `timeouts.tls_handshake`, and start the session for it.
+/// Accept `incoming` (with its own qlog when asked), wait for the ALPN, and start the session
+/// for it; the handshake must complete within `max(timeouts.tls_handshake, quic.idle_timeout)`.
 async fn handshake(
     incoming: Incoming,
     setup: QuicSetup,
@@ -393,7 +393,10 @@ async fn handshake(
             return;
         }
     };
-    let limit = env.timeouts.tls_handshake;
+    // QUIC retransmits the handshake with exponential backoff: under heavy loss a sound
+    // handshake takes longer than a TCP one, and a silent one already ends at the idle timeout.
+    // The bound is the larger of the two, so a client cannot keep a handshake open for ever.
+    let limit = env.timeouts.tls_handshake.max(setup.config.idle_timeout);
     let alpn = match tokio::time::timeout(limit, connecting.handshake_data()).await {
         Ok(Ok(data)) => data
             .downcast::<HandshakeData>()

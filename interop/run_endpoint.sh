@@ -34,7 +34,7 @@ ARGS=(--quic-retry never)
 case "$TESTCASE" in
     handshake | transfer | multiplexing | http3 | multiconnect | chacha20 | resumption | zerortt | \
         keyupdate | ecn | transferloss | handshakeloss | transfercorruption | handshakecorruption | \
-        blackhole | longrtt | goodput | crosstraffic | ipv6)
+        blackhole | longrtt | goodput | crosstraffic | ipv6 | amplificationlimit)
         ;;
     retry)
         ARGS=(--quic-retry always)

@@ -72,8 +72,14 @@ impl QuicSetup {
         let mut rustls = (**tls.server_config()).clone();
         rustls.alpn_protocols = vec![ALPN_H3.to_vec(), ALPN_HQ.to_vec()];
         // RFC 9001 §4.6.1: QUIC requires max_early_data_size of 0xffffffff to allow 0-RTT.
-        rustls.max_early_data_size = if config.zero_rtt { u32::MAX } else { 0 };
-        if config.zero_rtt {
+        let zero_rtt = config.zero_rtt && rustls.session_storage.can_cache();
+        if config.zero_rtt && !zero_rtt {
+            tracing::warn!(
+                "quic.zero_rtt needs a server-side session cache (tls.session_cache > 0): 0-RTT is off"
+            );
+        }
+        rustls.max_early_data_size = if zero_rtt { u32::MAX } else { 0 };
+        if zero_rtt {
             // RFC 8446 §8.1 (and rustls): early data only with stateful resumption, where the
             // server cache hands out each session once, so a replayed ClientHello finds nothing.
             // QUIC tickets are therefore session-cache keys, not encrypted (stateless) tickets.
@@ -360,8 +366,8 @@ impl Drop for Slot {
     }
 }
 
-/// Accept `incoming` (with its own qlog when asked), wait for the ALPN within
-/// `timeouts.tls_handshake`, and start the session for it.
+/// Accept `incoming` (with its own qlog when asked), wait for the ALPN, and start the session
+/// for it; the handshake must complete within `max(timeouts.tls_handshake, quic.idle_timeout)`.
 async fn handshake(
     incoming: Incoming,
     setup: QuicSetup,
@@ -387,7 +393,10 @@ async fn handshake(
             return;
         }
     };
-    let limit = env.timeouts.tls_handshake;
+    // QUIC retransmits the handshake with exponential backoff: under heavy loss a sound
+    // handshake takes longer than a TCP one, and a silent one already ends at the idle timeout.
+    // The bound is the larger of the two, so a client cannot keep a handshake open for ever.
+    let limit = env.timeouts.tls_handshake.max(setup.config.idle_timeout);
     let alpn = match tokio::time::timeout(limit, connecting.handshake_data()).await {
         Ok(Ok(data)) => data
             .downcast::<HandshakeData>()

@@ -620,6 +620,7 @@ fn example_loads() {
     assert_eq!(config.timeouts, Timeouts::default());
     assert_eq!(config.tls, TlsConfig::default());
     assert_eq!(config.http2, Http2Config::default());
+    assert_eq!(config.quic, QuicConfig::default());
     assert_eq!(
         config.log.access,
         Some(AccessLog {

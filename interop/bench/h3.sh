@@ -136,6 +136,18 @@ many_gets() {
     awk -v n="$REQUESTS" -v ns=$((end - start)) 'BEGIN { printf "%.0f", n / (ns / 1e9) }'
 }
 
+# Wall time in ms of one GET on a fresh connection (client start, handshake, request, close):
+# the fixed cost inside every `many_gets` figure, mostly the client's own (≈ 40 ms here for
+# either server), reported so the per-request rate can be told apart from it.
+one_get_ms() {
+    local port=${PORT[$1]} start end
+    start=$(now_ns)
+    gtlsclient -q --exit-on-all-streams-close --timeout=30s 127.0.0.1 "$port" \
+        "https://127.0.0.1:$port/1k.bin" >/dev/null 2>&1 || true
+    end=$(now_ns)
+    echo $(((end - start) / 1000000))
+}
+
 # One 64 MiB download over HTTP/3; prints bytes/s (0 when the bytes differ).
 h3_download() {
     local server=$1 port=${PORT[$1]} dir=$TMP/dl.$1
@@ -173,10 +185,11 @@ for s in "${SERVERS[@]}"; do
     check_gets "$s"
 done
 
-declare -A GETS BULK H2BULK
+declare -A GETS BULK H2BULK ONE
 for ((round = 1; round <= ROUNDS; round++)); do
     while read -r server; do
         GETS[$server]+=" $(many_gets "$server")"
+        ONE[$server]+=" $(one_get_ms "$server")"
         for ((d = 0; d < DOWNLOADS; d++)); do
             BULK[$server]+=" $(h3_download "$server")"
             if [[ $server == switchyard ]]; then
@@ -202,6 +215,17 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
         printf -v "G_$s" '%s' "$g"
         printf -v "B_$s" '%s' "$b"
         printf -v "H_$s" '%s' "$h"
+        o=$(echo "${ONE[$s]:-0}" | median)
+        printf -v "O_$s" '%s' "$o"
+    done
+    echo
+    for s in "${SERVERS[@]}"; do
+        g=G_$s o=O_$s
+        # Per-request rate once the connection is up: REQUESTS-1 GETs in (total - one GET).
+        m=$(awk -v n="$REQUESTS" -v r="${!g}" -v o="${!o}" \
+            'BEGIN { t = n / r - o / 1000; if (r > 0 && t > 0) printf "%.0f", (n - 1) / t; else print 0 }')
+        printf -v "M_$s" '%s' "$m"
+        echo "$s: one GET on a fresh connection ${!o} ms; GETs once connected: $m req/s"
     done
     echo
     if has caddy && has switchyard; then
@@ -209,6 +233,7 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
         r_bulk=$(ratio "$B_switchyard" "$B_caddy")
         echo "switchyard/caddy  5000 GETs on one connection: ${r_gets}x (target >= 3)"
         echo "switchyard/caddy  64 MiB download:            ${r_bulk}x (target >= 2)"
+        echo "switchyard/caddy  GETs once connected:        $(ratio "$M_switchyard" "$M_caddy")x (connection set-up excluded)"
     fi
     if has switchyard; then
         echo "switchyard H3/H2  64 MiB download:            $(ratio "$B_switchyard" "$H_switchyard")x (target >= 0.8)"

@@ -55,7 +55,7 @@ PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-    rm -rf "$WORK"
+    [[ -n ${KEEP_WORK:-} ]] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
@@ -390,10 +390,14 @@ case_handshakeloss() {
             AQ_TIMEOUT=60 aq "$PROXY_PORT" --alpn hq-interop --out "$WORK/dl" -- /small ||
                 { echo "connection $i: $(cat "$WORK/aq.json")"; rc=1; break; }
         else
-            NG_TIMEOUT=60 ng 127.0.0.1 "$PROXY_PORT" --download "$WORK/dl" --handshake-timeout=50s -- /small ||
-                { echo "connection $i failed"; tail -3 "$WORK/ng.out"; rc=1; break; }
+            NG_TIMEOUT=60 ng 127.0.0.1 "$PROXY_PORT" --download "$WORK/dl" --handshake-timeout=50s \
+                --timeout=50s -- /small || { echo "connection $i failed"; tail -3 "$WORK/ng.out"; rc=1; break; }
         fi
-        same_files "$WORK/dl" small || { rc=1; break; }
+        same_files "$WORK/dl" small || {
+            echo "connection $i: $(grep -v 'frm\|pkt\|Sent packet\|Received packet' "$WORK/ng.out" | tail -4)"
+            rc=1
+            break
+        }
     done
     stop_proxy
     return $rc

@@ -146,6 +146,7 @@ impl H3Conn {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "HTTP/3 connection setup failed");
+                quic.close(H3_NO_ERROR, b"");
                 return;
             }
             Err(_elapsed) => {

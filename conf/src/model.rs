@@ -26,6 +26,9 @@ pub struct Config {
     /// host wins; a vhost with no names (or `"*"`) matches any host. If none matches, the first
     /// vhost answers (nginx's default server behaviour).
     pub vhosts: Vec<VirtualHost>,
+    /// The HTTP cache for locations with `cache = true`, and the Redis route table (Hipache).
+    pub cache: crate::CacheConfig,
+    pub redis_routes: Option<crate::RedisRoutesConfig>,
 }
 
 /// One listening address.
@@ -227,6 +230,8 @@ pub struct Location {
     /// Path prefix, always starting with `/`. `/` matches everything.
     pub prefix: String,
     pub handler: Handler,
+    /// Responses under this location go through the cache (`[cache]` must be enabled).
+    pub cache: bool,
 }
 
 /// What answers requests routed to a location.
@@ -309,8 +314,11 @@ impl Config {
                 locations: vec![Location {
                     prefix: "/".to_owned(),
                     handler: Handler::Files(files),
+                    cache: false,
                 }],
             }],
+            cache: crate::CacheConfig::default(),
+            redis_routes: None,
         })
     }
 }

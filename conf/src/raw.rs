@@ -23,6 +23,8 @@ pub(crate) struct RawFile {
     pub tls: Option<RawTls>,
     pub http2: Option<RawHttp2>,
     pub vhost: Option<Vec<Spanned<RawVhost>>>,
+    pub cache: Option<crate::cache::RawCache>,
+    pub redis_routes: Option<crate::redis_routes::RawRedisRoutes>,
 }
 
 /// `[[listen]]`
@@ -121,6 +123,7 @@ pub(crate) struct RawLocation {
     pub symlinks: Option<Spanned<String>>,
     pub dotfiles: Option<Spanned<String>>,
     pub precompressed: Option<bool>,
+    pub cache: Option<Spanned<bool>>,
 }
 
 /// A size as written: `65536` or `"64KiB"`. Parsed by `crate::units::parse_size` later.

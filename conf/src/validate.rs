@@ -38,23 +38,23 @@ pub const MAX_SESSION_CACHE: usize = 1 << 20;
 const MAX_WINDOW: u32 = (1 << 31) - 1;
 
 /// A value together with the file it was written in, for error messages.
-struct At<'a, T> {
-    source: &'a Source,
-    item: &'a Spanned<T>,
+pub(crate) struct At<'a, T> {
+    pub source: &'a Source,
+    pub item: &'a Spanned<T>,
 }
 
 impl<T> At<'_, T> {
-    fn value(&self) -> &T {
+    pub fn value(&self) -> &T {
         self.item.get_ref()
     }
 
-    fn error(&self, key: &str, message: impl std::fmt::Display) -> ConfError {
+    pub fn error(&self, key: &str, message: impl std::fmt::Display) -> ConfError {
         self.source.error(self.item.span(), key, message)
     }
 }
 
 /// The value of the last file that sets the key `get` picks out.
-fn last<'a, T>(
+pub(crate) fn last<'a, T>(
     sources: &'a [Source],
     get: impl Fn(&'a RawFile) -> Option<&'a Spanned<T>>,
 ) -> Option<At<'a, T>> {
@@ -77,6 +77,7 @@ pub(crate) fn validate(sources: &[Source], base: &Path) -> Result<Config, ConfEr
             Ok(n) => n,
         },
     };
+    let cache = crate::cache::cache(sources, base)?;
     Ok(Config {
         workers,
         listeners: listeners(sources)?,
@@ -85,7 +86,9 @@ pub(crate) fn validate(sources: &[Source], base: &Path) -> Result<Config, ConfEr
         log: log(sources, base)?,
         tls: tls(sources, base)?,
         http2: http2(sources)?,
-        vhosts: vhosts(sources, base)?,
+        vhosts: vhosts(sources, base, cache.enabled)?,
+        cache,
+        redis_routes: crate::redis_routes::redis_routes(sources)?,
     })
 }
 
@@ -607,7 +610,11 @@ fn h2_count<'a, T: TryFrom<i64> + std::fmt::Display>(
     T::try_from(value).map_err(|_| at.error(&key, format_args!("must be at most {max}")))
 }
 
-fn vhosts(sources: &[Source], base: &Path) -> Result<Vec<VirtualHost>, ConfError> {
+fn vhosts(
+    sources: &[Source],
+    base: &Path,
+    cache_enabled: bool,
+) -> Result<Vec<VirtualHost>, ConfError> {
     let entries = sources.iter().flat_map(|source| {
         source
             .raw
@@ -620,7 +627,7 @@ fn vhosts(sources: &[Source], base: &Path) -> Result<Vec<VirtualHost>, ConfError
     let mut owners: HashMap<String, usize> = HashMap::new();
     let mut vhosts = Vec::new();
     for (i, vhost) in entries.enumerate() {
-        vhosts.push(virtual_host(i, &vhost, &mut owners, base)?);
+        vhosts.push(virtual_host(i, &vhost, &mut owners, base, cache_enabled)?);
     }
     if vhosts.is_empty() {
         let main = sources
@@ -639,6 +646,7 @@ fn virtual_host(
     vhost: &At<'_, RawVhost>,
     owners: &mut HashMap<String, usize>,
     base: &Path,
+    cache_enabled: bool,
 ) -> Result<VirtualHost, ConfError> {
     let source = vhost.source;
     let raw_names = vhost.value().names.as_deref().unwrap_or_default();
@@ -676,7 +684,7 @@ fn virtual_host(
     let mut locations: Vec<Location> = Vec::new();
     for (j, item) in raw_locations.iter().enumerate() {
         let location = At { source, item };
-        let location = files_location(&format!("{key}[{j}]"), &location, base)?;
+        let location = files_location(&format!("{key}[{j}]"), &location, base, cache_enabled)?;
         if let Some(k) = locations.iter().position(|l| l.prefix == location.prefix) {
             let path = item
                 .get_ref()
@@ -739,6 +747,7 @@ fn files_location(
     key: &str,
     location: &At<'_, RawLocation>,
     base: &Path,
+    cache_enabled: bool,
 ) -> Result<Location, ConfError> {
     let source = location.source;
     let raw = location.value();
@@ -808,8 +817,20 @@ fn files_location(
             }
         };
     }
+    let cache = match &raw.cache {
+        Some(cache) if *cache.get_ref() && !cache_enabled => {
+            return Err(source.error(
+                cache.span(),
+                &format!("{key}.cache"),
+                "the cache is not enabled: add a [cache] section (or remove enabled = false)",
+            ));
+        }
+        Some(cache) => *cache.get_ref(),
+        None => false,
+    };
     Ok(Location {
         prefix: path.get_ref().clone(),
         handler: Handler::Files(files),
+        cache,
     })
 }

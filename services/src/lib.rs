@@ -5,6 +5,7 @@
 //! service actor through a bounded mailbox; the reply comes back on a oneshot channel.
 
 pub mod actor;
+pub mod cache;
 pub mod files;
 pub mod message;
 pub mod router;

@@ -34,6 +34,7 @@ declare -A NEED=(
     [sha256sum]=coreutils
     [cc]=build-essential
     [pkg-config]=pkg-config
+    [redis-server]=redis-server
 )
 
 install_prerequisites() {

@@ -348,6 +348,11 @@ impl DiskStore {
         (index.files.len(), index.total)
     }
 
+    /// Whether anything is stored for `base` (an index lookup: does not block on the disk).
+    pub fn has(&self, base: &str) -> bool {
+        self.lock().by_base.contains_key(base)
+    }
+
     /// The stored response for `base` whose `Vary` selects `req_headers`, if any.
     pub fn get(&self, base: &str, req_headers: &HeaderMap) -> Option<Record> {
         let name = {

@@ -312,7 +312,7 @@ impl CacheLayer {
     async fn lookup(&self, parts: &Parts) -> Lookup {
         let store = &self.inner.store;
         let found = store.get(&parts.base, &parts.headers);
-        if matches!(found, Lookup::Hit(_)) || !store.has_disk() {
+        if matches!(found, Lookup::Hit(_)) || !store.disk_has(&parts.base) {
             return found;
         }
         let (store, base, headers) = (store.clone(), parts.base.clone(), parts.headers.clone());

@@ -192,6 +192,11 @@ impl Store {
         }
     }
 
+    /// Whether the disk tier holds anything for `base` (does not block on the disk).
+    pub fn disk_has(&self, base: &str) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.has(base))
+    }
+
     /// Look in the disk tier and, when found, keep the entry in memory too. Blocks.
     pub fn disk_get(&self, base: &str, req_headers: &HeaderMap) -> Option<Arc<Entry>> {
         let record = self.disk.as_ref()?.get(base, req_headers)?;
@@ -245,5 +250,96 @@ impl Store {
     /// Bytes the memory tier holds (after [`Store::sync`]).
     pub fn memory_bytes(&self) -> u64 {
         self.memory.weighted_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn entry(base: &str, vary: &[&'static str], secondary: &str) -> Arc<Entry> {
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        Arc::new(Entry::new(
+            base.to_owned(),
+            secondary.to_owned(),
+            vary.iter().map(|n| HeaderName::from_static(n)).collect(),
+            StatusCode::OK,
+            HeaderMap::new(),
+            Bytes::from_static(b"x"),
+            t,
+            t,
+            &Rules::default(),
+        ))
+    }
+
+    fn req(name: &'static str, value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, HeaderValue::from_static(value));
+        h
+    }
+
+    #[test]
+    fn variants_follow_vary() {
+        let store = Store::open(&CacheConfig::default()).unwrap();
+        assert!(matches!(store.get("k", &HeaderMap::new()), Lookup::UriMiss));
+        let gz = secondary_key(
+            &[HeaderName::from_static("accept-encoding")],
+            &req("accept-encoding", "gzip"),
+        );
+        let br = secondary_key(
+            &[HeaderName::from_static("accept-encoding")],
+            &req("accept-encoding", "br"),
+        );
+        store.put_memory(entry("k", &["accept-encoding"], &gz));
+        store.put_memory(entry("k", &["accept-encoding"], &br));
+        assert!(matches!(
+            store.get("k", &req("accept-encoding", "gzip")),
+            Lookup::Hit(_)
+        ));
+        assert!(matches!(
+            store.get("k", &req("accept-encoding", "br")),
+            Lookup::Hit(_)
+        ));
+        assert!(matches!(
+            store.get("k", &req("accept-encoding", "zstd")),
+            Lookup::VaryMiss
+        ));
+        // The origin now varies on something else: the old variants go.
+        let fr = secondary_key(
+            &[HeaderName::from_static("accept-language")],
+            &req("accept-language", "fr"),
+        );
+        store.put_memory(entry("k", &["accept-language"], &fr));
+        assert!(matches!(
+            store.get("k", &req("accept-encoding", "gzip")),
+            Lookup::VaryMiss
+        ));
+        assert!(matches!(
+            store.get("k", &req("accept-language", "fr")),
+            Lookup::Hit(_)
+        ));
+        assert!(store.remove("k"));
+        assert!(!store.remove("k"));
+    }
+
+    #[test]
+    fn variants_per_uri_are_bounded() {
+        let store = Store::open(&CacheConfig::default()).unwrap();
+        for i in 0..(MAX_VARIANTS + 5) {
+            store.put_memory(entry("k", &["x-v"], &format!("x-v:{i}\n")));
+        }
+        let mut h = HeaderMap::new();
+        let hits = (0..(MAX_VARIANTS + 5))
+            .filter(|i| {
+                h.insert("x-v", HeaderValue::from_str(&i.to_string()).unwrap());
+                matches!(store.get("k", &h), Lookup::Hit(_))
+            })
+            .count();
+        assert_eq!(hits, MAX_VARIANTS);
+        // The oldest went first.
+        h.insert("x-v", HeaderValue::from_static("0"));
+        assert!(matches!(store.get("k", &h), Lookup::VaryMiss));
     }
 }

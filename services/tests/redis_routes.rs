@@ -253,6 +253,24 @@ async fn dead_marks_are_shared_between_instances() {
     connected(&one, 1).await;
     connected(&two, 1).await;
     let route = one.lookup("www.shop.test").await.unwrap().unwrap();
+    assert_eq!(route.frontend, "*.shop.test");
+    assert_eq!(
+        two.lookup("www.shop.test")
+            .await
+            .unwrap()
+            .unwrap()
+            .alive()
+            .count(),
+        3
+    );
+
+    // Instance one's health check marks backend 1 dead (Hipache's dead:<host> set); instance
+    // two sees it, other hosts of the wildcard do not (as in Hipache).
+    one.mark_dead(&route, 1).await.unwrap();
+    eventually(&two, "www.shop.test", Duration::from_secs(1), |r| {
+        r.is_some_and(|r| urls(r) == ["http://10.0.0.1:80", "http://10.0.0.3:80"])
+    })
+    .await;
     assert_eq!(
         two.lookup("api.shop.test")
             .await
@@ -262,29 +280,30 @@ async fn dead_marks_are_shared_between_instances() {
             .count(),
         3
     );
-
-    // Instance one's health check marks backend 1 dead; instance two sees it.
-    one.mark_dead(&route, 1).await.unwrap();
-    eventually(&two, "api.shop.test", Duration::from_secs(1), |r| {
-        r.is_some_and(|r| urls(r) == ["http://10.0.0.1:80", "http://10.0.0.3:80"])
-    })
-    .await;
     // The mark expires after dead_ttl (an `expired` notification), and the backend is back.
-    eventually(&two, "api.shop.test", Duration::from_secs(3), |r| {
+    eventually(&two, "www.shop.test", Duration::from_secs(3), |r| {
         r.is_some_and(|r| r.alive().count() == 3)
     })
     .await;
-    // Marks written by Hipache itself (or by hand) count as well; mark_alive clears them.
-    redis.cmd(2, &["SADD", "hip:dead:*.shop.test", "0"]);
-    eventually(&one, "x.shop.test", Duration::from_secs(1), |r| {
-        r.is_some_and(|r| !r.backends[0].url.is_empty() && r.backends[0].dead)
+    // A mark written by Hipache itself (or by hand); mark_alive clears it.
+    redis.cmd(2, &["SADD", "hip:dead:www.shop.test", "0"]);
+    eventually(&one, "www.shop.test", Duration::from_secs(1), |r| {
+        r.is_some_and(|r| r.backends[0].dead)
     })
     .await;
-    two.mark_alive("*.shop.test", 0).await.unwrap();
-    eventually(&one, "x.shop.test", Duration::from_secs(1), |r| {
+    two.mark_alive(&route, 0).await.unwrap();
+    eventually(&one, "www.shop.test", Duration::from_secs(1), |r| {
         r.is_some_and(|r| r.alive().count() == 3)
     })
     .await;
+    // A set named after the wildcard takes a backend out for every host it serves.
+    redis.cmd(2, &["SADD", "hip:dead:*.shop.test", "2"]);
+    for host in ["www.shop.test", "api.shop.test"] {
+        eventually(&one, host, Duration::from_secs(1), |r| {
+            r.is_some_and(|r| urls(r) == ["http://10.0.0.1:80", "http://10.0.0.2:80"])
+        })
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,11 +8,13 @@
 //!   http://10.0.0.1:8080 http://10.0.0.2:8080`.
 //! * `<name>` is a host without port, lowercase, or a wildcard `*.example.com` that matches any
 //!   host below `example.com` (the most specific wildcard wins; an exact name wins over all).
-//! * `<prefix>dead:<name>` — a **set** of the 0-based positions, among the backends (the
-//!   identifier not counted), of backends marked dead, for the frontend `<name>` that matched.
-//!   Hipache's health logic writes it with `SADD` and `EXPIRE` (`deadBackendTTL`, 30 s by
-//!   default) and announces it with `PUBLISH dead "<frontend>;<url>;<index>;<count>"`; we do
-//!   the same, so instances sharing one Redis agree on which backends are out.
+//! * `<prefix>dead:<host>` — a **set** of the 0-based positions, among the backends (the
+//!   identifier not counted), of backends marked dead for requests to `<host>`, the request's
+//!   host even when a wildcard frontend matched (that is what Hipache reads and writes). Its
+//!   health logic writes it with `SADD` and `EXPIRE` (`deadBackendTTL`, 30 s by default) and
+//!   announces it with `PUBLISH dead "<host>;<url>;<index>;<count>"`; we do the same, so
+//!   instances sharing one Redis agree on which backends are out. As an extension, a set named
+//!   after a wildcard frontend (`dead:*.example.com`) applies to every host it serves.
 
 use std::fmt;
 
@@ -113,11 +115,12 @@ pub fn candidates(host: &str) -> Vec<String> {
     out
 }
 
-/// One frontend's route: its backends, with Hipache's dead marks applied.
+/// One host's route: its frontend's backends, with the dead marks applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    /// The frontend name that matched (`www.example.com` or `*.example.com`): the name under
-    /// which dead marks are kept.
+    /// The (normalised) host looked up: the name of its `dead:` set.
+    pub host: String,
+    /// The frontend name that matched (`www.example.com` or `*.example.com`).
     pub frontend: String,
     /// The list's first element.
     pub identifier: String,
@@ -135,15 +138,16 @@ pub struct Backend {
 }
 
 impl Route {
-    /// Build from a `frontend:` list (`LRANGE 0 -1`) and the members of its `dead:` set.
-    /// `None` when the list has no backend (absent key, or only an identifier).
-    pub fn parse(frontend: &str, list: &[String], dead: &[String]) -> Option<Route> {
+    /// Build from a `frontend:` list (`LRANGE 0 -1`) and the members of the `dead:` sets that
+    /// apply. `None` when the list has no backend (absent key, or only an identifier).
+    pub fn parse(host: &str, frontend: &str, list: &[String], dead: &[String]) -> Option<Route> {
         let (identifier, urls) = list.split_first()?;
         if urls.is_empty() {
             return None;
         }
         let dead: Vec<usize> = dead.iter().filter_map(|d| d.trim().parse().ok()).collect();
         Some(Route {
+            host: host.to_owned(),
             frontend: frontend.to_owned(),
             identifier: identifier.clone(),
             backends: urls
@@ -167,7 +171,7 @@ impl Route {
     pub fn dead_announcement(&self, backend: &Backend) -> String {
         format!(
             "{};{};{};{}",
-            self.frontend,
+            self.host,
             backend.url,
             backend.index,
             self.backends.len()
@@ -177,7 +181,11 @@ impl Route {
 
 impl fmt::Display for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}):", self.frontend, self.identifier)?;
+        write!(
+            f,
+            "{} via {} ({}):",
+            self.host, self.frontend, self.identifier
+        )?;
         for b in &self.backends {
             write!(f, " {}{}", b.url, if b.dead { " (dead)" } else { "" })?;
         }
@@ -269,17 +277,18 @@ mod tests {
     #[test]
     fn routes_from_lists_and_dead_sets() {
         let list = strings(&["mysite", "http://a:1", "http://b:2", "http://c:3"]);
-        let route = Route::parse("*.x.test", &list, &strings(&["1", "junk", "9"])).unwrap();
+        let route =
+            Route::parse("a.x.test", "*.x.test", &list, &strings(&["1", "junk", "9"])).unwrap();
         assert_eq!(route.identifier, "mysite");
         let alive: Vec<&str> = route.alive().map(|b| b.url.as_str()).collect();
         assert_eq!(alive, ["http://a:1", "http://c:3"]);
         assert!(route.backends[1].dead);
         assert_eq!(
             route.dead_announcement(&route.backends[2]),
-            "*.x.test;http://c:3;2;3"
+            "a.x.test;http://c:3;2;3"
         );
-        assert_eq!(Route::parse("h", &[], &[]), None);
-        assert_eq!(Route::parse("h", &strings(&["only-id"]), &[]), None);
+        assert_eq!(Route::parse("h", "h", &[], &[]), None);
+        assert_eq!(Route::parse("h", "h", &strings(&["only-id"]), &[]), None);
     }
 
     #[test]

@@ -15,9 +15,9 @@
 //! task reconnects with exponential backoff (100 ms doubling to 5 s). After a reconnect every
 //! cached route is fetched again on its next use, since notifications may have been missed.
 //!
-//! Dead marks: [`RedisRoutes::mark_dead`] writes a backend's position into the frontend's
-//! `dead:` set with an expiry (`dead_ttl`) and publishes Hipache's `dead` announcement, so
-//! health checks of any instance take the backend out for all of them.
+//! Dead marks: [`RedisRoutes::mark_dead`] writes a backend's position into the host's `dead:`
+//! set with an expiry (`dead_ttl`) and publishes Hipache's `dead` announcement, so health
+//! checks of any instance take the backend out for all of them.
 //!
 //! Not here: choosing among the alive backends and proxying (the proxy's balancers do that).
 
@@ -186,13 +186,13 @@ impl RedisRoutes {
     }
 
     /// Mark `route`'s backend at `index` dead for every instance sharing this Redis, for
-    /// `dead_ttl` (Hipache's `SADD` + `EXPIRE` + `PUBLISH dead`).
+    /// `dead_ttl` (Hipache's `SADD dead:<host>` + `EXPIRE` + `PUBLISH dead`).
     pub async fn mark_dead(&self, route: &Route, index: usize) -> Result<(), Unavailable> {
         let shared = &self.shared;
         let Some(backend) = route.backends.get(index) else {
             return Ok(());
         };
-        let key = shared.keys.dead(&route.frontend);
+        let key = shared.keys.dead(&route.host);
         let ttl_ms = u64::try_from(shared.config.dead_ttl.as_millis()).unwrap_or(u64::MAX);
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -211,11 +211,11 @@ impl RedisRoutes {
         shared.write(&pipe, "mark dead").await
     }
 
-    /// Take the mark off a backend (its health check passed again).
-    pub async fn mark_alive(&self, frontend: &str, index: usize) -> Result<(), Unavailable> {
+    /// Take the mark off `route`'s backend at `index` (its health check passed again).
+    pub async fn mark_alive(&self, route: &Route, index: usize) -> Result<(), Unavailable> {
         let mut pipe = redis::pipe();
         pipe.cmd("SREM")
-            .arg(self.shared.keys.dead(frontend))
+            .arg(self.shared.keys.dead(&route.host))
             .arg(index)
             .ignore();
         self.shared.write(&pipe, "mark alive").await
@@ -231,7 +231,8 @@ impl Shared {
         *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = conn;
     }
 
-    /// One round trip: the `frontend:` list and `dead:` set of every candidate name.
+    /// One round trip: the `frontend:` list and `dead:` set of every candidate name. The
+    /// host's own `dead:` set (the first candidate's) applies whichever frontend matches.
     async fn fetch(
         &self,
         conn: &mut MultiplexedConnection,
@@ -248,10 +249,14 @@ impl Shared {
                 .arg(self.keys.dead(name));
         }
         let rows: Vec<Vec<String>> = pipe.query_async(conn).await?;
+        let host_dead = rows.get(1).cloned().unwrap_or_default();
         Ok(names.iter().enumerate().find_map(|(i, name)| {
             let list = rows.get(2 * i)?;
-            let dead = rows.get(2 * i + 1)?;
-            Route::parse(name, list, dead).map(Arc::new)
+            let mut dead = host_dead.clone();
+            if i > 0 {
+                dead.extend(rows.get(2 * i + 1)?.iter().cloned());
+            }
+            Route::parse(host, name, list, &dead).map(Arc::new)
         }))
     }
 

@@ -183,6 +183,17 @@ async fn exact_and_wildcard_frontends() {
     assert_eq!(routes.lookup("b.test").await, Ok(None));
     assert_eq!(routes.lookup("only-id.test").await, Ok(None));
     assert_eq!(routes.lookup("other.test").await, Ok(None));
+    // Hipache's catch-all answers every host nothing else matches.
+    redis.cmd(
+        2,
+        &["RPUSH", "hip:frontend:*", "default", "http://10.0.9.1:80"],
+    );
+    eventually(&routes, "b.test", Duration::from_secs(1), |r| {
+        r.is_some_and(|r| r.frontend == "*")
+    })
+    .await;
+    let a = routes.lookup("www.a.test").await.unwrap().unwrap();
+    assert_eq!(a.frontend, "www.a.test");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,8 @@
 //!   humans, unused for routing), the rest backend URLs: `RPUSH frontend:www.example.com mysite
 //!   http://10.0.0.1:8080 http://10.0.0.2:8080`.
 //! * `<name>` is a host without port, lowercase, or a wildcard `*.example.com` that matches any
-//!   host below `example.com` (the most specific wildcard wins; an exact name wins over all).
+//!   host below `example.com` (the most specific wildcard wins; an exact name wins over all),
+//!   or `*` alone, Hipache's catch-all, tried last.
 //! * `<prefix>dead:<host>` — a **set** of the 0-based positions, among the backends (the
 //!   identifier not counted), of backends marked dead for requests to `<host>`, the request's
 //!   host even when a wildcard frontend matched (that is what Hipache reads and writes). Its
@@ -97,21 +98,21 @@ pub fn normalize_host(host: &str) -> String {
 }
 
 /// The frontend names to try for `host` (already normalised), best first: the host itself,
-/// then `*.<parent>` for each parent domain with at least two labels, most specific first:
-/// `a.b.example.com` → `a.b.example.com`, `*.b.example.com`, `*.example.com`.
+/// then `*.<parent>` for each parent domain with at least two labels, most specific first,
+/// then the catch-all `*`: `a.b.example.com` → `a.b.example.com`, `*.b.example.com`,
+/// `*.example.com`, `*`.
 pub fn candidates(host: &str) -> Vec<String> {
     let mut out = vec![host.to_owned()];
-    if host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok() {
-        return out; // addresses have no parent domains
-    }
+    let address = host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok();
     let mut rest = host;
     while let Some((_, parent)) = rest.split_once('.') {
-        if !parent.contains('.') {
-            break; // never `*.com`
+        if address || !parent.contains('.') {
+            break; // addresses have no parent domains; never `*.com`
         }
         out.push(format!("*.{parent}"));
         rest = parent;
     }
+    out.push("*".to_owned());
     out
 }
 
@@ -237,16 +238,16 @@ mod tests {
         }
         assert_eq!(
             candidates("a.b.example.com"),
-            ["a.b.example.com", "*.b.example.com", "*.example.com"]
+            ["a.b.example.com", "*.b.example.com", "*.example.com", "*"]
         );
-        assert_eq!(candidates("example.com"), ["example.com"]);
+        assert_eq!(candidates("example.com"), ["example.com", "*"]);
         assert_eq!(
             candidates("www.example.com"),
-            ["www.example.com", "*.example.com"]
+            ["www.example.com", "*.example.com", "*"]
         );
-        assert_eq!(candidates("localhost"), ["localhost"]);
-        assert_eq!(candidates("10.0.0.1"), ["10.0.0.1"]);
-        assert_eq!(candidates("[::1]"), ["[::1]"]);
+        assert_eq!(candidates("localhost"), ["localhost", "*"]);
+        assert_eq!(candidates("10.0.0.1"), ["10.0.0.1", "*"]);
+        assert_eq!(candidates("[::1]"), ["[::1]", "*"]);
     }
 
     #[test]

@@ -285,7 +285,7 @@ impl Shared {
         };
         self.changes.fetch_add(1, Ordering::SeqCst);
         let (Changed::Frontend(name) | Changed::Dead(name)) = changed;
-        if name.starts_with("*.") {
+        if name.starts_with('*') {
             // A wildcard can serve any number of hosts; changes to one are rare.
             self.cache.invalidate_all();
         } else {

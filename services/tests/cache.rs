@@ -754,3 +754,31 @@ async fn the_disk_tier_survives_a_restart() {
     assert_eq!(h.send(purge).await.response.status, 200);
     assert_eq!(h.layer.store().disk().unwrap().usage().0, 0);
 }
+
+#[tokio::test]
+async fn head_misses_fill_with_get_and_client_preconditions_stay_here() {
+    let h = Harness::new(config());
+    let head = h.send(request(Method::HEAD, "/h", &[])).await.response;
+    assert_eq!(head.status, 200);
+    assert!(
+        cache_status(&head).ends_with("stored"),
+        "{}",
+        cache_status(&head)
+    );
+    assert_eq!(h.origin.calls.borrow()[0].0, Method::GET);
+    // A conditional miss is filled unconditionally, then answered 304 by the cache.
+    let r = h
+        .get("/c", &[("if-none-match", "\"v1\""), ("range", "bytes=0-1")])
+        .await;
+    assert_eq!(r.status, 304);
+    assert!(cache_status(&r).ends_with("stored"));
+    let (method, headers) = h.origin.calls.borrow()[1].clone();
+    assert_eq!(method, Method::GET);
+    assert!(!headers.contains_key("if-none-match"));
+    assert!(!headers.contains_key("range"));
+    // A non-matching tag gets the whole response from the cache.
+    let r = h.get("/c", &[("if-none-match", "\"other\"")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(body(&r), b"hello");
+    assert_eq!(h.calls(), 2);
+}

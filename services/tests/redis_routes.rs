@@ -329,9 +329,9 @@ async fn redis_down_keeps_cached_routes_and_reconnects() {
             "http://10.0.0.1:80",
         ],
     );
-    // A TTL so short that every lookup asks Redis: once it is gone, answers come from the
-    // stale cache.
-    let routes = RedisRoutes::start(&config(&redis, Duration::from_millis(1))).unwrap();
+    // A zero TTL (below what the configuration allows): every lookup asks Redis, so once it
+    // is gone, answers come from the stale cache.
+    let routes = RedisRoutes::start(&config(&redis, Duration::ZERO)).unwrap();
     connected(&routes, 1).await;
     assert!(routes.lookup("kept.test").await.unwrap().is_some());
 
@@ -376,6 +376,52 @@ async fn redis_down_keeps_cached_routes_and_reconnects() {
     );
     eventually(&routes, "fresh.test", Duration::from_secs(1), |r| {
         r.is_some()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unresponsive_redis_costs_one_timeout_not_one_per_lookup() {
+    let redis = RedisServer::start();
+    redis.cmd(
+        2,
+        &[
+            "RPUSH",
+            "hip:frontend:slow.test",
+            "slow",
+            "http://10.0.0.1:80",
+        ],
+    );
+    // A zero TTL (below what the configuration allows): every lookup asks Redis.
+    let routes = RedisRoutes::start(&config(&redis, Duration::ZERO)).unwrap();
+    connected(&routes, 1).await;
+    assert!(routes.lookup("slow.test").await.unwrap().is_some());
+
+    // Redis stops answering (the connection stays open): the next lookup waits for its
+    // timeout once, answers from the cache, and the ones after it do not wait at all.
+    redis.cmd(0, &["CLIENT", "PAUSE", "3000", "ALL"]);
+    let first = Instant::now();
+    assert!(routes.lookup("slow.test").await.unwrap().is_some());
+    assert!(
+        first.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        first.elapsed()
+    );
+    let second = Instant::now();
+    assert!(routes.lookup("slow.test").await.unwrap().is_some());
+    assert!(
+        second.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        second.elapsed()
+    );
+    // Once Redis answers again the provider is back on a new connection.
+    connected(&routes, 2).await;
+    redis.cmd(
+        2,
+        &["RPUSH", "hip:frontend:slow.test", "http://10.0.0.2:80"],
+    );
+    eventually(&routes, "slow.test", Duration::from_secs(1), |r| {
+        r.is_some_and(|r| r.backends.len() == 2)
     })
     .await;
 }

@@ -89,6 +89,9 @@ struct Shared {
     connected: AtomicBool,
     /// Successful connections so far (the first one included).
     sessions: AtomicU64,
+    /// A lookup or write failed on the current connection: the connection task drops it and
+    /// reconnects (a half-open connection would otherwise go unnoticed by the subscription).
+    broken: tokio::sync::Notify,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +127,7 @@ impl RedisRoutes {
             changes: AtomicU64::new(0),
             connected: AtomicBool::new(false),
             sessions: AtomicU64::new(0),
+            broken: tokio::sync::Notify::new(),
         });
         let watcher = tokio::spawn(watch(shared.clone()));
         Ok(RedisRoutes {
@@ -176,10 +180,12 @@ impl RedisRoutes {
             }
             Ok(Err(e)) => {
                 tracing::warn!(%host, error = %e, "redis routes: lookup failed; using the cached route");
+                shared.connection_failed();
                 stale()
             }
             Err(_) => {
                 tracing::warn!(%host, "redis routes: lookup timed out; using the cached route");
+                shared.connection_failed();
                 stale()
             }
         }
@@ -231,6 +237,15 @@ impl Shared {
         *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = conn;
     }
 
+    /// Stop using the current connection at once (later lookups answer from the cache without
+    /// waiting) and have the connection task reconnect.
+    fn connection_failed(&self) {
+        if self.connected.swap(false, Ordering::SeqCst) {
+            self.set_connection(None);
+            self.broken.notify_one();
+        }
+    }
+
     /// One round trip: the `frontend:` list and `dead:` set of every candidate name. The
     /// host's own `dead:` set (the first candidate's) applies whichever frontend matches.
     async fn fetch(
@@ -269,10 +284,12 @@ impl Shared {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 tracing::warn!(what, error = %e, "redis routes: write failed");
+                self.connection_failed();
                 Err(Unavailable)
             }
             Err(_) => {
                 tracing::warn!(what, "redis routes: write timed out");
+                self.connection_failed();
                 Err(Unavailable)
             }
         }
@@ -362,8 +379,14 @@ async fn watch(shared: Arc<Shared>) {
                 shared.connected.store(true, Ordering::SeqCst);
                 let sessions = shared.sessions.fetch_add(1, Ordering::SeqCst) + 1;
                 tracing::info!(url = %shared.config.url, sessions, "redis routes: connected");
-                while let Some(message) = messages.next().await {
-                    shared.on_notification(message.get_channel_name());
+                loop {
+                    tokio::select! {
+                        message = messages.next() => match message {
+                            Some(message) => shared.on_notification(message.get_channel_name()),
+                            None => break,
+                        },
+                        () = shared.broken.notified() => break,
+                    }
                 }
                 shared.connected.store(false, Ordering::SeqCst);
                 shared.set_connection(None);

@@ -12,7 +12,9 @@
 //!
 //! When Redis is unreachable, lookups keep answering from the cached routes however old they
 //! are (and [`Unavailable`] for hosts never looked up), the failure is logged, and a background
-//! task reconnects with exponential backoff (100 ms doubling to 5 s). After a reconnect every
+//! task reconnects with exponential backoff (100 ms doubling to 5 s). A lookup that fails or
+//! waits more than a second drops the connection at once, so an unresponsive Redis costs one
+//! such wait, not one per request. After a reconnect every
 //! cached route is fetched again on its next use, since notifications may have been missed.
 //!
 //! Dead marks: [`RedisRoutes::mark_dead`] writes a backend's position into the host's `dead:`

@@ -11,8 +11,11 @@
 //!   of a location with `cache = true`; its module docs describe that seam.
 //!
 //! The cache is shared (RFC 9111 §1): `private` responses and answers to requests with
-//! `Authorization` are not stored unless the origin allows it. It stores whole 200-class
-//! representations of GET (HEAD is answered from them), never partial content.
+//! `Authorization` are not stored unless the origin allows it. It stores whole representations
+//! of GET (HEAD is answered from them, and a HEAD miss is filled with a GET), never partial
+//! content; a `Range` request is answered with the whole representation (200), which RFC 9110
+//! §14.2 allows. The client's own preconditions (`If-None-Match`, `If-Modified-Since`) are
+//! evaluated here against the stored response, never forwarded.
 
 pub mod collapse;
 pub mod directives;

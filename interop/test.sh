@@ -31,10 +31,10 @@ declare -A NEED=(
     [curl]=curl
     [nghttp]=nghttp2-client
     [openssl]=openssl
+    [redis-server]=redis-server
     [sha256sum]=coreutils
     [cc]=build-essential
     [pkg-config]=pkg-config
-    [redis-server]=redis-server
 )
 
 install_prerequisites() {

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::ConfError;
-use crate::raw::RawSize;
+use crate::raw::{RawLocation, RawSize};
 use crate::source::Source;
 use crate::units::{parse_duration, parse_size};
 use crate::validate::{At, last};
@@ -119,7 +119,8 @@ fn cache_key<'a, T>(
     last(sources, |f| f.cache.as_ref().and_then(&get))
 }
 
-/// Merge and validate `[cache]`. `base` resolves a relative `disk_dir`.
+/// Merge and validate `[cache]`, and check that locations with `cache = true` have one.
+/// `base` resolves a relative `disk_dir`.
 pub(crate) fn cache(sources: &[Source], base: &Path) -> Result<CacheConfig, ConfError> {
     let d = CacheConfig::default();
     let present = sources.iter().any(|s| s.raw.cache.is_some());
@@ -171,6 +172,7 @@ pub(crate) fn cache(sources: &[Source], base: &Path) -> Result<CacheConfig, Conf
             nets
         }
     };
+    check_location_switches(sources, enabled)?;
     Ok(CacheConfig {
         enabled,
         memory_size: memory_size.unwrap_or(d.memory_size),
@@ -237,4 +239,33 @@ fn duration<'a>(
         return Err(at.error(&key, "must be greater than 0"));
     }
     Ok(Some(value))
+}
+
+/// A location's `cache` switch (`cache = true` opts in; default off).
+pub(crate) fn location_switch(raw: &RawLocation) -> bool {
+    raw.cache.as_ref().is_some_and(|c| *c.get_ref())
+}
+
+/// `cache = true` on a location needs the cache enabled; the error points at the switch.
+fn check_location_switches(sources: &[Source], enabled: bool) -> Result<(), ConfError> {
+    if enabled {
+        return Ok(());
+    }
+    let vhosts = sources
+        .iter()
+        .flat_map(|source| source.raw.vhost.iter().flatten().map(move |v| (source, v)));
+    for (i, (source, vhost)) in vhosts.enumerate() {
+        for (j, location) in vhost.get_ref().location.iter().flatten().enumerate() {
+            if let Some(switch) = &location.get_ref().cache
+                && *switch.get_ref()
+            {
+                return Err(source.error(
+                    switch.span(),
+                    &format!("vhost[{i}].location[{j}].cache"),
+                    "the cache is not enabled: add a [cache] section (or remove enabled = false)",
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -22,13 +22,13 @@ pub struct Config {
     pub tls: TlsConfig,
     /// HTTP/2 protocol limits (over TLS, prior knowledge and `Upgrade: h2c`).
     pub http2: Http2Config,
+    /// The HTTP cache for locations with `cache = true`, and the Redis route table (Hipache).
+    pub cache: crate::CacheConfig,
+    pub redis_routes: Option<crate::RedisRoutesConfig>,
     /// Virtual hosts in configuration order. The first one whose `names` match the request's
     /// host wins; a vhost with no names (or `"*"`) matches any host. If none matches, the first
     /// vhost answers (nginx's default server behaviour).
     pub vhosts: Vec<VirtualHost>,
-    /// The HTTP cache for locations with `cache = true`, and the Redis route table (Hipache).
-    pub cache: crate::CacheConfig,
-    pub redis_routes: Option<crate::RedisRoutesConfig>,
 }
 
 /// One listening address.
@@ -309,6 +309,8 @@ impl Config {
             log: LogConfig::default(),
             tls: TlsConfig::default(),
             http2: Http2Config::default(),
+            cache: crate::CacheConfig::default(),
+            redis_routes: None,
             vhosts: vec![VirtualHost {
                 names: Vec::new(),
                 locations: vec![Location {
@@ -317,8 +319,6 @@ impl Config {
                     cache: false,
                 }],
             }],
-            cache: crate::CacheConfig::default(),
-            redis_routes: None,
         })
     }
 }

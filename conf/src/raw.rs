@@ -22,9 +22,9 @@ pub(crate) struct RawFile {
     pub log: Option<RawLog>,
     pub tls: Option<RawTls>,
     pub http2: Option<RawHttp2>,
-    pub vhost: Option<Vec<Spanned<RawVhost>>>,
     pub cache: Option<crate::cache::RawCache>,
     pub redis_routes: Option<crate::redis_routes::RawRedisRoutes>,
+    pub vhost: Option<Vec<Spanned<RawVhost>>>,
 }
 
 /// `[[listen]]`
@@ -117,13 +117,13 @@ pub(crate) struct RawVhost {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLocation {
     pub path: Option<Spanned<String>>,
+    pub cache: Option<Spanned<bool>>,
     pub root: Option<Spanned<String>>,
     pub index: Option<Vec<Spanned<String>>>,
     pub autoindex: Option<bool>,
     pub symlinks: Option<Spanned<String>>,
     pub dotfiles: Option<Spanned<String>>,
     pub precompressed: Option<bool>,
-    pub cache: Option<Spanned<bool>>,
 }
 
 /// A size as written: `65536` or `"64KiB"`. Parsed by `crate::units::parse_size` later.

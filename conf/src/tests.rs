@@ -66,6 +66,8 @@ fn defaults_apply_to_a_minimal_file() {
             log: LogConfig { access: None },
             tls: TlsConfig::default(),
             http2: Http2Config::default(),
+            cache: CacheConfig::default(),
+            redis_routes: None,
             vhosts: vec![VirtualHost {
                 names: vec![],
                 locations: vec![Location {
@@ -74,8 +76,6 @@ fn defaults_apply_to_a_minimal_file() {
                     cache: false,
                 }],
             }],
-            cache: CacheConfig::default(),
-            redis_routes: None,
         }
     );
 }

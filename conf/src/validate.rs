@@ -77,7 +77,6 @@ pub(crate) fn validate(sources: &[Source], base: &Path) -> Result<Config, ConfEr
             Ok(n) => n,
         },
     };
-    let cache = crate::cache::cache(sources, base)?;
     Ok(Config {
         workers,
         listeners: listeners(sources)?,
@@ -85,10 +84,10 @@ pub(crate) fn validate(sources: &[Source], base: &Path) -> Result<Config, ConfEr
         timeouts: timeouts(sources)?,
         log: log(sources, base)?,
         tls: tls(sources, base)?,
-        http2: http2(sources)?,
-        vhosts: vhosts(sources, base, cache.enabled)?,
-        cache,
+        cache: crate::cache::cache(sources, base)?,
         redis_routes: crate::redis_routes::redis_routes(sources)?,
+        http2: http2(sources)?,
+        vhosts: vhosts(sources, base)?,
     })
 }
 
@@ -610,11 +609,7 @@ fn h2_count<'a, T: TryFrom<i64> + std::fmt::Display>(
     T::try_from(value).map_err(|_| at.error(&key, format_args!("must be at most {max}")))
 }
 
-fn vhosts(
-    sources: &[Source],
-    base: &Path,
-    cache_enabled: bool,
-) -> Result<Vec<VirtualHost>, ConfError> {
+fn vhosts(sources: &[Source], base: &Path) -> Result<Vec<VirtualHost>, ConfError> {
     let entries = sources.iter().flat_map(|source| {
         source
             .raw
@@ -627,7 +622,7 @@ fn vhosts(
     let mut owners: HashMap<String, usize> = HashMap::new();
     let mut vhosts = Vec::new();
     for (i, vhost) in entries.enumerate() {
-        vhosts.push(virtual_host(i, &vhost, &mut owners, base, cache_enabled)?);
+        vhosts.push(virtual_host(i, &vhost, &mut owners, base)?);
     }
     if vhosts.is_empty() {
         let main = sources
@@ -646,7 +641,6 @@ fn virtual_host(
     vhost: &At<'_, RawVhost>,
     owners: &mut HashMap<String, usize>,
     base: &Path,
-    cache_enabled: bool,
 ) -> Result<VirtualHost, ConfError> {
     let source = vhost.source;
     let raw_names = vhost.value().names.as_deref().unwrap_or_default();
@@ -684,7 +678,7 @@ fn virtual_host(
     let mut locations: Vec<Location> = Vec::new();
     for (j, item) in raw_locations.iter().enumerate() {
         let location = At { source, item };
-        let location = files_location(&format!("{key}[{j}]"), &location, base, cache_enabled)?;
+        let location = files_location(&format!("{key}[{j}]"), &location, base)?;
         if let Some(k) = locations.iter().position(|l| l.prefix == location.prefix) {
             let path = item
                 .get_ref()
@@ -747,7 +741,6 @@ fn files_location(
     key: &str,
     location: &At<'_, RawLocation>,
     base: &Path,
-    cache_enabled: bool,
 ) -> Result<Location, ConfError> {
     let source = location.source;
     let raw = location.value();
@@ -817,20 +810,9 @@ fn files_location(
             }
         };
     }
-    let cache = match &raw.cache {
-        Some(cache) if *cache.get_ref() && !cache_enabled => {
-            return Err(source.error(
-                cache.span(),
-                &format!("{key}.cache"),
-                "the cache is not enabled: add a [cache] section (or remove enabled = false)",
-            ));
-        }
-        Some(cache) => *cache.get_ref(),
-        None => false,
-    };
     Ok(Location {
         prefix: path.get_ref().clone(),
         handler: Handler::Files(files),
-        cache,
+        cache: crate::cache::location_switch(raw),
     })
 }

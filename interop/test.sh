@@ -31,6 +31,7 @@ declare -A NEED=(
     [curl]=curl
     [nghttp]=nghttp2-client
     [openssl]=openssl
+    [redis-server]=redis-server
     [sha256sum]=coreutils
     [cc]=build-essential
     [pkg-config]=pkg-config

@@ -79,7 +79,11 @@
 //! symlinks = "inside_root"      # "inside_root" (default) | "follow" | "refuse"
 //! dotfiles = "refuse"           # "refuse" (default) | "allow"
 //! precompressed = true          # serve x.br / x.zst / x.gz for x; default true
+//! cache = false                 # responses go through the [cache]; needs it enabled
 //! ```
+//!
+//! `[cache]` is described in the `cache` module and `[redis_routes]` in `redis_routes`; both
+//! merge like `[limits]`.
 //!
 //! # Errors
 //!
@@ -98,9 +102,11 @@
 //! directory (os error 2)`. [`CertPair::load`] is the same check, for whoever builds the TLS
 //! configuration afterwards.
 
+mod cache;
 mod certs;
 mod model;
 mod raw;
+mod redis_routes;
 mod source;
 mod units;
 mod validate;
@@ -108,8 +114,10 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+pub use cache::{CacheConfig, DiskTier};
 pub use certs::{CertError, CertFile};
 pub use model::*;
+pub use redis_routes::RedisRoutesConfig;
 pub use validate::{DEFAULT_LISTEN, MAX_SESSION_CACHE, MAX_WORKERS};
 
 use std::fmt;

@@ -22,6 +22,9 @@ pub struct Config {
     pub tls: TlsConfig,
     /// HTTP/2 protocol limits (over TLS, prior knowledge and `Upgrade: h2c`).
     pub http2: Http2Config,
+    /// The HTTP cache for locations with `cache = true`, and the Redis route table (Hipache).
+    pub cache: crate::CacheConfig,
+    pub redis_routes: Option<crate::RedisRoutesConfig>,
     /// Virtual hosts in configuration order. The first one whose `names` match the request's
     /// host wins; a vhost with no names (or `"*"`) matches any host. If none matches, the first
     /// vhost answers (nginx's default server behaviour).
@@ -227,6 +230,8 @@ pub struct Location {
     /// Path prefix, always starting with `/`. `/` matches everything.
     pub prefix: String,
     pub handler: Handler,
+    /// Responses under this location go through the cache (`[cache]` must be enabled).
+    pub cache: bool,
 }
 
 /// What answers requests routed to a location.
@@ -304,11 +309,14 @@ impl Config {
             log: LogConfig::default(),
             tls: TlsConfig::default(),
             http2: Http2Config::default(),
+            cache: crate::CacheConfig::default(),
+            redis_routes: None,
             vhosts: vec![VirtualHost {
                 names: Vec::new(),
                 locations: vec![Location {
                     prefix: "/".to_owned(),
                     handler: Handler::Files(files),
+                    cache: false,
                 }],
             }],
         })

@@ -22,6 +22,8 @@ pub(crate) struct RawFile {
     pub log: Option<RawLog>,
     pub tls: Option<RawTls>,
     pub http2: Option<RawHttp2>,
+    pub cache: Option<crate::cache::RawCache>,
+    pub redis_routes: Option<crate::redis_routes::RawRedisRoutes>,
     pub vhost: Option<Vec<Spanned<RawVhost>>>,
 }
 
@@ -115,6 +117,7 @@ pub(crate) struct RawVhost {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLocation {
     pub path: Option<Spanned<String>>,
+    pub cache: Option<Spanned<bool>>,
     pub root: Option<Spanned<String>>,
     pub index: Option<Vec<Spanned<String>>>,
     pub autoindex: Option<bool>,

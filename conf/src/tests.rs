@@ -1,7 +1,9 @@
 //! Loading as an operator meets it: files on disk, `conf.d/` merging, and the exact messages
 //! `switchyard check` prints. Each test writes a small configuration tree into a temp directory.
-//! `[tls]` and `[http2]` have their own file, `tests/tls.rs`.
+//! `[tls]` and `[http2]` have their own file, `tests/tls.rs`; `[cache]` and `[redis_routes]`
+//! theirs, `tests/cache.rs`.
 
+mod cache;
 mod tls;
 
 use super::*;
@@ -64,11 +66,14 @@ fn defaults_apply_to_a_minimal_file() {
             log: LogConfig { access: None },
             tls: TlsConfig::default(),
             http2: Http2Config::default(),
+            cache: CacheConfig::default(),
+            redis_routes: None,
             vhosts: vec![VirtualHost {
                 names: vec![],
                 locations: vec![Location {
                     prefix: "/".into(),
                     handler: Handler::Files(FilesConfig::new(www)),
+                    cache: false,
                 }],
             }],
         }

@@ -38,23 +38,23 @@ pub const MAX_SESSION_CACHE: usize = 1 << 20;
 const MAX_WINDOW: u32 = (1 << 31) - 1;
 
 /// A value together with the file it was written in, for error messages.
-struct At<'a, T> {
-    source: &'a Source,
-    item: &'a Spanned<T>,
+pub(crate) struct At<'a, T> {
+    pub source: &'a Source,
+    pub item: &'a Spanned<T>,
 }
 
 impl<T> At<'_, T> {
-    fn value(&self) -> &T {
+    pub fn value(&self) -> &T {
         self.item.get_ref()
     }
 
-    fn error(&self, key: &str, message: impl std::fmt::Display) -> ConfError {
+    pub fn error(&self, key: &str, message: impl std::fmt::Display) -> ConfError {
         self.source.error(self.item.span(), key, message)
     }
 }
 
 /// The value of the last file that sets the key `get` picks out.
-fn last<'a, T>(
+pub(crate) fn last<'a, T>(
     sources: &'a [Source],
     get: impl Fn(&'a RawFile) -> Option<&'a Spanned<T>>,
 ) -> Option<At<'a, T>> {
@@ -84,6 +84,8 @@ pub(crate) fn validate(sources: &[Source], base: &Path) -> Result<Config, ConfEr
         timeouts: timeouts(sources)?,
         log: log(sources, base)?,
         tls: tls(sources, base)?,
+        cache: crate::cache::cache(sources, base)?,
+        redis_routes: crate::redis_routes::redis_routes(sources)?,
         http2: http2(sources)?,
         vhosts: vhosts(sources, base)?,
     })
@@ -811,5 +813,6 @@ fn files_location(
     Ok(Location {
         prefix: path.get_ref().clone(),
         handler: Handler::Files(files),
+        cache: crate::cache::location_switch(raw),
     })
 }

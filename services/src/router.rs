@@ -221,6 +221,7 @@ mod tests {
                     .map(|p| Location {
                         prefix: p.to_owned(),
                         handler: Handler::Files(FilesConfig::new(format!("/srv/{i}{p}").into())),
+                        cache: false,
                     })
                     .collect(),
             })

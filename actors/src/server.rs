@@ -25,6 +25,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use switchyard_conf::Config;
 use switchyard_services::actor::FilesService;
 use switchyard_services::files::FileCache;
+use switchyard_services::proxy::ProxyService;
+use switchyard_services::proxy::health::HealthActor;
 use switchyard_services::router::{RouteTable, Router};
 use switchyard_sessions::access_log::AccessLog;
 use switchyard_sessions::tls::TlsTerminator;
@@ -94,12 +96,22 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
         tracing::warn!(path = %path, "fault injection enabled: requests for this path panic");
     }
 
+    // The upstream pools are shared by all workers; their health actor runs on the main arbiter.
+    let proxy = if config.upstreams.is_empty() {
+        None
+    } else {
+        Some(Arc::new(
+            ProxyService::new(&config.upstreams).map_err(StartError::Runtime)?,
+        ))
+    };
+
     let mut arbiters = Vec::with_capacity(workers);
     for (worker, listeners) in sockets.into_iter().enumerate() {
         let arbiter = actix::Arbiter::new();
         let http2 = http2.clone();
         let tls = tls.clone();
         let (table, limits, timeouts) = (tables[worker].clone(), limits.clone(), timeouts.clone());
+        let proxy = proxy.clone();
         let (shutdown, tracker, access_log, panic_path) = (
             drain.clone(),
             tracker.clone(),
@@ -110,7 +122,10 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
             let cache = FileCache::with_revalidate(cache_share, timeouts.file_revalidate);
             let files =
                 FilesService::new(cache.clone(), limits.clone(), panic_path).start_bounded();
-            let router = Router::new(table, files, cache, limits.clone());
+            let mut router = Router::new(table, files, cache, limits.clone());
+            if let Some(proxy) = proxy {
+                router = router.with_proxy(proxy);
+            }
             let env = Rc::new(SessionEnv {
                 router,
                 limits,
@@ -141,6 +156,9 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
     system.block_on(async move {
         // The handlers are in place before anyone is told we are listening, so a signal sent
         // right after the readiness line drains instead of killing the process.
+        if let Some(proxy) = &proxy {
+            HealthActor::new(proxy.clone()).start();
+        }
         let signals = match StopSignals::install() {
             Ok(signals) => signals,
             Err(e) => return Err(StartError::Runtime(e)),
@@ -270,9 +288,10 @@ fn reload(source: Option<&std::path::Path>, running: &Config, tables: &[Arc<ArcS
             if new.listeners != running.listeners
                 || new.limits != running.limits
                 || new.timeouts != running.timeouts
+                || new.upstreams != running.upstreams
             {
                 tracing::warn!(
-                    "listeners, limits and timeouts changed on disk; they apply after a restart"
+                    "listeners, limits, timeouts and upstreams changed on disk; they apply after a restart"
                 );
             }
             for table in tables {

@@ -100,6 +100,7 @@
 
 mod certs;
 mod model;
+pub mod proxy;
 mod raw;
 mod source;
 mod units;
@@ -110,6 +111,10 @@ mod tests;
 
 pub use certs::{CertError, CertFile};
 pub use model::*;
+pub use proxy::{
+    Balance, HashKey, HeaderEdits, HealthCheck, Member, PassiveHealth, ProxyLocation, Upstream,
+    UpstreamProtocol, UpstreamTls,
+};
 pub use validate::{DEFAULT_LISTEN, MAX_SESSION_CACHE, MAX_WORKERS};
 
 use std::fmt;
@@ -187,14 +192,21 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfError> {
 pub fn check(path: &Path) -> Result<String, ConfError> {
     let Loaded { config, files } = load_with_files(path)?;
     let locations: usize = config.vhosts.iter().map(|v| v.locations.len()).sum();
-    Ok(format!(
+    let mut summary = format!(
         "ok: {}, {}, {}, {}, {}",
         counted(files.len(), "file"),
         counted(config.listeners.len(), "listener"),
         counted(config.vhosts.len(), "vhost"),
         counted(locations, "location"),
         counted(config.workers, "worker"),
-    ))
+    );
+    if !config.upstreams.is_empty() {
+        summary.push_str(&format!(
+            ", {}",
+            counted(config.upstreams.len(), "upstream")
+        ));
+    }
+    Ok(summary)
 }
 
 fn counted(n: usize, noun: &str) -> String {

@@ -26,6 +26,8 @@ pub struct Config {
     /// host wins; a vhost with no names (or `"*"`) matches any host. If none matches, the first
     /// vhost answers (nginx's default server behaviour).
     pub vhosts: Vec<VirtualHost>,
+    /// Named pools of members that `proxy` locations forward to.
+    pub upstreams: Vec<crate::proxy::Upstream>,
 }
 
 /// One listening address.
@@ -233,6 +235,8 @@ pub struct Location {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Handler {
     Files(FilesConfig),
+    /// Forward to an `[[upstream]]` pool.
+    Proxy(crate::proxy::ProxyLocation),
 }
 
 /// Static files from a directory.
@@ -311,6 +315,7 @@ impl Config {
                     handler: Handler::Files(files),
                 }],
             }],
+            upstreams: Vec::new(),
         })
     }
 }

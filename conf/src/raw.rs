@@ -23,6 +23,7 @@ pub(crate) struct RawFile {
     pub tls: Option<RawTls>,
     pub http2: Option<RawHttp2>,
     pub vhost: Option<Vec<Spanned<RawVhost>>>,
+    pub upstream: Option<Vec<Spanned<crate::proxy::RawUpstream>>>,
 }
 
 /// `[[listen]]`
@@ -121,6 +122,12 @@ pub(crate) struct RawLocation {
     pub symlinks: Option<Spanned<String>>,
     pub dotfiles: Option<Spanned<String>>,
     pub precompressed: Option<bool>,
+    pub proxy: Option<Spanned<String>>,
+    pub strip_prefix: Option<bool>,
+    pub max_body: Option<Spanned<RawSize>>,
+    pub forwarded: Option<bool>,
+    pub request_headers: Option<Spanned<crate::proxy::RawHeaderEdits>>,
+    pub response_headers: Option<Spanned<crate::proxy::RawHeaderEdits>>,
 }
 
 /// A size as written: `65536` or `"64KiB"`. Parsed by `crate::units::parse_size` later.

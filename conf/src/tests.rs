@@ -44,6 +44,7 @@ fn error_of(text: &str) -> String {
 fn files(location: &Location) -> &FilesConfig {
     match &location.handler {
         Handler::Files(files) => files,
+        Handler::Proxy(_) => panic!("a files location was expected"),
     }
 }
 
@@ -71,6 +72,7 @@ fn defaults_apply_to_a_minimal_file() {
                     handler: Handler::Files(FilesConfig::new(www)),
                 }],
             }],
+            upstreams: vec![],
         }
     );
 }

@@ -7,6 +7,7 @@
 pub mod actor;
 pub mod files;
 pub mod message;
+pub mod proxy;
 pub mod router;
 
-pub use message::{Body, BodyPart, FileRange, Request, Response};
+pub use message::{Body, BodyPart, BodyStream, FileRange, Frame, Request, Response};

@@ -583,13 +583,19 @@ impl H1Conn {
                 date,
             )
         });
+        if let Body::Upgrade(tunnel) = body {
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return self.tunnel(tunnel).await;
+            }
+            return Ok(());
+        }
         if bodiless || is_head {
             return Ok(());
         }
         match body {
             Body::Empty => Ok(()),
             Body::Stream(stream) => self.write_stream(stream, framing == Framing::Chunked).await,
-            Body::Upgrade(tunnel) => self.tunnel(tunnel).await,
+            Body::Upgrade(_) => Ok(()),
             Body::Bytes(bytes) => self.write_bytes(bytes).await,
             Body::File(range) => self.write_file(&range).await,
             Body::Parts(parts) => {

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 
 use crate::message::{BodyStream, Frame, FrameSource};
 
-use super::upstream::MemberState;
+use super::upstream::{H1Link, MemberState};
 
 /// A request body on its way to a member.
 #[derive(Debug)]
@@ -66,13 +66,15 @@ impl HttpBody for UpBody {
 }
 
 /// What to do with the member connection once its response body has been read to the end.
-pub type OnDone = Box<dyn FnOnce(bool) + Send>;
+pub type OnDone = Box<dyn FnOnce(Option<H1Link>, bool) + Send>;
 
 /// A member's response body, read as the client takes it. Each wait for the member is bounded
 /// by `read_timeout`. At the end (or when dropped early), `on_done` is told whether the body
 /// completed, so the connection goes back to the pool or is closed.
 pub struct MemberBody {
     pub incoming: Incoming,
+    /// The HTTP/1.1 connection the body arrives on, driven while reading it.
+    pub link: Option<H1Link>,
     pub read_timeout: Duration,
     pub timer: Option<Pin<Box<tokio::time::Sleep>>>,
     pub on_done: Option<OnDone>,
@@ -90,7 +92,7 @@ impl std::fmt::Debug for MemberBody {
 impl MemberBody {
     fn finish(&mut self, complete: bool) {
         if let Some(done) = self.on_done.take() {
-            done(complete);
+            done(self.link.take(), complete);
         }
     }
 }
@@ -106,6 +108,9 @@ impl FrameSource for MemberBody {
         let this = self.get_mut();
         if this.on_done.is_none() {
             return Poll::Ready(None);
+        }
+        if let Some(link) = this.link.as_mut() {
+            link.poll_conn(cx);
         }
         loop {
             match Pin::new(&mut this.incoming).poll_frame(cx) {

@@ -206,6 +206,7 @@ impl ProxyService {
                 (None, false) => UpBody::Full(Some(full.clone())),
             };
             let h2 = matches!(conn, Conn::H2(_));
+            let reused = matches!(conn, Conn::H1(_, true));
             let mut request = http::Request::new(body);
             *request.method_mut() = req.method.clone();
             *request.headers_mut() = hdrs.clone();
@@ -231,16 +232,20 @@ impl ProxyService {
             }
             let active = Active::new(&member);
             let started = Instant::now();
-            let (sent, conn) = match conn {
-                Conn::H1(mut send, reused) => {
+            let (sent, keep) = match conn {
+                Conn::H1(mut link, _) => {
+                    let r = tokio::time::timeout(conf.read_timeout, link.send(request)).await;
+                    (r, Keep::Link(link))
+                }
+                Conn::H1Spawned(mut send) => {
                     let r =
                         tokio::time::timeout(conf.read_timeout, send.send_request(request)).await;
-                    (r, (Some(send), reused))
+                    (r, Keep::Spawned { _send: send })
                 }
                 Conn::H2(mut send) => {
                     let r =
                         tokio::time::timeout(conf.read_timeout, send.send_request(request)).await;
-                    (r, (None, false))
+                    (r, Keep::Nothing)
                 }
             };
             let replayable = !streamed && idempotent;
@@ -257,7 +262,7 @@ impl ProxyService {
                     }
                 }
                 Ok(Err(e)) => {
-                    let (_, reused) = conn;
+                    drop(keep);
                     last_error = format!("{}: {e}", member.addr);
                     if reused && (e.is_canceled() || e.is_incomplete_message()) && !streamed {
                         // The member closed an idle connection as we reused it: nothing was
@@ -285,9 +290,7 @@ impl ProxyService {
                     member.record_success();
                     tracing::trace!(member = %member.addr, %status, elapsed = ?started.elapsed(), "member answered");
                     return self
-                        .respond(
-                            up, route, member, conn.0, active, response, is_head, upgrade,
-                        )
+                        .respond(up, route, member, keep, active, response, is_head, upgrade)
                         .await;
                 }
             }
@@ -349,16 +352,22 @@ impl ProxyService {
     ) -> Result<(usize, Arc<MemberState>), Response> {
         let deadline = tokio::time::Instant::now() + up.conf.queue_timeout;
         let mut queued: Option<QueueSlot<'_>> = None;
-        loop {
-            let notified = up.released.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
+        // The common case first: a member has room, nothing to wait for.
+        {
             let set = up.set.load();
             let candidates = set.candidates(tried);
             let random = [balance::random_u64(), balance::random_u64()];
             if let Some(i) = set.balancer.pick(&candidates, key, random) {
                 return Ok((i, set.members[i].clone()));
             }
+        }
+        loop {
+            let notified = up.released.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before counting ourselves as queued, and both before looking again:
+            // a release either shows in the look or sees the count and wakes us.
+            notified.as_mut().enable();
+            let set = up.set.load();
             let any_up = set
                 .members
                 .iter()
@@ -371,14 +380,19 @@ impl ProxyService {
                 ));
             }
             if queued.is_none() {
-                if up.queued.fetch_add(1, Ordering::AcqRel) >= up.conf.queue {
-                    up.queued.fetch_sub(1, Ordering::AcqRel);
+                if up.queued.fetch_add(1, Ordering::SeqCst) >= up.conf.queue {
+                    up.queued.fetch_sub(1, Ordering::SeqCst);
                     return Err(overloaded(format!(
                         "upstream {:?}: every member is at its connection limit and the queue is full",
                         up.conf.name
                     )));
                 }
                 queued = Some(QueueSlot(up));
+            }
+            let candidates = set.candidates(tried);
+            let random = [balance::random_u64(), balance::random_u64()];
+            if let Some(i) = set.balancer.pick(&candidates, key, random) {
+                return Ok((i, set.members[i].clone()));
             }
             drop(set);
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -396,7 +410,7 @@ impl ProxyService {
         up: &Arc<UpstreamState>,
         route: &ProxyRoute,
         member: Arc<MemberState>,
-        h1: Option<hyper::client::conn::http1::SendRequest<UpBody>>,
+        keep: Keep,
         active: Active,
         response: hyper::Response<Incoming>,
         is_head: bool,
@@ -410,7 +424,7 @@ impl ProxyService {
             let on_upgrade = hyper::upgrade::on(response);
             let io = async move {
                 let upgraded = on_upgrade.await.map_err(io::Error::other)?;
-                drop(h1);
+                drop(keep);
                 drop(active);
                 Ok(Box::new(hyper_util::rt::TokioIo::new(upgraded)) as Box<dyn TunnelIo>)
             };
@@ -438,18 +452,22 @@ impl ProxyService {
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
+        let mut link = match keep {
+            Keep::Link(link) => Some(link),
+            Keep::Spawned { .. } | Keep::Nothing => None,
+        };
         let release = {
             let up = up.clone();
             let member = member.clone();
-            move |h1: Option<hyper::client::conn::http1::SendRequest<UpBody>>, complete: bool| {
-                if let (Some(send), true) = (h1, complete) {
-                    member.put_idle(send, max_idle);
-                    up.released.notify_waiters();
+            move |link: Option<upstream::H1Link>, complete: bool| {
+                if let (Some(link), true) = (link, complete) {
+                    member.put_idle(link, max_idle);
+                    up.wake_queue();
                 }
             }
         };
         if bodiless || incoming.is_end_stream() {
-            release(h1, true);
+            release(link, true);
             drop(active);
             let body = match length {
                 Some(n) if is_head && n > 0 => {
@@ -464,9 +482,9 @@ impl ProxyService {
             };
         }
         if length.is_some_and(|n| n <= COLLECT_MAX) {
-            return match collect(incoming, up.conf.read_timeout).await {
+            return match collect(incoming, &mut link, up.conf.read_timeout).await {
                 Ok(frames) => {
-                    release(h1, true);
+                    release(link, true);
                     drop(active);
                     Response {
                         status,
@@ -481,12 +499,13 @@ impl ProxyService {
                 }
             };
         }
-        let on_done: body::OnDone = Box::new(move |complete| {
-            release(h1, complete);
+        let on_done: body::OnDone = Box::new(move |link, complete| {
+            release(link, complete);
             drop(active);
         });
         let source = MemberBody {
             incoming,
+            link,
             read_timeout: up.conf.read_timeout,
             timer: None,
             on_done: Some(on_done),
@@ -503,11 +522,17 @@ impl ProxyService {
 /// Read a small body whole (each wait bounded by `read_timeout`).
 async fn collect(
     mut incoming: Incoming,
+    link: &mut Option<upstream::H1Link>,
     read_timeout: std::time::Duration,
 ) -> io::Result<Vec<Frame>> {
     let mut frames = Vec::new();
     loop {
-        let next = std::future::poll_fn(|cx| Pin::new(&mut incoming).poll_frame(cx));
+        let next = std::future::poll_fn(|cx| {
+            if let Some(link) = link.as_mut() {
+                link.poll_conn(cx);
+            }
+            Pin::new(&mut incoming).poll_frame(cx)
+        });
         match tokio::time::timeout(read_timeout, next).await {
             Err(_) => {
                 return Err(io::Error::new(
@@ -584,6 +609,19 @@ fn overloaded(why: String) -> Response {
     r
 }
 
+/// What keeps a member connection alive while its response is in use.
+#[derive(Debug)]
+enum Keep {
+    /// Driven by the response's reader, back to the pool when the body is complete.
+    Link(upstream::H1Link),
+    /// Driven by its own task (an upgrade).
+    Spawned {
+        _send: hyper::client::conn::http1::SendRequest<UpBody>,
+    },
+    /// HTTP/2: the shared connection runs on its own.
+    Nothing,
+}
+
 /// Counts a request in flight to a member until dropped.
 #[derive(Debug)]
 struct Active(Arc<MemberState>);
@@ -606,7 +644,7 @@ struct QueueSlot<'a>(&'a UpstreamState);
 
 impl Drop for QueueSlot<'_> {
     fn drop(&mut self) {
-        self.0.queued.fetch_sub(1, Ordering::AcqRel);
+        self.0.queued.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

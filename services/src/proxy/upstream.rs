@@ -8,10 +8,13 @@
 //! (most recent first, preferring the worker that drives them) up to `max_idle`, checked before
 //! reuse, and closed after `idle_timeout`.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -61,11 +64,13 @@ pub struct MemberState {
     idle_count: AtomicUsize,
     /// The shared HTTP/2 connection, when the pool speaks HTTP/2.
     h2: Mutex<Option<http2::SendRequest<UpBody>>>,
+    /// Whether `h2` was ever set (spares the lock for HTTP/1.1 pools).
+    h2_live: AtomicBool,
 }
 
 #[derive(Debug)]
 struct Idle {
-    conn: http1::SendRequest<UpBody>,
+    conn: H1Link,
     since: Instant,
     worker: std::thread::ThreadId,
 }
@@ -92,6 +97,7 @@ impl MemberState {
             idle: Mutex::new(Vec::new()),
             idle_count: AtomicUsize::new(0),
             h2: Mutex::new(None),
+            h2_live: AtomicBool::new(false),
         }
     }
 
@@ -104,11 +110,12 @@ impl MemberState {
     pub fn has_room(&self) -> bool {
         self.idle_count.load(Ordering::Relaxed) > 0
             || self.open.load(Ordering::Relaxed) < self.max_conns
-            || self
-                .h2
-                .lock()
-                .map(|h| h.as_ref().is_some_and(|c| !c.is_closed()))
-                .unwrap_or(false)
+            || (self.h2_live.load(Ordering::Relaxed)
+                && self
+                    .h2
+                    .lock()
+                    .map(|h| h.as_ref().is_some_and(|c| !c.is_closed()))
+                    .unwrap_or(false))
     }
 
     /// Passive health: count a failure; `limit` within `window` takes the member out for
@@ -142,30 +149,32 @@ impl MemberState {
     /// Drop idle connections older than `idle_timeout` (they close as they are dropped).
     pub fn sweep_idle(&self, idle_timeout: Duration) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|c| c.since.elapsed() < idle_timeout && !c.conn.is_closed());
-        self.idle_count.store(idle.len(), Ordering::Relaxed);
+        idle.retain(|c| c.since.elapsed() < idle_timeout && !c.conn.is_done());
+        self.idle_count.store(idle.len(), Ordering::SeqCst);
     }
 
-    fn take_idle(&self, idle_timeout: Duration) -> Option<http1::SendRequest<UpBody>> {
+    /// The most recently used idle connection; with `own_only`, only one this worker drives
+    /// (its I/O then completes on this worker's thread, with no cross-thread wake-ups).
+    fn take_idle(&self, idle_timeout: Duration, own_only: bool) -> Option<H1Link> {
         if self.idle_count.load(Ordering::Relaxed) == 0 {
             return None;
         }
         let me = std::thread::current().id();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        // Most recent first, and one this worker drives if there is one.
-        let pos = idle
-            .iter()
-            .rposition(|c| c.worker == me)
-            .or_else(|| idle.len().checked_sub(1))?;
+        let pos = match idle.iter().rposition(|c| c.worker == me) {
+            Some(pos) => pos,
+            None if own_only => return None,
+            None => idle.len().checked_sub(1)?,
+        };
         let entry = idle.remove(pos);
-        self.idle_count.store(idle.len(), Ordering::Relaxed);
+        self.idle_count.store(idle.len(), Ordering::SeqCst);
         drop(idle);
-        (entry.since.elapsed() < idle_timeout && !entry.conn.is_closed()).then_some(entry.conn)
+        (entry.since.elapsed() < idle_timeout && !entry.conn.is_done()).then_some(entry.conn)
     }
 
     /// Keep a connection whose exchange completed for the next request.
-    pub fn put_idle(&self, conn: http1::SendRequest<UpBody>, max_idle: usize) {
-        if conn.is_closed() {
+    pub fn put_idle(&self, conn: H1Link, max_idle: usize) {
+        if conn.is_done() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -177,7 +186,7 @@ impl MemberState {
             since: Instant::now(),
             worker: std::thread::current().id(),
         });
-        self.idle_count.store(idle.len(), Ordering::Relaxed);
+        self.idle_count.store(idle.len(), Ordering::SeqCst);
     }
 }
 
@@ -293,6 +302,13 @@ impl UpstreamState {
         })
     }
 
+    /// Tell requests waiting for a connection that one was released (no-op without waiters).
+    pub fn wake_queue(&self) {
+        if self.queued.load(Ordering::SeqCst) > 0 {
+            self.released.notify_waiters();
+        }
+    }
+
     /// Resolve the host names again; swap the member set if the addresses changed.
     pub fn re_resolve(&self) {
         let current = self.set.load();
@@ -327,14 +343,22 @@ impl UpstreamState {
                 return Ok(Some(Conn::H2(c)));
             }
         } else if !upgrade {
-            while let Some(mut c) = member.take_idle(self.conf.idle_timeout) {
+            while let Some(mut c) = member.take_idle(self.conf.idle_timeout, true) {
                 // Checked on reuse: a connection the member closed while idle is dropped.
-                if c.ready().await.is_ok() {
+                if c.ready().await {
                     return Ok(Some(Conn::H1(c, true)));
                 }
             }
         }
         let Some(slot) = Slot::take(member, self) else {
+            // At the cap: another worker's idle connection is better than waiting.
+            if !h2 && !upgrade {
+                while let Some(mut c) = member.take_idle(self.conf.idle_timeout, false) {
+                    if c.ready().await {
+                        return Ok(Some(Conn::H1(c, true)));
+                    }
+                }
+            }
             return Ok(None);
         };
         let io = tokio::time::timeout(self.conf.connect_timeout, self.connect(member))
@@ -353,17 +377,30 @@ impl UpstreamState {
                 let _ = conn.await;
             });
             *member.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(send.clone());
+            member.h2_live.store(true, Ordering::Relaxed);
             Ok(Some(Conn::H2(send)))
         } else {
             let (send, conn) = http1::Builder::new()
                 .handshake(io)
                 .await
                 .map_err(io::Error::other)?;
-            actix_rt::spawn(async move {
-                let _slot = slot;
-                let _ = conn.with_upgrades().await;
-            });
-            Ok(Some(Conn::H1(send, false)))
+            if upgrade {
+                // The connection becomes the tunnel: it runs on its own.
+                actix_rt::spawn(async move {
+                    let _slot = slot;
+                    let _ = conn.with_upgrades().await;
+                });
+                return Ok(Some(Conn::H1Spawned(send)));
+            }
+            Ok(Some(Conn::H1(
+                H1Link {
+                    send,
+                    conn: Box::pin(conn),
+                    done: false,
+                    _slot: slot,
+                },
+                false,
+            )))
         }
     }
 
@@ -404,8 +441,67 @@ impl UpstreamState {
 #[derive(Debug)]
 pub enum Conn {
     /// HTTP/1.1; `true` when it was reused from the idle pool.
-    H1(http1::SendRequest<UpBody>, bool),
+    H1(H1Link, bool),
+    /// HTTP/1.1 driven by its own task (upgrades: it becomes a tunnel).
+    H1Spawned(http1::SendRequest<UpBody>),
     H2(http2::SendRequest<UpBody>),
+}
+
+/// An HTTP/1.1 connection driven by whoever uses it: the request's task polls the connection
+/// while it waits for the response and while it reads the body, so an exchange costs no
+/// hand-off to another task; an idle connection is polled by nobody.
+pub struct H1Link {
+    send: http1::SendRequest<UpBody>,
+    conn: Pin<Box<http1::Connection<TokioIo<Stream>, UpBody>>>,
+    /// The connection future completed (closed or failed): the link is unusable.
+    done: bool,
+    _slot: Slot,
+}
+
+impl std::fmt::Debug for H1Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H1Link").field("done", &self.done).finish()
+    }
+}
+
+impl H1Link {
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Let the connection make progress (write the request, read the response).
+    pub fn poll_conn(&mut self, cx: &mut Context<'_>) {
+        if !self.done && self.conn.as_mut().poll(cx).is_ready() {
+            self.done = true;
+        }
+    }
+
+    /// Whether the connection can take a request (checked on reuse: a member that closed it
+    /// while idle is noticed here).
+    pub async fn ready(&mut self) -> bool {
+        std::future::poll_fn(|cx| {
+            self.poll_conn(cx);
+            match self.send.poll_ready(cx) {
+                Poll::Ready(r) => Poll::Ready(r.is_ok() && !self.done),
+                Poll::Pending if self.done => Poll::Ready(false),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Send a request and wait for the response head, driving the connection meanwhile.
+    pub async fn send(
+        &mut self,
+        request: http::Request<UpBody>,
+    ) -> hyper::Result<http::Response<hyper::body::Incoming>> {
+        let mut response = std::pin::pin!(self.send.send_request(request));
+        std::future::poll_fn(|cx| {
+            self.poll_conn(cx);
+            response.as_mut().poll(cx)
+        })
+        .await
+    }
 }
 
 /// One of a member's `max_conns` slots, held by the connection's task.
@@ -442,8 +538,8 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.member.open.fetch_sub(1, Ordering::AcqRel);
-        self.upstream.released.notify_waiters();
+        self.member.open.fetch_sub(1, Ordering::SeqCst);
+        self.upstream.wake_queue();
     }
 }
 

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use switchyard_interop::{Conn, Server, WebRoot, check, curl, get};
+use std::path::{Path, PathBuf};
+
+use switchyard_interop::{Conn, Server, WebRoot, check, curl, get, toml_path};
 
 // ---------------------------------------------------------------------------------------------
 // Members
@@ -683,4 +685,95 @@ fn check_reports_proxy_mistakes_with_their_position() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 upstream"));
+}
+
+#[test]
+fn trailers_pass_through_to_http2_and_http1_clients() {
+    let member = Backend::start("m");
+    let server = proxy(&[member.addr], "", "");
+    let h2 = curl(&[
+        "--http2-prior-knowledge".to_owned(),
+        server.url("/trailers"),
+    ]);
+    assert_eq!(h2.status, 200);
+    assert_eq!(h2.text(), "hello");
+    let mut conn = server.connect();
+    let r = conn.request("GET /trailers HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert!(r.chunked, "a body of unknown length goes chunked");
+    assert_eq!(r.text(), "hello");
+    // The trailer section follows the last chunk on the wire; the helper reads up to it, so
+    // read the raw bytes of a second exchange to see it.
+    let mut raw = TcpStream::connect(server.addr()).expect("connect");
+    raw.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    raw.write_all(
+        b"GET /trailers HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+    )
+    .expect("send");
+    let mut all = Vec::new();
+    raw.read_to_end(&mut all).expect("read");
+    let text = String::from_utf8_lossy(&all).to_ascii_lowercase();
+    assert!(text.contains("\r\n0\r\ngrpc-status: 0\r\n\r\n"), "{text}");
+}
+
+/// A self-signed certificate for `name`, as `<dir>/<stem>.pem` and `.key`.
+fn certificate(dir: &Path, stem: &str, name: &str) -> (PathBuf, PathBuf) {
+    let cert = dir.join(format!("{stem}.pem"));
+    let key = dir.join(format!("{stem}.key"));
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj"])
+        .arg(format!("/CN={name}"))
+        .arg("-addext")
+        .arg(format!("subjectAltName=DNS:{name}"))
+        // webpki refuses a CA certificate as the end entity.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success(), "openssl req failed");
+    (cert, key)
+}
+
+#[test]
+fn https_members_are_verified_with_sni_over_http1_and_h2() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = certificate(dir.path(), "member", "localhost");
+    let (other, _) = certificate(dir.path(), "other", "localhost");
+    let root = WebRoot::new();
+    root.file("hello.txt", "hello over tls\n");
+    let member = Server::serve(root.root())
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .start();
+    let url = format!("\"https://localhost:{}\"", member.addr().port());
+    for protocol in ["http1", "h2"] {
+        let upstream = format!("protocol = \"{protocol}\"\ntls_ca = {}", toml_path(&cert));
+        let server = Server::run_config(&proxy_toml(&url, &upstream, "")).start();
+        let out = curl(&[server.url("/hello.txt")]);
+        assert_eq!(out.status, 200, "{protocol}: {}", out.text());
+        assert_eq!(out.text(), "hello over tls\n");
+    }
+    // A certificate the configured CA did not sign is refused.
+    let upstream = format!("tls_ca = {}", toml_path(&other));
+    let server = Server::run_config(&proxy_toml(&url, &upstream, "")).start();
+    let out = curl(&[server.url("/hello.txt")]);
+    assert_eq!(out.status, 502, "{}", out.text());
+    assert!(out.text().contains("certificate"), "{}", out.text());
 }

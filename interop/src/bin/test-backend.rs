@@ -17,6 +17,7 @@
 //! | `/headers`             | the request head as received                                 |
 //! | `/health`              | 200, or 503 after `/health/down` (until `/health/up`)        |
 //! | `/ws` with Upgrade     | 101, then echoes every byte back until the client closes     |
+//! | `/trailers`            | chunked body `hello`, then the trailer `grpc-status: 0`      |
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -100,6 +101,13 @@ fn serve(stream: TcpStream, state: &State) -> std::io::Result<()> {
         let mut body: Vec<u8> = name.clone().into_bytes();
         match path {
             "/reset" => return Ok(()),
+            "/trailers" => {
+                writer.write_all(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: grpc-status\r\n\r\n\
+                      5\r\nhello\r\n0\r\ngrpc-status: 0\r\n\r\n",
+                )?;
+                continue;
+            }
             "/truncate" => {
                 writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")?;
                 return Ok(());

@@ -520,8 +520,74 @@ fn a_gibibyte_streams_both_ways_in_bounded_memory() {
         format!("200 {}", GIB / 4)
     );
 
+    // And uploads over HTTP/2: DATA frames stream to the member as they arrive.
+    let mut up = Command::new("curl")
+        .args([
+            "-sS",
+            "--http2-prior-knowledge",
+            "--max-time",
+            "120",
+            "-T",
+            "-",
+        ])
+        .arg(server.url("/sink"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    {
+        let mut stdin = up.stdin.take().expect("stdin");
+        let chunk = vec![9u8; 1 << 20];
+        for _ in 0..256 {
+            stdin.write_all(&chunk).expect("feed curl");
+        }
+    }
+    let out = up.wait_with_output().expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        (GIB / 4).to_string()
+    );
+
     let peak = peak_rss_kib(server.pid());
     assert!(peak < 128 * 1024, "peak RSS {peak} KiB");
+}
+
+#[test]
+fn a_client_that_does_not_read_holds_back_the_member() {
+    let member = Backend::start("m");
+    let server = proxy(&[member.addr], "", "");
+    let before = peak_rss_kib(server.pid());
+    let mut conn = TcpStream::connect(server.addr()).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let size: u64 = 512 << 20;
+    conn.write_all(format!("GET /bytes/{size} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .expect("send");
+    // Read nothing for a while: the member can only have sent what the buffers on the way hold.
+    std::thread::sleep(Duration::from_secs(2));
+    let stalled = peak_rss_kib(server.pid());
+    assert!(
+        stalled < before + 32 * 1024,
+        "RSS grew from {before} to {stalled} KiB while the client read nothing"
+    );
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut head_seen = false;
+    while total < size {
+        let n = conn.read(&mut buf).expect("read");
+        assert!(n > 0, "closed after {total} body bytes");
+        let mut chunk = &buf[..n];
+        if !head_seen {
+            let at = chunk
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .expect("head in first read");
+            chunk = &chunk[at + 4..];
+            head_seen = true;
+        }
+        total += chunk.len() as u64;
+    }
+    assert_eq!(total, size);
 }
 
 #[test]

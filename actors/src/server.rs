@@ -26,7 +26,7 @@ use switchyard_conf::Config;
 use switchyard_services::actor::FilesService;
 use switchyard_services::files::FileCache;
 use switchyard_services::proxy::ProxyService;
-use switchyard_services::proxy::health::HealthActor;
+use switchyard_services::proxy::health::{HealthActor, PoolsChanged};
 use switchyard_services::router::{RouteTable, Router};
 use switchyard_sessions::access_log::AccessLog;
 use switchyard_sessions::tls::TlsTerminator;
@@ -97,13 +97,9 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
     }
 
     // The upstream pools are shared by all workers; their health actor runs on the main arbiter.
-    let proxy = if config.upstreams.is_empty() {
-        None
-    } else {
-        Some(Arc::new(
-            ProxyService::new(&config.upstreams).map_err(StartError::Runtime)?,
-        ))
-    };
+    // The upstream pools are shared by all workers (always present, so a reload can add pools);
+    // their health actor runs on the main arbiter.
+    let proxy = Arc::new(ProxyService::new(&config.upstreams).map_err(StartError::Runtime)?);
 
     let mut arbiters = Vec::with_capacity(workers);
     for (worker, listeners) in sockets.into_iter().enumerate() {
@@ -122,10 +118,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
             let cache = FileCache::with_revalidate(cache_share, timeouts.file_revalidate);
             let files =
                 FilesService::new(cache.clone(), limits.clone(), panic_path).start_bounded();
-            let mut router = Router::new(table, files, cache, limits.clone());
-            if let Some(proxy) = proxy {
-                router = router.with_proxy(proxy);
-            }
+            let router = Router::new(table, files, cache, limits.clone()).with_proxy(proxy);
             let env = Rc::new(SessionEnv {
                 router,
                 limits,
@@ -156,9 +149,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
     system.block_on(async move {
         // The handlers are in place before anyone is told we are listening, so a signal sent
         // right after the readiness line drains instead of killing the process.
-        if let Some(proxy) = &proxy {
-            HealthActor::new(proxy.clone()).start();
-        }
+        let health = HealthActor::new(proxy.clone()).start();
         let signals = match StopSignals::install() {
             Ok(signals) => signals,
             Err(e) => return Err(StartError::Runtime(e)),
@@ -176,7 +167,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
             };
             let signal = signals
                 .wait(
-                    || reload(reload_from.as_deref(), &running, &tables),
+                    || reload(reload_from.as_deref(), &running, &tables, &proxy, &health),
                     reopen_logs,
                 )
                 .await;
@@ -278,7 +269,13 @@ impl StopSignals {
 /// SIGHUP: read the configuration again and swap the routing snapshot. Open connections keep
 /// going; requests routed from now on see the new virtual hosts and locations. Listeners,
 /// workers, limits and timeouts are fixed at start and need a restart to change.
-fn reload(source: Option<&std::path::Path>, running: &Config, tables: &[Arc<ArcSwap<RouteTable>>]) {
+fn reload(
+    source: Option<&std::path::Path>,
+    running: &Config,
+    tables: &[Arc<ArcSwap<RouteTable>>],
+    proxy: &ProxyService,
+    health: &actix::Addr<HealthActor>,
+) {
     let Some(path) = source else {
         tracing::info!("SIGHUP ignored: `serve` has no configuration file to reload");
         return;
@@ -288,12 +285,17 @@ fn reload(source: Option<&std::path::Path>, running: &Config, tables: &[Arc<ArcS
             if new.listeners != running.listeners
                 || new.limits != running.limits
                 || new.timeouts != running.timeouts
-                || new.upstreams != running.upstreams
             {
                 tracing::warn!(
-                    "listeners, limits, timeouts and upstreams changed on disk; they apply after a restart"
+                    "listeners, limits and timeouts changed on disk; they apply after a restart"
                 );
             }
+            // Pools first, so that routes to a new pool find it.
+            if let Err(e) = proxy.reload(&new.upstreams) {
+                tracing::error!(error = %e, "reload failed; keeping the running configuration");
+                return;
+            }
+            health.do_send(PoolsChanged);
             for table in tables {
                 table.store(Arc::new(RouteTable::new(&new)));
             }

@@ -843,3 +843,42 @@ fn https_members_are_verified_with_sni_over_http1_and_h2() {
     assert_eq!(out.status, 502, "{}", out.text());
     assert!(out.text().contains("certificate"), "{}", out.text());
 }
+
+#[test]
+fn a_reload_swaps_pools_and_keeps_unchanged_ones() {
+    let a = Backend::start("a");
+    let b = Backend::start("b");
+    let server = proxy(&[a.addr], "", "");
+    assert_eq!(count(&bodies(&server, "/", 4), "a"), 4);
+    let conns_before: u64 = a.direct("/conns").trim().parse().expect("count");
+    // Same pool, new location header edit: the pool (and its connections) carry on.
+    let path = server.dir().join("switchyard.toml");
+    let members = format!("\"{}\"", a.addr);
+    std::fs::write(
+        &path,
+        proxy_toml(
+            &members,
+            "",
+            "response_headers = { set = { \"X-Gen\" = \"2\" } }",
+        ),
+    )
+    .expect("rewrite");
+    server.signal(switchyard_interop::Signal::HUP);
+    wait_until(Duration::from_secs(10), "the new routes apply", || {
+        curl(&[server.url("/")]).header("x-gen") == Some("2")
+    });
+    let conns_after: u64 = a.direct("/conns").trim().parse().expect("count");
+    // One more for the second direct request; no new member connection was needed.
+    assert_eq!(
+        conns_after - conns_before,
+        1,
+        "{conns_before} -> {conns_after}"
+    );
+    // A changed pool: members replaced.
+    let members = format!("\"{}\"", b.addr);
+    std::fs::write(&path, proxy_toml(&members, "", "")).expect("rewrite");
+    server.signal(switchyard_interop::Signal::HUP);
+    wait_until(Duration::from_secs(10), "the new pool answers", || {
+        curl(&[server.url("/")]).text() == "b"
+    });
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, AsyncContext, Context};
+use actix::{Actor, AsyncContext, Context, Handler, Message, SpawnHandle};
 use http_body::Body as _;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioExecutor;
@@ -26,11 +26,31 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct HealthActor {
     proxy: Arc<ProxyService>,
+    timers: Vec<SpawnHandle>,
 }
 
 impl HealthActor {
     pub fn new(proxy: Arc<ProxyService>) -> HealthActor {
-        HealthActor { proxy }
+        HealthActor {
+            proxy,
+            timers: Vec::new(),
+        }
+    }
+}
+
+/// The pools were reloaded: check the current ones.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct PoolsChanged;
+
+impl Handler<PoolsChanged> for HealthActor {
+    type Result = ();
+
+    fn handle(&mut self, _: PoolsChanged, ctx: &mut Context<Self>) {
+        for timer in self.timers.drain(..) {
+            ctx.cancel_future(timer);
+        }
+        self.schedule(ctx);
     }
 }
 
@@ -38,10 +58,16 @@ impl Actor for HealthActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.schedule(ctx);
+    }
+}
+
+impl HealthActor {
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
         for up in self.proxy.upstreams() {
             if let Some(check) = up.conf.health.clone() {
                 let up = up.clone();
-                ctx.run_interval(check.interval, move |_, _| {
+                let timer = ctx.run_interval(check.interval, move |_, _| {
                     let set = up.set.load_full();
                     for member in &set.members {
                         let (up, member, check) = (up.clone(), member.clone(), check.clone());
@@ -54,19 +80,22 @@ impl Actor for HealthActor {
                         });
                     }
                 });
+                self.timers.push(timer);
             }
             let sweep = up.clone();
-            ctx.run_interval(SWEEP_EVERY, move |_, _| {
+            let timer = ctx.run_interval(SWEEP_EVERY, move |_, _| {
                 for member in &sweep.set.load().members {
                     member.sweep_idle(sweep.conf.idle_timeout);
                 }
             });
+            self.timers.push(timer);
             let resolve = up.clone();
-            ctx.run_interval(up.conf.resolve_interval, move |_, _| {
+            let timer = ctx.run_interval(up.conf.resolve_interval, move |_, _| {
                 let up = resolve.clone();
                 // getaddrinfo blocks: run it off the actor's thread.
                 std::thread::spawn(move || up.re_resolve());
             });
+            self.timers.push(timer);
         }
     }
 }

@@ -29,6 +29,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use http_body::Body as _;
@@ -61,35 +62,53 @@ impl ProxyRoute {
     }
 }
 
-/// Every configured pool, shared by all workers.
+/// Every configured pool, shared by all workers. A reload swaps the set of pools; a pool whose
+/// configuration did not change keeps its connections, counters and health.
 #[derive(Debug, Default)]
 pub struct ProxyService {
-    upstreams: HashMap<String, Arc<UpstreamState>>,
+    upstreams: ArcSwap<HashMap<String, Arc<UpstreamState>>>,
 }
 
 impl ProxyService {
     /// Resolve the members of every pool. Fails on an unusable TLS set-up (CA file).
     pub fn new(upstreams: &[Upstream]) -> io::Result<ProxyService> {
+        let service = ProxyService::default();
+        service.reload(upstreams)?;
+        Ok(service)
+    }
+
+    /// Replace the pools with `upstreams`, keeping the unchanged ones as they are. On error
+    /// (a TLS set-up that fails) nothing changes.
+    pub fn reload(&self, upstreams: &[Upstream]) -> io::Result<()> {
+        let old = self.upstreams.load();
         let mut map = HashMap::new();
         for conf in upstreams {
-            let state = UpstreamState::new(conf.clone())?;
-            tracing::info!(
-                upstream = %conf.name,
-                members = state.set.load().members.len(),
-                balance = ?conf.balance,
-                "upstream ready"
-            );
-            map.insert(conf.name.clone(), Arc::new(state));
+            let state = match old.get(&conf.name) {
+                Some(state) if state.conf == *conf => state.clone(),
+                _ => {
+                    let state = Arc::new(UpstreamState::new(conf.clone())?);
+                    tracing::info!(
+                        upstream = %conf.name,
+                        members = state.set.load().members.len(),
+                        balance = ?conf.balance,
+                        "upstream ready"
+                    );
+                    state
+                }
+            };
+            map.insert(conf.name.clone(), state);
         }
-        Ok(ProxyService { upstreams: map })
+        self.upstreams.store(Arc::new(map));
+        Ok(())
     }
 
-    pub fn upstreams(&self) -> impl Iterator<Item = &Arc<UpstreamState>> {
-        self.upstreams.values()
+    /// The current pools.
+    pub fn upstreams(&self) -> Vec<Arc<UpstreamState>> {
+        self.upstreams.load().values().cloned().collect()
     }
 
-    pub fn upstream(&self, name: &str) -> Option<&Arc<UpstreamState>> {
-        self.upstreams.get(name)
+    pub fn upstream(&self, name: &str) -> Option<Arc<UpstreamState>> {
+        self.upstreams.load().get(name).cloned()
     }
 
     /// Forward `req` to a member of `route`'s pool and return its response, with the body
@@ -108,9 +127,10 @@ impl ProxyService {
     }
 
     async fn forward_inner(&self, route: &ProxyRoute, mut req: Request) -> Response {
-        let Some(up) = self.upstreams.get(&route.location.upstream) else {
+        let Some(up) = self.upstream(&route.location.upstream) else {
             return error(StatusCode::BAD_GATEWAY, "no such upstream".to_owned());
         };
+        let up = &up;
         let conf = &up.conf;
         if let Some(max) = route.location.max_body {
             let announced = req.stream.as_ref().and_then(|s| s.len());

@@ -35,6 +35,7 @@ declare -A NEED=(
     [sha256sum]=coreutils
     [cc]=build-essential
     [pkg-config]=pkg-config
+    [nginx]=nginx
 )
 
 install_prerequisites() {

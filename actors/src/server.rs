@@ -25,6 +25,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use switchyard_conf::Config;
 use switchyard_services::actor::FilesService;
 use switchyard_services::files::FileCache;
+use switchyard_services::proxy::ProxyService;
+use switchyard_services::proxy::health::{HealthActor, PoolsChanged};
 use switchyard_services::router::{RouteTable, Router};
 use switchyard_sessions::access_log::AccessLog;
 use switchyard_sessions::tls::TlsTerminator;
@@ -94,12 +96,18 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
         tracing::warn!(path = %path, "fault injection enabled: requests for this path panic");
     }
 
+    // The upstream pools are shared by all workers; their health actor runs on the main arbiter.
+    // The upstream pools are shared by all workers (always present, so a reload can add pools);
+    // their health actor runs on the main arbiter.
+    let proxy = Arc::new(ProxyService::new(&config.upstreams).map_err(StartError::Runtime)?);
+
     let mut arbiters = Vec::with_capacity(workers);
     for (worker, listeners) in sockets.into_iter().enumerate() {
         let arbiter = actix::Arbiter::new();
         let http2 = http2.clone();
         let tls = tls.clone();
         let (table, limits, timeouts) = (tables[worker].clone(), limits.clone(), timeouts.clone());
+        let proxy = proxy.clone();
         let (shutdown, tracker, access_log, panic_path) = (
             drain.clone(),
             tracker.clone(),
@@ -110,7 +118,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
             let cache = FileCache::with_revalidate(cache_share, timeouts.file_revalidate);
             let files =
                 FilesService::new(cache.clone(), limits.clone(), panic_path).start_bounded();
-            let router = Router::new(table, files, cache, limits.clone());
+            let router = Router::new(table, files, cache, limits.clone()).with_proxy(proxy);
             let env = Rc::new(SessionEnv {
                 router,
                 limits,
@@ -141,6 +149,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
     system.block_on(async move {
         // The handlers are in place before anyone is told we are listening, so a signal sent
         // right after the readiness line drains instead of killing the process.
+        let health = HealthActor::new(proxy.clone()).start();
         let signals = match StopSignals::install() {
             Ok(signals) => signals,
             Err(e) => return Err(StartError::Runtime(e)),
@@ -158,7 +167,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
             };
             let signal = signals
                 .wait(
-                    || reload(reload_from.as_deref(), &running, &tables),
+                    || reload(reload_from.as_deref(), &running, &tables, &proxy, &health),
                     reopen_logs,
                 )
                 .await;
@@ -260,7 +269,13 @@ impl StopSignals {
 /// SIGHUP: read the configuration again and swap the routing snapshot. Open connections keep
 /// going; requests routed from now on see the new virtual hosts and locations. Listeners,
 /// workers, limits and timeouts are fixed at start and need a restart to change.
-fn reload(source: Option<&std::path::Path>, running: &Config, tables: &[Arc<ArcSwap<RouteTable>>]) {
+fn reload(
+    source: Option<&std::path::Path>,
+    running: &Config,
+    tables: &[Arc<ArcSwap<RouteTable>>],
+    proxy: &ProxyService,
+    health: &actix::Addr<HealthActor>,
+) {
     let Some(path) = source else {
         tracing::info!("SIGHUP ignored: `serve` has no configuration file to reload");
         return;
@@ -275,6 +290,12 @@ fn reload(source: Option<&std::path::Path>, running: &Config, tables: &[Arc<ArcS
                     "listeners, limits and timeouts changed on disk; they apply after a restart"
                 );
             }
+            // Pools first, so that routes to a new pool find it.
+            if let Err(e) = proxy.reload(&new.upstreams) {
+                tracing::error!(error = %e, "reload failed; keeping the running configuration");
+                return;
+            }
+            health.do_send(PoolsChanged);
             for table in tables {
                 table.store(Arc::new(RouteTable::new(&new)));
             }

@@ -105,6 +105,7 @@
 mod cache;
 mod certs;
 mod model;
+pub mod proxy;
 mod raw;
 mod redis_routes;
 mod source;
@@ -117,6 +118,10 @@ mod tests;
 pub use cache::{CacheConfig, DiskTier};
 pub use certs::{CertError, CertFile};
 pub use model::*;
+pub use proxy::{
+    Balance, HashKey, HeaderEdits, HealthCheck, Member, PassiveHealth, ProxyLocation, Upstream,
+    UpstreamProtocol, UpstreamTls,
+};
 pub use redis_routes::RedisRoutesConfig;
 pub use validate::{DEFAULT_LISTEN, MAX_SESSION_CACHE, MAX_WORKERS};
 
@@ -195,14 +200,21 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfError> {
 pub fn check(path: &Path) -> Result<String, ConfError> {
     let Loaded { config, files } = load_with_files(path)?;
     let locations: usize = config.vhosts.iter().map(|v| v.locations.len()).sum();
-    Ok(format!(
+    let mut summary = format!(
         "ok: {}, {}, {}, {}, {}",
         counted(files.len(), "file"),
         counted(config.listeners.len(), "listener"),
         counted(config.vhosts.len(), "vhost"),
         counted(locations, "location"),
         counted(config.workers, "worker"),
-    ))
+    );
+    if !config.upstreams.is_empty() {
+        summary.push_str(&format!(
+            ", {}",
+            counted(config.upstreams.len(), "upstream")
+        ));
+    }
+    Ok(summary)
 }
 
 fn counted(n: usize, noun: &str) -> String {

@@ -29,6 +29,8 @@ pub struct Config {
     /// host wins; a vhost with no names (or `"*"`) matches any host. If none matches, the first
     /// vhost answers (nginx's default server behaviour).
     pub vhosts: Vec<VirtualHost>,
+    /// Named pools of members that `proxy` locations forward to.
+    pub upstreams: Vec<crate::proxy::Upstream>,
 }
 
 /// One listening address.
@@ -238,6 +240,8 @@ pub struct Location {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Handler {
     Files(FilesConfig),
+    /// Forward to an `[[upstream]]` pool.
+    Proxy(crate::proxy::ProxyLocation),
 }
 
 /// Static files from a directory.
@@ -319,6 +323,7 @@ impl Config {
                     cache: false,
                 }],
             }],
+            upstreams: Vec::new(),
         })
     }
 }

@@ -25,6 +25,7 @@ pub(crate) struct RawFile {
     pub cache: Option<crate::cache::RawCache>,
     pub redis_routes: Option<crate::redis_routes::RawRedisRoutes>,
     pub vhost: Option<Vec<Spanned<RawVhost>>>,
+    pub upstream: Option<Vec<Spanned<crate::proxy::RawUpstream>>>,
 }
 
 /// `[[listen]]`
@@ -124,6 +125,12 @@ pub(crate) struct RawLocation {
     pub symlinks: Option<Spanned<String>>,
     pub dotfiles: Option<Spanned<String>>,
     pub precompressed: Option<bool>,
+    pub proxy: Option<Spanned<String>>,
+    pub strip_prefix: Option<bool>,
+    pub max_body: Option<Spanned<RawSize>>,
+    pub forwarded: Option<bool>,
+    pub request_headers: Option<Spanned<crate::proxy::RawHeaderEdits>>,
+    pub response_headers: Option<Spanned<crate::proxy::RawHeaderEdits>>,
 }
 
 /// A size as written: `65536` or `"64KiB"`. Parsed by `crate::units::parse_size` later.

@@ -46,6 +46,7 @@ fn error_of(text: &str) -> String {
 fn files(location: &Location) -> &FilesConfig {
     match &location.handler {
         Handler::Files(files) => files,
+        Handler::Proxy(_) => panic!("a files location was expected"),
     }
 }
 
@@ -76,6 +77,7 @@ fn defaults_apply_to_a_minimal_file() {
                     cache: false,
                 }],
             }],
+            upstreams: vec![],
         }
     );
 }

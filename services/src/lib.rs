@@ -12,7 +12,8 @@ pub mod actor;
 pub mod cache;
 pub mod files;
 pub mod message;
+pub mod proxy;
 pub mod redis_routes;
 pub mod router;
 
-pub use message::{Body, BodyPart, FileRange, Request, Response};
+pub use message::{Body, BodyPart, BodyStream, FileRange, Frame, Request, Response};

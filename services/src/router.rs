@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use crate::actor::{FilesCall, FilesService, supervised};
 use crate::files::{FileCache, serve_from_memory};
 use crate::message::{Request, Response};
+use crate::proxy::{ProxyRoute, ProxyService};
 
 /// An immutable view of the configured virtual hosts, ready for matching.
 #[derive(Debug)]
@@ -38,6 +39,7 @@ struct VhostRoutes {
 #[derive(Debug, Clone)]
 pub enum Route {
     Files(Arc<FilesConfig>),
+    Proxy(Arc<ProxyRoute>),
 }
 
 impl RouteTable {
@@ -65,6 +67,9 @@ impl RouteTable {
                     .map(|loc| {
                         let route = match &loc.handler {
                             Handler::Files(files) => Route::Files(Arc::new(files.clone())),
+                            Handler::Proxy(proxy) => {
+                                Route::Proxy(Arc::new(ProxyRoute::new(&loc.prefix, proxy)))
+                            }
                         };
                         (loc.prefix.clone(), route)
                     })
@@ -146,6 +151,8 @@ pub struct Router {
     /// The read side of this worker's files cache (the [`FilesService`] is its only writer).
     file_cache: FileCache,
     limits: Arc<Limits>,
+    /// The upstream pools, when any are configured.
+    proxy: Option<Arc<ProxyService>>,
 }
 
 impl Router {
@@ -161,6 +168,23 @@ impl Router {
             files,
             file_cache,
             limits,
+            proxy: None,
+        }
+    }
+
+    /// Forward `proxy` locations through these pools.
+    pub fn with_proxy(mut self, proxy: Arc<ProxyService>) -> Router {
+        self.proxy = Some(proxy);
+        self
+    }
+
+    /// For a request about to be read: `Some(limit)` when its location streams the request
+    /// body (a proxy location; `limit` is its body limit, `None` unlimited), `None` when the
+    /// body is collected in memory under `limits.max_body`.
+    pub fn streams_body(&self, host: Option<&str>, path: &str) -> Option<Option<u64>> {
+        match self.table.load().route(host, path) {
+            Some(Route::Proxy(route)) => Some(route.location.max_body),
+            _ => None,
         }
     }
 
@@ -179,7 +203,18 @@ impl Router {
                 None => return Response::text(http::StatusCode::NOT_FOUND, "404 Not Found\n"),
             }
         };
-        let Route::Files(cfg) = route;
+        let cfg = match route {
+            Route::Files(cfg) => cfg,
+            Route::Proxy(route) => {
+                return match &self.proxy {
+                    Some(proxy) => proxy.forward(&route, req).await,
+                    None => Response::text(
+                        http::StatusCode::BAD_GATEWAY,
+                        "502 Bad Gateway: no upstreams are running\n",
+                    ),
+                };
+            }
+        };
         let hit = supervised(
             "files",
             || serve_from_memory(&req, &cfg, &self.limits, &self.file_cache),
@@ -230,7 +265,10 @@ mod tests {
     }
 
     fn root_of(route: Option<&Route>) -> Option<String> {
-        route.map(|Route::Files(f)| f.root.display().to_string())
+        route.and_then(|r| match r {
+            Route::Files(f) => Some(f.root.display().to_string()),
+            Route::Proxy(_) => None,
+        })
     }
 
     #[test]
@@ -299,6 +337,7 @@ mod tests {
                 scheme: "http",
                 peer: "127.0.0.1:1".parse().expect("literal address"),
                 body: bytes::Bytes::new(),
+                stream: None,
             }
         }
 

@@ -127,6 +127,7 @@ fn request(method: Method, path: &str, headers: &[(&str, &str)]) -> Request {
         scheme: "http",
         peer: "127.0.0.1:40000".parse().unwrap(),
         body: Bytes::new(),
+        stream: None,
     }
 }
 

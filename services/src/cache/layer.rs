@@ -166,6 +166,7 @@ impl Parts {
             scheme: self.scheme,
             peer: self.peer,
             body: Bytes::new(),
+            stream: None,
         }
     }
 }

@@ -120,7 +120,7 @@ pub use certs::{CertError, CertFile};
 pub use model::*;
 pub use proxy::{
     Balance, HashKey, HeaderEdits, HealthCheck, Member, PassiveHealth, ProxyLocation, Upstream,
-    UpstreamProtocol, UpstreamTls,
+    UpstreamProtocol, UpstreamTls, parse_member,
 };
 pub use redis_routes::RedisRoutesConfig;
 pub use validate::{DEFAULT_LISTEN, MAX_SESSION_CACHE, MAX_WORKERS};

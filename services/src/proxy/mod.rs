@@ -115,7 +115,21 @@ impl ProxyService {
     /// streaming from the member. Never fails: errors are answered 502/503/504 with a short
     /// explanation. A panic inside is caught and answered 500.
     pub async fn forward(&self, route: &ProxyRoute, req: Request) -> Response {
-        let work = CatchUnwind(Box::pin(self.forward_inner(route, req)));
+        let Some(up) = self.upstream(&route.location.upstream) else {
+            return error(StatusCode::BAD_GATEWAY, "no such upstream".to_owned());
+        };
+        self.forward_to(up, route, req).await
+    }
+
+    /// Like [`ProxyService::forward`], to a pool that is not among the configured ones (the
+    /// pools of routes read from Redis).
+    pub async fn forward_to(
+        &self,
+        up: Arc<UpstreamState>,
+        route: &ProxyRoute,
+        req: Request,
+    ) -> Response {
+        let work = CatchUnwind(Box::pin(self.forward_inner(up, route, req)));
         match work.await {
             Ok(response) => response,
             Err(what) => {
@@ -126,10 +140,12 @@ impl ProxyService {
         }
     }
 
-    async fn forward_inner(&self, route: &ProxyRoute, mut req: Request) -> Response {
-        let Some(up) = self.upstream(&route.location.upstream) else {
-            return error(StatusCode::BAD_GATEWAY, "no such upstream".to_owned());
-        };
+    async fn forward_inner(
+        &self,
+        up: Arc<UpstreamState>,
+        route: &ProxyRoute,
+        mut req: Request,
+    ) -> Response {
         let up = &up;
         let conf = &up.conf;
         if let Some(max) = route.location.max_body {

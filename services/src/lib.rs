@@ -13,6 +13,7 @@ pub mod cache;
 pub mod files;
 pub mod message;
 pub mod proxy;
+pub mod proxy_cache;
 pub mod redis_routes;
 pub mod router;
 

@@ -13,9 +13,11 @@ use switchyard_conf::{Config, FilesConfig, Handler, Limits};
 use tokio::sync::oneshot;
 
 use crate::actor::{FilesCall, FilesService, supervised};
+use crate::cache::CacheLayer;
 use crate::files::{FileCache, serve_from_memory};
 use crate::message::{Request, Response};
 use crate::proxy::{ProxyRoute, ProxyService};
+use crate::redis_routes::proxy::RedisProxy;
 
 /// An immutable view of the configured virtual hosts, ready for matching.
 #[derive(Debug)]
@@ -40,6 +42,8 @@ struct VhostRoutes {
 pub enum Route {
     Files(Arc<FilesConfig>),
     Proxy(Arc<ProxyRoute>),
+    /// A proxy location with `cache = true`: answered through the [`CacheLayer`].
+    CachedProxy(Arc<ProxyRoute>),
 }
 
 impl RouteTable {
@@ -67,6 +71,9 @@ impl RouteTable {
                     .map(|loc| {
                         let route = match &loc.handler {
                             Handler::Files(files) => Route::Files(Arc::new(files.clone())),
+                            Handler::Proxy(proxy) if loc.cache && config.cache.enabled => {
+                                Route::CachedProxy(Arc::new(ProxyRoute::new(&loc.prefix, proxy)))
+                            }
                             Handler::Proxy(proxy) => {
                                 Route::Proxy(Arc::new(ProxyRoute::new(&loc.prefix, proxy)))
                             }
@@ -153,6 +160,10 @@ pub struct Router {
     limits: Arc<Limits>,
     /// The upstream pools, when any are configured.
     proxy: Option<Arc<ProxyService>>,
+    /// The response cache of `cache = true` locations (one per process, shared).
+    cache: Option<CacheLayer>,
+    /// Routes read from Redis (Hipache), consulted before the configured virtual hosts.
+    redis: Option<Arc<RedisProxy>>,
 }
 
 impl Router {
@@ -169,7 +180,21 @@ impl Router {
             file_cache,
             limits,
             proxy: None,
+            cache: None,
+            redis: None,
         }
+    }
+
+    /// Proxy hosts that have a route in Redis to its backends, before the virtual hosts.
+    pub fn with_redis_routes(mut self, redis: Arc<RedisProxy>) -> Router {
+        self.redis = Some(redis);
+        self
+    }
+
+    /// Answer `cache = true` proxy locations through `cache`.
+    pub fn with_cache(mut self, cache: CacheLayer) -> Router {
+        self.cache = Some(cache);
+        self
     }
 
     /// Forward `proxy` locations through these pools.
@@ -183,7 +208,7 @@ impl Router {
     /// body is collected in memory under `limits.max_body`.
     pub fn streams_body(&self, host: Option<&str>, path: &str) -> Option<Option<u64>> {
         match self.table.load().route(host, path) {
-            Some(Route::Proxy(route)) => Some(route.location.max_body),
+            Some(Route::Proxy(route) | Route::CachedProxy(route)) => Some(route.location.max_body),
             _ => None,
         }
     }
@@ -196,6 +221,13 @@ impl Router {
     /// filesystem work. A full mailbox answers 503 at once instead of queueing; a service that
     /// dropped the request (it panicked, or stopped) answers 500.
     pub async fn call(&self, req: Request) -> Response {
+        let req = match &self.redis {
+            Some(redis) => match redis.handle(req).await {
+                Ok(response) => return response,
+                Err(req) => req,
+            },
+            None => req,
+        };
         let route = {
             let table = self.table.load();
             match table.route(req.host.as_deref(), &req.path) {
@@ -209,6 +241,18 @@ impl Router {
                 return match &self.proxy {
                     Some(proxy) => proxy.forward(&route, req).await,
                     None => Response::text(
+                        http::StatusCode::BAD_GATEWAY,
+                        "502 Bad Gateway: no upstreams are running\n",
+                    ),
+                };
+            }
+            Route::CachedProxy(route) => {
+                return match (&self.proxy, &self.cache) {
+                    (Some(proxy), Some(cache)) => {
+                        crate::proxy_cache::serve(cache, proxy.clone(), route, req).await
+                    }
+                    (Some(proxy), None) => proxy.forward(&route, req).await,
+                    (None, _) => Response::text(
                         http::StatusCode::BAD_GATEWAY,
                         "502 Bad Gateway: no upstreams are running\n",
                     ),
@@ -267,7 +311,7 @@ mod tests {
     fn root_of(route: Option<&Route>) -> Option<String> {
         route.and_then(|r| match r {
             Route::Files(f) => Some(f.root.display().to_string()),
-            Route::Proxy(_) => None,
+            Route::Proxy(_) | Route::CachedProxy(_) => None,
         })
     }
 

@@ -24,6 +24,7 @@
 //! Not here: choosing among the alive backends and proxying (the proxy's balancers do that).
 
 pub mod hipache;
+pub mod proxy;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

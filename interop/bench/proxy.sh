@@ -7,6 +7,10 @@
 # /status so its accepted-connection counter can be read. In front of it:
 #   nginx-proxy  2 workers, `proxy_pass` to an upstream with `keepalive 256`, HTTP/1.1 to the member
 #   switchyard   `proxy --to MEMBER --workers 2`, release build, RUST_LOG=warn
+#   sy-cache-hit / sy-static  one more Switchyard (`run -c`, 2 workers) with a `cache = true`
+#                proxy location /cached/ to the member (which sends `Cache-Control: max-age`)
+#                and a files location / on the same directory: cache hits against its own
+#                static-file rate, same process, same run
 # then, interleaved and rotated each round, ROUNDS x `wrk -t2 -cCONNS -dDURATION` on the 1 KiB
 # file through each proxy. For every run the member's accepted connections and requests are read
 # before and after, giving the upstream connection reuse (1 - new connections / requests).
@@ -15,7 +19,8 @@
 # Not a CI test: numbers depend on the machine. Results go to stdout and interop/bench/out/.
 # Every server is started by this script and stopped by its PID.
 #
-# Environment: ROUNDS (3), DURATION (10s), CONNS (64), SKIP_BUILD=1.
+# Environment: ROUNDS (3), DURATION (10s), CONNS (64), SKIP_BUILD=1, SERVERS (a subset of
+# "nginx-proxy switchyard sy-cache-hit sy-static").
 set -euo pipefail
 
 source "$(dirname "$0")/lib.sh"
@@ -25,7 +30,7 @@ ROOT=$(pwd)
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
-SERVERS=(nginx-proxy switchyard)
+read -r -a SERVERS <<<"${SERVERS:-nginx-proxy switchyard sy-cache-hit sy-static}"
 OUT_DIR="$ROOT/interop/bench/out"
 STAMP=$(date +%Y%m%d-%H%M%S)
 RUN_DIR="$OUT_DIR/proxy-$STAMP"
@@ -96,6 +101,7 @@ nginx_conf member 1 "
     server {
         listen 127.0.0.1:$MEMBER_PORT;
         root $WWW;
+        expires 1h;
         location = /status { stub_status; }
     }"
 "$NGINX" -c "$TMP/member.conf" -p "$TMP" -e "$TMP/member-error.log" >"$RUN_DIR/member.log" 2>&1 &
@@ -140,11 +146,47 @@ done
 [[ -n "$p" ]] || { log "switchyard printed no 'listening on' line"; exit 1; }
 PORT[switchyard]=$p
 
+# The cache and static-file comparison: one process, two locations on the same file.
+SYC_PORT=$(free_port)
+cat >"$TMP/cache.toml" <<EOF
+workers = 2
+
+[[listen]]
+address = "127.0.0.1:$SYC_PORT"
+
+[cache]
+memory_size = "64MiB"
+
+[[vhost]]
+
+[[vhost.location]]
+path = "/cached/"
+proxy = "member"
+strip_prefix = true
+cache = true
+
+[[vhost.location]]
+path = "/"
+root = "$WWW"
+
+[[upstream]]
+name = "member"
+members = ["127.0.0.1:$MEMBER_PORT"]
+EOF
+RUST_LOG=warn "$SWITCHYARD" run -c "$TMP/cache.toml" >"$TMP/switchyard-cache.stdout" 2>"$RUN_DIR/switchyard-cache.stderr" &
+PIDS+=($!)
+PORT[sy-cache-hit]=$SYC_PORT
+PORT[sy-static]=$SYC_PORT
+declare -A URLPATH=([nginx-proxy]=/1k.bin [switchyard]=/1k.bin [sy-cache-hit]=/cached/1k.bin [sy-static]=/1k.bin)
+wait_http "http://127.0.0.1:$SYC_PORT/cached/1k.bin"
+curl -s -D - -o /dev/null "http://127.0.0.1:$SYC_PORT/cached/1k.bin" | grep -qi '^cache-status:.*hit' ||
+    { log "the cached location does not answer from the cache"; exit 1; }
+
 want=$(sha256sum <"$WWW/1k.bin" | cut -d' ' -f1)
 for s in "${SERVERS[@]}"; do
-    wait_http "http://127.0.0.1:${PORT[$s]}/1k.bin"
-    got=$(curl -s "http://127.0.0.1:${PORT[$s]}/1k.bin" | sha256sum | cut -d' ' -f1)
-    [[ "$got" == "$want" ]] || { log "$s serves wrong bytes for /1k.bin"; exit 1; }
+    wait_http "http://127.0.0.1:${PORT[$s]}${URLPATH[$s]}"
+    got=$(curl -s "http://127.0.0.1:${PORT[$s]}${URLPATH[$s]}" | sha256sum | cut -d' ' -f1)
+    [[ "$got" == "$want" ]] || { log "$s serves wrong bytes for ${URLPATH[$s]}"; exit 1; }
 done
 
 # ---- runs ------------------------------------------------------------------------------------
@@ -156,7 +198,7 @@ for round in $(seq 1 "$ROUNDS"); do
     while read -r s; do
         read -r a0 r0 < <(member_counts)
         out="$RUN_DIR/wrk-$s-$round.txt"
-        wrk -t2 -c"$CONNS" -d"$DURATION" "http://127.0.0.1:${PORT[$s]}/1k.bin" >"$out"
+        wrk -t2 -c"$CONNS" -d"$DURATION" "http://127.0.0.1:${PORT[$s]}${URLPATH[$s]}" >"$out"
         read -r a1 r1 < <(member_counts)
         rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
         errs=$(awk '/Non-2xx|Socket errors/ {print}' "$out" | tr '\n' ' ')
@@ -178,5 +220,6 @@ done
         printf '%-12s %10s req/s   upstream reuse %s %%   %s\n' "$s" \
             "$(median <<<"${RPS[$s]}")" "$(median <<<"${REUSE[$s]}")" "${ERRS[$s]}"
     done
-    echo "switchyard / nginx-proxy: $(ratio "$(median <<<"${RPS[switchyard]}")" "$(median <<<"${RPS[nginx-proxy]}")")"
+    echo "switchyard / nginx-proxy: $(ratio "$(median <<<"${RPS[switchyard]:-}")" "$(median <<<"${RPS[nginx-proxy]:-}")")"
+    echo "cache hits / switchyard static files: $(ratio "$(median <<<"${RPS[sy-cache-hit]:-}")" "$(median <<<"${RPS[sy-static]:-}")") (upstream reuse does not apply to these two: hits never reach the member)"
 } | tee "$SUMMARY"

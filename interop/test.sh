@@ -38,6 +38,8 @@ declare -A NEED=(
     [cc]=build-essential
     [pkg-config]=pkg-config
     [aria2c]=aria2
+    [redis-server]=redis-server
+    [nginx]=nginx
 )
 
 install_prerequisites() {

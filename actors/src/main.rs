@@ -75,6 +75,24 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Reverse-proxy ADDR to one or more members, with zero configuration.
+    Proxy {
+        /// Address to listen on (repeatable).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: Vec<SocketAddr>,
+        /// A member: host:port, http://host[:port] or https://host[:port] (repeatable).
+        #[arg(long, required = true)]
+        to: Vec<String>,
+        /// round_robin, weighted, least_conn, ip_hash, consistent_hash or random_two.
+        #[arg(long, default_value = "round_robin")]
+        balance: String,
+        /// Worker threads (default: available cores).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Write an access log to this file (`-` for stderr).
+        #[arg(long)]
+        access_log: Option<PathBuf>,
+    },
     /// Validate a configuration file and exit (non-zero with file:line:column on error).
     Check {
         #[arg(short = 'c', long = "config")]
@@ -189,6 +207,29 @@ fn main() -> ExitCode {
                 config
             })
         }
+        Command::Proxy {
+            listen,
+            to,
+            balance,
+            workers,
+            access_log,
+        } => proxy_config(listen, &to, &balance).map(|mut config| {
+            if let Some(workers) = workers {
+                config.workers = workers;
+            }
+            if let Some(path) = access_log {
+                let target = if path.as_os_str() == "-" {
+                    switchyard_conf::LogTarget::Stderr
+                } else {
+                    switchyard_conf::LogTarget::File(path)
+                };
+                config.log.access = Some(switchyard_conf::AccessLog {
+                    target,
+                    format: Default::default(),
+                });
+            }
+            config
+        }),
         Command::Run {
             config: path,
             workers,
@@ -222,6 +263,43 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The configuration of `switchyard proxy`: one pool of the `--to` members behind `/`.
+fn proxy_config(
+    listen: Vec<SocketAddr>,
+    to: &[String],
+    balance: &str,
+) -> Result<Config, switchyard_conf::ConfError> {
+    let bad = |what: String| switchyard_conf::ConfError::new(what);
+    let members = to
+        .iter()
+        .map(|m| switchyard_conf::proxy::parse_member(m).map_err(|e| bad(format!("--to {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut upstream = switchyard_conf::Upstream::with_members("default", members);
+    upstream.balance =
+        switchyard_conf::Balance::parse(balance).map_err(|e| bad(format!("--balance: {e}")))?;
+    let first = listen
+        .first()
+        .copied()
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let mut config = Config::serve_dir(std::path::Path::new("."), first)?;
+    config.listeners = listen
+        .into_iter()
+        .map(|addr| switchyard_conf::Listener { addr })
+        .collect();
+    config.vhosts = vec![switchyard_conf::VirtualHost {
+        names: Vec::new(),
+        locations: vec![switchyard_conf::Location {
+            prefix: "/".to_owned(),
+            handler: switchyard_conf::Handler::Proxy(switchyard_conf::ProxyLocation::new(
+                "default",
+            )),
+            cache: false,
+        }],
+    }];
+    config.upstreams = vec![upstream];
+    Ok(config)
 }
 
 /// Diagnostics go to stderr, filtered by `RUST_LOG` (default `info`, with rustls's per-handshake

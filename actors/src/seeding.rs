@@ -25,8 +25,10 @@ pub fn start(config: &Config) -> Option<Arc<TorrentStore>> {
             .vhosts
             .iter()
             .flat_map(|v| &v.locations)
-            .map(|l| match &l.handler {
-                Handler::Files(f) => f.clone(),
+            .filter_map(|l| match &l.handler {
+                Handler::Files(f) => Some(f.clone()),
+                // Proxied locations have no files of ours to seed.
+                Handler::Proxy(_) => None,
             })
             .filter(|f| f.seed)
             .collect();

@@ -24,7 +24,12 @@ use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use switchyard_conf::Config;
 use switchyard_services::actor::FilesService;
+use switchyard_services::cache::CacheLayer;
 use switchyard_services::files::FileCache;
+use switchyard_services::proxy::ProxyService;
+use switchyard_services::proxy::health::{HealthActor, PoolsChanged};
+use switchyard_services::redis_routes::RedisRoutes;
+use switchyard_services::redis_routes::proxy::RedisProxy;
 use switchyard_services::router::{RouteTable, Router};
 use switchyard_sessions::access_log::AccessLog;
 use switchyard_sessions::tls::TlsTerminator;
@@ -62,6 +67,46 @@ impl std::error::Error for StartError {}
 
 /// Where a reload (SIGHUP) reads the configuration again from; `None` for `serve`.
 pub type ReloadSource = Option<std::path::PathBuf>;
+
+/// Start the Redis route provider on a thread with its own runtime, which runs until the
+/// process exits. Waits up to two seconds for the first connection.
+fn start_redis_routes(cfg: switchyard_conf::RedisRoutesConfig) -> std::io::Result<RedisRoutes> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("redis-routes".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let started = RedisRoutes::start(&cfg).map_err(std::io::Error::other);
+                // Serve routes from the first request when Redis answers promptly.
+                if let Ok(routes) = &started {
+                    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+                    while !routes.is_connected() && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                    if !routes.is_connected() {
+                        tracing::warn!(
+                            url = %cfg.url,
+                            "redis routes: Redis is not reachable yet; hosts are routed by the configured virtual hosts until it is"
+                        );
+                    }
+                }
+                let _ = tx.send(started);
+                std::future::pending::<()>().await;
+            });
+        })?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the Redis routes thread stopped"))?
+}
 
 pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> {
     let workers = config.workers;
@@ -107,6 +152,28 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
         tracing::warn!(path = %path, "fault injection enabled: requests for this path panic");
     }
 
+    // The upstream pools are shared by all workers; their health actor runs on the main arbiter.
+    // The upstream pools are shared by all workers (always present, so a reload can add pools);
+    // their health actor runs on the main arbiter.
+    let proxy = Arc::new(ProxyService::new(&config.upstreams).map_err(StartError::Runtime)?);
+    // One response cache for the process (memory tier, and the disk tier when configured),
+    // shared by every worker: a response stored by one worker answers on all of them.
+    let response_cache = if config.cache.enabled {
+        Some(CacheLayer::new(&config.cache).map_err(StartError::Runtime)?)
+    } else {
+        None
+    };
+
+    // Redis routes: one provider for the process, its connection driven by a thread of its
+    // own (workers only send commands through it).
+    let redis = match &config.redis_routes {
+        Some(cfg) => {
+            let routes = start_redis_routes(cfg.clone()).map_err(StartError::Runtime)?;
+            Some(Arc::new(RedisProxy::new(routes, proxy.clone())))
+        }
+        None => None,
+    };
+
     let mut arbiters = Vec::with_capacity(workers);
     for (worker, (listeners, udp)) in sockets.into_iter().zip(udp_sockets).enumerate() {
         let arbiter = actix::Arbiter::new();
@@ -115,6 +182,9 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
         let torrent = torrent.clone();
         let quic = quic.clone();
         let (table, limits, timeouts) = (tables[worker].clone(), limits.clone(), timeouts.clone());
+        let proxy = proxy.clone();
+        let response_cache = response_cache.clone();
+        let redis = redis.clone();
         let (shutdown, tracker, access_log, panic_path) = (
             drain.clone(),
             tracker.clone(),
@@ -125,8 +195,15 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
             let cache = FileCache::with_revalidate(cache_share, timeouts.file_revalidate);
             let files =
                 FilesService::new(cache.clone(), limits.clone(), panic_path).start_bounded();
-            let router =
-                Router::new(table, files, cache, limits.clone()).with_torrent(torrent.clone());
+            let mut router = Router::new(table, files, cache, limits.clone())
+                .with_torrent(torrent.clone())
+                .with_proxy(proxy);
+            if let Some(response_cache) = response_cache {
+                router = router.with_cache(response_cache);
+            }
+            if let Some(redis) = redis {
+                router = router.with_redis_routes(redis);
+            }
             let env = SessionEnv {
                 router,
                 limits,
@@ -176,6 +253,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
     system.block_on(async move {
         // The handlers are in place before anyone is told we are listening, so a signal sent
         // right after the readiness line drains instead of killing the process.
+        let health = HealthActor::new(proxy.clone()).start();
         let signals = match StopSignals::install() {
             Ok(signals) => signals,
             Err(e) => return Err(StartError::Runtime(e)),
@@ -196,7 +274,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
             };
             let signal = signals
                 .wait(
-                    || reload(reload_from.as_deref(), &running, &tables),
+                    || reload(reload_from.as_deref(), &running, &tables, &proxy, &health),
                     reopen_logs,
                 )
                 .await;
@@ -347,7 +425,13 @@ impl StopSignals {
 /// SIGHUP: read the configuration again and swap the routing snapshot. Open connections keep
 /// going; requests routed from now on see the new virtual hosts and locations. Listeners,
 /// workers, limits and timeouts are fixed at start and need a restart to change.
-fn reload(source: Option<&std::path::Path>, running: &Config, tables: &[Arc<ArcSwap<RouteTable>>]) {
+fn reload(
+    source: Option<&std::path::Path>,
+    running: &Config,
+    tables: &[Arc<ArcSwap<RouteTable>>],
+    proxy: &ProxyService,
+    health: &actix::Addr<HealthActor>,
+) {
     let Some(path) = source else {
         tracing::info!("SIGHUP ignored: `serve` has no configuration file to reload");
         return;
@@ -362,6 +446,12 @@ fn reload(source: Option<&std::path::Path>, running: &Config, tables: &[Arc<ArcS
                     "listeners, limits and timeouts changed on disk; they apply after a restart"
                 );
             }
+            // Pools first, so that routes to a new pool find it.
+            if let Err(e) = proxy.reload(&new.upstreams) {
+                tracing::error!(error = %e, "reload failed; keeping the running configuration");
+                return;
+            }
+            health.do_send(PoolsChanged);
             for table in tables {
                 table.store(Arc::new(RouteTable::new(&new)));
             }

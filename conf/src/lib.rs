@@ -81,9 +81,12 @@
 //! precompressed = true          # serve x.br / x.zst / x.gz for x; default true
 //! seed = true                   # seed this location's files over BitTorrent; default true
 //! piece_length = "1MiB"         # this location's piece length; default [torrent]'s
+//! cache = false                 # responses go through the [cache]; needs it enabled
 //! ```
 //!
-//! `[torrent]` (seeding, tracker, peer limits) is described in the `torrent` module.
+//! `[torrent]` (seeding, tracker, peer limits) is described in the `torrent` module,
+//! `[cache]` in the `cache` module and `[redis_routes]` in `redis_routes`; both of the
+//! latter merge like `[limits]`.
 //!
 //! # Errors
 //!
@@ -102,10 +105,13 @@
 //! directory (os error 2)`. [`CertPair::load`] is the same check, for whoever builds the TLS
 //! configuration afterwards.
 
+mod cache;
 mod certs;
 mod model;
+pub mod proxy;
 mod quic;
 mod raw;
+mod redis_routes;
 mod source;
 mod torrent;
 mod units;
@@ -114,9 +120,15 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+pub use cache::{CacheConfig, DiskTier};
 pub use certs::{CertError, CertFile};
 pub use model::*;
+pub use proxy::{
+    Balance, HashKey, HeaderEdits, HealthCheck, Member, PassiveHealth, ProxyLocation, Upstream,
+    UpstreamProtocol, UpstreamTls, parse_member,
+};
 pub use quic::{Congestion, MAX_STREAMS_BIDI, QuicConfig, RetryPolicy, parse_retry};
+pub use redis_routes::RedisRoutesConfig;
 pub use torrent::{MAX_PIECE_LENGTH, MIN_PIECE_LENGTH, TorrentConfig, default_state_dir};
 pub use validate::{DEFAULT_LISTEN, MAX_SESSION_CACHE, MAX_WORKERS};
 
@@ -195,14 +207,21 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfError> {
 pub fn check(path: &Path) -> Result<String, ConfError> {
     let Loaded { config, files } = load_with_files(path)?;
     let locations: usize = config.vhosts.iter().map(|v| v.locations.len()).sum();
-    Ok(format!(
+    let mut summary = format!(
         "ok: {}, {}, {}, {}, {}",
         counted(files.len(), "file"),
         counted(config.listeners.len(), "listener"),
         counted(config.vhosts.len(), "vhost"),
         counted(locations, "location"),
         counted(config.workers, "worker"),
-    ))
+    );
+    if !config.upstreams.is_empty() {
+        summary.push_str(&format!(
+            ", {}",
+            counted(config.upstreams.len(), "upstream")
+        ));
+    }
+    Ok(summary)
 }
 
 fn counted(n: usize, noun: &str) -> String {

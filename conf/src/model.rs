@@ -24,12 +24,17 @@ pub struct Config {
     pub http2: Http2Config,
     /// The QUIC endpoint (HTTP/3) on every listener's port, over UDP.
     pub quic: crate::QuicConfig,
+    /// The HTTP cache for locations with `cache = true`, and the Redis route table (Hipache).
+    pub cache: crate::CacheConfig,
+    pub redis_routes: Option<crate::RedisRoutesConfig>,
     /// Virtual hosts in configuration order. The first one whose `names` match the request's
     /// host wins; a vhost with no names (or `"*"`) matches any host. If none matches, the first
     /// vhost answers (nginx's default server behaviour).
     pub vhosts: Vec<VirtualHost>,
     /// BitTorrent seeding of served files and the built-in tracker.
     pub torrent: crate::TorrentConfig,
+    /// Named pools of members that `proxy` locations forward to.
+    pub upstreams: Vec<crate::proxy::Upstream>,
 }
 
 /// One listening address.
@@ -231,12 +236,16 @@ pub struct Location {
     /// Path prefix, always starting with `/`. `/` matches everything.
     pub prefix: String,
     pub handler: Handler,
+    /// Responses under this location go through the cache (`[cache]` must be enabled).
+    pub cache: bool,
 }
 
 /// What answers requests routed to a location.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Handler {
     Files(FilesConfig),
+    /// Forward to an `[[upstream]]` pool.
+    Proxy(crate::proxy::ProxyLocation),
 }
 
 /// Static files from a directory.
@@ -316,13 +325,17 @@ impl Config {
             http2: Http2Config::default(),
             torrent: crate::TorrentConfig::default(),
             quic: crate::QuicConfig::default(),
+            cache: crate::CacheConfig::default(),
+            redis_routes: None,
             vhosts: vec![VirtualHost {
                 names: Vec::new(),
                 locations: vec![Location {
                     prefix: "/".to_owned(),
                     handler: Handler::Files(files),
+                    cache: false,
                 }],
             }],
+            upstreams: Vec::new(),
         })
     }
 }

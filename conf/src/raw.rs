@@ -25,6 +25,9 @@ pub(crate) struct RawFile {
     pub quic: Option<crate::quic::RawQuic>,
     pub vhost: Option<Vec<Spanned<RawVhost>>>,
     pub torrent: Option<crate::torrent::RawTorrent>,
+    pub cache: Option<crate::cache::RawCache>,
+    pub redis_routes: Option<crate::redis_routes::RawRedisRoutes>,
+    pub upstream: Option<Vec<Spanned<crate::proxy::RawUpstream>>>,
 }
 
 /// `[[listen]]`
@@ -117,6 +120,7 @@ pub(crate) struct RawVhost {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLocation {
     pub path: Option<Spanned<String>>,
+    pub cache: Option<Spanned<bool>>,
     pub root: Option<Spanned<String>>,
     pub index: Option<Vec<Spanned<String>>>,
     pub autoindex: Option<bool>,
@@ -125,6 +129,12 @@ pub(crate) struct RawLocation {
     pub precompressed: Option<bool>,
     pub seed: Option<bool>,
     pub piece_length: Option<Spanned<RawSize>>,
+    pub proxy: Option<Spanned<String>>,
+    pub strip_prefix: Option<bool>,
+    pub max_body: Option<Spanned<RawSize>>,
+    pub forwarded: Option<bool>,
+    pub request_headers: Option<Spanned<crate::proxy::RawHeaderEdits>>,
+    pub response_headers: Option<Spanned<crate::proxy::RawHeaderEdits>>,
 }
 
 /// A size as written: `65536` or `"64KiB"`. Parsed by `crate::units::parse_size` later.

@@ -1,7 +1,9 @@
 //! Loading as an operator meets it: files on disk, `conf.d/` merging, and the exact messages
 //! `switchyard check` prints. Each test writes a small configuration tree into a temp directory.
-//! `[tls]` and `[http2]` have their own file, `tests/tls.rs`.
+//! `[tls]` and `[http2]` have their own file, `tests/tls.rs`; `[cache]` and `[redis_routes]`
+//! theirs, `tests/cache.rs`.
 
+mod cache;
 mod quic;
 mod tls;
 mod torrent;
@@ -46,6 +48,7 @@ fn error_of(text: &str) -> String {
 fn files(location: &Location) -> &FilesConfig {
     match &location.handler {
         Handler::Files(files) => files,
+        Handler::Proxy(_) => panic!("a files location was expected"),
     }
 }
 
@@ -68,13 +71,17 @@ fn defaults_apply_to_a_minimal_file() {
             http2: Http2Config::default(),
             torrent: TorrentConfig::default(),
             quic: QuicConfig::default(),
+            cache: CacheConfig::default(),
+            redis_routes: None,
             vhosts: vec![VirtualHost {
                 names: vec![],
                 locations: vec![Location {
                     prefix: "/".into(),
                     handler: Handler::Files(FilesConfig::new(www)),
+                    cache: false,
                 }],
             }],
+            upstreams: vec![],
         }
     );
 }

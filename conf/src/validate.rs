@@ -39,16 +39,16 @@ const MAX_WINDOW: u32 = (1 << 31) - 1;
 
 /// A value together with the file it was written in, for error messages.
 pub(crate) struct At<'a, T> {
-    source: &'a Source,
-    item: &'a Spanned<T>,
+    pub source: &'a Source,
+    pub item: &'a Spanned<T>,
 }
 
 impl<T> At<'_, T> {
-    pub(crate) fn value(&self) -> &T {
+    pub fn value(&self) -> &T {
         self.item.get_ref()
     }
 
-    pub(crate) fn error(&self, key: &str, message: impl std::fmt::Display) -> ConfError {
+    pub fn error(&self, key: &str, message: impl std::fmt::Display) -> ConfError {
         self.source.error(self.item.span(), key, message)
     }
 }
@@ -77,6 +77,7 @@ pub(crate) fn validate(sources: &[Source], base: &Path) -> Result<Config, ConfEr
             Ok(n) => n,
         },
     };
+    let upstreams = crate::proxy::upstreams(sources, base)?;
     Ok(Config {
         workers,
         listeners: listeners(sources)?,
@@ -84,10 +85,13 @@ pub(crate) fn validate(sources: &[Source], base: &Path) -> Result<Config, ConfEr
         timeouts: timeouts(sources)?,
         log: log(sources, base)?,
         tls: tls(sources, base)?,
+        cache: crate::cache::cache(sources, base)?,
+        redis_routes: crate::redis_routes::redis_routes(sources)?,
         http2: http2(sources)?,
         quic: crate::quic::validate(sources, base)?,
-        vhosts: vhosts(sources, base)?,
+        vhosts: vhosts(sources, base, &upstreams)?,
         torrent: crate::torrent::torrent(sources, base)?,
+        upstreams,
     })
 }
 
@@ -609,7 +613,11 @@ fn h2_count<'a, T: TryFrom<i64> + std::fmt::Display>(
     T::try_from(value).map_err(|_| at.error(&key, format_args!("must be at most {max}")))
 }
 
-fn vhosts(sources: &[Source], base: &Path) -> Result<Vec<VirtualHost>, ConfError> {
+fn vhosts(
+    sources: &[Source],
+    base: &Path,
+    upstreams: &[crate::proxy::Upstream],
+) -> Result<Vec<VirtualHost>, ConfError> {
     let entries = sources.iter().flat_map(|source| {
         source
             .raw
@@ -622,7 +630,7 @@ fn vhosts(sources: &[Source], base: &Path) -> Result<Vec<VirtualHost>, ConfError
     let mut owners: HashMap<String, usize> = HashMap::new();
     let mut vhosts = Vec::new();
     for (i, vhost) in entries.enumerate() {
-        vhosts.push(virtual_host(i, &vhost, &mut owners, base)?);
+        vhosts.push(virtual_host(i, &vhost, &mut owners, base, upstreams)?);
     }
     if vhosts.is_empty() {
         let main = sources
@@ -641,6 +649,7 @@ fn virtual_host(
     vhost: &At<'_, RawVhost>,
     owners: &mut HashMap<String, usize>,
     base: &Path,
+    upstreams: &[crate::proxy::Upstream],
 ) -> Result<VirtualHost, ConfError> {
     let source = vhost.source;
     let raw_names = vhost.value().names.as_deref().unwrap_or_default();
@@ -678,7 +687,7 @@ fn virtual_host(
     let mut locations: Vec<Location> = Vec::new();
     for (j, item) in raw_locations.iter().enumerate() {
         let location = At { source, item };
-        let location = files_location(&format!("{key}[{j}]"), &location, base)?;
+        let location = files_location(&format!("{key}[{j}]"), &location, base, upstreams)?;
         if let Some(k) = locations.iter().position(|l| l.prefix == location.prefix) {
             let path = item
                 .get_ref()
@@ -741,6 +750,7 @@ fn files_location(
     key: &str,
     location: &At<'_, RawLocation>,
     base: &Path,
+    upstreams: &[crate::proxy::Upstream],
 ) -> Result<Location, ConfError> {
     let source = location.source;
     let raw = location.value();
@@ -749,6 +759,40 @@ fn files_location(
     };
     if !path.get_ref().starts_with('/') {
         return Err(source.error(path.span(), &format!("{key}.path"), "must start with \"/\""));
+    }
+    if let Some(proxy) = &raw.proxy {
+        if let Some(root) = &raw.root {
+            return Err(source.error(
+                root.span(),
+                &format!("{key}.root"),
+                "a location has either root or proxy, not both",
+            ));
+        }
+        let proxy_raw = crate::proxy::RawProxyLocation {
+            proxy: Some(proxy),
+            strip_prefix: raw.strip_prefix,
+            max_body: raw.max_body.as_ref(),
+            forwarded: raw.forwarded,
+            request_headers: raw.request_headers.as_ref(),
+            response_headers: raw.response_headers.as_ref(),
+        };
+        let handler = crate::proxy::proxy_location(source, &proxy_raw, key, upstreams)?;
+        return Ok(Location {
+            prefix: path.get_ref().clone(),
+            handler: Handler::Proxy(handler),
+            cache: crate::cache::location_switch(raw),
+        });
+    }
+    for (name, set) in [
+        ("strip_prefix", raw.strip_prefix.is_some()),
+        ("max_body", raw.max_body.is_some()),
+        ("forwarded", raw.forwarded.is_some()),
+        ("request_headers", raw.request_headers.is_some()),
+        ("response_headers", raw.response_headers.is_some()),
+    ] {
+        if set {
+            return Err(location.error(&format!("{key}.{name}"), "only applies to proxy locations"));
+        }
     }
     let Some(root) = &raw.root else {
         return Err(location.error(&format!("{key}.root"), "missing: the directory to serve"));
@@ -820,5 +864,6 @@ fn files_location(
     Ok(Location {
         prefix: path.get_ref().clone(),
         handler: Handler::Files(files),
+        cache: crate::cache::location_switch(raw),
     })
 }

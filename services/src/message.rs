@@ -7,8 +7,12 @@
 //! describe the body with [`Body`] and the session derives the framing from [`Body::len`].
 
 use std::fs::File;
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
@@ -29,8 +33,11 @@ pub struct Request {
     /// `"http"` or `"https"`: how the client reached us.
     pub scheme: &'static str,
     pub peer: SocketAddr,
-    /// The request body, already bounded by `limits.max_body`.
+    /// The request body, already bounded by `limits.max_body`. Empty when `stream` is set.
     pub body: Bytes,
+    /// The request body still arriving, for routes that stream it (proxy locations): read it
+    /// as it comes, with backpressure on the client. `None` when the body is in `body`.
+    pub stream: Option<BodyStream>,
 }
 
 /// One response. The session adds framing, `Date`, `Server` and `Connection` as its protocol
@@ -83,8 +90,8 @@ impl Response {
     }
 }
 
-/// A response body. Every variant knows its length up front.
-#[derive(Debug, Clone)]
+/// A response body. Every variant but [`Body::Stream`] knows its length up front.
+#[derive(Debug)]
 pub enum Body {
     Empty,
     /// Bytes in memory (small cached files, generated pages, multipart boundaries).
@@ -93,6 +100,160 @@ pub enum Body {
     File(FileRange),
     /// A sequence of the above (multipart/byteranges).
     Parts(Vec<BodyPart>),
+    /// Chunks produced while the response is sent (a proxied member's body), with a known or
+    /// unknown length and maybe trailers. Pulled one chunk at a time: a slow client
+    /// back-pressures the producer.
+    Stream(BodyStream),
+    /// `101 Switching Protocols` (WebSocket): after the head, the session hands its connection
+    /// to this tunnel, which copies both ways until either side closes.
+    Upgrade(Tunnel),
+}
+
+/// One piece of a streamed body.
+#[derive(Debug)]
+pub enum Frame {
+    Data(Bytes),
+    /// The trailer section (HTTP/2 and chunked HTTP/1.1); always the last frame.
+    Trailers(HeaderMap),
+}
+
+/// Where a [`BodyStream`]'s frames come from.
+pub trait FrameSource: Send + 'static {
+    /// The next frame; `Ready(None)` at the end of the body.
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame>>>;
+}
+
+/// A body that arrives while it is being sent. Whoever holds it pulls frames with
+/// [`BodyStream::frame`]; nothing is buffered beyond what the source holds (a channel of a few
+/// chunks, or a connection's read buffer).
+pub struct BodyStream {
+    source: Pin<Box<dyn FrameSource>>,
+    len: Option<u64>,
+}
+
+impl std::fmt::Debug for BodyStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyStream")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl BodyStream {
+    /// A body pulled from `source`; `len` is its exact length when known in advance.
+    pub fn new(source: impl FrameSource, len: Option<u64>) -> BodyStream {
+        BodyStream {
+            source: Box::pin(source),
+            len,
+        }
+    }
+
+    /// A body fed by a [`BodySender`] through a channel of `capacity` frames: the sender waits
+    /// when the reader is that far behind.
+    pub fn channel(capacity: usize, len: Option<u64>) -> (BodySender, BodyStream) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        (
+            BodySender { tx },
+            BodyStream::new(ChannelSource { rx }, len),
+        )
+    }
+
+    /// The exact length, when known in advance (`Content-Length`).
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> Option<u64> {
+        self.len
+    }
+
+    pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame>>> {
+        self.source.as_mut().poll_frame(cx)
+    }
+
+    /// The next frame, `None` at the end.
+    pub async fn frame(&mut self) -> Option<io::Result<Frame>> {
+        std::future::poll_fn(|cx| self.poll_frame(cx)).await
+    }
+
+    /// The same body, with `observer` shown every frame as it passes and `None` at the end
+    /// (a cache stores a copy of a response while it is sent).
+    pub fn tee(
+        self,
+        observer: impl FnMut(Option<&io::Result<Frame>>) + Send + 'static,
+    ) -> BodyStream {
+        let len = self.len;
+        BodyStream::new(
+            Tee {
+                inner: self,
+                observer: Box::new(observer),
+            },
+            len,
+        )
+    }
+}
+
+type Observer = Box<dyn FnMut(Option<&io::Result<Frame>>) + Send>;
+
+struct Tee {
+    inner: BodyStream,
+    observer: Observer,
+}
+
+impl FrameSource for Tee {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame>>> {
+        let this = self.get_mut();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        (this.observer)(frame.as_ref());
+        Poll::Ready(frame)
+    }
+}
+
+/// The writing end of [`BodyStream::channel`].
+#[derive(Debug, Clone)]
+pub struct BodySender {
+    tx: tokio::sync::mpsc::Sender<io::Result<Frame>>,
+}
+
+impl BodySender {
+    /// Send one frame, waiting while the channel is full. `Err` when the reader is gone.
+    pub async fn send(&self, frame: io::Result<Frame>) -> Result<(), BodyGone> {
+        self.tx.send(frame).await.map_err(|_| BodyGone)
+    }
+
+    /// True once the reading end was dropped: nobody wants the rest of the body.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// The reading end of a body channel was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyGone;
+
+struct ChannelSource {
+    rx: tokio::sync::mpsc::Receiver<io::Result<Frame>>,
+}
+
+impl FrameSource for ChannelSource {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame>>> {
+        self.get_mut().rx.poll_recv(cx)
+    }
+}
+
+/// A byte stream both ways (an upgraded member connection).
+pub trait TunnelIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> TunnelIo for T {}
+
+/// Resolves to the far end of an upgraded connection.
+pub type TunnelFuture = Pin<Box<dyn Future<Output = io::Result<Box<dyn TunnelIo>>> + Send>>;
+
+/// The far end of an upgraded connection, resolved after the session has sent the 101.
+pub struct Tunnel {
+    pub io: TunnelFuture,
+}
+
+impl std::fmt::Debug for Tunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tunnel")
+    }
 }
 
 /// One piece of a [`Body::Parts`].
@@ -111,18 +272,25 @@ pub struct FileRange {
 }
 
 impl Body {
-    /// Total length in bytes.
+    /// Total length in bytes: 0 for a stream of unknown length (see [`Body::known_len`]).
     pub fn len(&self) -> u64 {
-        match self {
+        self.known_len().unwrap_or(0)
+    }
+
+    /// The length when known in advance; `None` for a stream of unknown length.
+    pub fn known_len(&self) -> Option<u64> {
+        Some(match self {
+            Body::Stream(s) => return s.len(),
+            Body::Upgrade(_) => 0,
             Body::Empty => 0,
             Body::Bytes(b) => b.len() as u64,
             Body::File(f) => f.len,
             Body::Parts(parts) => parts.iter().map(BodyPart::len).sum(),
-        }
+        })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.known_len() == Some(0)
     }
 }
 

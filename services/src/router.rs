@@ -13,8 +13,11 @@ use switchyard_conf::{Config, FilesConfig, Handler, Limits};
 use tokio::sync::oneshot;
 
 use crate::actor::{FilesCall, FilesService, supervised};
+use crate::cache::CacheLayer;
 use crate::files::{FileCache, serve_from_memory};
 use crate::message::{Request, Response};
+use crate::proxy::{ProxyRoute, ProxyService};
+use crate::redis_routes::proxy::RedisProxy;
 use crate::torrent::TorrentStore;
 use crate::torrent::http as torrent_http;
 
@@ -40,6 +43,9 @@ struct VhostRoutes {
 #[derive(Debug, Clone)]
 pub enum Route {
     Files(Arc<FilesConfig>),
+    Proxy(Arc<ProxyRoute>),
+    /// A proxy location with `cache = true`: answered through the [`CacheLayer`].
+    CachedProxy(Arc<ProxyRoute>),
 }
 
 impl RouteTable {
@@ -67,6 +73,12 @@ impl RouteTable {
                     .map(|loc| {
                         let route = match &loc.handler {
                             Handler::Files(files) => Route::Files(Arc::new(files.clone())),
+                            Handler::Proxy(proxy) if loc.cache && config.cache.enabled => {
+                                Route::CachedProxy(Arc::new(ProxyRoute::new(&loc.prefix, proxy)))
+                            }
+                            Handler::Proxy(proxy) => {
+                                Route::Proxy(Arc::new(ProxyRoute::new(&loc.prefix, proxy)))
+                            }
                         };
                         (loc.prefix.clone(), route)
                     })
@@ -150,6 +162,12 @@ pub struct Router {
     limits: Arc<Limits>,
     /// `.torrent`/`.magnet` of served files and the tracker, when seeding is enabled.
     torrent: Option<Arc<TorrentStore>>,
+    /// The upstream pools, when any are configured.
+    proxy: Option<Arc<ProxyService>>,
+    /// The response cache of `cache = true` locations (one per process, shared).
+    cache: Option<CacheLayer>,
+    /// Routes read from Redis (Hipache), consulted before the configured virtual hosts.
+    redis: Option<Arc<RedisProxy>>,
 }
 
 impl Router {
@@ -166,6 +184,37 @@ impl Router {
             file_cache,
             limits,
             torrent: None,
+            proxy: None,
+            cache: None,
+            redis: None,
+        }
+    }
+
+    /// Proxy hosts that have a route in Redis to its backends, before the virtual hosts.
+    pub fn with_redis_routes(mut self, redis: Arc<RedisProxy>) -> Router {
+        self.redis = Some(redis);
+        self
+    }
+
+    /// Answer `cache = true` proxy locations through `cache`.
+    pub fn with_cache(mut self, cache: CacheLayer) -> Router {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Forward `proxy` locations through these pools.
+    pub fn with_proxy(mut self, proxy: Arc<ProxyService>) -> Router {
+        self.proxy = Some(proxy);
+        self
+    }
+
+    /// For a request about to be read: `Some(limit)` when its location streams the request
+    /// body (a proxy location; `limit` is its body limit, `None` unlimited), `None` when the
+    /// body is collected in memory under `limits.max_body`.
+    pub fn streams_body(&self, host: Option<&str>, path: &str) -> Option<Option<u64>> {
+        match self.table.load().route(host, path) {
+            Some(Route::Proxy(route) | Route::CachedProxy(route)) => Some(route.location.max_body),
+            _ => None,
         }
     }
 
@@ -183,6 +232,13 @@ impl Router {
     /// filesystem work. A full mailbox answers 503 at once instead of queueing; a service that
     /// dropped the request (it panicked, or stopped) answers 500.
     pub async fn call(&self, req: Request) -> Response {
+        let req = match &self.redis {
+            Some(redis) => match redis.handle(req).await {
+                Ok(response) => return response,
+                Err(req) => req,
+            },
+            None => req,
+        };
         let route = {
             let table = self.table.load();
             match table.route(req.host.as_deref(), &req.path) {
@@ -190,7 +246,30 @@ impl Router {
                 None => return Response::text(http::StatusCode::NOT_FOUND, "404 Not Found\n"),
             }
         };
-        let Route::Files(cfg) = route;
+        let cfg = match route {
+            Route::Files(cfg) => cfg,
+            Route::Proxy(route) => {
+                return match &self.proxy {
+                    Some(proxy) => proxy.forward(&route, req).await,
+                    None => Response::text(
+                        http::StatusCode::BAD_GATEWAY,
+                        "502 Bad Gateway: no upstreams are running\n",
+                    ),
+                };
+            }
+            Route::CachedProxy(route) => {
+                return match (&self.proxy, &self.cache) {
+                    (Some(proxy), Some(cache)) => {
+                        crate::proxy_cache::serve(cache, proxy.clone(), route, req).await
+                    }
+                    (Some(proxy), None) => proxy.forward(&route, req).await,
+                    (None, _) => Response::text(
+                        http::StatusCode::BAD_GATEWAY,
+                        "502 Bad Gateway: no upstreams are running\n",
+                    ),
+                };
+            }
+        };
         if let Some(store) = &self.torrent
             && torrent_http::wants(&req.path)
             && let Some(response) = torrent_http::intercept(store, &req, &cfg).await
@@ -238,6 +317,7 @@ mod tests {
                     .map(|p| Location {
                         prefix: p.to_owned(),
                         handler: Handler::Files(FilesConfig::new(format!("/srv/{i}{p}").into())),
+                        cache: false,
                     })
                     .collect(),
             })
@@ -246,7 +326,10 @@ mod tests {
     }
 
     fn root_of(route: Option<&Route>) -> Option<String> {
-        route.map(|Route::Files(f)| f.root.display().to_string())
+        route.and_then(|r| match r {
+            Route::Files(f) => Some(f.root.display().to_string()),
+            Route::Proxy(_) | Route::CachedProxy(_) => None,
+        })
     }
 
     #[test]
@@ -315,6 +398,7 @@ mod tests {
                 scheme: "http",
                 peer: "127.0.0.1:1".parse().expect("literal address"),
                 body: bytes::Bytes::new(),
+                stream: None,
             }
         }
 

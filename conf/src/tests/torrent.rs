@@ -10,7 +10,9 @@ fn torrent_defaults_seed_everything() {
     assert_eq!(config.torrent.piece_length, None);
     assert_eq!(config.torrent.max_unchoked, 16);
     assert_eq!(config.torrent.upload_rate, None);
-    let Handler::Files(files) = &config.vhosts[0].locations[0].handler;
+    let Handler::Files(files) = &config.vhosts[0].locations[0].handler else {
+        panic!("a files location");
+    };
     assert!(files.seed);
     assert_eq!(files.piece_length, None);
 }
@@ -38,7 +40,9 @@ fn torrent_keys_are_read() {
         (20, 100, 3)
     );
     assert!(!t.hash_at_start);
-    let Handler::Files(files) = &config.vhosts[0].locations[0].handler;
+    let Handler::Files(files) = &config.vhosts[0].locations[0].handler else {
+        panic!("a files location");
+    };
     assert!(!files.seed);
     assert_eq!(files.piece_length, Some(256 * 1024));
 }

@@ -22,7 +22,9 @@ use std::time::{Instant as StdInstant, SystemTime};
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Version, header};
-use switchyard_services::message::{Body, BodyPart, FileRange, Request, Response};
+use switchyard_services::message::{
+    Body, BodyPart, BodySender, BodyStream, FileRange, Frame, Request, Response, Tunnel,
+};
 use switchyard_wire::chunked::{ChunkedDecoder, ChunkedError, Decoded};
 use switchyard_wire::h1::{BodyKind, H1Limits, Parse, RequestHead, parse_request_head};
 use switchyard_wire::h2c::{stream_one, upgrade_request};
@@ -44,6 +46,8 @@ const COALESCE_MAX: usize = 32 * 1024;
 /// never beyond this: a client pipelining many requests without reading cannot make us hold
 /// more than this per connection.
 const WBUF_HIGH_WATER: usize = 64 * 1024;
+/// Chunks of a streamed request body buffered between the client and the member.
+const STREAM_CHANNEL: usize = 4;
 /// Room made for each read from the client.
 const READ_BUFFER: usize = 8 * 1024;
 /// Most room made at once for an announced request body.
@@ -119,6 +123,9 @@ struct H1Conn {
     drain: Pin<Box<OwnedNotified>>,
     /// Bounds idle keep-alive waits; see `read_head`.
     idle_timer: Pin<Box<tokio::time::Sleep>>,
+    /// Set when the current exchange leaves the connection unusable for another request: a
+    /// streamed request body not read to its end, a close-delimited response, a tunnel.
+    close_after: bool,
     /// Counts this connection until the driver returns.
     _guard: ConnGuard,
 }
@@ -149,6 +156,7 @@ impl H1Conn {
             wbuf: BytesMut::new(),
             drain,
             idle_timer,
+            close_after: false,
             _guard: guard,
         }
     }
@@ -208,16 +216,41 @@ impl H1Conn {
                 }
             }
             let started = self.env.access_log.is_some().then(StdInstant::now);
-            let body = match self.read_body(&head).await? {
-                Ok(body) => body,
-                Err(status) => {
-                    self.write_error(status, head.version);
-                    return Ok(Close::Linger);
+            // Proxied locations stream the body to the member while it arrives.
+            let streams = match head.body {
+                BodyKind::None | BodyKind::Length(0) => None,
+                _ => self
+                    .env
+                    .router
+                    .streams_body(head.host.as_deref(), &head.path),
+            };
+            let body = match streams {
+                Some(limit) => {
+                    if let (BodyKind::Length(n), Some(max)) = (head.body, limit)
+                        && n > max
+                    {
+                        self.write_error(StatusCode::PAYLOAD_TOO_LARGE, head.version);
+                        return Ok(Close::Linger);
+                    }
+                    Bytes::new()
                 }
+                None => match self.read_body(&head).await? {
+                    Ok(body) => body,
+                    Err(status) => {
+                        self.write_error(status, head.version);
+                        return Ok(Close::Linger);
+                    }
+                },
             };
             let keep_alive = head.keep_alive && !self.env.draining();
-            if !self.exchange(head, body, keep_alive, started).await? {
+            if !self
+                .exchange(head, body, streams, keep_alive, started)
+                .await?
+            {
                 return Ok(Close::Quietly);
+            }
+            if self.close_after {
+                return Ok(Close::Linger);
             }
             if self.wbuf.len() >= WBUF_HIGH_WATER {
                 self.flush().await?;
@@ -405,6 +438,7 @@ impl H1Conn {
         &mut self,
         head: RequestHead,
         body: Bytes,
+        streams: Option<Option<u64>>,
         keep_alive: bool,
         started: Option<StdInstant>,
     ) -> io::Result<bool> {
@@ -415,8 +449,21 @@ impl H1Conn {
             version,
             host,
             headers,
+            body: body_kind,
+            expect_continue,
             ..
         } = head;
+        let (stream, feeder) = match streams {
+            Some(limit) => {
+                let len = match body_kind {
+                    BodyKind::Length(n) => Some(n),
+                    _ => None,
+                };
+                let (tx, rx) = BodyStream::channel(STREAM_CHANNEL, len);
+                (Some(rx), Some((tx, limit)))
+            }
+            None => (None, None),
+        };
         let is_head = method == Method::HEAD;
         let log = self.env.access_log.clone().map(|log| {
             let target = match &query {
@@ -442,8 +489,23 @@ impl H1Conn {
             scheme: self.stream.scheme(),
             peer: self.peer,
             body,
+            stream,
         };
-        let response = self.env.router.call(req).await;
+        let response = match feeder {
+            None => self.env.router.call(req).await,
+            Some((tx, limit)) => {
+                let env = self.env.clone();
+                let (response, complete) = tokio::join!(
+                    env.router.call(req),
+                    self.feed_body(body_kind, expect_continue, limit, tx)
+                );
+                if !complete {
+                    self.close_after = true;
+                }
+                response
+            }
+        };
+        let keep_alive = keep_alive && !self.close_after;
         let status = response.status;
         let sent = if is_head { 0 } else { response.body.len() };
         let result = self
@@ -499,8 +561,14 @@ impl H1Conn {
         let framing = if bodiless {
             Framing::None
         } else {
-            Framing::Length(body.len())
+            match body.known_len() {
+                Some(len) => Framing::Length(len),
+                None => Framing::unknown_length(version),
+            }
         };
+        if framing == Framing::Close {
+            self.close_after = true;
+        }
         // One allocation for the head and a body that will be copied next to it.
         let coalesced = match &body {
             Body::Bytes(bytes) if bytes.len() <= COALESCE_MAX && !is_head => bytes.len(),
@@ -518,11 +586,19 @@ impl H1Conn {
                 date,
             )
         });
+        if let Body::Upgrade(tunnel) = body {
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return self.tunnel(tunnel).await;
+            }
+            return Ok(());
+        }
         if bodiless || is_head {
             return Ok(());
         }
         match body {
             Body::Empty => Ok(()),
+            Body::Stream(stream) => self.write_stream(stream, framing == Framing::Chunked).await,
+            Body::Upgrade(_) => Ok(()),
             Body::Bytes(bytes) => self.write_bytes(bytes).await,
             Body::File(range) => self.write_file(&range).await,
             Body::Parts(parts) => {
@@ -535,6 +611,155 @@ impl H1Conn {
                 Ok(())
             }
         }
+    }
+
+    /// Read a streamed request body from the client into `tx` as the member takes it. Returns
+    /// false when the body was not read to its end (the member stopped reading it, or the
+    /// client failed): the connection cannot carry another request.
+    async fn feed_body(
+        &mut self,
+        kind: BodyKind,
+        expect_continue: bool,
+        limit: Option<u64>,
+        tx: BodySender,
+    ) -> bool {
+        match self.pump_body(kind, expect_continue, limit, &tx).await {
+            Ok(complete) => complete,
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "streamed request body failed");
+                let _ = tx.send(Err(e)).await;
+                false
+            }
+        }
+    }
+
+    async fn pump_body(
+        &mut self,
+        kind: BodyKind,
+        expect_continue: bool,
+        limit: Option<u64>,
+        tx: &BodySender,
+    ) -> io::Result<bool> {
+        let paused = || io::Error::new(io::ErrorKind::TimedOut, "client paused sending the body");
+        if expect_continue && self.rbuf.is_empty() {
+            self.send_continue().await?;
+        }
+        match kind {
+            BodyKind::None => Ok(true),
+            BodyKind::Length(len) => {
+                let mut left = len;
+                while left > 0 {
+                    if self.rbuf.is_empty() {
+                        let step = left.min(BODY_READ_STEP as u64) as usize;
+                        self.rbuf.reserve(step);
+                        if self.read_body_bytes().await?.is_err() {
+                            return Err(paused());
+                        }
+                    }
+                    let n = left.min(self.rbuf.len() as u64) as usize;
+                    let chunk = self.rbuf.split_to(n).freeze();
+                    left -= n as u64;
+                    if tx.send(Ok(Frame::Data(chunk))).await.is_err() {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            BodyKind::Chunked => {
+                let mut decoder = ChunkedDecoder::new(limit.unwrap_or(u64::MAX));
+                loop {
+                    match decoder.decode(&mut self.rbuf) {
+                        Ok(Decoded::Data(data)) => {
+                            if tx.send(Ok(Frame::Data(data))).await.is_err() {
+                                return Ok(false);
+                            }
+                        }
+                        Ok(Decoded::Done) => return Ok(true),
+                        Ok(Decoded::NeedMore) => {
+                            self.reserve_read_space();
+                            if self.read_body_bytes().await?.is_err() {
+                                return Err(paused());
+                            }
+                        }
+                        Err(ChunkedError::TooLarge) => {
+                            return Err(io::Error::other("request body too large"));
+                        }
+                        Err(ChunkedError::Malformed(why)) => return Err(io::Error::other(why)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Send a streamed body as it arrives: chunked (with trailers) or with its known length.
+    /// A source that fails mid-body closes the connection, which tells the client its copy is
+    /// truncated.
+    async fn write_stream(&mut self, mut body: BodyStream, chunked: bool) -> io::Result<()> {
+        let expected = body.len();
+        let mut sent = 0u64;
+        loop {
+            match body.frame().await {
+                None => break,
+                Some(Err(e)) => {
+                    self.close_after = true;
+                    return Err(e);
+                }
+                Some(Ok(Frame::Data(data))) => {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    sent += data.len() as u64;
+                    if chunked {
+                        let mut size = [0u8; 18];
+                        let head = chunk_size_line(&mut size, data.len());
+                        self.wbuf.extend_from_slice(head);
+                        self.write_bytes(data).await?;
+                        self.wbuf.extend_from_slice(b"\r\n");
+                    } else {
+                        self.write_bytes(data).await?;
+                    }
+                    self.flush().await?;
+                }
+                Some(Ok(Frame::Trailers(trailers))) => {
+                    if chunked {
+                        self.wbuf.extend_from_slice(b"0\r\n");
+                        for (name, value) in &trailers {
+                            self.wbuf.extend_from_slice(name.as_str().as_bytes());
+                            self.wbuf.extend_from_slice(b": ");
+                            self.wbuf.extend_from_slice(value.as_bytes());
+                            self.wbuf.extend_from_slice(b"\r\n");
+                        }
+                        self.wbuf.extend_from_slice(b"\r\n");
+                        return self.flush().await;
+                    }
+                }
+            }
+        }
+        if chunked {
+            self.wbuf.extend_from_slice(b"0\r\n\r\n");
+        }
+        if expected.is_some_and(|n| n != sent) {
+            self.close_after = true;
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "streamed body shorter than announced",
+            ));
+        }
+        Ok(())
+    }
+
+    /// After a `101 Switching Protocols` from a member: copy bytes both ways between the client
+    /// and the member until either side closes. The connection is the tunnel's from now on.
+    async fn tunnel(&mut self, tunnel: Tunnel) -> io::Result<()> {
+        self.close_after = true;
+        self.flush().await?;
+        let mut far = tunnel.io.await?;
+        if !self.rbuf.is_empty() {
+            far.write_all(&self.rbuf).await?;
+            self.rbuf.clear();
+        }
+        let _ = tokio::io::copy_bidirectional(&mut self.stream, &mut far).await;
+        Ok(())
     }
 
     async fn write_bytes(&mut self, bytes: Bytes) -> io::Result<()> {
@@ -733,6 +958,23 @@ impl H1Conn {
             self.rbuf.reserve(READ_BUFFER);
         }
     }
+}
+
+/// `{len:x}\r\n` in `buf`.
+fn chunk_size_line(buf: &mut [u8; 18], len: usize) -> &[u8] {
+    let mut i = buf.len() - 2;
+    buf[i] = b'\r';
+    buf[i + 1] = b'\n';
+    let mut n = len;
+    loop {
+        i -= 1;
+        buf[i] = b"0123456789abcdef"[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {

@@ -37,7 +37,9 @@ use h2::{Reason, RecvStream, SendStream};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use switchyard_conf::Http2Config;
-use switchyard_services::message::{Body, BodyPart, FileRange, Request, Response};
+use switchyard_services::message::{
+    Body, BodyPart, BodyStream, FileRange, Frame, FrameSource, Request, Response,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, timeout};
@@ -299,7 +301,9 @@ impl H2Conn {
     ) {
         let env = &self.env;
         let started = env.access_log.is_some().then(StdInstant::now);
-        let (parts, mut body) = request.into_parts();
+        let (parts, body) = request.into_parts();
+        // Taken when the body streams to a proxied member.
+        let mut body = Some(body);
         let http::request::Parts {
             method,
             uri,
@@ -338,11 +342,49 @@ impl H2Conn {
             host: host.clone(),
         });
 
+        let streams = if path.starts_with('/') && body.as_ref().is_some_and(|b| !b.is_end_stream())
+        {
+            env.router.streams_body(host.as_deref(), path)
+        } else {
+            None
+        };
         let response = if !path.starts_with('/') {
             // `*` (server-wide OPTIONS) and other forms we do not serve.
             Response::text(StatusCode::BAD_REQUEST, "400 Bad Request\n")
+        } else if let Some(limit) = streams {
+            // A proxied location: the body streams to the member as it arrives.
+            let announced = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if limit.is_some_and(|max| announced.is_some_and(|n| n > max)) {
+                error_response(StatusCode::PAYLOAD_TOO_LARGE)
+            } else {
+                let recv = body.take().expect("checked above");
+                let req = Request {
+                    path: path.to_owned(),
+                    query: query.map(str::to_owned),
+                    host,
+                    method,
+                    version: Version::HTTP_2,
+                    headers,
+                    scheme: self.scheme,
+                    peer: self.peer,
+                    body: Bytes::new(),
+                    stream: Some(BodyStream::new(
+                        H2RequestBody {
+                            recv,
+                            limit,
+                            seen: 0,
+                        },
+                        announced,
+                    )),
+                };
+                env.router.call(req).await
+            }
         } else {
-            match self.read_body(&headers, &mut body, &mut respond).await {
+            let recv = body.as_mut().expect("not taken on this path");
+            match self.read_body(&headers, recv, &mut respond).await {
                 Ok(body) => {
                     let req = Request {
                         path: path.to_owned(),
@@ -354,6 +396,7 @@ impl H2Conn {
                         scheme: self.scheme,
                         peer: self.peer,
                         body,
+                        stream: None,
                     };
                     env.router.call(req).await
                 }
@@ -390,8 +433,11 @@ impl H2Conn {
                 host: facts.host.as_deref(),
             });
         }
-        if !body.is_end_stream() && sent.is_some() {
-            self.discard_body(&mut body).await;
+        if let Some(body) = body.as_mut()
+            && !body.is_end_stream()
+            && sent.is_some()
+        {
+            self.discard_body(body).await;
         }
         // Dropping the handles ends the stream. RFC 9113 §8.1: "a server MAY request that the
         // client abort transmission of a request without error by sending a RST_STREAM with an
@@ -497,8 +543,8 @@ impl H2Conn {
         strip_connection_fields(&mut headers);
         headers.insert(header::SERVER, HeaderValue::from_static("switchyard"));
         headers.insert(header::DATE, http_date());
-        if !bodiless {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        if !bodiless && let Some(len) = body.known_len() {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         }
         if let Some(alt_svc) = &self.env.alt_svc {
             headers.insert(header::ALT_SVC, alt_svc.clone());
@@ -513,6 +559,17 @@ impl H2Conn {
             return Ok(0);
         }
         let len = body.len();
+        if let Body::Stream(stream_body) = body {
+            let send = Sender {
+                stream: &mut stream,
+                send_timeout: self.env.timeouts.send,
+            };
+            let result = send.stream(stream_body).await;
+            if result.is_err() {
+                stream.send_reset(Reason::CANCEL);
+            }
+            return result;
+        }
         let send = Sender {
             stream: &mut stream,
             send_timeout: self.env.timeouts.send,
@@ -548,7 +605,10 @@ struct Sender<'a> {
 impl Sender<'_> {
     async fn body(mut self, body: Body) -> Result<(), SendError> {
         match body {
-            Body::Empty => Ok(self.stream.send_data(Bytes::new(), true)?),
+            // Streams are sent by `Sender::stream`; upgrades do not exist in HTTP/2.
+            Body::Empty | Body::Stream(_) | Body::Upgrade(_) => {
+                Ok(self.stream.send_data(Bytes::new(), true)?)
+            }
             Body::Bytes(bytes) => self.bytes(bytes, true).await,
             Body::File(range) => self.file(&range, true).await,
             Body::Parts(parts) => {
@@ -560,6 +620,33 @@ impl Sender<'_> {
                     }
                 }
                 Ok(())
+            }
+        }
+    }
+
+    /// A streamed body: each chunk waits for flow-control capacity, so a slow client slows the
+    /// producer; trailers end the stream (gRPC status). Returns the bytes sent.
+    async fn stream(mut self, mut body: BodyStream) -> Result<u64, SendError> {
+        let mut sent = 0u64;
+        loop {
+            match body.frame().await {
+                None => {
+                    self.stream.send_data(Bytes::new(), true)?;
+                    return Ok(sent);
+                }
+                Some(Err(e)) => return Err(SendError::Io(e)),
+                Some(Ok(Frame::Trailers(trailers))) => {
+                    self.stream.send_trailers(trailers)?;
+                    return Ok(sent);
+                }
+                Some(Ok(Frame::Data(mut bytes))) => {
+                    sent += bytes.len() as u64;
+                    while !bytes.is_empty() {
+                        let n = self.capacity(bytes.len()).await?;
+                        let chunk = bytes.split_to(n);
+                        self.stream.send_data(chunk, false)?;
+                    }
+                }
             }
         }
     }
@@ -626,6 +713,44 @@ impl Sender<'_> {
                 Ok(Some(Err(e))) => return Err(SendError::H2(e)),
                 Ok(Some(Ok(_))) => {}
             }
+        }
+    }
+}
+
+/// A request body streamed from the client to a proxied member: flow-control capacity is
+/// released as each chunk is taken, so the client sends only as fast as the member reads.
+struct H2RequestBody {
+    recv: RecvStream,
+    limit: Option<u64>,
+    seen: u64,
+}
+
+impl FrameSource for H2RequestBody {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<io::Result<Frame>>> {
+        let this = self.get_mut();
+        if !this.recv.is_end_stream() {
+            match this.recv.poll_data(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    this.seen += data.len() as u64;
+                    if this.limit.is_some_and(|max| this.seen > max) {
+                        return Poll::Ready(Some(Err(io::Error::other("request body too large"))));
+                    }
+                    return Poll::Ready(Some(Ok(Frame::Data(data))));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(io::Error::other(e)))),
+                Poll::Ready(None) => {}
+            }
+        }
+        match this.recv.poll_trailers(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Some(t))) => Poll::Ready(Some(Ok(Frame::Trailers(t)))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(io::Error::other(e)))),
         }
     }
 }

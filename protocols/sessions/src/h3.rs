@@ -39,7 +39,7 @@ use h3::error::{Code, StreamError};
 use h3::server::RequestStream;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode, Version};
-use switchyard_services::message::{Body, BodyPart, FileRange, Request, Response};
+use switchyard_services::message::{Body, BodyPart, FileRange, Frame, Request, Response};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
@@ -295,6 +295,7 @@ impl H3Conn {
                         scheme: "https",
                         peer: self.peer,
                         body,
+                        stream: None,
                     };
                     env.router.call(req).await
                 }
@@ -391,8 +392,8 @@ impl H3Conn {
         strip_connection_fields(&mut headers);
         headers.insert(header::SERVER, HeaderValue::from_static("switchyard"));
         headers.insert(header::DATE, http_date());
-        if !bodiless {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        if let (false, Some(len)) = (bodiless, body.known_len()) {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         }
         let mut head = http::Response::new(());
         *head.status_mut() = status;
@@ -441,6 +442,22 @@ async fn send_body(stream: &mut Stream, body: Body, limit: Duration) -> Result<(
             }
             Ok(())
         }
+        Body::Stream(mut body) => {
+            // A proxied body: DATA as it arrives, then the trailers (RFC 9114 §4.1).
+            while let Some(frame) = body.frame().await {
+                match frame.map_err(SendError::Io)? {
+                    Frame::Data(bytes) => bounded(limit, stream.send_data(bytes)).await?,
+                    Frame::Trailers(trailers) => {
+                        bounded(limit, stream.send_trailers(trailers)).await?
+                    }
+                }
+            }
+            Ok(())
+        }
+        // HTTP/3 has no Upgrade (RFC 9114 §4.2); a tunnel answer cannot be carried.
+        Body::Upgrade(_) => Err(SendError::Io(io::Error::other(
+            "an upgrade cannot be answered over HTTP/3",
+        ))),
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::{Instant as StdInstant, SystemTime};
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, Version};
-use switchyard_services::message::{Body, BodyPart, FileRange, Request};
+use switchyard_services::message::{Body, BodyPart, FileRange, Frame, Request};
 use switchyard_wire::hq::{HqRequest, MAX_REQUEST, parse_request};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
@@ -141,6 +141,7 @@ async fn serve_stream(
         scheme: "https",
         peer,
         body: Bytes::new(),
+        stream: None,
     };
     let response = env.router.call(request).await;
     let status = response.status;
@@ -219,6 +220,15 @@ async fn send_body(
                 }
             }
         }
+        // HTTP/0.9 has no trailers: the data alone.
+        Body::Stream(mut body) => {
+            while let Some(frame) = body.frame().await {
+                if let Frame::Data(bytes) = frame.map_err(SendError::Io)? {
+                    write(send, bytes).await?;
+                }
+            }
+        }
+        Body::Upgrade(_) => {}
     }
     Ok(len)
 }

@@ -84,6 +84,7 @@ fn request(method: Method, target: &str, headers: Fields<'_>) -> Request {
         scheme: "http",
         peer: "127.0.0.1:1".parse().unwrap(),
         body: Bytes::new(),
+        stream: None,
     }
 }
 
@@ -113,6 +114,7 @@ fn body(response: &Response) -> Vec<u8> {
         Body::Bytes(b) => out.extend_from_slice(b),
         Body::File(f) => part(&mut out, &BodyPart::File(f.clone())),
         Body::Parts(parts) => parts.iter().for_each(|p| part(&mut out, p)),
+        Body::Stream(_) | Body::Upgrade(_) => panic!("the files service never streams"),
     }
     assert_eq!(out.len() as u64, response.body.len());
     out

@@ -232,6 +232,7 @@ mod tests {
             scheme,
             peer: "127.0.0.1:5000".parse().unwrap(),
             body: Bytes::new(),
+            stream: None,
         }
     }
 

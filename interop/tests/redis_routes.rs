@@ -1,0 +1,309 @@
+//! Hipache-style routes from Redis through the real binary: a `redis-server` and `test-backend`
+//! members started here, routes written with `redis-cli` the way Hipache's tools write them.
+//! Route changes apply live, failing backends are marked dead for every instance, and a Redis
+//! that goes away leaves the cached routes serving.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use switchyard_interop::{Conn, Response, Server, WebRoot, toml_path};
+
+struct Redis {
+    port: u16,
+    child: Child,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (interop/test.sh installs it)");
+        let redis = Redis { port, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis.try_cli(&["PING"]).as_deref() != Some("PONG") {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    fn try_cli(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        self.try_cli(args)
+            .unwrap_or_else(|| panic!("redis-cli {args:?} failed"))
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `test-backend` member answering its name, killed when dropped.
+struct Backend {
+    child: Option<Child>,
+    addr: SocketAddr,
+}
+
+impl Backend {
+    fn start(name: &str) -> Backend {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_test-backend"))
+            .args([name, "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start test-backend");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("readiness line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected readiness line {line:?}"))
+            .parse()
+            .expect("address");
+        Backend {
+            child: Some(child),
+            addr,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Switchyard with one static vhost (serving `static site` at `/`) and `[redis_routes]`.
+fn server(redis: &Redis, root: &WebRoot) -> Server {
+    let toml = format!(
+        "workers = 2\n\n[[listen]]\naddress = \"127.0.0.1:0\"\n\n\
+         [redis_routes]\nurl = \"redis://127.0.0.1:{}\"\ncache_ttl = \"60s\"\ndead_ttl = \"30s\"\n\n\
+         [[vhost]]\nnames = [\"static.test\"]\n\n[[vhost.location]]\npath = \"/\"\nroot = {}\n",
+        redis.port,
+        toml_path(root.root())
+    );
+    Server::run_config(&toml).start()
+}
+
+fn site() -> WebRoot {
+    let root = WebRoot::new();
+    root.file("index.html", "static site");
+    root
+}
+
+fn get_host(server: &Server, host: &str) -> Response {
+    let mut conn: Conn = server.connect();
+    conn.request(&format!(
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    ))
+}
+
+/// Poll until `host` is answered with `body`; how long it took.
+fn until_body(server: &Server, host: &str, body: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        let r = get_host(server, host);
+        if r.status == 200 && r.text().trim() == body {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{host} never answered {body:?}; last: {} {}",
+            r.status,
+            r.text()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn hosts_in_redis_are_proxied_and_changes_apply_live() {
+    let redis = Redis::start();
+    let (a, b, c) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    );
+    redis.cli(&["RPUSH", "frontend:app.test", "app", &a.url(), &b.url()]);
+    redis.cli(&["RPUSH", "frontend:*.wild.test", "wild", &c.url()]);
+    let root = site();
+    let server = server(&redis, &root);
+
+    // Both backends of the route take turns.
+    let mut seen: Vec<String> = (0..6)
+        .map(|_| {
+            let r = get_host(&server, "App.Test:80");
+            assert_eq!(r.status, 200, "{r:?}");
+            r.text()
+        })
+        .collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, ["a", "b"]);
+    // Wildcards, and hosts without a frontend go to the configured vhosts.
+    assert_eq!(get_host(&server, "x.wild.test").text(), "c");
+    assert_eq!(get_host(&server, "static.test").text(), "static site");
+    assert_eq!(get_host(&server, "unknown.test").text(), "static site");
+
+    // A changed list applies within a second (the lookup cache trusts entries for 60 s, so
+    // only the keyspace notification can make this happen).
+    redis.cli(&["LSET", "frontend:app.test", "1", &c.url()]);
+    redis.cli(&["LREM", "frontend:app.test", "0", &b.url()]);
+    let took = until_body(&server, "app.test", "c");
+    assert!(took < Duration::from_secs(1), "the change took {took:?}");
+    for _ in 0..4 {
+        assert_eq!(get_host(&server, "app.test").text(), "c");
+    }
+    // A new frontend, and a deleted one.
+    redis.cli(&["RPUSH", "frontend:new.test", "new", &b.url()]);
+    let took = until_body(&server, "new.test", "b");
+    assert!(took < Duration::from_secs(1), "the new host took {took:?}");
+    redis.cli(&["DEL", "frontend:app.test"]);
+    let took = until_body(&server, "app.test", "static site");
+    assert!(took < Duration::from_secs(1), "the deletion took {took:?}");
+}
+
+#[test]
+fn failing_backends_are_marked_dead_for_every_instance() {
+    let redis = Redis::start();
+    let a = Backend::start("a");
+    let mut gone = Backend::start("gone");
+    let gone_url = gone.url();
+    gone.kill();
+    redis.cli(&["RPUSH", "frontend:app.test", "app", &gone_url, &a.url()]);
+    let root = site();
+    let server = server(&redis, &root);
+    // No request is lost to the dead backend: failover to the live one.
+    for _ in 0..6 {
+        let r = get_host(&server, "app.test");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.text(), "a");
+    }
+    // The failure was written to Redis, for the other instances sharing it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis.cli(&["SMEMBERS", "dead:app.test"]) != "0" {
+        assert!(Instant::now() < deadline, "no dead mark was written");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let ttl: i64 = redis.cli(&["TTL", "dead:app.test"]).parse().expect("TTL");
+    assert!((1..=30).contains(&ttl), "the mark expires: {ttl}");
+
+    // A mark written by another instance takes a backend out here too.
+    let b = Backend::start("b");
+    redis.cli(&["DEL", "frontend:other.test"]);
+    redis.cli(&["RPUSH", "frontend:other.test", "other", &a.url(), &b.url()]);
+    let _ = until_body(&server, "other.test", "a");
+    let _ = until_body(&server, "other.test", "b");
+    redis.cli(&["SADD", "dead:other.test", "0"]);
+    let start = Instant::now();
+    loop {
+        let answers: Vec<String> = (0..4)
+            .map(|_| get_host(&server, "other.test").text())
+            .collect();
+        if answers.iter().all(|t| t == "b") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "still using a: {answers:?}"
+        );
+    }
+    // Every backend marked dead: a clear 502.
+    redis.cli(&["SADD", "dead:other.test", "1"]);
+    let start = Instant::now();
+    loop {
+        let r = get_host(&server, "other.test");
+        if r.status == 502 {
+            assert!(r.text().contains("marked dead"), "{r:?}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(1), "{r:?}");
+    }
+    // An unusable backend URL: a clear 502 too, and the server keeps serving the others.
+    redis.cli(&[
+        "RPUSH",
+        "frontend:bad.test",
+        "bad",
+        "ftp://nowhere",
+        "http://x/y",
+    ]);
+    let r = get_host(&server, "bad.test");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(r.text().contains("no usable backend"), "{r:?}");
+    assert_eq!(get_host(&server, "app.test").text(), "a");
+    assert_eq!(get_host(&server, "static.test").text(), "static site");
+}
+
+#[test]
+fn cached_routes_keep_serving_while_redis_is_down() {
+    let mut redis = Redis::start();
+    let a = Backend::start("a");
+    redis.cli(&["RPUSH", "frontend:app.test", "app", &a.url()]);
+    let root = site();
+    let server = server(&redis, &root);
+    assert_eq!(get_host(&server, "app.test").text(), "a");
+    redis.kill();
+    let start = Instant::now();
+    for _ in 0..10 {
+        let r = get_host(&server, "app.test");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.text(), "a");
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "answers waited for Redis: {:?}",
+        start.elapsed()
+    );
+    // Hosts never looked up go to the configured vhosts.
+    assert_eq!(get_host(&server, "never.test").text(), "static site");
+    assert_eq!(get_host(&server, "static.test").text(), "static site");
+    // Hostile hosts: clear answers, the server keeps serving.
+    let mut conn = server.connect();
+    let r = conn.request("GET / HTTP/1.1\r\nHost: \r\nConnection: close\r\n\r\n");
+    assert!(r.status == 200 || r.status == 400, "{r:?}");
+    assert_eq!(get_host(&server, "app.test").text(), "a");
+}

@@ -882,3 +882,37 @@ fn a_reload_swaps_pools_and_keeps_unchanged_ones() {
         curl(&[server.url("/")]).text() == "b"
     });
 }
+
+#[test]
+fn a_location_body_limit_answers_413_for_announced_and_streamed_bodies() {
+    let member = Backend::start("m");
+    let server = proxy(&[member.addr], "", "max_body = \"4KiB\"");
+    let big = vec![b'x'; 10_000];
+    let mut conn = server.connect();
+    let mut request = format!(
+        "POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&big);
+    conn.send(&request);
+    assert_eq!(conn.read_response().status, 413);
+    // Chunked: the limit is found while streaming.
+    let mut conn = server.connect();
+    let mut request =
+        b"POST /sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..10 {
+        request.extend_from_slice(b"3e8\r\n");
+        request.extend_from_slice(&big[..1000]);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    conn.send(&request);
+    assert_eq!(conn.read_response().status, 413);
+    // Within the limit, both ways of framing reach the member.
+    let mut conn = server.connect();
+    let r = conn.request("POST /sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    assert_eq!((r.status, r.text().as_str()), (200, "5"));
+    let r = conn.request("POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
+    assert_eq!((r.status, r.text().as_str()), (200, "3"));
+}

@@ -35,6 +35,7 @@ declare -A NEED=(
     [cc]=build-essential
     [pkg-config]=pkg-config
     [nginx]=nginx
+    [nghttpd]=nghttp2-server
 )
 
 install_prerequisites() {

@@ -916,3 +916,100 @@ fn a_location_body_limit_answers_413_for_announced_and_streamed_bodies() {
     let r = conn.request("POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
     assert_eq!((r.status, r.text().as_str()), (200, "3"));
 }
+
+#[test]
+fn idle_member_connections_close_after_idle_timeout() {
+    let member = Backend::start("m");
+    let server = proxy(&[member.addr], "idle_timeout = \"300ms\"", "");
+    assert_eq!(bodies(&server, "/", 3), vec!["m", "m", "m"]);
+    // The pooled connection and this direct one.
+    assert_eq!(member.direct("/open").trim(), "2");
+    wait_until(
+        Duration::from_secs(5),
+        "the idle connection is closed",
+        || member.direct("/open").trim() == "1",
+    );
+    // And a new one is made when needed.
+    assert_eq!(bodies(&server, "/", 1), vec!["m"]);
+}
+
+/// An nghttpd (h2c) serving `root`, sending `trailers` after every body.
+struct Nghttpd {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Nghttpd {
+    fn start(root: &Path, trailers: &[&str]) -> Nghttpd {
+        let port = free_port();
+        let mut cmd = Command::new("nghttpd");
+        cmd.args(["--no-tls", "-a", "127.0.0.1", "-d"]).arg(root);
+        for t in trailers {
+            cmd.arg(format!("--trailer={t}"));
+        }
+        let child = cmd
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nghttpd (interop/test.sh installs nghttp2-server)");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        wait_until(Duration::from_secs(10), "nghttpd listens", || {
+            TcpStream::connect(addr).is_ok()
+        });
+        Nghttpd { child, addr }
+    }
+}
+
+impl Drop for Nghttpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn grpc_style_trailers_pass_from_an_h2_member_to_an_h2_client() {
+    let root = WebRoot::new();
+    root.file("small.bin", vec![1u8; 100]);
+    root.file("big.bin", vec![2u8; 300_000]);
+    let member = Nghttpd::start(root.root(), &["grpc-status: 0", "grpc-message: fine"]);
+    let server = proxy(&[member.addr], "protocol = \"h2c\"", "");
+    // Small bodies are collected whole, large ones stream: trailers survive both.
+    for (path, len) in [("/small.bin", 100), ("/big.bin", 300_000)] {
+        let out = Command::new("nghttp")
+            .args([
+                "-v",
+                "-H",
+                "te: trailers",
+                "-H",
+                "content-type: application/grpc",
+            ])
+            .arg(server.url(path))
+            .output()
+            .expect("run nghttp");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{path}: {text}");
+        let data: usize = text
+            .lines()
+            .filter(|l| l.contains("recv DATA frame"))
+            .filter_map(|l| {
+                l.split("length=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .sum();
+        assert_eq!(data, len, "{path}");
+        // nghttp prints a frame's fields before the frame line: the trailer fields follow the
+        // last DATA frame and precede the HEADERS frame that ends the stream.
+        let last_data = text.rfind("recv DATA frame").expect("a DATA frame");
+        let after = &text[last_data..];
+        assert!(after.contains("grpc-status: 0"), "{path}: {text}");
+        assert!(after.contains("grpc-message: fine"), "{path}: {text}");
+        assert!(after.contains("recv HEADERS frame"), "{path}: {text}");
+        assert!(after.contains("END_STREAM | END_HEADERS"), "{path}: {text}");
+    }
+}

@@ -848,7 +848,10 @@ fn https_members_are_verified_with_sni_over_http1_and_h2() {
 fn a_reload_swaps_pools_and_keeps_unchanged_ones() {
     let a = Backend::start("a");
     let b = Backend::start("b");
-    let server = proxy(&[a.addr], "", "");
+    // One worker: member connections are pooled per worker, and this test counts them.
+    let one_worker = |toml: String| toml.replace("workers = 2", "workers = 1");
+    let server =
+        Server::run_config(&one_worker(proxy_toml(&format!("\"{}\"", a.addr), "", ""))).start();
     assert_eq!(count(&bodies(&server, "/", 4), "a"), 4);
     let conns_before: u64 = a.direct("/conns").trim().parse().expect("count");
     // Same pool, new location header edit: the pool (and its connections) carry on.
@@ -856,11 +859,11 @@ fn a_reload_swaps_pools_and_keeps_unchanged_ones() {
     let members = format!("\"{}\"", a.addr);
     std::fs::write(
         &path,
-        proxy_toml(
+        one_worker(proxy_toml(
             &members,
             "",
             "response_headers = { set = { \"X-Gen\" = \"2\" } }",
-        ),
+        )),
     )
     .expect("rewrite");
     server.signal(switchyard_interop::Signal::HUP);

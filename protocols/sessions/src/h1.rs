@@ -505,9 +505,10 @@ impl H1Conn {
             None => self.env.router.call(req).await,
             Some((tx, limit)) => {
                 let env = self.env.clone();
+                // Boxed: proxied exchanges should not enlarge every connection's future.
                 let (response, fed) = tokio::join!(
                     env.router.call(req),
-                    self.feed_body(body_kind, expect_continue, limit, tx)
+                    Box::pin(self.feed_body(body_kind, expect_continue, limit, tx))
                 );
                 match fed {
                     Fed::Complete => response,
@@ -603,7 +604,7 @@ impl H1Conn {
         });
         if let Body::Upgrade(tunnel) = body {
             if status == StatusCode::SWITCHING_PROTOCOLS {
-                return self.tunnel(tunnel).await;
+                return Box::pin(self.tunnel(tunnel)).await;
             }
             return Ok(());
         }
@@ -612,7 +613,9 @@ impl H1Conn {
         }
         match body {
             Body::Empty => Ok(()),
-            Body::Stream(stream) => self.write_stream(stream, framing == Framing::Chunked).await,
+            Body::Stream(stream) => {
+                Box::pin(self.write_stream(stream, framing == Framing::Chunked)).await
+            }
             Body::Upgrade(_) => Ok(()),
             Body::Bytes(bytes) => self.write_bytes(bytes).await,
             Body::File(range) => self.write_file(&range).await,

@@ -1016,3 +1016,31 @@ fn grpc_style_trailers_pass_from_an_h2_member_to_an_h2_client() {
         assert!(after.contains("END_STREAM | END_HEADERS"), "{path}: {text}");
     }
 }
+
+#[test]
+fn passive_failures_take_a_member_out_for_its_cooldown() {
+    let members = [Backend::start("a"), Backend::start("b")];
+    let addrs: Vec<SocketAddr> = members.iter().map(|m| m.addr).collect();
+    let server = proxy(
+        &addrs,
+        "retry_on = [502]\n[upstream.passive]\nfailures = 2\nwindow = \"10s\"\ncooldown = \"1s\"",
+        "",
+    );
+    // Each of these is a failure of a (retried on b).
+    let got = bodies(&server, "/status/502?only=a", 4);
+    assert_eq!(count(&got, "b"), 4, "{got:?}");
+    wait_until(Duration::from_secs(5), "a is marked down", || {
+        server
+            .stderr()
+            .contains("member marked down after 2 failures")
+    });
+    let marked = Instant::now();
+    let got = bodies(&server, "/", 10);
+    if marked.elapsed() < Duration::from_millis(900) {
+        assert_eq!(count(&got, "b"), 10, "{got:?}");
+    }
+    // After the cooldown a is used again.
+    wait_until(Duration::from_secs(5), "a is back", || {
+        bodies(&server, "/", 2).iter().any(|b| b == "a")
+    });
+}

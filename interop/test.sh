@@ -40,6 +40,7 @@ declare -A NEED=(
     [aria2c]=aria2
     [redis-server]=redis-server
     [nginx]=nginx
+    [nghttpd]=nghttp2-server
 )
 
 install_prerequisites() {

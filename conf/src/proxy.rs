@@ -886,6 +886,92 @@ pub(crate) fn proxy_location(
 mod tests {
     use super::*;
 
+    fn parse(text: &str) -> Result<Vec<Upstream>, ConfError> {
+        let source = Source::parse("t.toml".into(), text.to_owned())?;
+        upstreams(&[source], Path::new("/"))
+    }
+
+    #[test]
+    fn a_full_upstream_parses() {
+        let ups = parse(
+            r#"
+[[upstream]]
+name = "app"
+members = ["127.0.0.1:1", "https://example.com"]
+balance = "consistent_hash"
+hash_key = "header:X-User"
+protocol = "h2"
+max_conns = 8
+max_tries = 2
+retry_on = [502]
+queue = 3
+queue_timeout = "250ms"
+[[upstream.member]]
+address = "10.0.0.1:80"
+weight = 4
+backup = true
+[upstream.health]
+path = "/hz"
+expect = 204
+rise = 1
+fall = 5
+[upstream.passive]
+failures = 0
+"#,
+        )
+        .expect("valid");
+        let up = &ups[0];
+        assert_eq!(up.members.len(), 3);
+        assert!(up.members[1].tls && up.members[1].port == 443);
+        assert_eq!((up.members[2].weight, up.members[2].backup), (4, true));
+        assert!(up.members.iter().all(|m| m.max_conns == 8));
+        assert_eq!(up.balance, Balance::ConsistentHash);
+        assert_eq!(up.hash_key, HashKey::Header("x-user".into()));
+        assert_eq!(up.protocol, UpstreamProtocol::H2);
+        assert_eq!((up.max_tries, up.queue), (2, 3));
+        assert_eq!(up.retry_on, vec![502]);
+        assert_eq!(up.queue_timeout, Duration::from_millis(250));
+        let health = up.health.as_ref().expect("health");
+        assert_eq!(
+            (
+                health.path.as_str(),
+                health.expect,
+                health.rise,
+                health.fall
+            ),
+            ("/hz", Some(204), 1, 5)
+        );
+        assert_eq!(up.passive.failures, 0);
+    }
+
+    #[test]
+    fn mistakes_name_the_key_and_position() {
+        let cases = [
+            ("[[upstream]]\nmembers = [\"a:1\"]", "upstream[0].name"),
+            ("[[upstream]]\nname = \"x\"", "upstream[0].members"),
+            (
+                "[[upstream]]\nname = \"x\"\nmembers = [\"a:1\"]\nretry_on = [404]",
+                "upstream[0].retry_on[0]",
+            ),
+            (
+                "[[upstream]]\nname = \"x\"\nmembers = [\"a:1\"]\nhash_key = \"ip\"",
+                "upstream[0].hash_key",
+            ),
+            (
+                "[[upstream]]\nname = \"x\"\nmembers = [\"a:1\"]\n[[upstream]]\nname = \"x\"\nmembers = [\"a:1\"]",
+                "duplicate upstream",
+            ),
+            (
+                "[[upstream]]\nname = \"x\"\nmembers = [\"a:1\"]\nqueue_timeout = \"0s\"",
+                "upstream[0].queue_timeout",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = parse(text).expect_err(text).to_string();
+            assert!(e.contains(want) && e.starts_with("t.toml:"), "{text}: {e}");
+        }
+    }
+
     #[test]
     fn members_parse() {
         let m = parse_member("127.0.0.1:8080").expect("valid");

@@ -848,7 +848,10 @@ fn https_members_are_verified_with_sni_over_http1_and_h2() {
 fn a_reload_swaps_pools_and_keeps_unchanged_ones() {
     let a = Backend::start("a");
     let b = Backend::start("b");
-    let server = proxy(&[a.addr], "", "");
+    // One worker: member connections are pooled per worker, and this test counts them.
+    let one_worker = |toml: String| toml.replace("workers = 2", "workers = 1");
+    let server =
+        Server::run_config(&one_worker(proxy_toml(&format!("\"{}\"", a.addr), "", ""))).start();
     assert_eq!(count(&bodies(&server, "/", 4), "a"), 4);
     let conns_before: u64 = a.direct("/conns").trim().parse().expect("count");
     // Same pool, new location header edit: the pool (and its connections) carry on.
@@ -856,11 +859,11 @@ fn a_reload_swaps_pools_and_keeps_unchanged_ones() {
     let members = format!("\"{}\"", a.addr);
     std::fs::write(
         &path,
-        proxy_toml(
+        one_worker(proxy_toml(
             &members,
             "",
             "response_headers = { set = { \"X-Gen\" = \"2\" } }",
-        ),
+        )),
     )
     .expect("rewrite");
     server.signal(switchyard_interop::Signal::HUP);
@@ -880,5 +883,164 @@ fn a_reload_swaps_pools_and_keeps_unchanged_ones() {
     server.signal(switchyard_interop::Signal::HUP);
     wait_until(Duration::from_secs(10), "the new pool answers", || {
         curl(&[server.url("/")]).text() == "b"
+    });
+}
+
+#[test]
+fn a_location_body_limit_answers_413_for_announced_and_streamed_bodies() {
+    let member = Backend::start("m");
+    let server = proxy(&[member.addr], "", "max_body = \"4KiB\"");
+    let big = vec![b'x'; 10_000];
+    let mut conn = server.connect();
+    let mut request = format!(
+        "POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&big);
+    conn.send(&request);
+    assert_eq!(conn.read_response().status, 413);
+    // Chunked: the limit is found while streaming.
+    let mut conn = server.connect();
+    let mut request =
+        b"POST /sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..10 {
+        request.extend_from_slice(b"3e8\r\n");
+        request.extend_from_slice(&big[..1000]);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    conn.send(&request);
+    assert_eq!(conn.read_response().status, 413);
+    // Within the limit, both ways of framing reach the member.
+    let mut conn = server.connect();
+    let r = conn.request("POST /sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    assert_eq!((r.status, r.text().as_str()), (200, "5"));
+    let r = conn.request("POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
+    assert_eq!((r.status, r.text().as_str()), (200, "3"));
+}
+
+#[test]
+fn idle_member_connections_close_after_idle_timeout() {
+    let member = Backend::start("m");
+    let server = proxy(&[member.addr], "idle_timeout = \"300ms\"", "");
+    assert_eq!(bodies(&server, "/", 3), vec!["m", "m", "m"]);
+    // The pooled connection and this direct one.
+    assert_eq!(member.direct("/open").trim(), "2");
+    wait_until(
+        Duration::from_secs(5),
+        "the idle connection is closed",
+        || member.direct("/open").trim() == "1",
+    );
+    // And a new one is made when needed.
+    assert_eq!(bodies(&server, "/", 1), vec!["m"]);
+}
+
+/// An nghttpd (h2c) serving `root`, sending `trailers` after every body.
+struct Nghttpd {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Nghttpd {
+    fn start(root: &Path, trailers: &[&str]) -> Nghttpd {
+        let port = free_port();
+        let mut cmd = Command::new("nghttpd");
+        cmd.args(["--no-tls", "-a", "127.0.0.1", "-d"]).arg(root);
+        for t in trailers {
+            cmd.arg(format!("--trailer={t}"));
+        }
+        let child = cmd
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nghttpd (interop/test.sh installs nghttp2-server)");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        wait_until(Duration::from_secs(10), "nghttpd listens", || {
+            TcpStream::connect(addr).is_ok()
+        });
+        Nghttpd { child, addr }
+    }
+}
+
+impl Drop for Nghttpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn grpc_style_trailers_pass_from_an_h2_member_to_an_h2_client() {
+    let root = WebRoot::new();
+    root.file("small.bin", vec![1u8; 100]);
+    root.file("big.bin", vec![2u8; 300_000]);
+    let member = Nghttpd::start(root.root(), &["grpc-status: 0", "grpc-message: fine"]);
+    let server = proxy(&[member.addr], "protocol = \"h2c\"", "");
+    // Small bodies are collected whole, large ones stream: trailers survive both.
+    for (path, len) in [("/small.bin", 100), ("/big.bin", 300_000)] {
+        let out = Command::new("nghttp")
+            .args([
+                "-v",
+                "-H",
+                "te: trailers",
+                "-H",
+                "content-type: application/grpc",
+            ])
+            .arg(server.url(path))
+            .output()
+            .expect("run nghttp");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{path}: {text}");
+        let data: usize = text
+            .lines()
+            .filter(|l| l.contains("recv DATA frame"))
+            .filter_map(|l| {
+                l.split("length=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .sum();
+        assert_eq!(data, len, "{path}");
+        // nghttp prints a frame's fields before the frame line: the trailer fields follow the
+        // last DATA frame and precede the HEADERS frame that ends the stream.
+        let last_data = text.rfind("recv DATA frame").expect("a DATA frame");
+        let after = &text[last_data..];
+        assert!(after.contains("grpc-status: 0"), "{path}: {text}");
+        assert!(after.contains("grpc-message: fine"), "{path}: {text}");
+        assert!(after.contains("recv HEADERS frame"), "{path}: {text}");
+        assert!(after.contains("END_STREAM | END_HEADERS"), "{path}: {text}");
+    }
+}
+
+#[test]
+fn passive_failures_take_a_member_out_for_its_cooldown() {
+    let members = [Backend::start("a"), Backend::start("b")];
+    let addrs: Vec<SocketAddr> = members.iter().map(|m| m.addr).collect();
+    let server = proxy(
+        &addrs,
+        "retry_on = [502]\n[upstream.passive]\nfailures = 2\nwindow = \"10s\"\ncooldown = \"1s\"",
+        "",
+    );
+    // Each of these is a failure of a (retried on b).
+    let got = bodies(&server, "/status/502?only=a", 4);
+    assert_eq!(count(&got, "b"), 4, "{got:?}");
+    wait_until(Duration::from_secs(5), "a is marked down", || {
+        server
+            .stderr()
+            .contains("member marked down after 2 failures")
+    });
+    let marked = Instant::now();
+    let got = bodies(&server, "/", 10);
+    if marked.elapsed() < Duration::from_millis(900) {
+        assert_eq!(count(&got, "b"), 10, "{got:?}");
+    }
+    // After the cooldown a is used again.
+    wait_until(Duration::from_secs(5), "a is back", || {
+        bodies(&server, "/", 2).iter().any(|b| b == "a")
     });
 }

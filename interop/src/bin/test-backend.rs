@@ -12,6 +12,7 @@
 //! | `/truncate`            | announces 1000 bytes, sends 10, closes                       |
 //! | `/garbage`             | answers bytes that are not HTTP                              |
 //! | `/conns`               | the number of connections accepted so far                    |
+//! | `/open`                | the number of connections open now                           |
 //! | `/bytes/N`             | N bytes (a repeating pattern), Content-Length                |
 //! | `/sink` (with a body)  | reads the body (Content-Length or chunked), answers its size |
 //! | `/headers`             | the request head as received                                 |
@@ -28,6 +29,7 @@ use std::time::Duration;
 struct State {
     name: String,
     conns: AtomicU64,
+    open: AtomicU64,
     healthy: AtomicBool,
 }
 
@@ -39,6 +41,7 @@ fn main() {
     let state = Arc::new(State {
         name,
         conns: AtomicU64::new(0),
+        open: AtomicU64::new(0),
         healthy: AtomicBool::new(true),
     });
     let addr = listener.local_addr().expect("local addr");
@@ -49,9 +52,11 @@ fn main() {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         state.conns.fetch_add(1, Ordering::SeqCst);
+        state.open.fetch_add(1, Ordering::SeqCst);
         let state = state.clone();
         std::thread::spawn(move || {
             let _ = serve(stream, &state);
+            state.open.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }
@@ -117,6 +122,7 @@ fn serve(stream: TcpStream, state: &State) -> std::io::Result<()> {
                 return Ok(());
             }
             "/conns" => body = state.conns.load(Ordering::SeqCst).to_string().into_bytes(),
+            "/open" => body = state.open.load(Ordering::SeqCst).to_string().into_bytes(),
             "/sink" => body = body_len.to_string().into_bytes(),
             "/headers" => body = head.into_bytes(),
             "/health" => {

@@ -46,6 +46,16 @@ const COALESCE_MAX: usize = 32 * 1024;
 /// never beyond this: a client pipelining many requests without reading cannot make us hold
 /// more than this per connection.
 const WBUF_HIGH_WATER: usize = 64 * 1024;
+/// How a streamed request body ended.
+enum Fed {
+    /// Read to its end.
+    Complete,
+    /// Not read to its end (the member stopped reading it, or the client failed).
+    Abandoned,
+    /// Longer than the location allows.
+    TooLarge,
+}
+
 /// Chunks of a streamed request body buffered between the client and the member.
 const STREAM_CHANNEL: usize = 4;
 /// Room made for each read from the client.
@@ -495,14 +505,23 @@ impl H1Conn {
             None => self.env.router.call(req).await,
             Some((tx, limit)) => {
                 let env = self.env.clone();
-                let (response, complete) = tokio::join!(
+                // Boxed: proxied exchanges should not enlarge every connection's future.
+                let (response, fed) = tokio::join!(
                     env.router.call(req),
-                    self.feed_body(body_kind, expect_continue, limit, tx)
+                    Box::pin(self.feed_body(body_kind, expect_continue, limit, tx))
                 );
-                if !complete {
-                    self.close_after = true;
+                match fed {
+                    Fed::Complete => response,
+                    Fed::Abandoned => {
+                        self.close_after = true;
+                        response
+                    }
+                    // RFC 9110 §15.5.14: the body exceeded the location's limit.
+                    Fed::TooLarge => {
+                        self.close_after = true;
+                        Response::text(StatusCode::PAYLOAD_TOO_LARGE, "413 Content Too Large\n")
+                    }
                 }
-                response
             }
         };
         let keep_alive = keep_alive && !self.close_after;
@@ -588,7 +607,7 @@ impl H1Conn {
         });
         if let Body::Upgrade(tunnel) = body {
             if status == StatusCode::SWITCHING_PROTOCOLS {
-                return self.tunnel(tunnel).await;
+                return Box::pin(self.tunnel(tunnel)).await;
             }
             return Ok(());
         }
@@ -597,7 +616,9 @@ impl H1Conn {
         }
         match body {
             Body::Empty => Ok(()),
-            Body::Stream(stream) => self.write_stream(stream, framing == Framing::Chunked).await,
+            Body::Stream(stream) => {
+                Box::pin(self.write_stream(stream, framing == Framing::Chunked)).await
+            }
             Body::Upgrade(_) => Ok(()),
             Body::Bytes(bytes) => self.write_bytes(bytes).await,
             Body::File(range) => self.write_file(&range).await,
@@ -613,22 +634,27 @@ impl H1Conn {
         }
     }
 
-    /// Read a streamed request body from the client into `tx` as the member takes it. Returns
-    /// false when the body was not read to its end (the member stopped reading it, or the
-    /// client failed): the connection cannot carry another request.
+    /// Read a streamed request body from the client into `tx` as the member takes it. Unless
+    /// [`Fed::Complete`], the connection cannot carry another request.
     async fn feed_body(
         &mut self,
         kind: BodyKind,
         expect_continue: bool,
         limit: Option<u64>,
         tx: BodySender,
-    ) -> bool {
+    ) -> Fed {
         match self.pump_body(kind, expect_continue, limit, &tx).await {
-            Ok(complete) => complete,
+            Ok(true) => Fed::Complete,
+            Ok(false) => Fed::Abandoned,
             Err(e) => {
                 tracing::debug!(peer = %self.peer, error = %e, "streamed request body failed");
+                let too_large = e.kind() == io::ErrorKind::FileTooLarge;
                 let _ = tx.send(Err(e)).await;
-                false
+                if too_large {
+                    Fed::TooLarge
+                } else {
+                    Fed::Abandoned
+                }
             }
         }
     }
@@ -682,7 +708,10 @@ impl H1Conn {
                             }
                         }
                         Err(ChunkedError::TooLarge) => {
-                            return Err(io::Error::other("request body too large"));
+                            return Err(io::Error::new(
+                                io::ErrorKind::FileTooLarge,
+                                "request body too large",
+                            ));
                         }
                         Err(ChunkedError::Malformed(why)) => return Err(io::Error::other(why)),
                     }

@@ -172,6 +172,8 @@ impl ProxyService {
         let is_head = req.method == Method::HEAD;
         let mut hdrs = std::mem::take(&mut req.headers);
         headers::strip_hop_by_hop(&mut hdrs, upgrade);
+        // The session already answered `Expect: 100-continue`; the body follows at once.
+        hdrs.remove(header::EXPECT);
         if route.location.forwarded {
             headers::add_forwarded(
                 &mut hdrs,
@@ -246,7 +248,7 @@ impl ProxyService {
             let mut request = http::Request::new(body);
             *request.method_mut() = req.method.clone();
             *request.headers_mut() = hdrs.clone();
-            let authority = req.host.clone().unwrap_or_else(|| member.authority.clone());
+            let authority: &str = req.host.as_deref().unwrap_or(&member.authority);
             if h2 {
                 *request.version_mut() = Version::HTTP_2;
                 let scheme = if member.tls { "https" } else { "http" };
@@ -261,7 +263,7 @@ impl ProxyService {
                     Err(_) => return error(StatusCode::BAD_REQUEST, "invalid target".into()),
                 }
                 if !request.headers().contains_key(header::HOST) {
-                    if let Ok(v) = HeaderValue::from_str(&authority) {
+                    if let Ok(v) = HeaderValue::from_str(authority) {
                         request.headers_mut().insert(header::HOST, v);
                     }
                 }

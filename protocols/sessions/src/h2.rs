@@ -30,7 +30,6 @@ use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
 
-use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use bytes::{Buf, Bytes, BytesMut};
 use h2::server::{Builder, SendResponse};
 use h2::{Reason, RecvStream, SendStream};
@@ -46,6 +45,7 @@ use tokio::time::{Instant, sleep, timeout};
 
 use crate::access_log::AccessEntry;
 use crate::date::with_http_date;
+use crate::driven::Driven;
 use crate::env::{ConnGuard, SessionEnv};
 use crate::io::Guarded;
 use switchyard_wire::h2guard::{FloodLimits, Verdict};
@@ -69,19 +69,10 @@ const FRAME_SIZE_RANGE: (u32, u32) = (1 << 14, (1 << 24) - 1);
 /// RFC 9113 §6.9.1: a flow-control window never exceeds 2^31-1.
 const MAX_WINDOW: u32 = (1 << 31) - 1;
 
-/// The actor shell around one HTTP/2 connection: it owns the driver future, so the connection
-/// (and every stream task the driver owns) lives and dies with the actor.
-pub struct H2Session {
-    driver: Option<Pin<Box<dyn Future<Output = ()>>>>,
-}
-
-impl fmt::Debug for H2Session {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("H2Session")
-            .field("running", &self.driver.is_none())
-            .finish()
-    }
-}
+/// One HTTP/2 connection's session: its driver future runs in a `Driven` actor, so the
+/// connection (and every stream task the driver owns) lives and dies with that actor.
+#[derive(Debug)]
+pub struct H2Session;
 
 impl H2Session {
     /// Start a session on `io`, which must begin with the client connection preface (a
@@ -102,25 +93,7 @@ impl H2Session {
             env,
             _guard: guard,
         };
-        let driver: Pin<Box<dyn Future<Output = ()>>> = Box::pin(conn.run(io));
-        H2Session {
-            driver: Some(driver),
-        }
-        .start();
-    }
-}
-
-impl Actor for H2Session {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        if let Some(driver) = self.driver.take() {
-            ctx.spawn(
-                driver
-                    .into_actor(self)
-                    .map(|(), _act, ctx: &mut Context<Self>| ctx.stop()),
-            );
-        }
+        Driven::start("H2Session", conn.run(io));
     }
 }
 

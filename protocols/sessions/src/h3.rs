@@ -28,12 +28,10 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant as StdInstant, SystemTime};
 
-use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use bytes::{Buf, Bytes, BytesMut};
 use h3::error::{Code, StreamError};
 use h3::server::RequestStream;
@@ -44,6 +42,7 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 
 use crate::access_log::AccessEntry;
+use crate::driven::Driven;
 use crate::env::{ConnGuard, SessionEnv};
 use crate::h2::{header_string, http_date, strip_connection_fields};
 
@@ -74,19 +73,10 @@ impl Handshake {
     }
 }
 
-/// The actor shell around one HTTP/3 connection: it owns the driver future, so the connection
-/// (and every stream task) lives and dies with the actor.
-pub struct H3Session {
-    driver: Option<Pin<Box<dyn Future<Output = ()>>>>,
-}
-
-impl fmt::Debug for H3Session {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("H3Session")
-            .field("running", &self.driver.is_none())
-            .finish()
-    }
-}
+/// One HTTP/3 connection's session: its driver future runs in a `Driven` actor, so the
+/// connection (and every stream task) lives and dies with that actor.
+#[derive(Debug)]
+pub struct H3Session;
 
 impl H3Session {
     /// Start a session on an accepted QUIC connection that negotiated ALPN `h3`.
@@ -103,25 +93,7 @@ impl H3Session {
             handshake,
             _guard: guard,
         };
-        let driver: Pin<Box<dyn Future<Output = ()>>> = Box::pin(session.run(conn));
-        H3Session {
-            driver: Some(driver),
-        }
-        .start();
-    }
-}
-
-impl Actor for H3Session {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        if let Some(driver) = self.driver.take() {
-            ctx.spawn(
-                driver
-                    .into_actor(self)
-                    .map(|(), _act, ctx: &mut Context<Self>| ctx.stop()),
-            );
-        }
+        Driven::start("H3Session", session.run(conn));
     }
 }
 

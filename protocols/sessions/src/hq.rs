@@ -9,14 +9,10 @@
 //!
 //! Early data: requests are all GETs, which RFC 8470 allows from 0-RTT.
 
-use std::fmt;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Instant as StdInstant, SystemTime};
 
-use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, Version};
 use switchyard_services::message::{Body, BodyPart, FileRange, Frame, Request};
@@ -25,46 +21,20 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 
 use crate::access_log::AccessEntry;
+use crate::driven::Driven;
 use crate::env::{ConnGuard, SessionEnv};
 use crate::h3::{H3_NO_ERROR, SendError, read_chunk};
 
 /// Reset code for a refused or failed request (the value of H3_REQUEST_REJECTED).
 const REJECTED: quinn::VarInt = quinn::VarInt::from_u32(0x10b);
 
-/// The actor shell around one `hq-interop` connection.
-pub struct HqSession {
-    driver: Option<Pin<Box<dyn Future<Output = ()>>>>,
-}
-
-impl fmt::Debug for HqSession {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HqSession")
-            .field("running", &self.driver.is_none())
-            .finish()
-    }
-}
+/// One `hq-interop` connection's session, run in a `Driven` actor.
+#[derive(Debug)]
+pub struct HqSession;
 
 impl HqSession {
     pub fn start(conn: quinn::Connection, env: Rc<SessionEnv>, guard: ConnGuard) {
-        let driver: Pin<Box<dyn Future<Output = ()>>> = Box::pin(run(conn, env, guard));
-        HqSession {
-            driver: Some(driver),
-        }
-        .start();
-    }
-}
-
-impl Actor for HqSession {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        if let Some(driver) = self.driver.take() {
-            ctx.spawn(
-                driver
-                    .into_actor(self)
-                    .map(|(), _act, ctx: &mut Context<Self>| ctx.stop()),
-            );
-        }
+        Driven::start("HqSession", run(conn, env, guard));
     }
 }
 

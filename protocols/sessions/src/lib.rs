@@ -8,6 +8,7 @@
 
 pub mod access_log;
 mod date;
+mod driven;
 mod env;
 pub mod h1;
 pub mod h2;

@@ -364,3 +364,65 @@ fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
+
+// ---- access log -----------------------------------------------------------------------------------
+
+/// Wait (bounded) until the log at `path` has at least `n` lines, and return them.
+fn log_lines(path: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn every_protocol_writes_the_same_access_log_line() {
+    let www = site();
+    let log = www.outside().join("access.log");
+    let server = Server::serve(www.root())
+        .arg("--access-log")
+        .arg(&log)
+        .start();
+    let with_agent = |args: &[&str]| -> Vec<String> {
+        ["-A", "interop-agent/2.0", "-e", "http://ref.test/"]
+            .iter()
+            .chain(args)
+            .map(|s| (*s).to_owned())
+            .collect()
+    };
+    let h2c = curl(&with_agent(&[
+        "--http2-prior-knowledge",
+        &server.url("/hello.txt?q=2"),
+    ]));
+    assert_eq!(h2c.status, 200);
+    let tls_url = format!("https://127.0.0.1:{}/missing", server.addr().port());
+    assert_eq!(curl(&with_agent(&["-k", "--http2", &tls_url])).status, 404);
+    let (out, text) = gtlsclient(&server, &["--no-http-dump"], &["/hello.txt"]);
+    assert!(out.status.success(), "{text}");
+
+    let lines = log_lines(&log, 3);
+    assert_eq!(lines.len(), 3, "access log lines: {lines:#?}");
+    let len = HELLO.len();
+    assert!(
+        lines[0].ends_with(&format!(
+            "\"GET /hello.txt?q=2 HTTP/2.0\" 200 {len} \"http://ref.test/\" \"interop-agent/2.0\""
+        )),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("\"GET /missing HTTP/2.0\" 404 "),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].contains(&format!("\"GET /hello.txt HTTP/3.0\" 200 {len} ")),
+        "{}",
+        lines[2]
+    );
+}

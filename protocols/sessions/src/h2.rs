@@ -28,25 +28,25 @@ use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
 use h2::server::{Builder, SendResponse};
 use h2::{Reason, RecvStream, SendStream};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, StatusCode, Version};
+use http::{StatusCode, Version};
 use switchyard_conf::Http2Config;
 use switchyard_services::message::{
-    Body, BodyPart, BodyStream, FileRange, Frame, FrameSource, Request, Response,
+    Body, BodyPart, BodyStream, FileRange, Frame, FrameSource, Response,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, timeout};
 
-use crate::access_log::AccessEntry;
 use crate::date::with_http_date;
 use crate::driven::Driven;
 use crate::env::{ConnGuard, SessionEnv};
+use crate::head::Head;
 use crate::io::Guarded;
 use switchyard_wire::h2guard::{FloodLimits, Verdict};
 
@@ -273,104 +273,54 @@ impl H2Conn {
         mut respond: SendResponse<Bytes>,
     ) {
         let env = &self.env;
-        let started = env.access_log.is_some().then(StdInstant::now);
         let (parts, body) = request.into_parts();
         // Taken when the body streams to a proxied member.
         let mut body = Some(body);
-        let http::request::Parts {
-            method,
-            uri,
-            headers,
-            ..
-        } = parts;
-        let (path, query) = match uri.path_and_query() {
-            Some(pq) => (pq.path(), pq.query()),
-            None => ("", None),
+        let Ok(head) = Head::new(parts) else {
+            respond.send_reset(Reason::PROTOCOL_ERROR);
+            return;
         };
-        // RFC 9113 §8.3.1: ":authority [...] Clients that generate HTTP/2 requests directly MUST
-        // use the :authority pseudo-header field to convey authority information, unless there
-        // is no authority information to convey". Without it, Host may carry it.
-        let host_header = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-        let host = match (uri.authority(), host_header) {
-            (Some(authority), Some(host)) if !authority.as_str().eq_ignore_ascii_case(host) => {
-                // "A server SHOULD treat a request as malformed if it contains a Host header
-                // field that identifies an entity that differs from the entity in the
-                // :authority pseudo-header field." §8.1.1: malformed → stream error
-                // PROTOCOL_ERROR.
-                respond.send_reset(Reason::PROTOCOL_ERROR);
-                return;
-            }
-            (Some(authority), _) => Some(authority.as_str().to_owned()),
-            (None, host) => host.map(str::to_owned),
-        };
-        let is_head = method == Method::HEAD;
-        let log_facts = started.map(|_| LogFacts {
-            method: method.clone(),
-            target: match query {
-                Some(q) => format!("{path}?{q}"),
-                None => path.to_owned(),
-            },
-            referer: header_string(&headers, header::REFERER),
-            user_agent: header_string(&headers, header::USER_AGENT),
-            host: host.clone(),
-        });
+        let is_head = head.is_head();
+        let log_facts = head.log_facts(env.access_log.as_ref());
 
-        let streams = if path.starts_with('/') && body.as_ref().is_some_and(|b| !b.is_end_stream())
-        {
-            env.router.streams_body(host.as_deref(), path)
+        let streams = if head.routable() && body.as_ref().is_some_and(|b| !b.is_end_stream()) {
+            env.router.streams_body(head.host.as_deref(), head.path())
         } else {
             None
         };
-        let response = if !path.starts_with('/') {
+        let response = if !head.routable() {
             // `*` (server-wide OPTIONS) and other forms we do not serve.
             Response::text(StatusCode::BAD_REQUEST, "400 Bad Request\n")
         } else if let Some(limit) = streams {
             // A proxied location: the body streams to the member as it arrives.
-            let announced = headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
+            let announced = head.content_length();
             if limit.is_some_and(|max| announced.is_some_and(|n| n > max)) {
                 error_response(StatusCode::PAYLOAD_TOO_LARGE)
             } else {
                 let recv = body.take().expect("checked above");
-                let req = Request {
-                    path: path.to_owned(),
-                    query: query.map(str::to_owned),
-                    host,
-                    method,
-                    version: Version::HTTP_2,
-                    headers,
-                    scheme: self.scheme,
-                    peer: self.peer,
-                    body: Bytes::new(),
-                    stream: Some(BodyStream::new(
-                        H2RequestBody {
-                            recv,
-                            limit,
-                            seen: 0,
-                        },
-                        announced,
-                    )),
-                };
+                let stream = BodyStream::new(
+                    H2RequestBody {
+                        recv,
+                        limit,
+                        seen: 0,
+                    },
+                    announced,
+                );
+                let req = head.into_request(
+                    Version::HTTP_2,
+                    self.scheme,
+                    self.peer,
+                    Bytes::new(),
+                    Some(stream),
+                );
                 env.router.call(req).await
             }
         } else {
             let recv = body.as_mut().expect("not taken on this path");
-            match self.read_body(&headers, recv, &mut respond).await {
-                Ok(body) => {
-                    let req = Request {
-                        path: path.to_owned(),
-                        query: query.map(str::to_owned),
-                        host,
-                        method,
-                        version: Version::HTTP_2,
-                        headers,
-                        scheme: self.scheme,
-                        peer: self.peer,
-                        body,
-                        stream: None,
-                    };
+            match self.read_body(&head.headers, recv, &mut respond).await {
+                Ok(bytes) => {
+                    let req =
+                        head.into_request(Version::HTTP_2, self.scheme, self.peer, bytes, None);
                     env.router.call(req).await
                 }
                 Err(BodyError::Answer(status)) => error_response(status),
@@ -392,19 +342,7 @@ impl H2Conn {
             }
         };
         if let (Some(log), Some(facts)) = (&env.access_log, log_facts) {
-            log.record(&AccessEntry {
-                peer: self.peer,
-                time: SystemTime::now(),
-                method: facts.method.as_str(),
-                target: &facts.target,
-                protocol: "HTTP/2.0",
-                status: status.as_u16(),
-                bytes: sent.unwrap_or(0),
-                referer: facts.referer.as_deref(),
-                user_agent: facts.user_agent.as_deref(),
-                duration: started.map(|t| t.elapsed()).unwrap_or_default(),
-                host: facts.host.as_deref(),
-            });
+            facts.record(log, self.peer, "HTTP/2.0", status, sent.unwrap_or(0));
         }
         if let Some(body) = body.as_mut()
             && !body.is_end_stream()
@@ -774,15 +712,6 @@ impl fmt::Display for SendError {
     }
 }
 
-/// What the access log needs of a request after the request itself was handed to the router.
-struct LogFacts {
-    method: Method,
-    target: String,
-    referer: Option<String>,
-    user_agent: Option<String>,
-    host: Option<String>,
-}
-
 /// A short `text/plain` answer for a request refused before routing.
 fn error_response(status: StatusCode) -> Response {
     match status {
@@ -823,13 +752,6 @@ pub(crate) fn strip_connection_fields(headers: &mut HeaderMap) {
     }
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
-}
-
-pub(crate) fn header_string(headers: &HeaderMap, name: HeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
 }
 
 thread_local! {
@@ -1052,6 +974,7 @@ mod tests {
     use std::sync::Arc;
 
     use h2::client;
+    use http::Method;
     use switchyard_conf::{Config, Limits};
     use switchyard_services::actor::FilesService;
     use switchyard_services::files::FileCache;

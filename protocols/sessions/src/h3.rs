@@ -30,21 +30,21 @@ use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
 use std::task::Poll;
-use std::time::{Duration, Instant as StdInstant, SystemTime};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use h3::error::{Code, StreamError};
 use h3::server::RequestStream;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode, Version};
-use switchyard_services::message::{Body, BodyPart, FileRange, Frame, Request, Response};
+use switchyard_services::message::{Body, BodyPart, FileRange, Frame, Response};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
-use crate::access_log::AccessEntry;
 use crate::driven::Driven;
 use crate::env::{ConnGuard, SessionEnv};
-use crate::h2::{header_string, http_date, strip_connection_fields};
+use crate::h2::{http_date, strip_connection_fields};
+use crate::head::Head;
 
 /// The most bytes of a file read at once and handed to QUIC: a file is never in memory beyond
 /// one such chunk per stream.
@@ -211,64 +211,27 @@ impl H3Conn {
     /// Answer one request stream: build the request, route it, send the response, log it.
     async fn serve_stream(self: Rc<Self>, request: http::Request<()>, mut stream: Stream) {
         let env = &self.env;
-        let started = env.access_log.is_some().then(StdInstant::now);
         // Sampled when the headers arrived: requests that came in before the handshake
         // completed are early data.
         let early = !self.handshake.is_complete();
         let (parts, ()) = request.into_parts();
-        let http::request::Parts {
-            method,
-            uri,
-            headers,
-            ..
-        } = parts;
-        let (path, query) = match uri.path_and_query() {
-            Some(pq) => (pq.path(), pq.query()),
-            None => ("", None),
+        let Ok(head) = Head::new(parts) else {
+            stream.stop_stream(Code::H3_MESSAGE_ERROR);
+            return;
         };
-        // RFC 9114 §4.3.1: ":authority [...] If the :authority pseudo-header field is not
-        // present, the Host header field carries the information." A Host that differs from
-        // :authority makes the request malformed (H3_MESSAGE_ERROR).
-        let host_header = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-        let host = match (uri.authority(), host_header) {
-            (Some(authority), Some(host)) if !authority.as_str().eq_ignore_ascii_case(host) => {
-                stream.stop_stream(Code::H3_MESSAGE_ERROR);
-                return;
-            }
-            (Some(authority), _) => Some(authority.as_str().to_owned()),
-            (None, host) => host.map(str::to_owned),
-        };
-        let is_head = method == Method::HEAD;
-        let target = match query {
-            Some(q) => format!("{path}?{q}"),
-            None => path.to_owned(),
-        };
-        let referer = header_string(&headers, header::REFERER);
-        let user_agent = header_string(&headers, header::USER_AGENT);
-        let log_method = method.clone();
-        let log_host = host.clone();
+        let is_head = head.is_head();
+        let log_facts = head.log_facts(env.access_log.as_ref());
 
-        let response = if !path.starts_with('/') {
+        let response = if !head.routable() {
             Response::text(StatusCode::BAD_REQUEST, "400 Bad Request\n")
-        } else if early && !(method == Method::GET || is_head) {
+        } else if early && !(head.method == Method::GET || is_head) {
             // RFC 8470 §5.2: "425 (Too Early) indicates that the server is unwilling to risk
             // processing a request that might be replayed."
             Response::text(StatusCode::TOO_EARLY, "425 Too Early\n")
         } else {
-            match self.read_body(&headers, &mut stream).await {
+            match self.read_body(&head.headers, &mut stream).await {
                 Ok(body) => {
-                    let req = Request {
-                        path: path.to_owned(),
-                        query: query.map(str::to_owned),
-                        host,
-                        method,
-                        version: Version::HTTP_3,
-                        headers,
-                        scheme: "https",
-                        peer: self.peer,
-                        body,
-                        stream: None,
-                    };
+                    let req = head.into_request(Version::HTTP_3, "https", self.peer, body, None);
                     env.router.call(req).await
                 }
                 Err(BodyError::Answer(status)) => error_response(status),
@@ -287,20 +250,8 @@ impl H3Conn {
                 None
             }
         };
-        if let Some(log) = &env.access_log {
-            log.record(&AccessEntry {
-                peer: self.peer,
-                time: SystemTime::now(),
-                method: log_method.as_str(),
-                target: &target,
-                protocol: "HTTP/3.0",
-                status: status.as_u16(),
-                bytes: sent.unwrap_or(0),
-                referer: referer.as_deref(),
-                user_agent: user_agent.as_deref(),
-                duration: started.map(|t| t.elapsed()).unwrap_or_default(),
-                host: log_host.as_deref(),
-            });
+        if let (Some(log), Some(facts)) = (&env.access_log, log_facts) {
+            facts.record(log, self.peer, "HTTP/3.0", status, sent.unwrap_or(0));
         }
     }
 

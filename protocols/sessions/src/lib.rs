@@ -13,6 +13,7 @@ mod env;
 pub mod h1;
 pub mod h2;
 pub mod h3;
+mod head;
 pub mod hq;
 pub mod io;
 pub mod peer;

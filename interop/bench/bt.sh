@@ -37,20 +37,8 @@ OUT_DIR="$ROOT/interop/bench/out"
 RUN_DIR="$OUT_DIR/bt-$(date +%Y%m%d-%H%M%S)"
 LT="$ROOT/interop/bt/lt_client.py"
 
-need_pkg=()
-command -v aria2c >/dev/null 2>&1 || need_pkg+=(aria2)
-/usr/bin/python3 -c 'import libtorrent' 2>/dev/null || need_pkg+=(python3-libtorrent)
-command -v curl >/dev/null 2>&1 || need_pkg+=(curl)
-if ((${#need_pkg[@]})); then
-    log "installing: ${need_pkg[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update
-    apt-get install -y --no-install-recommends "${need_pkg[@]}"
-fi
-if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    log "building: cargo build --release -p switchyard"
-    cargo build --release -p switchyard >&2
-fi
+need aria2c=aria2 curl=curl import:libtorrent=python3-libtorrent
+build_switchyard
 
 mkdir -p "$RUN_DIR"
 TMP=$(mktemp -d)
@@ -62,7 +50,7 @@ BYTES=$((SIZE_MIB << 20))
 # ---- seeders ----------------------------------------------------------------------------------
 
 SY_PORT=$(free_port)
-RUST_LOG=warn "$ROOT/target/release/switchyard" serve "$TMP/www" --listen "127.0.0.1:$SY_PORT" \
+RUST_LOG=warn "$SWITCHYARD" serve "$TMP/www" --listen "127.0.0.1:$SY_PORT" \
     --workers 2 --state-dir "$TMP/state" >"$RUN_DIR/switchyard.out" 2>"$RUN_DIR/switchyard.err" &
 PIDS+=($!)
 for _ in $(seq 100); do

@@ -39,29 +39,9 @@ SUMMARY="$RUN_DIR/summary.txt"
 
 # ---- prerequisites ----------------------------------------------------------------------------
 
-need_pkg=()
-command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_pkg+=(nginx-light)
-command -v h2o >/dev/null 2>&1 || need_pkg+=(h2o)
-command -v wrk >/dev/null 2>&1 || need_pkg+=(wrk)
-command -v curl >/dev/null 2>&1 || need_pkg+=(curl)
-command -v python3 >/dev/null 2>&1 || need_pkg+=(python3)
-if ((${#need_pkg[@]})); then
-    log "installing: ${need_pkg[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update
-    apt-get install -y --no-install-recommends "${need_pkg[@]}" ||
-        apt-get install -y --no-install-recommends "${need_pkg[@]/nginx-light/nginx}"
-fi
+need nginx=nginx-light h2o=h2o wrk=wrk curl=curl python3=python3
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-
-if has switchyard; then
-    if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-        log "building: cargo build --release -p switchyard"
-        cargo build --release -p switchyard >&2
-    fi
-    SWITCHYARD=${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}
-    [[ -x "$SWITCHYARD" ]] || { log "no binary at $SWITCHYARD"; exit 1; }
-fi
+has switchyard && build_switchyard
 
 mkdir -p "$RUN_DIR"
 TMP=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
@@ -75,17 +55,6 @@ head -c $((64 * 1024 * 1024)) /dev/urandom >"$WWW/64m.bin"
 # ---- process control (by PID only) ------------------------------------------------------------
 
 
-
-# Wait (bounded) until 127.0.0.1:$1 answers HTTP.
-wait_http() {
-    local port=$1 i
-    for i in $(seq 1 100); do
-        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/1k.bin" && return 0
-        sleep 0.1
-    done
-    log "nothing answers on port $port"
-    return 1
-}
 
 rss_kb() {
     awk '/^VmRSS:/ {print $2}' "/proc/$1/status"
@@ -162,18 +131,7 @@ EOF
 }
 
 start_switchyard() {
-    RUST_LOG=warn "$SWITCHYARD" serve "$WWW" --listen 127.0.0.1:0 --workers 2 \
-        >"$TMP/switchyard.stdout" 2>"$RUN_DIR/switchyard.stderr" &
-    SY_PID=$!
-    PIDS+=("$SY_PID")
-    SY_PORT=""
-    for _ in $(seq 1 100); do
-        SY_PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$TMP/switchyard.stdout" | head -n 1)
-        [[ -n "$SY_PORT" ]] && break
-        kill -0 "$SY_PID" 2>/dev/null || { log "switchyard exited"; cat "$RUN_DIR/switchyard.stderr" >&2; exit 1; }
-        sleep 0.1
-    done
-    [[ -n "$SY_PORT" ]] || { log "switchyard printed no 'listening on' line"; exit 1; }
+    start_switchyard_process "$RUN_DIR/switchyard" serve "$WWW" --listen 127.0.0.1:0 --workers 2
     PORT[switchyard]=$SY_PORT
 }
 
@@ -181,7 +139,7 @@ for s in "${SERVERS[@]}"; do
     "start_$s"
 done
 for s in "${SERVERS[@]}"; do
-    wait_http "${PORT[$s]}"
+    wait_url "http://127.0.0.1:${PORT[$s]}/1k.bin"
 done
 SY_IDLE_RSS=0
 has switchyard && SY_IDLE_RSS=$(rss_kb "$SY_PID")

@@ -54,32 +54,11 @@ FILE_64M=$((64 * 1024 * 1024))
 
 # ---- prerequisites ----------------------------------------------------------------------------
 
-need_pkg=()
-command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_pkg+=(nginx-light)
-command -v h2o >/dev/null 2>&1 || need_pkg+=(h2o)
-command -v h2load >/dev/null 2>&1 || need_pkg+=(nghttp2-client)
-command -v wrk >/dev/null 2>&1 || need_pkg+=(wrk)
-command -v curl >/dev/null 2>&1 || need_pkg+=(curl)
-command -v openssl >/dev/null 2>&1 || need_pkg+=(openssl)
-command -v python3 >/dev/null 2>&1 || need_pkg+=(python3)
-if ((${#need_pkg[@]})); then
-    log "installing: ${need_pkg[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update
-    apt-get install -y --no-install-recommends "${need_pkg[@]}" ||
-        apt-get install -y --no-install-recommends "${need_pkg[@]/nginx-light/nginx}"
-fi
+need nginx=nginx-light h2o=h2o h2load=nghttp2-client wrk=wrk curl=curl openssl=openssl python3=python3
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 curl --version | grep -q 'HTTP2' || { log "this curl has no HTTP/2 support"; exit 1; }
 
-if has switchyard; then
-    if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-        log "building: cargo build --release -p switchyard"
-        cargo build --release -p switchyard >&2
-    fi
-    SWITCHYARD=${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}
-    [[ -x "$SWITCHYARD" ]] || { log "no binary at $SWITCHYARD"; exit 1; }
-fi
+has switchyard && build_switchyard
 
 mkdir -p "$RUN_DIR"
 TMP=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
@@ -101,17 +80,6 @@ chmod 644 "$CERT" "$KEY"
 # ---- process control (by PID only) ------------------------------------------------------------
 
 
-
-# Wait (bounded) until URL $1 answers.
-wait_url() {
-    local url=$1 i
-    for i in $(seq 1 100); do
-        curl -sk -o /dev/null --max-time 1 "$url" && return 0
-        sleep 0.1
-    done
-    log "nothing answers at $url"
-    return 1
-}
 
 # ---- servers ----------------------------------------------------------------------------------
 
@@ -192,18 +160,8 @@ EOF
 }
 
 start_switchyard() {
-    RUST_LOG=warn "$SWITCHYARD" serve "$WWW" --listen 127.0.0.1:0 --workers 2 --cert "$CERT" --key "$KEY" \
-        >"$TMP/switchyard.stdout" 2>"$RUN_DIR/switchyard.stderr" &
-    SY_PID=$!
-    PIDS+=("$SY_PID")
-    SY_PORT=""
-    for _ in $(seq 1 100); do
-        SY_PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$TMP/switchyard.stdout" | head -n 1)
-        [[ -n "$SY_PORT" ]] && break
-        kill -0 "$SY_PID" 2>/dev/null || { log "switchyard exited"; cat "$RUN_DIR/switchyard.stderr" >&2; exit 1; }
-        sleep 0.1
-    done
-    [[ -n "$SY_PORT" ]] || { log "switchyard printed no 'listening on' line"; exit 1; }
+    start_switchyard_process "$RUN_DIR/switchyard" serve "$WWW" --listen 127.0.0.1:0 --workers 2 \
+        --cert "$CERT" --key "$KEY"
     PORT[switchyard]=$SY_PORT
     H2C_PORT[switchyard]=$SY_PORT
 }

@@ -37,18 +37,9 @@ RUN_DIR="$OUT_DIR/h3-$(date +%Y%m%d-%H%M%S)"
 SUMMARY="$RUN_DIR/summary.txt"
 FILE_64M=$((64 * 1024 * 1024))
 
-need_pkg=()
-command -v gtlsclient >/dev/null 2>&1 || need_pkg+=(ngtcp2-client)
-has caddy && ! command -v caddy >/dev/null 2>&1 && need_pkg+=(caddy)
-command -v curl >/dev/null 2>&1 || need_pkg+=(curl)
-if ((${#need_pkg[@]})); then
-    log "installing ${need_pkg[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need_pkg[@]}" >/dev/null
-fi
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    cargo build --release -p switchyard >&2
-fi
-BIN=${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}
+need gtlsclient=ngtcp2-client curl=curl openssl=openssl
+has caddy && need caddy=caddy
+build_switchyard
 
 TMP=$(mktemp -d)
 mkdir -p "$RUN_DIR" "$TMP/www"
@@ -62,15 +53,9 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
 # ---- servers ----------------------------------------------------------------------------------
 declare -A PORT
 start_switchyard() {
-    RUST_LOG=warn "$BIN" serve "$TMP/www" --listen 127.0.0.1:0 --workers 2 \
-        --cert "$TMP/cert.pem" --key "$TMP/key.pem" >"$TMP/sy.out" 2>"$TMP/sy.err" &
-    PIDS+=($!)
-    local i
-    for ((i = 0; i < 100; i++)); do
-        grep -q 'listening on' "$TMP/sy.out" 2>/dev/null && break
-        sleep 0.1
-    done
-    PORT[switchyard]=$(sed -n 's/listening on .*:\([0-9]*\)$/\1/p' "$TMP/sy.out" | head -1)
+    start_switchyard_process "$TMP/sy" serve "$TMP/www" --listen 127.0.0.1:0 --workers 2 \
+        --cert "$TMP/cert.pem" --key "$TMP/key.pem"
+    PORT[switchyard]=$SY_PORT
 }
 start_caddy() {
     local port
@@ -93,11 +78,7 @@ EOF
         caddy run --config "$TMP/Caddyfile" --adapter caddyfile >"$TMP/caddy.log" 2>&1 &
     PIDS+=($!)
     PORT[caddy]=$port
-    local i
-    for ((i = 0; i < 100; i++)); do
-        curl -sk -o /dev/null "https://127.0.0.1:$port/1k.bin" && break
-        sleep 0.1
-    done
+    wait_url "https://127.0.0.1:$port/1k.bin"
 }
 has caddy && start_caddy
 has switchyard && start_switchyard

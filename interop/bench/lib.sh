@@ -1,4 +1,4 @@
-# Helpers shared by the benchmark scripts (h1.sh, h2.sh). Sourced, not run.
+# Helpers shared by the benchmark scripts (h1, h2, h3, bt, proxy). Sourced, not run.
 # Servers are started by the scripts and stopped here by the PIDs they recorded, never by name.
 
 # Whether server $1 is in the SERVERS list being measured.
@@ -39,4 +39,63 @@ in_turn() {
     for ((i = 0; i < n; i++)); do
         printf '%s\n' "${SERVERS[$(((i + $1 - 1) % n))]}"
     done
+}
+
+# Install, with apt, the package of every command that is missing. Arguments: COMMAND=PACKAGE,
+# or import:MODULE=PACKAGE for a module Debian's python3 must import.
+need() {
+    local pair cmd missing=()
+    for pair in "$@"; do
+        cmd=${pair%%=*}
+        if [[ $cmd == import:* ]]; then
+            /usr/bin/python3 -c "import ${cmd#import:}" 2>/dev/null || missing+=("${pair#*=}")
+        else
+            command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/sbin/$cmd ]] || missing+=("${pair#*=}")
+        fi
+    done
+    ((${#missing[@]})) || return 0
+    log "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update >&2
+    apt-get install -y --no-install-recommends "${missing[@]}" >&2
+}
+
+# Build the release binary unless SKIP_BUILD=1; sets SWITCHYARD ($SWITCHYARD_BIN wins).
+build_switchyard() {
+    if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+        log "building: cargo build --release -p switchyard"
+        cargo build --release -p switchyard >&2
+    fi
+    SWITCHYARD=${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}
+    [[ -x "$SWITCHYARD" ]] || { log "no binary at $SWITCHYARD"; exit 1; }
+}
+
+# Wait (bounded: 10 s) until URL $1 answers (TLS certificates not checked).
+wait_url() {
+    local url=$1 i
+    for i in $(seq 1 100); do
+        curl -sk -o /dev/null --max-time 1 "$url" && return 0
+        sleep 0.1
+    done
+    log "nothing answers at $url"
+    return 1
+}
+
+# Start `switchyard ARGS...` (RUST_LOG=warn) with stdout in $1.stdout and stderr in $1.stderr;
+# returns once it printed its `listening on` line. Sets SY_PID and SY_PORT (its first listener).
+start_switchyard_process() {
+    local prefix=$1
+    shift
+    RUST_LOG=warn "$SWITCHYARD" "$@" >"$prefix.stdout" 2>"$prefix.stderr" &
+    SY_PID=$!
+    PIDS+=("$SY_PID")
+    SY_PORT=""
+    for _ in $(seq 1 100); do
+        SY_PORT=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$prefix.stdout" | head -n 1)
+        [[ -n "$SY_PORT" ]] && return 0
+        kill -0 "$SY_PID" 2>/dev/null || { log "switchyard exited"; cat "$prefix.stderr" >&2; exit 1; }
+        sleep 0.1
+    done
+    log "switchyard printed no 'listening on' line"
+    exit 1
 }

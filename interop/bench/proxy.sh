@@ -36,24 +36,9 @@ STAMP=$(date +%Y%m%d-%H%M%S)
 RUN_DIR="$OUT_DIR/proxy-$STAMP"
 SUMMARY="$RUN_DIR/summary.txt"
 
-need_pkg=()
-command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_pkg+=(nginx)
-command -v wrk >/dev/null 2>&1 || need_pkg+=(wrk)
-command -v curl >/dev/null 2>&1 || need_pkg+=(curl)
-if ((${#need_pkg[@]})); then
-    log "installing: ${need_pkg[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update
-    apt-get install -y --no-install-recommends "${need_pkg[@]}"
-fi
+need nginx=nginx wrk=wrk curl=curl
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-
-if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    log "building: cargo build --release -p switchyard"
-    cargo build --release -p switchyard >&2
-fi
-SWITCHYARD=${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}
-[[ -x "$SWITCHYARD" ]] || { log "no binary at $SWITCHYARD"; exit 1; }
+build_switchyard
 
 mkdir -p "$RUN_DIR"
 TMP=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
@@ -61,16 +46,6 @@ WWW="$TMP/www"
 mkdir -p "$WWW"
 chmod 755 "$TMP" "$WWW"
 head -c 1024 /dev/urandom >"$WWW/1k.bin"
-
-wait_http() {
-    local url=$1 i
-    for i in $(seq 1 100); do
-        curl -s -o /dev/null --max-time 1 "$url" && return 0
-        sleep 0.1
-    done
-    log "nothing answers at $url"
-    return 1
-}
 
 nginx_conf() { # NAME WORKERS BODY
     cat >"$TMP/$1.conf" <<EOF
@@ -106,7 +81,7 @@ nginx_conf member 1 "
     }"
 "$NGINX" -c "$TMP/member.conf" -p "$TMP" -e "$TMP/member-error.log" >"$RUN_DIR/member.log" 2>&1 &
 PIDS+=($!)
-wait_http "http://127.0.0.1:$MEMBER_PORT/1k.bin"
+wait_url "http://127.0.0.1:$MEMBER_PORT/1k.bin"
 
 # "accepts requests" of the member, minus the status request itself.
 member_counts() {
@@ -133,18 +108,9 @@ nginx_conf nginx-proxy 2 "
 "$NGINX" -c "$TMP/nginx-proxy.conf" -p "$TMP" -e "$TMP/nginx-proxy-error.log" >"$RUN_DIR/nginx-proxy.log" 2>&1 &
 PIDS+=($!)
 
-RUST_LOG=warn "$SWITCHYARD" proxy --listen 127.0.0.1:0 --workers 2 --to "127.0.0.1:$MEMBER_PORT" \
-    >"$TMP/switchyard.stdout" 2>"$RUN_DIR/switchyard.stderr" &
-SY_PID=$!
-PIDS+=("$SY_PID")
-for _ in $(seq 1 100); do
-    p=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$TMP/switchyard.stdout" | head -n 1)
-    [[ -n "$p" ]] && break
-    kill -0 "$SY_PID" 2>/dev/null || { log "switchyard exited"; cat "$RUN_DIR/switchyard.stderr" >&2; exit 1; }
-    sleep 0.1
-done
-[[ -n "$p" ]] || { log "switchyard printed no 'listening on' line"; exit 1; }
-PORT[switchyard]=$p
+start_switchyard_process "$RUN_DIR/switchyard" proxy --listen 127.0.0.1:0 --workers 2 \
+    --to "127.0.0.1:$MEMBER_PORT"
+PORT[switchyard]=$SY_PORT
 
 # The cache and static-file comparison: one process, two locations on the same file.
 SYC_PORT=$(free_port)
@@ -178,13 +144,13 @@ PIDS+=($!)
 PORT[sy-cache-hit]=$SYC_PORT
 PORT[sy-static]=$SYC_PORT
 declare -A URLPATH=([nginx-proxy]=/1k.bin [switchyard]=/1k.bin [sy-cache-hit]=/cached/1k.bin [sy-static]=/1k.bin)
-wait_http "http://127.0.0.1:$SYC_PORT/cached/1k.bin"
+wait_url "http://127.0.0.1:$SYC_PORT/cached/1k.bin"
 curl -s -D - -o /dev/null "http://127.0.0.1:$SYC_PORT/cached/1k.bin" | grep -qi '^cache-status:.*hit' ||
     { log "the cached location does not answer from the cache"; exit 1; }
 
 want=$(sha256sum <"$WWW/1k.bin" | cut -d' ' -f1)
 for s in "${SERVERS[@]}"; do
-    wait_http "http://127.0.0.1:${PORT[$s]}${URLPATH[$s]}"
+    wait_url "http://127.0.0.1:${PORT[$s]}${URLPATH[$s]}"
     got=$(curl -s "http://127.0.0.1:${PORT[$s]}${URLPATH[$s]}" | sha256sum | cut -d' ' -f1)
     [[ "$got" == "$want" ]] || { log "$s serves wrong bytes for ${URLPATH[$s]}"; exit 1; }
 done

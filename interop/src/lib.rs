@@ -955,3 +955,145 @@ pub fn curl_to<S: AsRef<std::ffi::OsStr>>(dest: &Path, args: &[S]) -> CurlOutput
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Members for the proxy tests
+// ---------------------------------------------------------------------------------------------
+
+/// A `test-backend` process (this crate's `src/bin/test-backend.rs`), killed when dropped.
+#[derive(Debug)]
+pub struct Backend {
+    child: Option<Child>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Backend {
+    /// Start a member answering `name` on a free loopback port.
+    pub fn start(name: &str) -> Backend {
+        Backend::start_on(name, 0)
+    }
+
+    /// Start a member answering `name` on `port` (0: a free one); returns once it listens.
+    pub fn start_on(name: &str, port: u16) -> Backend {
+        let mut child = Command::new(test_backend_binary())
+            .arg(name)
+            .arg(port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start test-backend");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("readiness line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected readiness line {line:?}"))
+            .parse()
+            .expect("address");
+        Backend {
+            child: Some(child),
+            addr,
+        }
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Kill it now (SIGKILL: its sockets close without a goodbye).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A request straight to the member, bypassing the proxy.
+    pub fn direct(&self, path: &str) -> String {
+        let mut conn = Conn::open(self.addr);
+        conn.request(&get(path)).text()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `test-backend`, built by cargo beside the test executables: a test runs from
+/// `<target>/<profile>/deps/`, the crate's binaries sit one level up.
+fn test_backend_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from <target>/<profile>/deps");
+    let bin = profile_dir.join("test-backend");
+    assert!(
+        bin.is_file(),
+        "{} not found: build it with `cargo build --release -p switchyard-interop`",
+        bin.display()
+    );
+    bin
+}
+
+/// A self-signed certificate for `names` (the first is the subject CN; all are DNS names in the
+/// subjectAltName), made by `openssl req` and written as `<dir>/<stem>.pem` and
+/// `<dir>/<stem>.key`.
+pub fn certificate(dir: &Path, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+    let cert = dir.join(format!("{stem}.pem"));
+    let key = dir.join(format!("{stem}.key"));
+    let sans: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec"])
+        .args(["-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-nodes", "-days", "2", "-subj"])
+        .arg(format!("/CN={}", names[0]))
+        .arg("-addext")
+        .arg(format!("subjectAltName={}", sans.join(",")))
+        // webpki refuses a CA certificate as the end entity (HTTPS members are verified).
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl (interop/test.sh installs it)");
+    assert!(status.success(), "openssl req failed");
+    (cert, key)
+}
+
+/// Stop a child process with SIGTERM and reap it: for servers whose own children (nginx's
+/// workers) must be stopped by them.
+pub fn terminate(child: &mut Child) {
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process(pid, Signal::TERM);
+    }
+    let _ = child.wait();
+}
+
+/// A free loopback TCP port (free when asked; bind it soon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Poll `ok` every 20 ms until it holds; panics naming `what` after `bound`. For conditions
+/// that have no readiness signal of their own (another process's state seen from outside).
+pub fn wait_until(bound: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + bound;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -2,75 +2,23 @@
 //! `test-backend` program (slow, reset, 500, truncated, garbage, WebSocket echo), and Switchyard
 //! itself as an h2c member. Clients are curl and raw sockets.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use switchyard_interop::{Conn, Server, WebRoot, check, curl, get, toml_path};
+use switchyard_interop::{
+    Backend, Server, WebRoot, certificate, check, curl, free_port, get, terminate, toml_path,
+    wait_until,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Members
 // ---------------------------------------------------------------------------------------------
-
-/// A `test-backend` process, killed when dropped.
-struct Backend {
-    child: Option<Child>,
-    addr: SocketAddr,
-}
-
-impl Backend {
-    fn start(name: &str) -> Backend {
-        Backend::start_on(name, 0)
-    }
-
-    fn start_on(name: &str, port: u16) -> Backend {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_test-backend"))
-            .arg(name)
-            .arg(port.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start test-backend");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("readiness line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected readiness line {line:?}"))
-            .parse()
-            .expect("address");
-        Backend {
-            child: Some(child),
-            addr,
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// A request straight to the member, bypassing the proxy.
-    fn direct(&self, path: &str) -> String {
-        let mut conn = Conn::open(self.addr);
-        conn.request(&get(path)).text()
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// An nginx serving `body` at `/` on a free loopback port, stopped when dropped.
 struct Nginx {
@@ -122,23 +70,9 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-fn wait_until(bound: Duration, what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + bound;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
+        // Not SIGKILL: the master stops its workers before it exits (killed outright, it would
+        // leave them running).
+        terminate(&mut self.child);
     }
 }
 
@@ -230,7 +164,9 @@ fn hashing_is_sticky_and_a_lost_member_moves_only_its_keys() {
         "balance = \"consistent_hash\"\nhash_key = \"path\"",
         "",
     );
-    let keys = 400;
+    // Enough keys that sampling adds little to the ring's own spread (the bound below is on
+    // the share the lost member owned).
+    let keys = 4000;
     let owner = |server: &Server| -> Vec<String> {
         let mut conn = server.connect();
         (0..keys)
@@ -783,43 +719,11 @@ fn trailers_pass_through_to_http2_and_http1_clients() {
     assert!(text.contains("\r\n0\r\ngrpc-status: 0\r\n\r\n"), "{text}");
 }
 
-/// A self-signed certificate for `name`, as `<dir>/<stem>.pem` and `.key`.
-fn certificate(dir: &Path, stem: &str, name: &str) -> (PathBuf, PathBuf) {
-    let cert = dir.join(format!("{stem}.pem"));
-    let key = dir.join(format!("{stem}.key"));
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj"])
-        .arg(format!("/CN={name}"))
-        .arg("-addext")
-        .arg(format!("subjectAltName=DNS:{name}"))
-        // webpki refuses a CA certificate as the end entity.
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run openssl");
-    assert!(status.success(), "openssl req failed");
-    (cert, key)
-}
-
 #[test]
 fn https_members_are_verified_with_sni_over_http1_and_h2() {
     let dir = tempfile::tempdir().expect("dir");
-    let (cert, key) = certificate(dir.path(), "member", "localhost");
-    let (other, _) = certificate(dir.path(), "other", "localhost");
+    let (cert, key) = certificate(dir.path(), "member", &["localhost"]);
+    let (other, _) = certificate(dir.path(), "other", &["localhost"]);
     let root = WebRoot::new();
     root.file("hello.txt", "hello over tls\n");
     let member = Server::serve(root.root())

@@ -3,12 +3,11 @@
 //! Route changes apply live, failing backends are marked dead for every instance, and a Redis
 //! that goes away leaves the cached routes serving.
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use switchyard_interop::{Conn, Response, Server, WebRoot, toml_path};
+use switchyard_interop::{Backend, Conn, Response, Server, WebRoot, toml_path};
 
 struct Redis {
     port: u16,
@@ -69,55 +68,6 @@ impl Drop for Redis {
     }
 }
 
-/// A `test-backend` member answering its name, killed when dropped.
-struct Backend {
-    child: Option<Child>,
-    addr: SocketAddr,
-}
-
-impl Backend {
-    fn start(name: &str) -> Backend {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_test-backend"))
-            .args([name, "0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start test-backend");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("readiness line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected readiness line {line:?}"))
-            .parse()
-            .expect("address");
-        Backend {
-            child: Some(child),
-            addr,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Switchyard with one static vhost (serving `static site` at `/`) and `[redis_routes]`.
 fn server(redis: &Redis, root: &WebRoot) -> Server {
     let toml = format!(
         "workers = 2\n\n[[listen]]\naddress = \"127.0.0.1:0\"\n\n\

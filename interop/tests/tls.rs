@@ -2,7 +2,7 @@
 //! working beside them. Clients: curl (OpenSSL) and `openssl s_client`, certificates made by
 //! `openssl req` for each test.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -14,38 +14,6 @@ fn site() -> WebRoot {
     let www = WebRoot::new();
     www.file("a.txt", HELLO);
     www
-}
-
-/// A self-signed certificate for `names` (the first is the subject CN), written as
-/// `<dir>/<stem>.pem` and `<dir>/<stem>.key`.
-fn certificate(dir: &Path, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-    let cert = dir.join(format!("{stem}.pem"));
-    let key = dir.join(format!("{stem}.key"));
-    let sans: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj"])
-        .arg(format!("/CN={}", names[0]))
-        .arg("-addext")
-        .arg(format!("subjectAltName={}", sans.join(",")))
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run openssl (interop/test.sh installs it)");
-    assert!(status.success(), "openssl req failed");
-    (cert, key)
 }
 
 /// `curl ARGS https://NAME:PORT/PATH` with NAME resolved to the server's address.

@@ -18,6 +18,7 @@ use switchyard_sessions::io::{Prefixed, Transport};
 use switchyard_sessions::peer::PeerSession;
 use switchyard_sessions::tls::{Alpn, TlsTerminator};
 use switchyard_sessions::{ConnGuard, ConnTracker, SessionEnv};
+use switchyard_wire::mse;
 use switchyard_wire::sniff::{Protocol, Sniff, classify};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -178,6 +179,31 @@ async fn sniff_and_start(
         }
         Protocol::BitTorrent => {
             tracing::debug!(%peer, ?protocol, "seeding is disabled; closing");
+        }
+        // Not HTTP, TLS or a plain BitTorrent handshake: with seeding on, perhaps an MSE public
+        // key (96 random bytes, then at most 512 of padding, then the peer waits for ours).
+        // A line break within the key's bytes is a malformed text request (random bytes hold
+        // one in about 700 keys, and such a peer retries in plain); more bytes than key and
+        // padding is garbage. Both go to the HTTP/1 session, which answers 400.
+        Protocol::Opaque if env.torrent.is_some() => {
+            let text = |prefix: &[u8]| {
+                let key = &prefix[..prefix.len().min(mse::KEY_LEN)];
+                key.windows(2).any(|w| w == b"\r\n")
+            };
+            while prefix.len() < mse::KEY_LEN && !text(&prefix) {
+                match timeout_at(deadline, stream.read_buf(&mut prefix)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                    Ok(Ok(_)) => {}
+                }
+            }
+            if !text(&prefix) && prefix.len() <= mse::KEY_LEN + mse::MAX_PAD {
+                PeerSession::start_encrypted(stream, peer, prefix, env, guard);
+            } else {
+                H1Session::start(Transport::Plain(stream), peer, prefix, env, guard);
+            }
+        }
+        Protocol::Opaque => {
+            H1Session::start(Transport::Plain(stream), peer, prefix, env, guard);
         }
     }
 }

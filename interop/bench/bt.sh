@@ -19,9 +19,8 @@
 # to /dev/null), which has no such costs either.
 #
 # Throughput is size / wall time of the client process (libtorrent: from adding the torrent to
-# completion), so client start-up counts against every seeder alike. aria2c first tries an
-# encrypted (MSE) handshake, which Switchyard does not speak: aria2c retries in plain after ~1 s,
-# a cost only the Switchyard figures carry.
+# completion), so client start-up counts against every seeder alike. aria2c opens with an
+# encrypted (MSE) handshake to both seeders and gets plaintext selected by both.
 #
 # Not a CI test: numbers depend on the machine. Results go to stdout and interop/bench/out/.
 # Environment: ROUNDS (3), SIZE_MIB (256), SKIP_BUILD=1.

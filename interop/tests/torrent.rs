@@ -292,6 +292,36 @@ fn aria2c_downloads_over_the_peer_wire_through_the_built_in_tracker() {
     assert!(stderr.contains("peer closed"), "no peer session: {stderr}");
 }
 
+/// aria2c that speaks only MSE (`--bt-require-crypto`): offering plaintext after the
+/// handshake (`plain`), or RC4 only (`arc4`). Either way it never falls back to the plain
+/// handshake, so a finished download shows the encrypted handshake and, for `arc4`, RC4 on
+/// every byte of the peer wire.
+fn aria2c_encrypted(level: &str) {
+    let (www, digest) = big_site(6 << 20);
+    let server = seed(&www, "");
+    let (_, _, torrent) = get_bytes(&server, "/pub/big%20file.bin.torrent");
+    let scratch = tempfile::tempdir().expect("scratch");
+    let file = scratch.path().join("peers-only.torrent");
+    std::fs::write(&file, without_web_seed(&torrent)).expect("write torrent");
+    let level = format!("--bt-min-crypto-level={level}");
+    let args = ["--bt-require-crypto=true", level.as_str()];
+    let out = run(aria2c(scratch.path(), &args, &file), CLIENT_TIMEOUT);
+    assert!(out.status.success(), "aria2c {args:?}: {out:?}");
+    assert_eq!(sha256_file(&scratch.path().join("big file.bin")), digest);
+    let stderr = server.stderr();
+    assert!(stderr.contains("peer closed"), "no peer session: {stderr}");
+}
+
+#[test]
+fn aria2c_downloads_over_an_encrypted_handshake_with_plaintext_selected() {
+    aria2c_encrypted("plain");
+}
+
+#[test]
+fn aria2c_downloads_with_rc4_on_the_whole_peer_wire() {
+    aria2c_encrypted("arc4");
+}
+
 #[test]
 fn aria2c_downloads_from_the_web_seed_alone() {
     let (www, digest) = big_site(8 << 20);

@@ -7,6 +7,10 @@
 //! requests with positional reads of the file into the send buffer (never the whole file in
 //! memory). Anything hostile ends this connection only and is logged at debug.
 //!
+//! A peer that opens with an MSE (encrypted) handshake is answered too: the sans-IO responder
+//! of `switchyard_wire::mse` runs first, then the same session, in plaintext when the peer
+//! offers it, else with RC4 applied to every byte read and written.
+//!
 //! Order of work in the loop: read what the socket has without waiting and feed every complete
 //! message to the state machine; ask the choker; write a bounded batch of what the state machine
 //! wants sent (paced by the upload rate limit); only when nothing is left to write, wait for
@@ -31,6 +35,7 @@ use librqbit_peer_protocol::{
     EXTENDED_UT_METADATA_KEY, Handshake, MY_EXTENDED_UT_METADATA, Message,
 };
 use switchyard_services::torrent::{Seeded, TorrentStore};
+use switchyard_wire::mse::{self, Cipher, Responder, Step};
 use switchyard_wire::peer::{METADATA_PIECE, PeerLimits, PeerWire, TorrentShape, Transmit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -59,12 +64,17 @@ struct PeerConn {
     stream: TcpStream,
     peer: SocketAddr,
     inbuf: BytesMut,
+    /// The connection opened with an MSE handshake (not yet run).
+    encrypted: bool,
+    /// RC4 both ways, when MSE selected it.
+    cipher: Option<Cipher>,
     env: Rc<SessionEnv>,
     _guard: ConnGuard,
 }
 
 impl PeerSession {
-    /// Start a session; `prefix` holds the bytes the acceptor read while sniffing.
+    /// Start a session; `prefix` holds the bytes the acceptor read while sniffing (the start
+    /// of the plain handshake).
     pub fn start(
         stream: TcpStream,
         peer: SocketAddr,
@@ -72,10 +82,34 @@ impl PeerSession {
         env: Rc<SessionEnv>,
         guard: ConnGuard,
     ) {
+        Self::spawn(stream, peer, prefix, env, guard, false);
+    }
+
+    /// Start a session whose first bytes may be an MSE public key.
+    pub fn start_encrypted(
+        stream: TcpStream,
+        peer: SocketAddr,
+        prefix: BytesMut,
+        env: Rc<SessionEnv>,
+        guard: ConnGuard,
+    ) {
+        Self::spawn(stream, peer, prefix, env, guard, true);
+    }
+
+    fn spawn(
+        stream: TcpStream,
+        peer: SocketAddr,
+        prefix: BytesMut,
+        env: Rc<SessionEnv>,
+        guard: ConnGuard,
+        encrypted: bool,
+    ) {
         let conn = PeerConn {
             stream,
             peer,
             inbuf: prefix,
+            encrypted,
+            cipher: None,
             env,
             _guard: guard,
         };
@@ -135,8 +169,11 @@ impl PeerConn {
             store: store.clone(),
             key: NEXT_PEER.fetch_add(1, Ordering::Relaxed),
         };
-        let end = match self.handshake(&store).await {
-            Ok((seeded, extended)) => self.serve(&registered, seeded, extended).await,
+        let end = match self.negotiate(&store).await {
+            Ok(()) => match self.handshake(&store).await {
+                Ok((seeded, extended)) => self.serve(&registered, seeded, extended).await,
+                Err(end) => end,
+            },
             Err(end) => end,
         };
         match end {
@@ -146,14 +183,59 @@ impl PeerConn {
         }
     }
 
+    /// For a connection that opened encrypted: run the MSE handshake, bounded by
+    /// `timeouts.sniff` as the plain one is. Afterwards the input buffer holds the decrypted
+    /// start of the peer-wire stream.
+    async fn negotiate(&mut self, store: &TorrentStore) -> Result<(), End> {
+        if !self.encrypted {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.env.timeouts.sniff;
+        let mut random = [0u8; mse::RANDOM_LEN];
+        rustls::crypto::ring::default_provider()
+            .secure_random
+            .fill(&mut random)
+            .map_err(|_| End::Refused("no random numbers".into()))?;
+        let mut responder = Responder::new(&random);
+        let registry = store.registry();
+        let known = |key: &[u8; 20]| {
+            registry
+                .keys()
+                .find(|hash| mse::torrent_key(&hash.0) == *key)
+                .map(|hash| hash.0)
+        };
+        loop {
+            match responder.poll(&mut self.inbuf, known) {
+                Err(e) => return Err(End::Refused(e.to_string())),
+                Ok(Step::Send(mut bytes)) => self.write(&mut bytes).await?,
+                Ok(Step::Done(done)) => {
+                    let mut done = *done;
+                    self.write(&mut done.reply).await?;
+                    self.inbuf = BytesMut::from(&done.initial[..]);
+                    self.cipher = done.cipher;
+                    return Ok(());
+                }
+                Ok(Step::Need) => {
+                    match timeout_at(deadline, self.stream.read_buf(&mut self.inbuf)).await {
+                        Ok(Ok(0)) => return Err(End::Closed),
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Err(End::Io(e)),
+                        Err(_) => return Err(End::Refused("no MSE handshake in time".into())),
+                    }
+                }
+            }
+        }
+    }
+
     /// Read the peer's handshake, find its torrent, answer with ours (BEP 3).
     async fn handshake(&mut self, store: &TorrentStore) -> Result<(Arc<Seeded>, bool), End> {
         // The whole handshake within `timeouts.sniff`, however slowly it trickles in.
         let deadline = Instant::now() + self.env.timeouts.sniff;
         while self.inbuf.len() < HANDSHAKE_LEN {
+            let before = self.inbuf.len();
             match timeout_at(deadline, self.stream.read_buf(&mut self.inbuf)).await {
                 Ok(Ok(0)) => return Err(End::Closed),
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => self.decrypt_from(before),
                 Ok(Err(e)) => return Err(End::Io(e)),
                 Err(_) => return Err(End::Refused("no handshake in time".into())),
             }
@@ -173,7 +255,7 @@ impl PeerConn {
         self.inbuf.advance(len);
         let mut out = [0u8; HANDSHAKE_LEN];
         let n = Handshake::new(seeded.info_hash, store.peer_id).serialize_unchecked_len(&mut out);
-        self.write(&out[..n]).await?;
+        self.write(&mut out[..n]).await?;
         Ok((seeded, extended))
     }
 
@@ -199,10 +281,14 @@ impl PeerConn {
             // 1. Everything the socket has, without waiting.
             loop {
                 self.inbuf.reserve(64 * 1024);
+                let before = self.inbuf.len();
                 match self.stream.try_read_buf(&mut self.inbuf) {
                     Ok(0) => return End::Closed,
-                    Ok(_) if self.inbuf.len() < 1024 * 1024 => {}
-                    Ok(_) => break,
+                    Ok(_) if self.inbuf.len() < 1024 * 1024 => self.decrypt_from(before),
+                    Ok(_) => {
+                        self.decrypt_from(before);
+                        break;
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => return End::Io(e),
                 }
@@ -237,7 +323,7 @@ impl PeerConn {
                                 Ok(()) => break,
                                 Err(wait) => {
                                     if !out.is_empty()
-                                        && let Err(end) = self.write(&out).await
+                                        && let Err(end) = self.write(&mut out).await
                                     {
                                         return end;
                                     }
@@ -251,7 +337,7 @@ impl PeerConn {
                         return end;
                     }
                 }
-                if let Err(end) = self.write(&out).await {
+                if let Err(end) = self.write(&mut out).await {
                     return end;
                 }
                 continue;
@@ -308,8 +394,19 @@ impl PeerConn {
         }
     }
 
-    /// Write all of `buf`, giving up if the peer accepts nothing for `timeouts.send`.
-    async fn write(&mut self, buf: &[u8]) -> Result<(), End> {
+    /// Decrypt what the last read appended after `from` (under RC4).
+    fn decrypt_from(&mut self, from: usize) {
+        if let Some(cipher) = &mut self.cipher {
+            cipher.decrypt(&mut self.inbuf[from..]);
+        }
+    }
+
+    /// Write all of `buf` (encrypted in place first, under RC4), giving up if the peer accepts
+    /// nothing for `timeouts.send`.
+    async fn write(&mut self, buf: &mut [u8]) -> Result<(), End> {
+        if let Some(cipher) = &mut self.cipher {
+            cipher.encrypt(buf);
+        }
         match timeout(self.env.timeouts.send, self.stream.write_all(buf)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(End::Io(e)),

@@ -21,6 +21,7 @@ pub mod h2c;
 pub mod h2guard;
 pub mod hpack;
 pub mod hq;
+pub mod mse;
 pub mod peer;
 pub mod response;
 pub mod sniff;

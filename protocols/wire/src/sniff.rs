@@ -10,8 +10,12 @@
 //!   `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n` (RFC 9113 §3.4);
 //! * a BitTorrent peer starts with the handshake `0x13 "BitTorrent protocol"`
 //!   (BEP 3);
-//! * anything else is HTTP/1.1, including garbage: the HTTP/1.1 session then
-//!   answers 400, which is the most useful thing to say to an unknown peer.
+//! * an HTTP/1.x request starts with its method, a token, then a space (or
+//!   with an empty line, which RFC 9112 §2.2 lets a server skip);
+//! * anything else is opaque: possibly a BitTorrent peer opening with an
+//!   encrypted (MSE) handshake, whose first bytes are a random public key; the
+//!   acceptor decides what to do with it (without seeding, the HTTP/1.1
+//!   session answers it 400).
 //!
 //! [`classify`] is a pure function of the bytes seen so far. It never guesses:
 //! while the prefix could still become more than one protocol it answers
@@ -28,8 +32,12 @@ pub enum Protocol {
     H2Prior,
     /// The BitTorrent peer-wire handshake.
     BitTorrent,
-    /// Anything else: HTTP/1.x (or garbage, which that session rejects).
+    /// HTTP/1.x: a method token and a space, or a leading empty line. Also a
+    /// token too long to be a method, which that session rejects.
     Http1,
+    /// Not the start of any of the above: an encrypted BitTorrent handshake,
+    /// or garbage.
+    Opaque,
 }
 
 /// The outcome of looking at a prefix of the connection.
@@ -72,8 +80,39 @@ pub fn classify(prefix: &[u8]) -> Sniff {
         TLS_HANDSHAKE_RECORD => classify_tls(prefix),
         b'P' => classify_literal(prefix, H2_PREFACE, Protocol::H2Prior),
         0x13 => classify_literal(prefix, BT_HANDSHAKE, Protocol::BitTorrent),
-        _ => Sniff::Is(Protocol::Http1),
+        _ => classify_http1(prefix),
     }
+}
+
+/// Longest method token waited for: past it, the HTTP/1 session answers.
+const MAX_METHOD: usize = 32;
+
+/// HTTP/1 if the prefix is a method token followed by a space (RFC 9112 §3:
+/// `request-line = method SP request-target SP HTTP-version`), or starts with
+/// CR or LF (an empty line before the request, §2.2); opaque at the first
+/// byte that can be neither.
+fn classify_http1(prefix: &[u8]) -> Sniff {
+    if matches!(prefix.first(), Some(b'\r' | b'\n')) {
+        return Sniff::Is(Protocol::Http1);
+    }
+    for (i, &b) in prefix.iter().enumerate().take(MAX_METHOD) {
+        match b {
+            b' ' if i > 0 => return Sniff::Is(Protocol::Http1),
+            b if is_tchar(b) => {}
+            _ => return Sniff::Is(Protocol::Opaque),
+        }
+    }
+    if prefix.len() >= MAX_METHOD {
+        Sniff::Is(Protocol::Http1)
+    } else {
+        Sniff::Need(prefix.len() + 1)
+    }
+}
+
+/// RFC 9110 §5.6.2: `tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" /
+/// "-" / "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// TLS: `0x16`, legacy record version `0x03 0x00..=0x04`, a two-byte
@@ -88,23 +127,24 @@ fn classify_tls(prefix: &[u8]) -> Sniff {
     match prefix.get(1) {
         None => return Sniff::Need(2),
         Some(0x03) => {}
-        Some(_) => return Sniff::Is(Protocol::Http1),
+        Some(_) => return Sniff::Is(Protocol::Opaque),
     }
     match prefix.get(2) {
         None => return Sniff::Need(3),
         Some(0x00..=0x04) => {}
-        Some(_) => return Sniff::Is(Protocol::Http1),
+        Some(_) => return Sniff::Is(Protocol::Opaque),
     }
     // Bytes 3 and 4 are the record length: no value of theirs decides.
     match prefix.get(5) {
         None => Sniff::Need(TLS_DECISION_LEN),
         Some(&TLS_CLIENT_HELLO) => Sniff::Is(Protocol::Tls),
-        Some(_) => Sniff::Is(Protocol::Http1),
+        Some(_) => Sniff::Is(Protocol::Opaque),
     }
 }
 
 /// A protocol announced by a fixed byte string: it is that protocol once the
-/// whole string is there, HTTP/1 as soon as one byte differs.
+/// whole string is there; from the first byte that differs, whatever
+/// [`classify_http1`] makes of the prefix.
 fn classify_literal(prefix: &[u8], literal: &[u8], protocol: Protocol) -> Sniff {
     let seen = prefix.len().min(literal.len());
     match (prefix.get(..seen), literal.get(..seen)) {
@@ -116,7 +156,7 @@ fn classify_literal(prefix: &[u8], literal: &[u8], protocol: Protocol) -> Sniff 
                 Sniff::Need(seen + 1)
             }
         }
-        _ => Sniff::Is(Protocol::Http1),
+        _ => classify_http1(prefix),
     }
 }
 
@@ -159,8 +199,12 @@ mod tests {
             (HTTP1_GET, Protocol::Http1),
             (b"PRI / HTTP/1.1\r\nHost: a\r\n\r\n", Protocol::Http1),
             (b"POST /x HTTP/1.1\r\n", Protocol::Http1),
-            (b"\x00\x01\x02\xff", Protocol::Http1),
-            (b"\x13Bittorrent protocol", Protocol::Http1),
+            (b"\x00\x01\x02\xff", Protocol::Opaque),
+            (b"\x13Bittorrent protocol", Protocol::Opaque),
+            (b"\r\nGET / HTTP/1.1\r\n", Protocol::Http1),
+            (b"M-SEARCH * HTTP/1.1\r\n", Protocol::Http1),
+            (b"GET\x00/ HTTP/1.1\r\n", Protocol::Opaque),
+            (&[b'A'; MAX_METHOD], Protocol::Http1),
         ];
         for &(input, want) in cases {
             assert_eq!(classify(input), Sniff::Is(want), "{input:?}");
@@ -172,7 +216,7 @@ mod tests {
         assert_fed_bytewise(CLIENT_HELLO, 6, Protocol::Tls);
         assert_fed_bytewise(H2_PREFACE, 24, Protocol::H2Prior);
         assert_fed_bytewise(BT_HANDSHAKE, 20, Protocol::BitTorrent);
-        assert_fed_bytewise(HTTP1_GET, 1, Protocol::Http1);
+        assert_fed_bytewise(HTTP1_GET, 4, Protocol::Http1);
     }
 
     #[test]
@@ -193,8 +237,8 @@ mod tests {
         // HTTP/1 requests that share a prefix with the preface are decided
         // at the first differing byte, not before.
         let cases: &[(&[u8], usize)] = &[
-            (b"PUT / HTTP/1.1\r\n", 2),
-            (b"POST / HTTP/1.1\r\n", 2),
+            (b"PUT / HTTP/1.1\r\n", 4),
+            (b"POST / HTTP/1.1\r\n", 5),
             (b"PRI / HTTP/1.1\r\nHost: a\r\n\r\n", 5),
             (b"PRI * HTTP/1.1\r\nHost: a\r\n\r\n", 12),
             (b"PRI * HTTP/2.0\r\n\r\nGET", 19),
@@ -206,7 +250,7 @@ mod tests {
     }
 
     #[test]
-    fn tls_record_header_without_client_hello_is_http1() {
+    fn tls_record_header_without_client_hello_is_opaque() {
         let cases: &[(&[u8], usize)] = &[
             // Handshake record carrying a ServerHello (type 2).
             (&[0x16, 0x03, 0x03, 0x00, 0x30, 0x02, 0x00], 6),
@@ -218,7 +262,7 @@ mod tests {
             (&[0x17, 0x03, 0x03, 0x00, 0x02, 0x01], 1),
         ];
         for &(input, at) in cases {
-            assert_fed_bytewise(input, at, Protocol::Http1);
+            assert_fed_bytewise(input, at, Protocol::Opaque);
         }
         // Every legacy record version minor 0..=4 is TLS.
         for minor in 0..=4u8 {
@@ -239,15 +283,17 @@ mod tests {
     }
 
     #[test]
-    fn garbage_is_http1_at_once() {
-        for input in [
-            &b"\x00"[..],
-            b"\xff\xfe",
-            b"\r\n",
-            b" GET",
-            b"SSH-2.0-OpenSSH",
-        ] {
-            assert_eq!(classify(input), Sniff::Is(Protocol::Http1), "{input:?}");
+    fn garbage_is_opaque_at_the_first_byte_no_request_line_has() {
+        let cases: &[(&[u8], usize)] = &[
+            (b"\x00", 1),
+            (b"\xff\xfe", 1),
+            (b" GET", 1),
+            (b"GET\t/", 4),
+            (b"SSH-2.0-OpenSSH_9.2\r\n", 20),
+        ];
+        for &(input, at) in cases {
+            assert_fed_bytewise(input, at, Protocol::Opaque);
         }
+        assert_fed_bytewise(b"\r\n", 1, Protocol::Http1);
     }
 }

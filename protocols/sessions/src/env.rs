@@ -66,9 +66,16 @@ impl Drain {
     /// A future that completes when the drain starts. It is registered at once, so a drain
     /// started after this call is never missed; a connection makes one for its whole life and
     /// polls it at every idle wait, which costs nothing more per request.
+    /// A watch made after the drain started completes at once too: an acceptor that a loaded
+    /// machine starts late must still stop.
     pub fn watch(&self) -> Pin<Box<OwnedNotified>> {
         let mut watch = Box::pin(Arc::clone(&self.notify).notified_owned());
         watch.as_mut().enable();
+        if self.started() {
+            // `notify_waiters` ran before this waiter was registered (or wakes it anyway: the
+            // permit this leaves is harmless once draining).
+            self.notify.notify_one();
+        }
         watch
     }
 }
@@ -118,5 +125,29 @@ impl Drop for ConnGuard {
         if self.process.live.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.process.none_left.notify_waiters();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn every_watch_completes_whether_made_before_or_after_the_drain_started() {
+        let drain = Drain::default();
+        let early = drain.watch();
+        drain.start();
+        let late: Vec<_> = (0..3).map(|_| drain.watch()).collect();
+        let all = async {
+            early.await;
+            for watch in late {
+                watch.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), all)
+            .await
+            .expect("a watch never completed");
     }
 }

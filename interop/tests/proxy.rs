@@ -355,6 +355,24 @@ fn odd_member_answers_are_clear_502s_while_others_are_served() {
     }
 }
 
+#[test]
+fn a_body_cut_short_sends_an_idempotent_request_to_the_next_member() {
+    let members = [Backend::start("a"), Backend::start("b")];
+    let addrs: Vec<SocketAddr> = members.iter().map(|m| m.addr).collect();
+    let server = proxy(&addrs, "[upstream.passive]\nfailures = 0", "");
+    // Member a sends a head, then closes 990 bytes short: nothing reached the client yet.
+    let got = bodies(&server, "/truncate?only=a", 10);
+    assert_eq!(count(&got, "b"), 10, "{got:?}");
+    // A POST was sent whole to a before its answer broke: it is not sent again.
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| curl(&["-d", "x", &server.url("/truncate?only=a")]).status)
+        .collect();
+    assert!(
+        statuses.contains(&502) && statuses.contains(&200),
+        "{statuses:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Connections and bodies
 // ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 //! | `/status/N?only=NAME`  | status N if NAME is ours (or no `only`), else 200            |
 //! | `/slow/MS`             | waits MS milliseconds, then 200 NAME                         |
 //! | `/reset`               | closes the connection without answering                      |
-//! | `/truncate`            | announces 1000 bytes, sends 10, closes                       |
+//! | `/truncate?only=NAME`  | announces 1000 bytes, sends 10, closes (others: 200 NAME)    |
 //! | `/garbage`             | answers bytes that are not HTTP                              |
 //! | `/conns`               | the number of connections accepted so far                    |
 //! | `/open`                | the number of connections open now                           |
@@ -113,7 +113,7 @@ fn serve(stream: TcpStream, state: &State) -> std::io::Result<()> {
                 )?;
                 continue;
             }
-            "/truncate" => {
+            "/truncate" if query.strip_prefix("only=").is_none_or(|o| o == name) => {
                 writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")?;
                 return Ok(());
             }

@@ -327,9 +327,30 @@ impl ProxyService {
                     }
                     member.record_success();
                     tracing::trace!(member = %member.addr, %status, elapsed = ?started.elapsed(), "member answered");
-                    return self
-                        .respond(up, route, member, keep, active, response, is_head, upgrade)
+                    let answer = self
+                        .respond(
+                            up,
+                            route,
+                            member.clone(),
+                            keep,
+                            active,
+                            response,
+                            is_head,
+                            upgrade,
+                        )
                         .await;
+                    match answer {
+                        Ok(response) => return response,
+                        // The member died between its head and its body (killed, reset).
+                        Err(why) => {
+                            self.failed(up, &member, &why);
+                            last_error = why;
+                            tried.push(index);
+                            if !replayable {
+                                return error(StatusCode::BAD_GATEWAY, last_error);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -442,6 +463,8 @@ impl ProxyService {
         }
     }
 
+    /// Turn the member's answer into ours. `Err` when a small body, read whole before
+    /// answering, failed: nothing was sent to the client, so the request may go elsewhere.
     #[allow(clippy::too_many_arguments)]
     async fn respond(
         &self,
@@ -453,7 +476,7 @@ impl ProxyService {
         response: hyper::Response<Incoming>,
         is_head: bool,
         upgrade: bool,
-    ) -> Response {
+    ) -> Result<Response, String> {
         let status = response.status();
         if status == StatusCode::SWITCHING_PROTOCOLS && upgrade {
             let (mut parts, body) = response.into_parts();
@@ -466,11 +489,11 @@ impl ProxyService {
                 drop(active);
                 Ok(Box::new(hyper_util::rt::TokioIo::new(upgraded)) as Box<dyn TunnelIo>)
             };
-            return Response {
+            return Ok(Response {
                 status,
                 headers: parts.headers,
                 body: Body::Upgrade(Tunnel { io: Box::pin(io) }),
-            };
+            });
         }
         let (parts, incoming) = response.into_parts();
         let mut hdrs = parts.headers;
@@ -513,28 +536,26 @@ impl ProxyService {
                 }
                 _ => Body::Empty,
             };
-            return Response {
+            return Ok(Response {
                 status,
                 headers: hdrs,
                 body,
-            };
+            });
         }
         if length.is_some_and(|n| n <= COLLECT_MAX) {
             return match collect(incoming, &mut link, up.conf.read_timeout).await {
                 Ok(frames) => {
                     release(link, true);
                     drop(active);
-                    Response {
+                    Ok(Response {
                         status,
                         headers: hdrs,
                         body: frames_body(frames),
-                    }
+                    })
                 }
-                Err(e) => {
-                    let why = format!("{}: response body: {e}", member.addr);
-                    self.failed(up, &member, &why);
-                    error(StatusCode::BAD_GATEWAY, why)
-                }
+                // Nothing of the answer went to the client yet: the caller may try another
+                // member.
+                Err(e) => Err(format!("{}: response body: {e}", member.addr)),
             };
         }
         let on_done: body::OnDone = Box::new(move |link, complete| {
@@ -549,11 +570,11 @@ impl ProxyService {
             on_done: Some(on_done),
             member,
         };
-        Response {
+        Ok(Response {
             status,
             headers: hdrs,
             body: Body::Stream(BodyStream::new(source, length)),
-        }
+        })
     }
 }
 

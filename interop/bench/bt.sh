@@ -20,7 +20,7 @@
 #
 # Throughput is size / wall time of the client process (libtorrent: from adding the torrent to
 # completion), so client start-up counts against every seeder alike. aria2c opens with an
-# encrypted (MSE) handshake to both seeders and gets plaintext selected by both.
+# encrypted (MSE) handshake, which both seeders answer.
 #
 # Not a CI test: numbers depend on the machine. Results go to stdout and interop/bench/out/.
 # Environment: ROUNDS (3), SIZE_MIB (256), SKIP_BUILD=1.

@@ -470,7 +470,8 @@ fn build_head(req: &httparse::Request<'_, '_>) -> Result<RequestHead, RequestErr
         Version::HTTP_11
     };
 
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    // Room for the fields a proxied request gains (X-Forwarded-*, Via) without a rehash.
+    let mut headers = HeaderMap::with_capacity(req.headers.len() + 4);
     let mut host_field: Option<&[u8]> = None;
     let mut content_length: Option<u64> = None;
     let mut coding = TransferCoding::default();

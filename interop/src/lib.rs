@@ -1080,6 +1080,20 @@ pub fn terminate(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Wait (bounded by [`IO_TIMEOUT`]) until the file at `path` has at least `n` lines (an access
+/// log written by another thread of the server), and return its lines.
+pub fn log_lines(path: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A free loopback TCP port (free when asked; bind it soon).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

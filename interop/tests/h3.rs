@@ -11,7 +11,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use switchyard_interop::{
-    IO_TIMEOUT, Server, Signal, WebRoot, config, curl, pseudo_random, sha256, sha256_file,
+    IO_TIMEOUT, Server, Signal, WebRoot, config, curl, log_lines, pseudo_random, sha256,
+    sha256_file,
 };
 
 const HELLO: &[u8] = b"hello over quic\n";
@@ -366,19 +367,6 @@ fn tail(text: &str) -> String {
 }
 
 // ---- access log -----------------------------------------------------------------------------------
-
-/// Wait (bounded) until the log at `path` has at least `n` lines, and return them.
-fn log_lines(path: &Path, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + IO_TIMEOUT;
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-        if lines.len() >= n || Instant::now() > deadline {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn every_protocol_writes_the_same_access_log_line() {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_interop::{
     CLOSE_TIMEOUT, Conn, IO_TIMEOUT, Server, Signal, WebRoot, check, config, curl, curl_to, get,
-    get_close, pseudo_random, sha256, toml_path,
+    get_close, log_lines, pseudo_random, sha256, toml_path,
 };
 
 const HELLO: &[u8] = b"hello world\n";
@@ -179,19 +179,6 @@ fn sigint_exits_0() {
 }
 
 // ---- access log ---------------------------------------------------------------------------------
-
-/// Wait (bounded) until the log at `path` has at least `n` lines, and return them.
-fn log_lines(path: &Path, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + IO_TIMEOUT;
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-        if lines.len() >= n || Instant::now() > deadline {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn serve_with_access_log(www: &WebRoot, format: &str) -> (Server, std::path::PathBuf) {
     let log = www.outside().join("access.log");

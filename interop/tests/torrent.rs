@@ -276,20 +276,25 @@ fn torrent_and_magnet_describe_the_served_file() {
     }
 }
 
-#[test]
-fn aria2c_downloads_over_the_peer_wire_through_the_built_in_tracker() {
-    let (www, digest) = big_site(24 << 20);
+/// aria2c with `args`, given a .torrent without its web seed, so the only peer it has is this
+/// server (through the built-in tracker): the file must arrive whole over the peer wire.
+fn aria2c_over_the_peer_wire(size: usize, args: &[&str]) {
+    let (www, digest) = big_site(size);
     let server = seed(&www, "");
     let (_, _, torrent) = get_bytes(&server, "/pub/big%20file.bin.torrent");
     let scratch = tempfile::tempdir().expect("scratch");
     let file = scratch.path().join("peers-only.torrent");
     std::fs::write(&file, without_web_seed(&torrent)).expect("write torrent");
-    let out = run(aria2c(scratch.path(), &[], &file), CLIENT_TIMEOUT);
-    assert!(out.status.success(), "aria2c: {out:?}");
+    let out = run(aria2c(scratch.path(), args, &file), CLIENT_TIMEOUT);
+    assert!(out.status.success(), "aria2c {args:?}: {out:?}");
     assert_eq!(sha256_file(&scratch.path().join("big file.bin")), digest);
-    // The pieces came over the peer wire: the only peer it was given is this server.
     let stderr = server.stderr();
     assert!(stderr.contains("peer closed"), "no peer session: {stderr}");
+}
+
+#[test]
+fn aria2c_downloads_over_the_peer_wire_through_the_built_in_tracker() {
+    aria2c_over_the_peer_wire(24 << 20, &[]);
 }
 
 /// aria2c that speaks only MSE (`--bt-require-crypto`): offering plaintext after the
@@ -297,19 +302,8 @@ fn aria2c_downloads_over_the_peer_wire_through_the_built_in_tracker() {
 /// handshake, so a finished download shows the encrypted handshake and, for `arc4`, RC4 on
 /// every byte of the peer wire.
 fn aria2c_encrypted(level: &str) {
-    let (www, digest) = big_site(6 << 20);
-    let server = seed(&www, "");
-    let (_, _, torrent) = get_bytes(&server, "/pub/big%20file.bin.torrent");
-    let scratch = tempfile::tempdir().expect("scratch");
-    let file = scratch.path().join("peers-only.torrent");
-    std::fs::write(&file, without_web_seed(&torrent)).expect("write torrent");
     let level = format!("--bt-min-crypto-level={level}");
-    let args = ["--bt-require-crypto=true", level.as_str()];
-    let out = run(aria2c(scratch.path(), &args, &file), CLIENT_TIMEOUT);
-    assert!(out.status.success(), "aria2c {args:?}: {out:?}");
-    assert_eq!(sha256_file(&scratch.path().join("big file.bin")), digest);
-    let stderr = server.stderr();
-    assert!(stderr.contains("peer closed"), "no peer session: {stderr}");
+    aria2c_over_the_peer_wire(6 << 20, &["--bt-require-crypto=true", level.as_str()]);
 }
 
 #[test]

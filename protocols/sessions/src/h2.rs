@@ -317,7 +317,7 @@ impl H2Conn {
             }
         } else {
             let recv = body.as_mut().expect("not taken on this path");
-            match self.read_body(&head.headers, recv, &mut respond).await {
+            match self.read_body(&head, recv, &mut respond).await {
                 Ok(bytes) => {
                     let req =
                         head.into_request(Version::HTTP_2, self.scheme, self.peer, bytes, None);
@@ -378,7 +378,7 @@ impl H2Conn {
     /// Collect the request body, bounded by `limits.max_body` and, per pause, `timeouts.body`.
     async fn read_body(
         &self,
-        headers: &HeaderMap,
+        head: &Head,
         body: &mut RecvStream,
         respond: &mut SendResponse<Bytes>,
     ) -> Result<Bytes, BodyError> {
@@ -390,14 +390,12 @@ impl H2Conn {
         // against it (RFC 9113 §8.1.1: "A request or response is also malformed if the value of
         // a content-length header field does not equal the sum of the DATA frame payload
         // lengths"): a mismatch resets the stream with PROTOCOL_ERROR and fails `data()`.
-        let announced = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let announced = head.content_length();
         if announced.is_some_and(|len| len > max_body) {
             return Err(BodyError::Answer(StatusCode::PAYLOAD_TOO_LARGE));
         }
-        let expects_continue = headers
+        let expects_continue = head
+            .headers
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         if expects_continue {

@@ -35,7 +35,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use h3::error::{Code, StreamError};
 use h3::server::RequestStream;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, StatusCode, Version};
 use switchyard_services::message::{Body, BodyPart, FileRange, Frame, Response};
 use tokio::task::JoinSet;
@@ -229,7 +229,7 @@ impl H3Conn {
             // processing a request that might be replayed."
             Response::text(StatusCode::TOO_EARLY, "425 Too Early\n")
         } else {
-            match self.read_body(&head.headers, &mut stream).await {
+            match self.read_body(&head, &mut stream).await {
                 Ok(body) => {
                     let req = head.into_request(Version::HTTP_3, "https", self.peer, body, None);
                     env.router.call(req).await
@@ -256,16 +256,9 @@ impl H3Conn {
     }
 
     /// Collect the request body, bounded by `limits.max_body` and, per pause, `timeouts.body`.
-    async fn read_body(
-        &self,
-        headers: &HeaderMap,
-        stream: &mut Stream,
-    ) -> Result<Bytes, BodyError> {
+    async fn read_body(&self, head: &Head, stream: &mut Stream) -> Result<Bytes, BodyError> {
         let max_body = self.env.limits.max_body;
-        let announced = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let announced = head.content_length();
         if announced.is_some_and(|len| len > max_body) {
             return Err(BodyError::Answer(StatusCode::PAYLOAD_TOO_LARGE));
         }

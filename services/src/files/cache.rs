@@ -1,7 +1,9 @@
-//! The files service's memory: resolved routes and small files' bytes, shared by all workers.
+//! The files service's memory: resolved routes and small files' bytes, one per worker.
 //!
 //! Serving a small static file at h2o's pace leaves room for about one `stat` per request, so
-//! the cache keeps two things (both `moka::sync` caches, cheap to clone, safe to share):
+//! the cache keeps two things (both `quick_cache::sync` caches, weighed, cheap to clone; each
+//! worker has its own, so the concurrent cache's locks are never contended, and a lookup costs a
+//! hash and a probe, with no read log to replay as moka keeps):
 //!
 //! * **Routes**, keyed by a hash of the location's configuration and the *raw* request path:
 //!   the resolved file (and its existing precompressed siblings) with ready-made `Content-Type`,
@@ -11,9 +13,10 @@
 //!   file that was inside the root. A hit is re-validated with one `stat` of that file: if the
 //!   inode, size, mtime or ctime differ, the route is dropped and the walk runs again. The
 //!   entry stores the raw path and configuration fingerprint and both are compared on a hit,
-//!   so a hash collision is a miss, never a wrong file. Routes also expire after
-//!   [`ROUTE_TTL`], which bounds how long a *new* file that would change the answer (an index
-//!   file or a precompressed sibling appearing) can go unnoticed.
+//!   so a hash collision is a miss, never a wrong file. A route older than [`ROUTE_TTL`] is a
+//!   miss too (the walk's new route replaces it), which bounds how long a *new* file that
+//!   would change the answer (an index file or a precompressed sibling appearing) can go
+//!   unnoticed.
 //! * **Contents** of files up to `limits.small_file_max`, keyed by [`FileId`] (device, inode,
 //!   size, mtime, ctime) and weighed in bytes: what identifies the bytes, not the name, so a
 //!   changed file is simply a different key and is read again; the stale version ages out.
@@ -31,8 +34,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use foldhash::fast::RandomState;
-use http::HeaderValue;
-use moka::sync::Cache;
+use http::header::{ACCEPT_RANGES, CONTENT_ENCODING, ETAG, LAST_MODIFIED, VARY};
+use http::{HeaderMap, HeaderValue};
+use quick_cache::Weighter;
+use quick_cache::sync::Cache;
 use switchyard_conf::FilesConfig;
 
 use super::encoding::Encoding;
@@ -44,18 +49,40 @@ pub const ROUTE_TTL: Duration = Duration::from_secs(2);
 /// Bytes of route entries kept (paths and header values; a route weighs a few hundred bytes).
 const ROUTE_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// What a route costs besides its strings (header values, vector, `Arc`, moka's own entry).
-const ROUTE_OVERHEAD: usize = 384;
+/// What a route costs besides its strings (header values, vector, `Arc`, the cache's own entry).
+const ROUTE_OVERHEAD: usize = 1024;
 
 /// What a content entry costs besides its bytes, so a million empty files still add up.
 const CONTENT_OVERHEAD: usize = 128;
 
-/// Small-file cache shared by all workers (cheap `Clone`; `moka::sync::Cache` inside, weighed
-/// by bytes).
+/// The size of a typical small file, for sizing the content table up front.
+const TYPICAL_CONTENT: u64 = 8 * 1024;
+
+/// A route and when it was made ([`FileCache::now_ms`]).
+type RouteEntry = (Arc<Route>, u64);
+
+/// Weighs routes by their strings and content by its bytes.
+#[derive(Debug, Clone, Copy)]
+struct ByBytes;
+
+impl Weighter<u64, RouteEntry> for ByBytes {
+    fn weight(&self, _: &u64, (route, _): &RouteEntry) -> u64 {
+        route.weight()
+    }
+}
+
+impl Weighter<FileId, Bytes> for ByBytes {
+    fn weight(&self, _: &FileId, bytes: &Bytes) -> u64 {
+        (bytes.len() + CONTENT_OVERHEAD) as u64
+    }
+}
+
+/// A worker's small-file cache, shared by its sessions (readers) and its files service (cheap
+/// `Clone`; `quick_cache::sync::Cache` inside, weighed by bytes).
 #[derive(Clone)]
 pub struct FileCache {
-    routes: Cache<u64, Arc<Route>, RandomState>,
-    contents: Cache<FileId, Bytes, RandomState>,
+    routes: Arc<Cache<u64, RouteEntry, ByBytes, RandomState>>,
+    contents: Arc<Cache<FileId, Bytes, ByBytes, RandomState>>,
     /// Keys hash request paths, which clients choose: a fast hasher, but seeded per cache.
     hasher: RandomState,
     /// How long a route's `stat` result is trusted ([`Timeouts::file_revalidate`]).
@@ -69,9 +96,9 @@ pub struct FileCache {
 impl fmt::Debug for FileCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileCache")
-            .field("routes", &self.routes.entry_count())
-            .field("contents", &self.contents.entry_count())
-            .field("content_bytes", &self.contents.weighted_size())
+            .field("routes", &self.routes.len())
+            .field("contents", &self.contents.len())
+            .field("content_bytes", &self.contents.weight())
             .finish()
     }
 }
@@ -87,20 +114,23 @@ impl FileCache {
     /// again: under load that saves a path walk per request, and an edit shows within
     /// `revalidate`. A route is still only ever built from a full walk inside the root.
     pub fn with_revalidate(max_bytes: u64, revalidate: Duration) -> Self {
-        let routes = Cache::builder()
-            .max_capacity(ROUTE_CACHE_BYTES)
-            .weigher(|_: &u64, route: &Arc<Route>| route.weight())
-            .time_to_live(ROUTE_TTL)
-            .build_with_hasher(RandomState::default());
-        let contents = Cache::builder()
-            .max_capacity(max_bytes)
-            .weigher(|_: &FileId, bytes: &Bytes| {
-                u32::try_from(bytes.len().saturating_add(CONTENT_OVERHEAD)).unwrap_or(u32::MAX)
-            })
-            .build_with_hasher(RandomState::default());
+        let routes = Cache::with(
+            (ROUTE_CACHE_BYTES / (2 * ROUTE_OVERHEAD as u64)) as usize,
+            ROUTE_CACHE_BYTES,
+            ByBytes,
+            RandomState::default(),
+            Default::default(),
+        );
+        let contents = Cache::with(
+            (max_bytes / TYPICAL_CONTENT).clamp(16, 64 * 1024) as usize,
+            max_bytes,
+            ByBytes,
+            RandomState::default(),
+            Default::default(),
+        );
         FileCache {
-            routes,
-            contents,
+            routes: Arc::new(routes),
+            contents: Arc::new(contents),
             hasher: RandomState::default(),
             revalidate,
             epoch: Instant::now(),
@@ -109,8 +139,8 @@ impl FileCache {
 
     /// Forget everything (configuration reload, tests).
     pub fn clear(&self) {
-        self.routes.invalidate_all();
-        self.contents.invalidate_all();
+        self.routes.clear();
+        self.contents.clear();
     }
 
     /// A fingerprint of everything in a location's configuration that changes how a path
@@ -129,19 +159,20 @@ impl FileCache {
         self.hasher.hash_one((fingerprint, raw_path))
     }
 
-    /// The route for `key`, if it was stored for exactly this path and configuration.
+    /// The route for `key`, if it was stored for exactly this path and configuration less
+    /// than [`ROUTE_TTL`] ago.
     pub(super) fn route(&self, key: u64, fingerprint: u64, raw_path: &str) -> Option<Arc<Route>> {
-        self.routes
-            .get(&key)
-            .filter(|r| r.fingerprint == fingerprint && &*r.raw_path == raw_path)
+        let (route, born_ms) = self.routes.get(&key)?;
+        let young = self.now_ms().saturating_sub(born_ms) < ROUTE_TTL.as_millis() as u64;
+        (young && route.fingerprint == fingerprint && &*route.raw_path == raw_path).then_some(route)
     }
 
     pub(super) fn insert_route(&self, key: u64, route: Arc<Route>) {
-        self.routes.insert(key, route);
+        self.routes.insert(key, (route, self.now_ms()));
     }
 
     pub(super) fn forget_route(&self, key: u64) {
-        self.routes.invalidate(&key);
+        self.routes.remove(&key);
     }
 
     /// Milliseconds since this cache was made (the clock of [`Variant::checked`]).
@@ -180,14 +211,13 @@ pub struct Route {
 }
 
 impl Route {
-    fn weight(&self) -> u32 {
+    fn weight(&self) -> u64 {
         let strings: usize = self
             .variants
             .iter()
             .map(|v| v.path.as_os_str().len() + v.etag.len())
             .sum();
-        u32::try_from(self.raw_path.len() + strings + ROUTE_OVERHEAD * self.variants.len())
-            .unwrap_or(u32::MAX)
+        (self.raw_path.len() + strings + ROUTE_OVERHEAD * self.variants.len()) as u64
     }
 
     /// The variant to send for a negotiated encoding (`None` = identity).
@@ -216,6 +246,35 @@ pub struct Variant {
     pub modified: SystemTime,
     /// When `id` was last confirmed by a `stat` ([`FileCache::now_ms`]), or [`NEVER_CHECKED`].
     pub checked: AtomicU64,
+    /// The fields of a 200 answer with this variant: [`Variant::range_headers`] and
+    /// Content-Type, made once with the route.
+    pub ok_headers: HeaderMap,
+}
+
+impl Variant {
+    /// ETag, Last-Modified and, when a precompressed sibling may be chosen, `Vary:
+    /// Accept-Encoding` (RFC 9110 §12.5.5; §15.4.5 asks for it on a 304 too): what a 304 or 412
+    /// about this variant carries.
+    pub fn validator_headers(&self, precompressed: bool) -> HeaderMap {
+        let mut headers = HeaderMap::with_capacity(8);
+        headers.insert(ETAG, self.etag.clone());
+        headers.insert(LAST_MODIFIED, self.last_modified.clone());
+        if precompressed {
+            headers.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+        }
+        headers
+    }
+
+    /// [`Variant::validator_headers`], Accept-Ranges and the Content-Encoding of a
+    /// precompressed sibling: the fields every answer with content shares.
+    pub fn range_headers(&self, precompressed: bool) -> HeaderMap {
+        let mut headers = self.validator_headers(precompressed);
+        headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if let Some(encoding) = self.encoding {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding.token()));
+        }
+        headers
+    }
 }
 
 /// [`Variant::checked`] of a variant that must be `stat`ed before its next use.

@@ -24,8 +24,8 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{
-    ACCEPT_RANGES, ALLOW, CONTENT_ENCODING, CONTENT_RANGE, CONTENT_TYPE, ETAG, LAST_MODIFIED,
-    LOCATION, RANGE, VARY,
+    ACCEPT_ENCODING, ALLOW, CONTENT_RANGE, CONTENT_TYPE, IF_MATCH, IF_MODIFIED_SINCE,
+    IF_NONE_MATCH, IF_UNMODIFIED_SINCE, LOCATION, RANGE,
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -292,7 +292,13 @@ fn build_route(
 ) -> Route {
     let now = SystemTime::now();
     let content_type = representation::content_type(name);
-    let mut variants = vec![variant(found, None, content_type.clone(), now)];
+    let mut variants = vec![variant(
+        found,
+        None,
+        content_type.clone(),
+        now,
+        cfg.precompressed,
+    )];
     let mut encodings = Vec::new();
     if cfg.precompressed {
         for encoding in Encoding::ALL {
@@ -301,7 +307,13 @@ fn build_route(
                 continue;
             };
             if found.meta.is_file() {
-                variants.push(variant(found, Some(encoding), content_type.clone(), now));
+                variants.push(variant(
+                    found,
+                    Some(encoding),
+                    content_type.clone(),
+                    now,
+                    cfg.precompressed,
+                ));
                 encodings.push(encoding);
             }
         }
@@ -319,11 +331,12 @@ fn variant(
     encoding: Option<Encoding>,
     content_type: HeaderValue,
     now: SystemTime,
+    precompressed: bool,
 ) -> Variant {
     let id = FileId::of(&found.meta);
     let etag = representation::etag(&id, encoding);
     let modified = representation::last_modified(id.modified(), now);
-    Variant {
+    let mut variant = Variant {
         path: found.path,
         encoding,
         id,
@@ -333,7 +346,12 @@ fn variant(
         last_modified: representation::http_date(modified),
         modified,
         checked: AtomicU64::new(NEVER_CHECKED),
-    }
+        ok_headers: HeaderMap::new(),
+    };
+    let mut ok_headers = variant.range_headers(precompressed);
+    ok_headers.insert(CONTENT_TYPE, variant.content_type.clone());
+    variant.ok_headers = ok_headers;
+    variant
 }
 
 /// Where the chosen variant's bytes come from.
@@ -374,7 +392,12 @@ fn respond(
     check: Check,
     io: Io,
 ) -> Result<Response, Miss> {
-    let encoding = encoding::choose(&req.headers, &route.encodings);
+    let asks = Asks::of(&req.headers);
+    let encoding = if asks.encoding {
+        encoding::choose(&req.headers, &route.encodings)
+    } else {
+        None
+    };
     let variant = route.variant(encoding);
     let now_ms = cache.now_ms();
     match check {
@@ -389,39 +412,32 @@ fn respond(
         }
         Check::JustResolved => variant.checked.store(now_ms, Ordering::Relaxed),
     }
-    let mut headers = HeaderMap::with_capacity(8);
-    headers.insert(ETAG, variant.etag.clone());
-    headers.insert(LAST_MODIFIED, variant.last_modified.clone());
-    if cfg.precompressed {
-        // RFC 9110 §12.5.5: the response varies with Accept-Encoding whenever siblings may be
-        // chosen, including 304 (§15.4.5 requires Vary there too).
-        headers.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
-    }
     let validators = Validators {
         etag: &variant.etag_text,
         last_modified: variant.modified,
     };
-    match conditional::evaluate(&req.headers, true, &validators) {
+    let precondition = if asks.preconditions {
+        conditional::evaluate(&req.headers, true, &validators)
+    } else {
+        Precondition::Proceed
+    };
+    match precondition {
         Precondition::Proceed => {}
         Precondition::NotModified => {
             // §15.4.5: a 304 carries the ETag, Vary (and Last-Modified to guide caches); no content.
             return Ok(Response {
                 status: StatusCode::NOT_MODIFIED,
-                headers,
+                headers: variant.validator_headers(cfg.precompressed),
                 body: Body::Empty,
             });
         }
         Precondition::Failed => {
             return Ok(Response {
                 status: StatusCode::PRECONDITION_FAILED,
-                headers,
+                headers: variant.validator_headers(cfg.precompressed),
                 body: Body::Empty,
             });
         }
-    }
-    headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Some(encoding) = variant.encoding {
-        headers.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding.token()));
     }
     let source = match io {
         Io::Allowed => match load(variant, limits, cache, cfg.symlinks) {
@@ -435,23 +451,22 @@ fn respond(
         Io::Forbidden => return Err(Miss::NeedsIo),
     };
     let len = variant.id.size;
-    let outcome = if req.method == Method::GET {
+    let outcome = if asks.range && req.method == Method::GET {
         range_outcome(req, &validators, len, limits)
     } else {
         None
     };
     match outcome {
-        None | Some(RangeOutcome::Full) => {
-            headers.insert(CONTENT_TYPE, variant.content_type.clone());
-            Ok(Response {
-                status: StatusCode::OK,
-                headers,
-                body: source.body(0..len),
-            })
-        }
+        // The common answer's fields were made with the route: one clone, no hashing.
+        None | Some(RangeOutcome::Full) => Ok(Response {
+            status: StatusCode::OK,
+            headers: variant.ok_headers.clone(),
+            body: source.body(0..len),
+        }),
         Some(RangeOutcome::Unsatisfiable) => {
             // §15.5.17: "a server generating a 416 ... SHOULD generate a Content-Range header
             // field specifying the current length of the selected representation".
+            let mut headers = variant.range_headers(cfg.precompressed);
             insert_string(&mut headers, CONTENT_RANGE, range::unsatisfied_range(len));
             Ok(Response {
                 status: StatusCode::RANGE_NOT_SATISFIABLE,
@@ -459,7 +474,45 @@ fn respond(
                 body: Body::Empty,
             })
         }
-        Some(RangeOutcome::Partial(ranges)) => Ok(partial(headers, variant, &source, &ranges, len)),
+        Some(RangeOutcome::Partial(ranges)) => Ok(partial(
+            variant.range_headers(cfg.precompressed),
+            variant,
+            &source,
+            &ranges,
+            len,
+        )),
+    }
+}
+
+/// Which of the fields that shape a file's answer a request carries, found in one pass over its
+/// names: most requests carry none, and a pass costs less than a hash lookup per field.
+#[derive(Debug, Default)]
+struct Asks {
+    /// Accept-Encoding: a precompressed sibling may be chosen.
+    encoding: bool,
+    /// If-Match, If-None-Match, If-Modified-Since or If-Unmodified-Since (RFC 9110 §13.2.2).
+    preconditions: bool,
+    /// Range (If-Range only matters with it).
+    range: bool,
+}
+
+impl Asks {
+    fn of(headers: &HeaderMap) -> Asks {
+        let mut asks = Asks::default();
+        for name in headers.keys() {
+            if name == ACCEPT_ENCODING {
+                asks.encoding = true;
+            } else if name == IF_MATCH
+                || name == IF_NONE_MATCH
+                || name == IF_MODIFIED_SINCE
+                || name == IF_UNMODIFIED_SINCE
+            {
+                asks.preconditions = true;
+            } else if name == RANGE {
+                asks.range = true;
+            }
+        }
+        asks
     }
 }
 

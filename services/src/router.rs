@@ -233,7 +233,7 @@ impl Router {
     /// dropped the request (it panicked, or stopped) answers 500.
     pub async fn call(&self, req: Request) -> Response {
         let req = match &self.redis {
-            Some(redis) => match redis.handle(req).await {
+            Some(redis) => match Box::pin(redis.handle(req)).await {
                 Ok(response) => return response,
                 Err(req) => req,
             },
@@ -250,7 +250,7 @@ impl Router {
             Route::Files(cfg) => cfg,
             Route::Proxy(route) => {
                 return match &self.proxy {
-                    Some(proxy) => proxy.forward(&route, req).await,
+                    Some(proxy) => Box::pin(proxy.forward(&route, req)).await,
                     None => Response::text(
                         http::StatusCode::BAD_GATEWAY,
                         "502 Bad Gateway: no upstreams are running\n",
@@ -260,9 +260,9 @@ impl Router {
             Route::CachedProxy(route) => {
                 return match (&self.proxy, &self.cache) {
                     (Some(proxy), Some(cache)) => {
-                        crate::proxy_cache::serve(cache, proxy.clone(), route, req).await
+                        Box::pin(crate::proxy_cache::serve(cache, proxy.clone(), route, req)).await
                     }
-                    (Some(proxy), None) => proxy.forward(&route, req).await,
+                    (Some(proxy), None) => Box::pin(proxy.forward(&route, req)).await,
                     (None, _) => Response::text(
                         http::StatusCode::BAD_GATEWAY,
                         "502 Bad Gateway: no upstreams are running\n",
@@ -272,7 +272,7 @@ impl Router {
         };
         if let Some(store) = &self.torrent
             && torrent_http::wants(&req.path)
-            && let Some(response) = torrent_http::intercept(store, &req, &cfg).await
+            && let Some(response) = Box::pin(torrent_http::intercept(store, &req, &cfg)).await
         {
             return response;
         }
@@ -423,6 +423,18 @@ mod tests {
                 .start_bounded();
             let table = Arc::new(ArcSwap::from_pointee(RouteTable::new(&config)));
             Router::new(table, files, cache, limits)
+        }
+
+        /// A session's future embeds the router's: every connection, idle ones included,
+        /// holds that much memory for its whole life, so the proxy, cache and Redis paths
+        /// (whose futures hold a whole upstream exchange) are boxed where they start.
+        #[actix_rt::test]
+        async fn a_call_in_flight_is_small() {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let router = router(dir.path(), 1, None);
+            let call = router.call(request("/a.txt"));
+            let size = std::mem::size_of_val(&call);
+            assert!(size <= 1536, "Router::call future is {size} bytes");
         }
 
         #[actix_rt::test]

@@ -118,6 +118,10 @@ struct QuicArgs {
     /// QUIC congestion controller: cubic, bbr or newreno.
     #[arg(long, value_parser = parse_congestion)]
     quic_congestion: Option<switchyard_conf::Congestion>,
+    /// Close a QUIC connection silent for this long (the max_idle_timeout transport parameter,
+    /// e.g. "30s", the default).
+    #[arg(long, value_parser = switchyard_conf::parse_idle_timeout)]
+    quic_idle_timeout: Option<std::time::Duration>,
 }
 
 fn parse_congestion(text: &str) -> Result<switchyard_conf::Congestion, String> {
@@ -141,6 +145,9 @@ impl QuicArgs {
         }
         if let Some(dir) = self.qlog_dir {
             quic.qlog_dir = Some(dir);
+        }
+        if let Some(idle) = self.quic_idle_timeout {
+            quic.idle_timeout = idle;
         }
     }
 }

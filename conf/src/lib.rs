@@ -127,7 +127,9 @@ pub use proxy::{
     Balance, HashKey, HeaderEdits, HealthCheck, Member, PassiveHealth, ProxyLocation, Upstream,
     UpstreamProtocol, UpstreamTls, parse_member,
 };
-pub use quic::{Congestion, MAX_STREAMS_BIDI, QuicConfig, RetryPolicy, parse_retry};
+pub use quic::{
+    Congestion, MAX_STREAMS_BIDI, QuicConfig, RetryPolicy, parse_idle_timeout, parse_retry,
+};
 pub use redis_routes::RedisRoutesConfig;
 pub use torrent::{MAX_PIECE_LENGTH, MIN_PIECE_LENGTH, TorrentConfig, default_state_dir};
 pub use validate::{DEFAULT_LISTEN, MAX_SESSION_CACHE, MAX_WORKERS};

@@ -162,13 +162,7 @@ pub(crate) fn validate(sources: &[Source], base: &Path) -> Result<QuicConfig, Co
     let idle_timeout = match last(sources, |f| quic(f).and_then(|q| q.idle_timeout.as_ref())) {
         None => d.idle_timeout,
         Some(at) => {
-            let value =
-                parse_duration(at.value()).map_err(|e| at.error(&key("idle_timeout"), e))?;
-            // RFC 9000 §18.2: the value is in milliseconds, a varint; 0 would mean "no timeout".
-            if value < Duration::from_millis(1) || value > Duration::from_secs(24 * 3600) {
-                return Err(at.error(&key("idle_timeout"), "must be between 1ms and 24h"));
-            }
-            value
+            parse_idle_timeout(at.value()).map_err(|e| at.error(&key("idle_timeout"), e))?
         }
     };
     let window = |name: &str, default: u64, get: fn(&RawQuic) -> Option<&Spanned<RawSize>>| {
@@ -249,6 +243,16 @@ fn qlog_dir(at: &At<'_, String>, base: &Path) -> Result<PathBuf, ConfError> {
         ));
     }
     Ok(path)
+}
+
+/// An idle timeout such as `"30s"`, between 1 ms and 24 h.
+pub fn parse_idle_timeout(text: &str) -> Result<Duration, String> {
+    let value = parse_duration(text)?;
+    // RFC 9000 §18.2: the value is in milliseconds, a varint; 0 would mean "no timeout".
+    if value < Duration::from_millis(1) || value > Duration::from_secs(24 * 3600) {
+        return Err("must be between 1ms and 24h".to_owned());
+    }
+    Ok(value)
 }
 
 /// `"never"`, `"always"` or `"above N/s"` (N ≥ 1 new connections per second).

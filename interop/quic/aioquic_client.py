@@ -135,6 +135,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--keylog")
     p.add_argument("--qlog")
     p.add_argument("--timeout", type=float, default=60)
+    p.add_argument("--idle-timeout", type=float, default=60, help="QUIC idle timeout, seconds")
     p.add_argument("--method", default="GET", help="h3 only: method of every request")
     return p.parse_args()
 
@@ -148,6 +149,7 @@ async def run(args: argparse.Namespace) -> dict:
         alpn_protocols=H3_ALPN if args.alpn == "h3" else ["hq-interop"],
         verify_mode=ssl.CERT_NONE,
         server_name="localhost",
+        idle_timeout=args.idle_timeout,
     )
     if args.chacha20:
         config.cipher_suites = [CipherSuite.CHACHA20_POLY1305_SHA256]

@@ -72,11 +72,15 @@ pub fn write_response_head(
     dst.reserve(128 + date.len() + headers.len() * 32);
 
     // RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ]
-    dst.put_slice(b"HTTP/1.1 ");
-    dst.put_slice(status.as_str().as_bytes());
-    dst.put_u8(b' ');
-    dst.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    dst.put_slice(b"\r\nServer: switchyard\r\nDate: ");
+    if status == StatusCode::OK {
+        dst.put_slice(b"HTTP/1.1 200 OK\r\nServer: switchyard\r\nDate: ");
+    } else {
+        dst.put_slice(b"HTTP/1.1 ");
+        dst.put_slice(status.as_str().as_bytes());
+        dst.put_u8(b' ');
+        dst.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        dst.put_slice(b"\r\nServer: switchyard\r\nDate: ");
+    }
     dst.put_slice(date);
     dst.put_slice(b"\r\n");
 

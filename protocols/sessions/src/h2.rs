@@ -968,38 +968,15 @@ mod tests {
     //! The session against `h2`'s own client over an in-memory pipe, serving this crate's
     //! directory through the real router and files service.
 
-    use std::path::Path;
     use std::sync::Arc;
 
     use h2::client;
     use http::Method;
-    use switchyard_conf::{Config, Limits};
-    use switchyard_services::actor::FilesService;
-    use switchyard_services::files::FileCache;
-    use switchyard_services::router::{RouteTable, Router};
+    use switchyard_conf::Limits;
 
     use super::*;
-    use crate::env::{ConnTracker, Drain};
-
-    /// The environment of one worker serving the crate directory (the tests' working directory).
-    fn env(limits: Limits) -> Rc<SessionEnv> {
-        let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
-        let config = Config::serve_dir(Path::new("."), addr).expect("cwd is a directory");
-        let limits = Arc::new(limits);
-        let cache = FileCache::new(limits.file_cache_bytes);
-        let files = FilesService::new(cache.clone(), limits.clone(), None).start_bounded();
-        let table = Arc::new(Arc::new(RouteTable::new(&config)).into());
-        Rc::new(SessionEnv {
-            router: Router::new(table, files, cache, limits.clone()),
-            limits,
-            timeouts: Arc::new(config.timeouts.clone()),
-            access_log: None,
-            drain: Arc::new(Drain::default()),
-            http2: Arc::new(Http2Config::default()),
-            torrent: None,
-            alt_svc: None,
-        })
-    }
+    use crate::env::ConnTracker;
+    use crate::testing::env;
 
     /// Start a session on one end of a pipe and hand the client a connection on the other.
     async fn connect(env: Rc<SessionEnv>, client: &client::Builder) -> client::SendRequest<Bytes> {

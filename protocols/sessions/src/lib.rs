@@ -17,6 +17,8 @@ mod head;
 pub mod hq;
 pub mod io;
 pub mod peer;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 
 pub use env::{ConnGuard, ConnTracker, Drain, SessionEnv};

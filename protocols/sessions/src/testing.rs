@@ -1,0 +1,34 @@
+//! What the sessions' unit tests share.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use switchyard_conf::{Config, Http2Config, Limits};
+use switchyard_services::actor::FilesService;
+use switchyard_services::files::FileCache;
+use switchyard_services::router::{RouteTable, Router};
+
+use crate::env::{Drain, SessionEnv};
+
+/// The environment of one worker serving the crate directory (the tests' working directory).
+/// Call it inside an actix system: it starts the worker's files service.
+pub(crate) fn env(limits: Limits) -> Rc<SessionEnv> {
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
+    let config = Config::serve_dir(Path::new("."), addr).expect("cwd is a directory");
+    let limits = Arc::new(limits);
+    let cache = FileCache::new(limits.file_cache_bytes);
+    let files = FilesService::new(cache.clone(), limits.clone(), None).start_bounded();
+    let table = Arc::new(Arc::new(RouteTable::new(&config)).into());
+    Rc::new(SessionEnv {
+        router: Router::new(table, files, cache, limits.clone()),
+        limits,
+        timeouts: Arc::new(config.timeouts.clone()),
+        access_log: None,
+        drain: Arc::new(Drain::default()),
+        http2: Arc::new(Http2Config::default()),
+        torrent: None,
+        alt_svc: None,
+    })
+}

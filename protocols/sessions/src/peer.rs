@@ -17,6 +17,7 @@
 //! the socket, the next timer or the drain.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -171,7 +172,9 @@ impl PeerConn {
         };
         let end = match self.negotiate(&store).await {
             Ok(()) => match self.handshake(&store).await {
-                Ok((seeded, extended)) => self.serve(&registered, seeded, extended).await,
+                Ok((seeded, file, extended)) => {
+                    self.serve(&registered, seeded, &file, extended).await
+                }
                 Err(end) => end,
             },
             Err(end) => end,
@@ -197,13 +200,7 @@ impl PeerConn {
             .fill(&mut random)
             .map_err(|_| End::Refused("no random numbers".into()))?;
         let mut responder = Responder::new(&random);
-        let registry = store.registry();
-        let known = |key: &[u8; 20]| {
-            registry
-                .keys()
-                .find(|hash| mse::torrent_key(&hash.0) == *key)
-                .map(|hash| hash.0)
-        };
+        let known = |key: &[u8; 20]| store.by_obfuscated_hash(key).map(|hash| hash.0);
         loop {
             match responder.poll(&mut self.inbuf, known) {
                 Err(e) => return Err(End::Refused(e.to_string())),
@@ -228,7 +225,7 @@ impl PeerConn {
     }
 
     /// Read the peer's handshake, find its torrent, answer with ours (BEP 3).
-    async fn handshake(&mut self, store: &TorrentStore) -> Result<(Arc<Seeded>, bool), End> {
+    async fn handshake(&mut self, store: &TorrentStore) -> Result<(Arc<Seeded>, File, bool), End> {
         // The whole handshake within `timeouts.sniff`, however slowly it trickles in.
         let deadline = Instant::now() + self.env.timeouts.sniff;
         while self.inbuf.len() < HANDSHAKE_LEN {
@@ -251,15 +248,25 @@ impl PeerConn {
         if hs.peer_id == store.peer_id {
             return Err(End::Refused("connected to ourselves".into()));
         }
+        // Held for the connection: pieces are read from the version that was hashed.
+        let file = seeded
+            .open()
+            .map_err(|e| End::Refused(format!("{}: {e}", hs.info_hash.as_string())))?;
         let extended = hs.supports_extended();
         self.inbuf.advance(len);
         let mut out = [0u8; HANDSHAKE_LEN];
         let n = Handshake::new(seeded.info_hash, store.peer_id).serialize_unchecked_len(&mut out);
         self.write(&mut out[..n]).await?;
-        Ok((seeded, extended))
+        Ok((seeded, file, extended))
     }
 
-    async fn serve(&mut self, reg: &Registered, seeded: Arc<Seeded>, extended: bool) -> End {
+    async fn serve(
+        &mut self,
+        reg: &Registered,
+        seeded: Arc<Seeded>,
+        file: &File,
+        extended: bool,
+    ) -> End {
         let store = &reg.store;
         let shape = TorrentShape {
             piece_length: seeded.piece_length,
@@ -333,7 +340,7 @@ impl PeerConn {
                             }
                         }
                     }
-                    if let Err(end) = encode(&t, &seeded, &mut out) {
+                    if let Err(end) = encode(&t, &seeded, file, &mut out) {
                         return end;
                     }
                 }
@@ -416,7 +423,7 @@ impl PeerConn {
 }
 
 /// Append the wire form of `t` to `out`. Blocks are read from the file straight into `out`.
-fn encode(t: &Transmit, seeded: &Seeded, out: &mut BytesMut) -> Result<(), End> {
+fn encode(t: &Transmit, seeded: &Seeded, file: &File, out: &mut BytesMut) -> Result<(), End> {
     let ser_err = |e: librqbit_peer_protocol::SerializeError| End::Refused(format!("encode: {e}"));
     let mut put = |msg: &Message<'_>, ids: PeerExtendedMessageIds| -> Result<(), End> {
         let start = out.len();
@@ -491,9 +498,7 @@ fn encode(t: &Transmit, seeded: &Seeded, out: &mut BytesMut) -> Result<(), End> 
             let start = out.len();
             out.resize(start + len, 0);
             let offset = b.index as u64 * u64::from(seeded.piece_length) + u64::from(b.begin);
-            seeded
-                .file
-                .read_exact_at(&mut out[start..], offset)
+            file.read_exact_at(&mut out[start..], offset)
                 .map_err(End::Io)
         }
     }

@@ -459,6 +459,17 @@ mod tests {
         }
     }
 
+    /// The torrent store indexes torrents by this value (services/src/torrent/store.rs checks
+    /// the same vector): Python's hashlib.sha1(b"req2" + bytes(range(20))).
+    #[test]
+    fn torrent_key_is_sha1_of_req2_and_the_info_hash() {
+        let hex: String = torrent_key(&std::array::from_fn(|i| i as u8))
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(hex, "4321b2c3fbde0a4fa12ca762484f5b8dc9cf4b5f");
+    }
+
     #[test]
     fn plaintext_is_selected_when_offered() {
         for chunk in [1, 7, 96, 4096] {

@@ -189,12 +189,11 @@ fn scrape(store: &Arc<TorrentStore>, req: &Request) -> Response {
         Ok(h) => h,
         Err(reason) => return failure(reason),
     };
-    let registry = store.registry();
     if hashes.is_empty() {
-        hashes = registry.keys().take(FULL_SCRAPE_MAX).copied().collect();
+        hashes = store.info_hashes(FULL_SCRAPE_MAX);
     }
     // BEP 48: only info-hashes this tracker knows appear in `files`.
-    hashes.retain(|h| registry.contains_key(h));
+    hashes.retain(|h| store.seeds(h));
     let stats = {
         let mut tracker = store.tracker.lock().unwrap_or_else(|p| p.into_inner());
         tracker.scrape(&hashes, Instant::now())

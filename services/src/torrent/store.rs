@@ -9,13 +9,12 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use librqbit_core::Id20;
 use sha1::{Digest, Sha1};
@@ -38,9 +37,29 @@ pub struct Seeded {
     pub name: String,
     pub length: u64,
     pub piece_length: u32,
-    /// The file, open for positional reads by any number of peers.
-    pub file: Arc<File>,
     key: FileKey,
+}
+
+impl Seeded {
+    /// Open the file for a peer connection, proving it is still the version that was hashed
+    /// (same size and modification time). Seeded files are not kept open: a directory of more
+    /// files than the process may open would otherwise leave no descriptor for a connection.
+    pub fn open(&self) -> io::Result<File> {
+        let file = File::open(&self.key.path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() || meta.len() != self.key.size || mtime_ns(&meta) != self.key.mtime_ns {
+            return Err(io::Error::other("the file changed since it was hashed"));
+        }
+        Ok(file)
+    }
+}
+
+/// Modification time in nanoseconds since the epoch (0 where the platform has none).
+fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 /// What identifies one version of one file for hashing.
@@ -55,16 +74,11 @@ pub struct FileKey {
 
 impl FileKey {
     pub fn new(path: &Path, name: &str, meta: &std::fs::Metadata, piece_length: u32) -> FileKey {
-        let mtime_ns = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos() as i128);
         FileKey {
             path: path.to_path_buf(),
             name: name.to_owned(),
             size: meta.len(),
-            mtime_ns,
+            mtime_ns: mtime_ns(meta),
             piece_length,
         }
     }
@@ -89,8 +103,39 @@ pub struct HashError(pub String);
 
 type Flight = Arc<OnceCell<Result<Arc<Seeded>, HashError>>>;
 
-/// Registry snapshot: info-hash → file.
-pub type Registry = HashMap<Id20, Arc<Seeded>>;
+/// What is seeded: by info-hash, and by the name an encrypted handshake gives it.
+///
+/// Behind a lock rather than republished whole on every change: serving a directory of N
+/// files publishes N torrents, and copying the map each time made that quadratic.
+#[derive(Debug, Default)]
+struct Registry {
+    by_hash: HashMap<Id20, Arc<Seeded>>,
+    /// BEP 8 (Message Stream Encryption): HASH('req2', info-hash) → info-hash.
+    by_obfuscated: HashMap<[u8; 20], Id20>,
+}
+
+impl Registry {
+    fn insert(&mut self, seeded: &Arc<Seeded>) {
+        self.by_obfuscated
+            .insert(obfuscated(&seeded.info_hash), seeded.info_hash);
+        self.by_hash.insert(seeded.info_hash, seeded.clone());
+    }
+
+    fn remove(&mut self, hash: &Id20) {
+        self.by_obfuscated.remove(&obfuscated(hash));
+        self.by_hash.remove(hash);
+    }
+}
+
+/// BEP 8's HASH('req2', SKEY) with the info-hash as SKEY: how a peer opening an encrypted
+/// connection names the torrent it wants without revealing it.
+fn obfuscated(hash: &Id20) -> [u8; 20] {
+    Sha1::new()
+        .chain_update(b"req2")
+        .chain_update(hash.0)
+        .finalize()
+        .into()
+}
 
 /// Everything BitTorrent shares across workers: registry, tracker, upload slots, limits.
 #[derive(Debug)]
@@ -98,7 +143,7 @@ pub struct TorrentStore {
     pub config: TorrentConfig,
     /// Our peer id (`-SY0001-` and 12 random bytes, Azureus style).
     pub peer_id: Id20,
-    registry: ArcSwap<Registry>,
+    registry: RwLock<Registry>,
     /// Current torrent of each path (to replace it when the file changes).
     by_path: Mutex<HashMap<PathBuf, Arc<Seeded>>>,
     inflight: Mutex<HashMap<FileKey, Flight>>,
@@ -128,7 +173,7 @@ impl TorrentStore {
         };
         Arc::new(TorrentStore {
             peer_id: Id20::new(peer_id),
-            registry: ArcSwap::from_pointee(HashMap::new()),
+            registry: RwLock::default(),
             by_path: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             hash_slots: Semaphore::new(config.hash_threads),
@@ -143,16 +188,31 @@ impl TorrentStore {
 
     /// The file seeded under `hash`, if any.
     pub fn lookup(&self, hash: &Id20) -> Option<Arc<Seeded>> {
-        self.registry.load().get(hash).cloned()
+        self.read().by_hash.get(hash).cloned()
     }
 
     /// Whether we seed `hash`.
     pub fn seeds(&self, hash: &Id20) -> bool {
-        self.registry.load().contains_key(hash)
+        self.read().by_hash.contains_key(hash)
     }
 
-    pub fn registry(&self) -> Arc<Registry> {
-        self.registry.load_full()
+    /// Up to `limit` of the info-hashes we seed, in no particular order.
+    pub fn info_hashes(&self, limit: usize) -> Vec<Id20> {
+        self.read().by_hash.keys().take(limit).copied().collect()
+    }
+
+    /// How many files are seeded.
+    pub fn torrents(&self) -> usize {
+        self.read().by_hash.len()
+    }
+
+    /// The info-hash whose BEP 8 HASH('req2', info-hash) is `key`, if we seed it.
+    pub fn by_obfuscated_hash(&self, key: &[u8; 20]) -> Option<Id20> {
+        self.read().by_obfuscated.get(key).copied()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        self.registry.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The torrent of the file `key` describes: from memory, else the disk cache, else hashed.
@@ -203,15 +263,14 @@ impl TorrentStore {
         if old.as_ref().is_some_and(|o| Arc::ptr_eq(o, seeded)) {
             return;
         }
-        let mut next: Registry = (**self.registry.load()).clone();
+        let mut registry = self.registry.write().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = old {
-            next.remove(&old.info_hash);
+            registry.remove(&old.info_hash);
         }
-        next.insert(seeded.info_hash, seeded.clone());
-        self.registry.store(Arc::new(next));
+        registry.insert(seeded);
     }
 
-    /// Blocking: read the cached info dictionary or hash the file, then open it for seeding.
+    /// Blocking: read the cached info dictionary or hash the file.
     fn load_or_hash(&self, key: &FileKey) -> Result<Arc<Seeded>, HashError> {
         let file =
             File::open(&key.path).map_err(|e| HashError(format!("{}: {e}", key.path.display())))?;
@@ -239,7 +298,6 @@ impl TorrentStore {
             name: info.name,
             length: info.length,
             piece_length: info.piece_length,
-            file: Arc::new(file),
             key: key.clone(),
         }))
     }
@@ -304,7 +362,7 @@ impl TorrentStore {
                 failed,
                 bytes = done_bytes,
                 seconds = started.elapsed().as_secs_f64(),
-                torrents = self.registry.load().len(),
+                torrents = self.torrents(),
                 "hashing done: every served file is seeded"
             );
         });
@@ -402,5 +460,24 @@ mod tests {
         assert_ne!(changed.info_hash, a.info_hash);
         assert!(s.seeds(&changed.info_hash));
         assert!(!s.seeds(&a.info_hash));
+        // The encrypted handshake's name for a torrent follows it too.
+        assert_eq!(
+            s.by_obfuscated_hash(&obfuscated(&changed.info_hash)),
+            Some(changed.info_hash)
+        );
+        assert_eq!(s.by_obfuscated_hash(&obfuscated(&a.info_hash)), None);
+        assert_eq!(s.torrents(), 1);
+    }
+
+    /// BEP 8: HASH('req2', SKEY) is SHA-1 over "req2" and the 20 bytes of SKEY (this value is
+    /// Python's hashlib.sha1(b"req2" + bytes(range(20)))).
+    #[test]
+    fn the_obfuscated_hash_is_bep_8s() {
+        let hash = Id20::new(std::array::from_fn(|i| i as u8));
+        let hex: String = obfuscated(&hash)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(hex, "4321b2c3fbde0a4fa12ca762484f5b8dc9cf4b5f");
     }
 }

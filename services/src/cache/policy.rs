@@ -560,14 +560,7 @@ pub fn merge_not_modified(stored: &mut HeaderMap, not_modified: &HeaderMap) -> b
 /// Remove the fields a cache must not store (§3.1): `Connection`, the fields it names, and
 /// the hop-by-hop `Proxy-Connection`, `Keep-Alive`, `TE`, `Transfer-Encoding`, `Upgrade`.
 pub fn strip_unstorable(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
+    for name in crate::proxy::headers::connection_options(headers) {
         headers.remove(name);
     }
     for name in [CONNECTION, TE, TRANSFER_ENCODING, UPGRADE] {

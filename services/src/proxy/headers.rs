@@ -31,6 +31,18 @@ const CONNECTION_AT: usize = 0;
 const TE_AT: usize = 5;
 const UPGRADE_AT: usize = 8;
 
+/// The field names listed in `Connection` (RFC 9110 §7.6.1): options for this hop only,
+/// which a proxy or cache removes along with `Connection` itself.
+pub(crate) fn connection_options(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect()
+}
+
 /// Remove hop-by-hop fields and every field the `Connection` header names. With `upgrade`
 /// (a WebSocket handshake) `Upgrade` and `Connection: upgrade` stay. `TE: trailers` stays
 /// (gRPC needs it on HTTP/2).
@@ -47,14 +59,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         return;
     }
     if present[CONNECTION_AT] {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
+        for name in connection_options(headers) {
             if !(upgrade && name == header::UPGRADE) {
                 headers.remove(name);
             }

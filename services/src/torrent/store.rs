@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
 use librqbit_core::Id20;
+use rustix::fs::{Mode, OFlags};
 use sha1::{Digest, Sha1};
 use switchyard_conf::TorrentConfig;
 use tokio::sync::{OnceCell, Semaphore};
@@ -45,7 +46,10 @@ impl Seeded {
     /// (same size and modification time). Seeded files are not kept open: a directory of more
     /// files than the process may open would otherwise leave no descriptor for a connection.
     pub fn open(&self) -> io::Result<File> {
-        let file = File::open(&self.key.path)?;
+        // O_NONBLOCK: a fifo swapped in since the hashing must not block the worker in open(2)
+        // waiting for a writer; on a regular file it changes nothing.
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+        let file = File::from(rustix::fs::open(&self.key.path, flags, Mode::empty())?);
         let meta = file.metadata()?;
         if !meta.is_file() || meta.len() != self.key.size || mtime_ns(&meta) != self.key.mtime_ns {
             return Err(io::Error::other("the file changed since it was hashed"));
@@ -467,6 +471,35 @@ mod tests {
         );
         assert_eq!(s.by_obfuscated_hash(&obfuscated(&a.info_hash)), None);
         assert_eq!(s.torrents(), 1);
+    }
+
+    /// A peer connection opens the file the torrent was made from, and refuses anything else
+    /// at that path: a changed file, or a fifo (without blocking the worker on it).
+    #[actix_rt::test]
+    async fn a_peer_gets_the_hashed_version_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        std::fs::write(&path, b"some bytes").unwrap();
+        let key = FileKey::new(&path, "f.bin", &std::fs::metadata(&path).unwrap(), 16384);
+        let s = store(&dir.path().join("state"));
+        let seeded = s.torrent(key).await.unwrap();
+        let mut text = String::new();
+        seeded.open().unwrap().read_to_string(&mut text).unwrap();
+        assert_eq!(text, "some bytes");
+
+        std::fs::write(&path, b"other bytes").unwrap();
+        assert!(seeded.open().is_err(), "a changed file was opened");
+
+        std::fs::remove_file(&path).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(seeded.open().is_err(), "a fifo was opened");
     }
 
     /// BEP 8: HASH('req2', SKEY) is SHA-1 over "req2" and the 20 bytes of SKEY (this value is

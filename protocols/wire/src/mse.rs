@@ -459,8 +459,8 @@ mod tests {
         }
     }
 
-    /// The torrent store indexes torrents by this value (services/src/torrent/store.rs checks
-    /// the same vector): Python's hashlib.sha1(b"req2" + bytes(range(20))).
+    /// The torrent store indexes torrents by this value: Python's
+    /// hashlib.sha1(b"req2" + bytes(range(20))).
     #[test]
     fn torrent_key_is_sha1_of_req2_and_the_info_hash() {
         let hex: String = torrent_key(&std::array::from_fn(|i| i as u8))

@@ -20,6 +20,7 @@ use librqbit_core::Id20;
 use rustix::fs::{Mode, OFlags};
 use sha1::{Digest, Sha1};
 use switchyard_conf::TorrentConfig;
+use switchyard_wire::mse::torrent_key;
 use tokio::sync::{OnceCell, Semaphore};
 
 use super::metainfo::{Info, info_hash};
@@ -121,24 +122,14 @@ struct Registry {
 impl Registry {
     fn insert(&mut self, seeded: &Arc<Seeded>) {
         self.by_obfuscated
-            .insert(obfuscated(&seeded.info_hash), seeded.info_hash);
+            .insert(torrent_key(&seeded.info_hash.0), seeded.info_hash);
         self.by_hash.insert(seeded.info_hash, seeded.clone());
     }
 
     fn remove(&mut self, hash: &Id20) {
-        self.by_obfuscated.remove(&obfuscated(hash));
+        self.by_obfuscated.remove(&torrent_key(&hash.0));
         self.by_hash.remove(hash);
     }
-}
-
-/// BEP 8's HASH('req2', SKEY) with the info-hash as SKEY: how a peer opening an encrypted
-/// connection names the torrent it wants without revealing it.
-fn obfuscated(hash: &Id20) -> [u8; 20] {
-    Sha1::new()
-        .chain_update(b"req2")
-        .chain_update(hash.0)
-        .finalize()
-        .into()
 }
 
 /// Everything BitTorrent shares across workers: registry, tracker, upload slots, limits.
@@ -466,10 +457,10 @@ mod tests {
         assert!(!s.seeds(&a.info_hash));
         // The encrypted handshake's name for a torrent follows it too.
         assert_eq!(
-            s.by_obfuscated_hash(&obfuscated(&changed.info_hash)),
+            s.by_obfuscated_hash(&torrent_key(&changed.info_hash.0)),
             Some(changed.info_hash)
         );
-        assert_eq!(s.by_obfuscated_hash(&obfuscated(&a.info_hash)), None);
+        assert_eq!(s.by_obfuscated_hash(&torrent_key(&a.info_hash.0)), None);
         assert_eq!(s.torrents(), 1);
     }
 
@@ -500,17 +491,5 @@ mod tests {
         )
         .unwrap();
         assert!(seeded.open().is_err(), "a fifo was opened");
-    }
-
-    /// BEP 8: HASH('req2', SKEY) is SHA-1 over "req2" and the 20 bytes of SKEY (this value is
-    /// Python's hashlib.sha1(b"req2" + bytes(range(20)))).
-    #[test]
-    fn the_obfuscated_hash_is_bep_8s() {
-        let hash = Id20::new(std::array::from_fn(|i| i as u8));
-        let hex: String = obfuscated(&hash)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(hex, "4321b2c3fbde0a4fa12ca762484f5b8dc9cf4b5f");
     }
 }

@@ -11,7 +11,7 @@
 #   ROUNDS x  wrk -t2 -c256 -d10s on the 1 KiB file      (requests/s)
 #   ROUNDS x DOWNLOADS x  curl download of the 64 MiB file (bytes/s)
 # (the order of servers rotates each round) and prints medians, the ratios switchyard/nginx and
-# switchyard/h2o, Switchyard's idle RSS, and
+# switchyard/h2o (of the medians, and the median of the per-round ratios), Switchyard's idle RSS, and
 # each server's RSS while 10,000 keep-alive connections sit idle (interop/bench/idle_conns.py).
 #
 # Not a CI test: numbers depend on the machine. Results go to stdout and interop/bench/out/.
@@ -255,7 +255,7 @@ summary() {
         sy_mbps=$(median <<<"${MBPS[switchyard]}")
         for other in nginx h2o; do
             has "$other" || continue
-            echo "switchyard/$other: 1KiB req/s $(ratio "$sy_rps" "$(median <<<"${RPS[$other]}")"), 64MiB $(ratio "$sy_mbps" "$(median <<<"${MBPS[$other]}")")"
+            echo "switchyard/$other: 1KiB req/s $(ratio "$sy_rps" "$(median <<<"${RPS[$other]}")") (median of per-round ratios $(paired_ratio "${RPS[switchyard]}" "${RPS[$other]}")), 64MiB $(ratio "$sy_mbps" "$(median <<<"${MBPS[$other]}")") (per-round $(paired_ratio "${MBPS[switchyard]}" "${MBPS[$other]}"))"
         done
         echo "targets: 1KiB req/s >= 1.00 x h2o; 64MiB >= 1.00 x nginx; idle RSS <= 15 MB; $IDLE_CONNS connections, no errors"
         echo

@@ -286,7 +286,7 @@ table() {
         sy=$(median <<<"${runs[switchyard]}")
         for other in h2o nginx; do
             [[ " $* " == *" $other "* ]] || continue
-            line+="  switchyard/$other $(ratio "$sy" "$(median <<<"${runs[$other]}")")"
+            line+="  switchyard/$other $(ratio "$sy" "$(median <<<"${runs[$other]}")") (per-round $(paired_ratio "${runs[switchyard]}" "${runs[$other]}"))"
         done
         [[ -n "$line" ]] && echo "$line"
     fi

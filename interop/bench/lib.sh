@@ -32,6 +32,21 @@ median() {
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
 
+# Median of the per-round ratios of two run lists ($1 / $2, both in round order). Each round runs
+# the servers back to back, so drift of a shared machine (runs of one server here spread by up to
+# 40 %) hits both terms of a round's ratio alike; the ratio of the medians does not pair them.
+paired_ratio() {
+    local -a a b
+    read -r -a a <<<"$1"
+    read -r -a b <<<"$2"
+    local i out=""
+    for ((i = 0; i < ${#a[@]} && i < ${#b[@]}; i++)); do
+        out+="$(awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN {if (y > 0) printf "%.4f", x / y}') "
+    done
+    [[ -n "$out" ]] || { echo n/a; return; }
+    awk -v m="$(median <<<"$out")" 'BEGIN {printf "%.2f", m}'
+}
+
 # The servers of SERVERS in the order for round $1: rotated by one each round, so no server is
 # always measured first (a position that measured 10-15 % slower on a shared machine).
 in_turn() {

@@ -28,7 +28,7 @@ use switchyard_services::message::{
 use switchyard_wire::chunked::{ChunkedDecoder, ChunkedError, Decoded};
 use switchyard_wire::h1::{BodyKind, H1Limits, Parse, RequestHead, parse_request_head};
 use switchyard_wire::h2c::{stream_one, upgrade_request};
-use switchyard_wire::response::{Framing, write_continue, write_response_head};
+use switchyard_wire::response::{Framing, ServerFields, write_continue, write_response_head};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::sync::futures::OwnedNotified;
 use tokio::time::{Instant, timeout, timeout_at};
@@ -563,12 +563,9 @@ impl H1Conn {
     ) -> (StatusCode, Framing, bool, Body) {
         let Response {
             status,
-            mut headers,
+            headers,
             body,
         } = response;
-        if let Some(alt_svc) = &self.env.alt_svc {
-            headers.insert(header::ALT_SVC, alt_svc.clone());
-        }
         // RFC 9110 §6.4.1: 1xx, 204 and 304 responses never carry content.
         let bodiless = status.is_informational()
             || status == StatusCode::NO_CONTENT
@@ -598,7 +595,10 @@ impl H1Conn {
                 &headers,
                 framing,
                 keep_alive,
-                date,
+                &ServerFields {
+                    date,
+                    alt_svc: self.env.alt_svc.as_ref(),
+                },
             )
         });
         (status, framing, bodiless, body)
@@ -937,9 +937,6 @@ impl H1Conn {
             header::CONTENT_TYPE,
             http::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if let Some(alt_svc) = &self.env.alt_svc {
-            headers.insert(header::ALT_SVC, alt_svc.clone());
-        }
         let version = if version == Version::HTTP_10 {
             Version::HTTP_10
         } else {
@@ -953,7 +950,10 @@ impl H1Conn {
                 &headers,
                 Framing::Length(body.len() as u64),
                 false,
-                date,
+                &ServerFields {
+                    date,
+                    alt_svc: self.env.alt_svc.as_ref(),
+                },
             )
         });
         self.wbuf.extend_from_slice(&body);

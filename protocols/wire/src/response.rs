@@ -13,7 +13,7 @@
 //! than or equal to the one received in the request."
 
 use bytes::{BufMut, BytesMut};
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{StatusCode, Version};
 
 /// How the response body is delimited on the wire (RFC 9112 §6.3).
@@ -48,12 +48,22 @@ impl Framing {
     }
 }
 
-/// Appends a response head: status line, `Server`, `Date`, the caller's
-/// headers (less Content-Length, Transfer-Encoding, Connection, Server and
-/// Date), the framing header, the connection header and the empty line.
+/// The fields every response of the server carries, whatever the caller's map says.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerFields<'a> {
+    /// A preformatted IMF-fixdate (RFC 9110 §5.6.7), which the session caches once a second.
+    pub date: &'a [u8],
+    /// The server's `Alt-Svc` (HTTP/3 on the same port), replacing any the caller's map holds.
+    pub alt_svc: Option<&'a HeaderValue>,
+}
+
+/// Appends a response head: status line, `Server`, `Date`, the server's
+/// `Alt-Svc` if it has one, the caller's headers (less Content-Length,
+/// Transfer-Encoding, Connection, Server, Date, and Alt-Svc when the server
+/// sends its own), the framing header, the connection header and the empty
+/// line.
 ///
-/// `version` is the request's version; `date` a preformatted IMF-fixdate
-/// (RFC 9110 §5.6.7), which the session caches once a second. With
+/// `version` is the request's version. With
 /// `keep_alive == false` the head says `Connection: close` and the session
 /// must close after the body; HTTP/1.0 keep-alive is confirmed with
 /// `Connection: keep-alive`. For `101 Switching Protocols` the caller's
@@ -65,8 +75,9 @@ pub fn write_response_head(
     headers: &HeaderMap,
     framing: Framing,
     keep_alive: bool,
-    date: &[u8],
+    ours: &ServerFields<'_>,
 ) {
+    let ServerFields { date, alt_svc } = *ours;
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let framing = effective_framing(version, status, framing);
     dst.reserve(128 + date.len() + headers.len() * 32);
@@ -83,13 +94,19 @@ pub fn write_response_head(
     }
     dst.put_slice(date);
     dst.put_slice(b"\r\n");
+    if let Some(alt_svc) = alt_svc {
+        dst.put_slice(b"Alt-Svc: ");
+        dst.put_slice(alt_svc.as_bytes());
+        dst.put_slice(b"\r\n");
+    }
 
     for (name, value) in headers {
         let ours = name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING
             || (name == header::CONNECTION && !switching)
             || name == header::SERVER
-            || name == header::DATE;
+            || name == header::DATE
+            || (name == header::ALT_SVC && alt_svc.is_some());
         if ours {
             continue;
         }
@@ -170,7 +187,16 @@ mod tests {
         let mut dst = BytesMut::new();
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::IM_A_TEAPOT);
         write_response_head(
-            &mut dst, version, status, headers, framing, keep_alive, DATE,
+            &mut dst,
+            version,
+            status,
+            headers,
+            framing,
+            keep_alive,
+            &ServerFields {
+                date: DATE,
+                alt_svc: None,
+            },
         );
         String::from_utf8(dst.to_vec()).unwrap_or_default()
     }
@@ -283,6 +309,35 @@ mod tests {
             prelude("HTTP/1.1 200 OK")
                 + "etag: \"x\"\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn the_servers_alt_svc_replaces_the_callers() {
+        let mut upstream = HeaderMap::new();
+        upstream.insert(header::ALT_SVC, HeaderValue::from_static("h3=\":9\""));
+        upstream.insert(header::ETAG, HeaderValue::from_static("\"x\""));
+        let ours = HeaderValue::from_static("h3=\":443\"; ma=86400");
+        let mut dst = BytesMut::new();
+        write_response_head(
+            &mut dst,
+            Version::HTTP_11,
+            StatusCode::OK,
+            &upstream,
+            Framing::Length(0),
+            true,
+            &ServerFields {
+                date: DATE,
+                alt_svc: Some(&ours),
+            },
+        );
+        assert_eq!(
+            String::from_utf8(dst.to_vec()).unwrap_or_default(),
+            prelude("HTTP/1.1 200 OK")
+                + "Alt-Svc: h3=\":443\"; ma=86400\r\netag: \"x\"\r\nContent-Length: 0\r\n\r\n"
+        );
+        // Without one of ours, the caller's is kept.
+        let got = head(Version::HTTP_11, 200, &upstream, Framing::Length(0), true);
+        assert!(got.contains("alt-svc: h3=\":9\"\r\n"), "{got}");
     }
 
     #[test]

@@ -279,7 +279,7 @@ impl PeerConn {
         };
         let mut wire = PeerWire::new(shape, limits, extended, Instant::now().into_std());
         let mut drain = self.env.drain.watch();
-        let mut out = BytesMut::with_capacity(WRITE_BATCH + 32 * 1024);
+        let mut out = Batch::default();
         loop {
             // A peer that keeps us busy sending still stops at the drain.
             if self.env.draining() {
@@ -330,7 +330,7 @@ impl PeerConn {
                                 Ok(()) => break,
                                 Err(wait) => {
                                     if !out.is_empty()
-                                        && let Err(end) = self.write(&mut out).await
+                                        && let Err(end) = self.write(out.filled()).await
                                     {
                                         return end;
                                     }
@@ -344,7 +344,7 @@ impl PeerConn {
                         return end;
                     }
                 }
-                if let Err(end) = self.write(&mut out).await {
+                if let Err(end) = self.write(out.filled()).await {
                     return end;
                 }
                 continue;
@@ -422,14 +422,55 @@ impl PeerConn {
     }
 }
 
+/// The messages of one write, gathered in a buffer that is zeroed once and then reused: a
+/// block is read from the file straight into it, with no zero-filling of 16 KiB first (which
+/// cost as much as the read).
+#[derive(Debug, Default)]
+struct Batch {
+    /// Initialized bytes; only `..len` are part of the batch.
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// The next `n` bytes after the batch, to be written and then [`Batch::commit`]ted.
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        let end = self.len + n;
+        if self.buf.len() < end {
+            // Grows in steps of at least one batch, so a batch is zero-filled once per session.
+            self.buf.resize(end.max(WRITE_BATCH + 32 * 1024), 0);
+        }
+        &mut self.buf[self.len..end]
+    }
+
+    fn commit(&mut self, n: usize) {
+        self.len += n;
+    }
+
+    fn filled(&mut self) -> &mut [u8] {
+        &mut self.buf[..self.len]
+    }
+}
+
 /// Append the wire form of `t` to `out`. Blocks are read from the file straight into `out`.
-fn encode(t: &Transmit, seeded: &Seeded, file: &File, out: &mut BytesMut) -> Result<(), End> {
+fn encode(t: &Transmit, seeded: &Seeded, file: &File, out: &mut Batch) -> Result<(), End> {
     let ser_err = |e: librqbit_peer_protocol::SerializeError| End::Refused(format!("encode: {e}"));
     let mut put = |msg: &Message<'_>, ids: PeerExtendedMessageIds| -> Result<(), End> {
-        let start = out.len();
-        out.resize(start + 1024 + METADATA_PIECE as usize + msg_hint(msg), 0);
-        let n = msg.serialize(&mut out[start..], &|| ids).map_err(ser_err)?;
-        out.truncate(start + n);
+        let room = out.room(1024 + METADATA_PIECE as usize + msg_hint(msg));
+        let n = msg.serialize(room, &|| ids).map_err(ser_err)?;
+        out.commit(n);
         Ok(())
     };
     let none = PeerExtendedMessageIds::default();
@@ -491,15 +532,16 @@ fn encode(t: &Transmit, seeded: &Seeded, file: &File, out: &mut BytesMut) -> Res
         Transmit::Block(b) => {
             // BEP 3 `piece`: <len=9+X><id=7><index><begin><block>, the block read in place.
             let len = b.length as usize;
-            out.put_u32(9 + b.length);
-            out.put_u8(7);
-            out.put_u32(b.index);
-            out.put_u32(b.begin);
-            let start = out.len();
-            out.resize(start + len, 0);
+            let room = out.room(13 + len);
+            let (mut head, block) = room.split_at_mut(13);
+            head.put_u32(9 + b.length);
+            head.put_u8(7);
+            head.put_u32(b.index);
+            head.put_u32(b.begin);
             let offset = b.index as u64 * u64::from(seeded.piece_length) + u64::from(b.begin);
-            file.read_exact_at(&mut out[start..], offset)
-                .map_err(End::Io)
+            file.read_exact_at(block, offset).map_err(End::Io)?;
+            out.commit(13 + len);
+            Ok(())
         }
     }
 }

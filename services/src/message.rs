@@ -42,11 +42,65 @@ pub struct Request {
 
 /// One response. The session adds framing, `Date`, `Server` and `Connection` as its protocol
 /// requires.
+///
+/// Its fields are `shared` (when set) followed by `headers`; the two never name the same field.
+/// Code that changes a field a shared set may hold calls [`Response::unshare`] first.
 #[derive(Debug)]
 pub struct Response {
     pub status: StatusCode,
     pub headers: HeaderMap,
+    /// Fields this response has in common with many others, made once (a cached file's 200).
+    pub shared: Option<Arc<SharedFields>>,
     pub body: Body,
+}
+
+/// Header fields many responses carry unchanged — a cached file's validators, type and
+/// `Accept-Ranges` — made once and pointed at by each response instead of copied into its
+/// map; HTTP/1.1 writes them as one pre-rendered run of field lines.
+///
+/// Fields that are the session's business (framing, `Connection`, `Server`, `Date`,
+/// `Alt-Svc`) are left out when the set is made, so a session can send the lines as they are.
+#[derive(Debug)]
+pub struct SharedFields {
+    map: HeaderMap,
+    /// `name: value\r\n` for every field of `map`, in its order.
+    lines: Box<[u8]>,
+}
+
+impl SharedFields {
+    pub fn new(mut map: HeaderMap) -> SharedFields {
+        use http::header;
+        for name in [
+            header::CONTENT_LENGTH,
+            header::TRANSFER_ENCODING,
+            header::CONNECTION,
+            header::SERVER,
+            header::DATE,
+            header::ALT_SVC,
+        ] {
+            map.remove(name);
+        }
+        let mut lines = Vec::with_capacity(map.len() * 32);
+        for (name, value) in &map {
+            lines.extend_from_slice(name.as_str().as_bytes());
+            lines.extend_from_slice(b": ");
+            lines.extend_from_slice(value.as_bytes());
+            lines.extend_from_slice(b"\r\n");
+        }
+        SharedFields {
+            map,
+            lines: lines.into_boxed_slice(),
+        }
+    }
+
+    pub fn map(&self) -> &HeaderMap {
+        &self.map
+    }
+
+    /// The HTTP/1.1 field lines of the set, each ending in CRLF.
+    pub fn lines(&self) -> &[u8] {
+        &self.lines
+    }
 }
 
 impl Response {
@@ -60,6 +114,7 @@ impl Response {
         Response {
             status,
             headers,
+            shared: None,
             body: Body::Bytes(Bytes::from_static(text.as_bytes())),
         }
     }
@@ -69,8 +124,35 @@ impl Response {
         Response {
             status,
             headers: HeaderMap::new(),
+            shared: None,
             body: Body::Empty,
         }
+    }
+
+    /// Moves the shared fields into `headers`, so that the map holds every field and may be
+    /// changed freely. Nothing happens when there are none.
+    pub fn unshare(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            let own = std::mem::replace(&mut self.headers, shared.map().clone());
+            self.headers.extend(own);
+        }
+    }
+
+    /// Every field as one map (the shared ones copied): what a session whose protocol library
+    /// takes a map sends.
+    pub fn take_headers(&mut self) -> HeaderMap {
+        self.unshare();
+        std::mem::take(&mut self.headers)
+    }
+
+    /// The value of field `name`, shared or not.
+    pub fn header<K>(&self, name: K) -> Option<&HeaderValue>
+    where
+        K: http::header::AsHeaderName + Copy,
+    {
+        self.headers
+            .get(name)
+            .or_else(|| self.shared.as_ref().and_then(|s| s.map().get(name)))
     }
 
     /// 500: a service failed (or panicked) while handling the request.
@@ -304,5 +386,76 @@ impl BodyPart {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::{
+        ACCEPT_RANGES, ALT_SVC, CONTENT_LENGTH, CONTENT_TYPE, DATE, ETAG, HeaderName, SERVER,
+    };
+
+    fn shared() -> Arc<SharedFields> {
+        let mut map = HeaderMap::new();
+        map.insert(ETAG, HeaderValue::from_static("\"a\""));
+        map.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        map.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        // The session's business: never part of a shared set.
+        map.insert(CONTENT_LENGTH, HeaderValue::from_static("3"));
+        map.insert(DATE, HeaderValue::from_static("yesterday"));
+        map.insert(SERVER, HeaderValue::from_static("other"));
+        map.insert(ALT_SVC, HeaderValue::from_static("h3=\":1\""));
+        Arc::new(SharedFields::new(map))
+    }
+
+    #[test]
+    fn a_shared_set_renders_its_lines_without_the_sessions_fields() {
+        let set = shared();
+        assert_eq!(
+            set.lines(),
+            b"etag: \"a\"\r\ncontent-type: text/plain\r\naccept-ranges: bytes\r\n"
+        );
+        let names: Vec<&HeaderName> = set.map().keys().collect();
+        assert_eq!(names, [&ETAG, &CONTENT_TYPE, &ACCEPT_RANGES]);
+    }
+
+    #[test]
+    fn a_response_reads_and_merges_its_shared_fields() {
+        let mut own = HeaderMap::new();
+        own.insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        own.insert("x-own", HeaderValue::from_static("1"));
+        let response = || Response {
+            status: StatusCode::OK,
+            headers: own.clone(),
+            shared: Some(shared()),
+            body: Body::Empty,
+        };
+        let r = response();
+        assert_eq!(
+            r.header(&ETAG).map(HeaderValue::as_bytes),
+            Some(&b"\"a\""[..])
+        );
+        assert_eq!(
+            r.header("x-own").map(HeaderValue::as_bytes),
+            Some(&b"1"[..])
+        );
+        assert!(r.header("x-none").is_none());
+
+        // Unsharing keeps every field once; the response's own value wins over the shared one.
+        let mut r = response();
+        let all = r.take_headers();
+        assert!(r.shared.is_none() && r.headers.is_empty());
+        assert_eq!(all.len(), 4);
+        assert_eq!(all[CONTENT_TYPE], "text/html");
+        assert_eq!(all.get_all(CONTENT_TYPE).iter().count(), 1);
+        assert_eq!(all[ETAG], "\"a\"");
+        assert_eq!(all[ACCEPT_RANGES], "bytes");
+        assert_eq!(all["x-own"], "1");
+
+        // Without a shared set, the map is the response's own.
+        let mut plain = Response::text(StatusCode::NOT_FOUND, "gone\n");
+        plain.unshare();
+        assert_eq!(plain.headers.len(), 1);
     }
 }

@@ -44,15 +44,12 @@ pub async fn serve(
 }
 
 /// What the cache gets from a proxied response (see the module docs).
-pub async fn to_forwarded(response: Response, max: u64) -> Forwarded {
+pub async fn to_forwarded(mut response: Response, max: u64) -> Forwarded {
     if made_by_proxy(&response) {
         return Forwarded::Failed(response);
     }
-    let Response {
-        status,
-        headers,
-        body,
-    } = response;
+    let headers = response.take_headers();
+    let Response { status, body, .. } = response;
     let complete = |headers, body| {
         Forwarded::Complete(UpstreamResponse {
             status,
@@ -69,6 +66,7 @@ pub async fn to_forwarded(response: Response, max: u64) -> Forwarded {
                 Read::Larger(stream) => Forwarded::Passthrough(Response {
                     status,
                     headers,
+                    shared: None,
                     body: Body::Stream(stream),
                 }),
                 Read::Failed(e) => Forwarded::Failed(member_failed(e)),
@@ -77,6 +75,7 @@ pub async fn to_forwarded(response: Response, max: u64) -> Forwarded {
         body => Forwarded::Passthrough(Response {
             status,
             headers,
+            shared: None,
             body,
         }),
     }
@@ -103,6 +102,7 @@ fn member_failed(e: io::Error) -> Response {
     Response {
         status: StatusCode::BAD_GATEWAY,
         headers,
+        shared: None,
         body: Body::Bytes(Bytes::from(format!(
             "502 Bad Gateway: the member's response body failed: {e}\n"
         ))),
@@ -211,6 +211,7 @@ mod tests {
         Response {
             status: StatusCode::from_u16(status).expect("status"),
             headers,
+            shared: None,
             body,
         }
     }

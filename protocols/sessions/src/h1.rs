@@ -23,12 +23,15 @@ use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFutu
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Version, header};
 use switchyard_services::message::{
-    Body, BodyPart, BodySender, BodyStream, FileRange, Frame, Request, Response, Tunnel,
+    Body, BodyPart, BodySender, BodyStream, FileRange, Frame, Request, Response, SharedFields,
+    Tunnel,
 };
 use switchyard_wire::chunked::{ChunkedDecoder, ChunkedError, Decoded};
 use switchyard_wire::h1::{BodyKind, H1Limits, Parse, RequestHead, parse_request_head};
 use switchyard_wire::h2c::{stream_one, upgrade_request};
-use switchyard_wire::response::{Framing, ServerFields, write_continue, write_response_head};
+use switchyard_wire::response::{
+    Fields, Framing, ServerFields, write_continue, write_response_head,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::sync::futures::OwnedNotified;
 use tokio::time::{Instant, timeout, timeout_at};
@@ -564,6 +567,7 @@ impl H1Conn {
         let Response {
             status,
             headers,
+            shared,
             body,
         } = response;
         // RFC 9110 §6.4.1: 1xx, 204 and 304 responses never carry content.
@@ -592,7 +596,10 @@ impl H1Conn {
                 &mut self.wbuf,
                 version,
                 status,
-                &headers,
+                Fields {
+                    lines: shared.as_deref().map_or(&[][..], SharedFields::lines),
+                    map: &headers,
+                },
                 framing,
                 keep_alive,
                 &ServerFields {
@@ -947,7 +954,7 @@ impl H1Conn {
                 &mut self.wbuf,
                 version,
                 status,
-                &headers,
+                Fields::map(&headers),
                 Framing::Length(body.len() as u64),
                 false,
                 &ServerFields {

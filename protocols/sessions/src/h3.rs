@@ -296,11 +296,10 @@ impl H3Conn {
         response: Response,
         is_head: bool,
     ) -> Result<u64, SendError> {
-        let Response {
-            status,
-            mut headers,
-            body,
-        } = response;
+        let mut response = response;
+        // Shared fields are copied into the map the protocol library takes.
+        let mut headers = response.take_headers();
+        let Response { status, body, .. } = response;
         // RFC 9110 §6.4.1: 1xx, 204 and 304 responses never carry content.
         let bodiless = status.is_informational()
             || status == StatusCode::NO_CONTENT

@@ -28,5 +28,5 @@ pub mod sniff;
 
 pub use chunked::{ChunkedDecoder, ChunkedError, Decoded};
 pub use h1::{BodyKind, H1Limits, Parse, RequestError, RequestHead, parse_request_head};
-pub use response::{Framing, ServerFields, write_continue, write_response_head};
+pub use response::{Fields, Framing, ServerFields, write_continue, write_response_head};
 pub use sniff::{Protocol, Sniff, classify};

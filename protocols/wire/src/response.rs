@@ -48,6 +48,21 @@ impl Framing {
     }
 }
 
+/// The caller's fields: a run of pre-rendered field lines (each ending in CRLF; written as they
+/// are, so they must not hold a field this encoder owns), then a map.
+#[derive(Debug, Clone, Copy)]
+pub struct Fields<'a> {
+    pub lines: &'a [u8],
+    pub map: &'a HeaderMap,
+}
+
+impl<'a> Fields<'a> {
+    /// Only a map.
+    pub fn map(map: &'a HeaderMap) -> Fields<'a> {
+        Fields { lines: &[], map }
+    }
+}
+
 /// The fields every response of the server carries, whatever the caller's map says.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerFields<'a> {
@@ -58,7 +73,7 @@ pub struct ServerFields<'a> {
 }
 
 /// Appends a response head: status line, `Server`, `Date`, the server's
-/// `Alt-Svc` if it has one, the caller's headers (less Content-Length,
+/// `Alt-Svc` if it has one, the caller's pre-rendered lines, the caller's map (less Content-Length,
 /// Transfer-Encoding, Connection, Server, Date, and Alt-Svc when the server
 /// sends its own), the framing header, the connection header and the empty
 /// line.
@@ -72,15 +87,19 @@ pub fn write_response_head(
     dst: &mut BytesMut,
     version: Version,
     status: StatusCode,
-    headers: &HeaderMap,
+    fields: Fields<'_>,
     framing: Framing,
     keep_alive: bool,
     ours: &ServerFields<'_>,
 ) {
     let ServerFields { date, alt_svc } = *ours;
+    let Fields {
+        lines,
+        map: headers,
+    } = fields;
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let framing = effective_framing(version, status, framing);
-    dst.reserve(128 + date.len() + headers.len() * 32);
+    dst.reserve(128 + date.len() + lines.len() + headers.len() * 32);
 
     // RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ]
     if status == StatusCode::OK {
@@ -99,6 +118,7 @@ pub fn write_response_head(
         dst.put_slice(alt_svc.as_bytes());
         dst.put_slice(b"\r\n");
     }
+    dst.put_slice(lines);
 
     for (name, value) in headers {
         let ours = name == header::CONTENT_LENGTH
@@ -190,7 +210,7 @@ mod tests {
             &mut dst,
             version,
             status,
-            headers,
+            Fields::map(headers),
             framing,
             keep_alive,
             &ServerFields {
@@ -322,7 +342,7 @@ mod tests {
             &mut dst,
             Version::HTTP_11,
             StatusCode::OK,
-            &upstream,
+            Fields::map(&upstream),
             Framing::Length(0),
             true,
             &ServerFields {
@@ -338,6 +358,33 @@ mod tests {
         // Without one of ours, the caller's is kept.
         let got = head(Version::HTTP_11, 200, &upstream, Framing::Length(0), true);
         assert!(got.contains("alt-svc: h3=\":9\"\r\n"), "{got}");
+    }
+
+    #[test]
+    fn pre_rendered_lines_come_before_the_map() {
+        let mut own = HeaderMap::new();
+        own.insert(header::CONTENT_LOCATION, HeaderValue::from_static("/a"));
+        let mut dst = BytesMut::new();
+        write_response_head(
+            &mut dst,
+            Version::HTTP_11,
+            StatusCode::OK,
+            Fields {
+                lines: b"etag: \"x\"\r\ncontent-type: text/plain\r\n",
+                map: &own,
+            },
+            Framing::Length(3),
+            true,
+            &ServerFields {
+                date: DATE,
+                alt_svc: None,
+            },
+        );
+        assert_eq!(
+            String::from_utf8(dst.to_vec()).unwrap_or_default(),
+            prelude("HTTP/1.1 200 OK")
+                + "etag: \"x\"\r\ncontent-type: text/plain\r\ncontent-location: /a\r\nContent-Length: 3\r\n\r\n"
+        );
     }
 
     #[test]

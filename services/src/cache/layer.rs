@@ -501,6 +501,7 @@ impl CacheLayer {
                 let response = Response {
                     status: up.status,
                     headers,
+                    shared: None,
                     body: body_of(up.body),
                 };
                 (response, None)
@@ -537,6 +538,7 @@ impl CacheLayer {
             return Response {
                 status: StatusCode::NOT_MODIFIED,
                 headers,
+                shared: None,
                 body: Body::Empty,
             };
         }
@@ -550,6 +552,7 @@ impl CacheLayer {
         Response {
             status: entry.status,
             headers,
+            shared: None,
             body: body_of(entry.body.clone()),
         }
     }
@@ -596,6 +599,7 @@ impl CacheLayer {
                 Response {
                     status: up.status,
                     headers,
+                    shared: None,
                     body: body_of(up.body),
                 }
             }

@@ -42,6 +42,7 @@ use switchyard_conf::FilesConfig;
 
 use super::encoding::Encoding;
 use super::representation::FileId;
+use crate::message::SharedFields;
 
 /// How long a resolved route is trusted before the path is walked again.
 pub const ROUTE_TTL: Duration = Duration::from_secs(2);
@@ -248,7 +249,7 @@ pub struct Variant {
     pub checked: AtomicU64,
     /// The fields of a 200 answer with this variant: [`Variant::range_headers`] and
     /// Content-Type, made once with the route.
-    pub ok_headers: HeaderMap,
+    pub ok_fields: Arc<SharedFields>,
 }
 
 impl Variant {

@@ -41,7 +41,7 @@ use super::range::{self, RangeOutcome};
 use super::representation::{self, FileId};
 use super::resolve::{self, Found, ResolveError};
 use super::{autoindex, multipart};
-use crate::message::{Body, BodyPart, FileRange, Request, Response};
+use crate::message::{Body, BodyPart, FileRange, Request, Response, SharedFields};
 
 /// How many times a file that changes between `stat` and `open` is resolved again before we
 /// give up with 503.
@@ -249,6 +249,7 @@ fn directory(
     Resolution::Answer(Response {
         status: StatusCode::OK,
         headers,
+        shared: None,
         body: Body::Bytes(Bytes::from(html)),
     })
 }
@@ -346,11 +347,11 @@ fn variant(
         last_modified: representation::http_date(modified),
         modified,
         checked: AtomicU64::new(NEVER_CHECKED),
-        ok_headers: HeaderMap::new(),
+        ok_fields: Arc::new(SharedFields::new(HeaderMap::new())),
     };
     let mut ok_headers = variant.range_headers(precompressed);
     ok_headers.insert(CONTENT_TYPE, variant.content_type.clone());
-    variant.ok_headers = ok_headers;
+    variant.ok_fields = Arc::new(SharedFields::new(ok_headers));
     variant
 }
 
@@ -428,6 +429,7 @@ fn respond(
             return Ok(Response {
                 status: StatusCode::NOT_MODIFIED,
                 headers: variant.validator_headers(cfg.precompressed),
+                shared: None,
                 body: Body::Empty,
             });
         }
@@ -435,6 +437,7 @@ fn respond(
             return Ok(Response {
                 status: StatusCode::PRECONDITION_FAILED,
                 headers: variant.validator_headers(cfg.precompressed),
+                shared: None,
                 body: Body::Empty,
             });
         }
@@ -457,10 +460,11 @@ fn respond(
         None
     };
     match outcome {
-        // The common answer's fields were made with the route: one clone, no hashing.
+        // The common answer's fields were made with the route: shared, not copied.
         None | Some(RangeOutcome::Full) => Ok(Response {
             status: StatusCode::OK,
-            headers: variant.ok_headers.clone(),
+            headers: HeaderMap::new(),
+            shared: Some(Arc::clone(&variant.ok_fields)),
             body: source.body(0..len),
         }),
         Some(RangeOutcome::Unsatisfiable) => {
@@ -471,6 +475,7 @@ fn respond(
             Ok(Response {
                 status: StatusCode::RANGE_NOT_SATISFIABLE,
                 headers,
+                shared: None,
                 body: Body::Empty,
             })
         }
@@ -551,6 +556,7 @@ fn partial(
         return Response {
             status: StatusCode::PARTIAL_CONTENT,
             headers,
+            shared: None,
             body: source.body(only.clone()),
         };
     }
@@ -569,6 +575,7 @@ fn partial(
     Response {
         status: StatusCode::PARTIAL_CONTENT,
         headers,
+        shared: None,
         body: Body::Parts(parts),
     }
 }

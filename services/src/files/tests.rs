@@ -121,7 +121,7 @@ fn body(response: &Response) -> Vec<u8> {
 }
 
 fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
-    response.headers.get(name).map(|v| v.to_str().unwrap())
+    response.header(name).map(|v| v.to_str().unwrap())
 }
 
 #[test]
@@ -147,7 +147,7 @@ fn serves_a_file_with_its_metadata() {
         "connection",
         "content-encoding",
     ] {
-        assert!(r.headers.get(framing).is_none(), "{framing}");
+        assert!(r.header(framing).is_none(), "{framing}");
     }
     // The second request is a route-cache hit and answers the same.
     let again = get(&tree.cfg(), &cache, "/hello.txt", &[]);

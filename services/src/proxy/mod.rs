@@ -492,6 +492,7 @@ impl ProxyService {
             return Ok(Response {
                 status,
                 headers: parts.headers,
+                shared: None,
                 body: Body::Upgrade(Tunnel { io: Box::pin(io) }),
             });
         }
@@ -539,6 +540,7 @@ impl ProxyService {
             return Ok(Response {
                 status,
                 headers: hdrs,
+                shared: None,
                 body,
             });
         }
@@ -550,6 +552,7 @@ impl ProxyService {
                     Ok(Response {
                         status,
                         headers: hdrs,
+                        shared: None,
                         body: frames_body(frames),
                     })
                 }
@@ -573,6 +576,7 @@ impl ProxyService {
         Ok(Response {
             status,
             headers: hdrs,
+            shared: None,
             body: Body::Stream(BodyStream::new(source, length)),
         })
     }
@@ -654,6 +658,7 @@ fn error(status: StatusCode, why: String) -> Response {
     Response {
         status,
         headers,
+        shared: None,
         body: Body::Bytes(Bytes::from(format!(
             "{} {reason}: {why}\n",
             status.as_u16()

@@ -212,6 +212,7 @@ fn bencoded(body: Vec<u8>, content_type: &'static str) -> Response {
     Response {
         status: StatusCode::OK,
         headers,
+        shared: None,
         body: Body::Bytes(Bytes::from(body)),
     }
 }

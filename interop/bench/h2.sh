@@ -17,7 +17,8 @@
 #   ROUNDS x  h2load -c64 -m10 -D10 http://.../1k.bin         h2c with prior knowledge, requests/s
 #             (h2o and switchyard only: nginx cannot speak h2c on a port that also takes TLS, so it
 #             is skipped there)
-# and prints medians, the ratios switchyard/h2o and switchyard/nginx, the targets of issue 3 and
+# and prints medians, the ratios switchyard/h2o and switchyard/nginx (of the medians, and the
+# median of the per-round ratios, which pairs runs made back to back), the targets of issue 3 and
 # every failed request, wrong protocol or short download.
 #
 # Not a CI test: numbers depend on the machine, and the load generators share its cores with the

@@ -37,7 +37,8 @@ const FLAG_END_HEADERS: u8 = 0x4;
 /// a body: the body would otherwise have to be read before switching, which RFC 7540 allows us
 /// to decline by simply answering in HTTP/1.1.
 pub fn upgrade_request(head: &RequestHead) -> bool {
-    if head.version != http::Version::HTTP_11
+    if !head.connection_upgrade
+        || head.version != http::Version::HTTP_11
         || !matches!(head.body, BodyKind::None | BodyKind::Length(0))
     {
         return false;

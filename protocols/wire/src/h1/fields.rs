@@ -187,6 +187,7 @@ pub(super) fn transfer_coding(
 pub(super) struct ConnectionOptions {
     close: bool,
     keep_alive: bool,
+    upgrade: bool,
 }
 
 impl ConnectionOptions {
@@ -198,8 +199,16 @@ impl ConnectionOptions {
                 self.close = true;
             } else if option.eq_ignore_ascii_case(b"keep-alive") {
                 self.keep_alive = true;
+            } else if option.eq_ignore_ascii_case(b"upgrade") {
+                self.upgrade = true;
             }
         }
+    }
+
+    /// Whether the `upgrade` option was present (RFC 9110 §7.8: an Upgrade field is only
+    /// acted on when Connection names it).
+    pub(super) fn upgrade(&self) -> bool {
+        self.upgrade
     }
 
     /// RFC 9112 §9.3: "If the "close" connection option is present, the

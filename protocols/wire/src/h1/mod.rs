@@ -119,6 +119,9 @@ pub struct RequestHead {
     /// `Expect: 100-continue` on an HTTP/1.1 request: send
     /// [`crate::write_continue`] before reading the body.
     pub expect_continue: bool,
+    /// `Connection` names the `upgrade` option: the request may ask to switch protocols
+    /// (checking this first spares every other request a lookup of `Upgrade`).
+    pub connection_upgrade: bool,
 }
 
 /// The outcome of one parse attempt.
@@ -543,6 +546,7 @@ fn build_head(req: &httparse::Request<'_, '_>) -> Result<RequestHead, RequestErr
         body,
         keep_alive,
         expect_continue,
+        connection_upgrade: connection.upgrade(),
     })
 }
 

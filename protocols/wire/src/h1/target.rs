@@ -149,7 +149,8 @@ fn authority(raw: &[u8], port: PortRule) -> Result<Option<String>, RequestError>
                 _ => return Err(INVALID),
             }
         }
-        _ => match memchr::memchr(b':', raw) {
+        // Hosts are short: a plain scan beats setting up a vectorized search.
+        _ => match raw.iter().position(|&b| b == b':') {
             Some(colon) => (raw.get(..colon).unwrap_or_default(), raw.get(colon + 1..)),
             None => (raw, None),
         },
@@ -171,8 +172,23 @@ fn authority(raw: &[u8], port: PortRule) -> Result<Option<String>, RequestError>
     Ok(Some(text.to_ascii_lowercase()))
 }
 
+/// The bytes a reg-name holds outside its pct-encodings: unreserved / sub-delims.
+const REG_NAME_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = is_unreserved(b as u8) || is_sub_delim(b as u8);
+        b += 1;
+    }
+    table
+};
+
 /// reg-name = *( unreserved / pct-encoded / sub-delims )
 fn is_reg_name(host: &[u8]) -> bool {
+    // The usual host has no pct-encoding: one table lookup per byte.
+    if host.iter().all(|&b| REG_NAME_BYTE[usize::from(b)]) {
+        return true;
+    }
     let mut rest = host;
     while let Some((&b, tail)) = rest.split_first() {
         rest = if b == b'%' {
@@ -190,12 +206,12 @@ fn is_reg_name(host: &[u8]) -> bool {
 }
 
 /// unreserved = ALPHA / DIGIT / "-" / "." / "_" / "~"
-fn is_unreserved(b: u8) -> bool {
+const fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
 /// sub-delims = "!" / "$" / "&" / "'" / "(" / ")" / "*" / "+" / "," / ";" / "="
-fn is_sub_delim(b: u8) -> bool {
+const fn is_sub_delim(b: u8) -> bool {
     matches!(
         b,
         b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='

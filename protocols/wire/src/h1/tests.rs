@@ -667,6 +667,29 @@ fn keep_alive() {
 }
 
 #[test]
+fn connection_upgrade_option() {
+    let cases: &[(&str, bool)] = &[
+        ("", false),
+        ("Upgrade: h2c\r\n", false),
+        ("Connection: Upgrade\r\n", true),
+        ("Connection: keep-alive, UPGRADE\r\n", true),
+        (
+            "Connection: close\r\nConnection: upgrade, HTTP2-Settings\r\n",
+            true,
+        ),
+        ("Connection: upgraded\r\n", false),
+    ];
+    for &(fields, want) in cases {
+        let input = format!("GET / HTTP/1.1\r\nHost: h\r\n{fields}\r\n");
+        assert_eq!(
+            complete(input.as_bytes()).connection_upgrade,
+            want,
+            "{fields:?}"
+        );
+    }
+}
+
+#[test]
 fn request_line_limit() {
     // 64 bytes of request line are fine, 65 are not, with or without CR.
     let at_limit = format!("GET /{} HTTP/1.1", "a".repeat(64 - 14));

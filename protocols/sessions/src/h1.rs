@@ -322,6 +322,10 @@ impl H1Conn {
                         let idle_until = Instant::now() + timeouts.keepalive;
                         loop {
                             tokio::select! {
+                                // In this order, not a random one: when the request arrives
+                                // only the socket is polled again (the timer and the drain
+                                // watch keep the registrations of the first poll).
+                                biased;
                                 ready = tcp.readable() => break ready?,
                                 () = self.idle_timer.as_mut() => {
                                     if Instant::now() >= idle_until {
@@ -349,6 +353,7 @@ impl H1Conn {
                         }
                         let drain = &mut self.drain;
                         tokio::select! {
+                            biased;
                             read = timeout(timeouts.keepalive, tls.read_buf(&mut self.rbuf)) => read,
                             () = drain.as_mut() => return Ok(Err(Close::Quietly)),
                         }

@@ -41,6 +41,7 @@ use crate::date::with_http_date;
 use crate::env::{ConnGuard, SessionEnv};
 use crate::h2::H2Session;
 use crate::io::{Prefixed, SpliceStreamOne, Transport};
+use crate::spare;
 
 /// Bodies up to this size are copied into the write buffer next to their head (one syscall);
 /// larger ones are written from their own buffer.
@@ -311,11 +312,11 @@ impl H1Conn {
             } else {
                 // Idle keep-alive: hold no buffers while waiting, so ten thousand idle
                 // connections cost their sockets and little else. Wait for readability, then
-                // read into a fresh buffer (the allocator's thread cache makes that cheap).
-                self.wbuf = BytesMut::new();
+                // read into a spare buffer of this worker.
+                spare::give(std::mem::take(&mut self.wbuf));
                 match &mut self.stream {
                     Transport::Plain(tcp) => {
-                        self.rbuf = BytesMut::new();
+                        spare::give(std::mem::take(&mut self.rbuf));
                         // The keep-alive timer stays armed across requests: it is only moved
                         // when it fires and the connection turns out to have been busy since,
                         // at most once per keep-alive period, instead of once per request.
@@ -336,6 +337,7 @@ impl H1Conn {
                                 () = self.drain.as_mut() => return Ok(Err(Close::Quietly)),
                             }
                         }
+                        self.rbuf = spare::take();
                         self.rbuf.reserve(READ_BUFFER);
                         // One poll of an ordinary read: unlike `try_read`, it tells the runtime
                         // when the socket was drained, sparing a failed `recv` next time.
@@ -595,6 +597,9 @@ impl H1Conn {
             Body::Bytes(bytes) if bytes.len() <= COALESCE_MAX && !is_head => bytes.len(),
             _ => 0,
         };
+        if self.wbuf.capacity() == 0 {
+            self.wbuf = spare::take();
+        }
         self.wbuf.reserve(1024 + coalesced);
         with_http_date(|date| {
             write_response_head(

@@ -17,6 +17,7 @@ mod head;
 pub mod hq;
 pub mod io;
 pub mod peer;
+mod spare;
 #[cfg(test)]
 mod testing;
 pub mod tls;

@@ -101,8 +101,13 @@ impl RouteTable {
     /// (nginx's `default_server`). Within it the longest location prefix wins.
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
         let vhost = host
-            .map(strip_port)
-            .and_then(|h| self.vhosts.iter().find(|v| v.matches(h)))
+            .and_then(|h| {
+                // The port is stripped only if some vhost compares names.
+                let mut name = None;
+                self.vhosts
+                    .iter()
+                    .find(|v| v.any || v.matches(name.get_or_insert_with(|| strip_port(h))))
+            })
             .or_else(|| self.vhosts.first())?;
         vhost
             .locations
@@ -142,7 +147,7 @@ fn strip_port(host: &str) -> &str {
             None => host,
         };
     }
-    match host.rfind(':') {
+    match host.bytes().rposition(|b| b == b':') {
         Some(colon) => &host[..colon],
         None => host,
     }

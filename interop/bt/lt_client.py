@@ -9,7 +9,8 @@ off too (slow on loopback), so peers speak TCP only, and outgoing handshakes are
                [--no-tracker] [--listen PORT] [--ready FILE] [--stay SECONDS] [--timeout S]
                [--report FILE] [--seed]
 
-Prints one JSON line when done: state, seconds, payload bytes down/up, the peers it talked to.
+Prints one JSON line when done: state, seconds (and transfer_seconds, from the first payload
+byte), payload bytes down/up, the peers it talked to.
 With --report, the same JSON is also written to FILE (and refreshed while staying).
 Exit status 0 when the download completed (or, with --seed, when seeding started).
 """
@@ -125,11 +126,14 @@ def main():
     started = time.time()
     deadline = started + args.timeout
     done_at = None
+    first_at = None  # when the first payload byte had arrived
     offered = 0  # the 5-second period in which the direct peers were last offered
     while time.time() < deadline:
         for p in handle.get_peer_info():
             SEEN.add(f"{p.ip[0]}:{p.ip[1]}")
         st = handle.status()
+        if first_at is None and st.total_payload_download > 0:
+            first_at = time.time()
         if args.seed and st.state == lt.torrent_status.seeding and done_at is None:
             done_at = time.time()
             report(args, handle, started, "seeding")
@@ -156,6 +160,10 @@ def main():
     result = report(args, handle, started, state)
     if done_at is not None and not args.seed:
         result["seconds"] = round(done_at - started, 3)
+        if first_at is not None:
+            # From the first payload byte: libtorrent sends its first requests on its 500 ms
+            # tick, whoever the seeder is.
+            result["transfer_seconds"] = round(done_at - first_at, 3)
     print(json.dumps(result), flush=True)
     return 0 if state in ("complete", "seeding") else 1
 

@@ -124,6 +124,8 @@ pub struct ChunkedDecoder {
     extension_total: usize,
     /// Trailer bytes seen so far.
     trailer_total: usize,
+    /// The trailer section's field lines, when the caller forwards them.
+    trailers: Option<Vec<u8>>,
 }
 
 impl ChunkedDecoder {
@@ -135,6 +137,25 @@ impl ChunkedDecoder {
             announced: 0,
             extension_total: 0,
             trailer_total: 0,
+            trailers: None,
+        }
+    }
+
+    /// A decoder that keeps the trailer section for [`ChunkedDecoder::take_trailers`] (a
+    /// proxy forwards a member's trailers) instead of discarding it.
+    pub fn keeping_trailers(max_body: u64) -> Self {
+        ChunkedDecoder {
+            trailers: Some(Vec::new()),
+            ..ChunkedDecoder::new(max_body)
+        }
+    }
+
+    /// The trailer field lines (each ending in CRLF, without the final CRLF) once the body is
+    /// done, when the decoder keeps them and there were any.
+    pub fn take_trailers(&mut self) -> Option<Vec<u8>> {
+        match &self.trailers {
+            Some(t) if self.is_done() && !t.is_empty() => self.trailers.take(),
+            _ => None,
         }
     }
 
@@ -261,16 +282,16 @@ impl ChunkedDecoder {
                 b'\r' => State::FinalLf,
                 // RFC 9112 §5.2: obs-fold is not allowed in trailers either.
                 b' ' | b'\t' => return Err(Malformed("folded trailer line")),
-                b if is_field_byte(b) => self.trailer_byte(State::TrailerLine)?,
+                b if is_field_byte(b) => self.trailer_byte(b, State::TrailerLine)?,
                 _ => return Err(Malformed("invalid byte in trailer section")),
             },
             State::TrailerLine => match b {
-                b'\r' => self.trailer_byte(State::TrailerLf)?,
-                b if is_field_byte(b) => self.trailer_byte(State::TrailerLine)?,
+                b'\r' => self.trailer_byte(b, State::TrailerLf)?,
+                b if is_field_byte(b) => self.trailer_byte(b, State::TrailerLine)?,
                 _ => return Err(Malformed("invalid byte in trailer section")),
             },
             State::TrailerLf => match b {
-                b'\n' => self.trailer_byte(State::TrailerStart)?,
+                b'\n' => self.trailer_byte(b, State::TrailerStart)?,
                 _ => return Err(Malformed("trailer line not ended by CRLF")),
             },
             State::FinalLf => match b {
@@ -283,10 +304,13 @@ impl ChunkedDecoder {
     }
 
     /// Counts one trailer byte against [`MAX_TRAILER_BYTES`].
-    fn trailer_byte(&mut self, next: State) -> Result<State, ChunkedError> {
+    fn trailer_byte(&mut self, b: u8, next: State) -> Result<State, ChunkedError> {
         self.trailer_total += 1;
         if self.trailer_total > MAX_TRAILER_BYTES {
             return Err(ChunkedError::Malformed("trailer section too large"));
+        }
+        if let Some(kept) = &mut self.trailers {
+            kept.push(b);
         }
         Ok(next)
     }
@@ -506,5 +530,31 @@ mod tests {
         );
         assert_eq!(decoder.decode(&mut buf), Ok(Decoded::Done));
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn trailers_are_kept_when_asked() {
+        let input = b"3\r\nabc\r\n0\r\ngrpc-status: 0\r\nx: y\r\n\r\nNEXT";
+        let mut decoder = ChunkedDecoder::keeping_trailers(100);
+        let mut buf = BytesMut::from(&input[..]);
+        assert_eq!(decoder.take_trailers(), None);
+        assert_eq!(
+            decoder.decode(&mut buf),
+            Ok(Decoded::Data(Bytes::from_static(b"abc")))
+        );
+        assert_eq!(decoder.decode(&mut buf), Ok(Decoded::Done));
+        assert_eq!(&buf[..], b"NEXT");
+        assert_eq!(
+            decoder.take_trailers().as_deref(),
+            Some(&b"grpc-status: 0\r\nx: y\r\n"[..])
+        );
+        let mut plain = ChunkedDecoder::keeping_trailers(100);
+        let mut buf = BytesMut::from(&b"0\r\n\r\n"[..]);
+        assert_eq!(plain.decode(&mut buf), Ok(Decoded::Done));
+        assert_eq!(plain.take_trailers(), None);
+        let mut discarding = ChunkedDecoder::new(100);
+        let mut buf = BytesMut::from(&input[..]);
+        while discarding.decode(&mut buf) != Ok(Decoded::Done) {}
+        assert_eq!(discarding.take_trailers(), None);
     }
 }

@@ -11,11 +11,13 @@
 //! | [`sniff`] | TLS / h2c prior knowledge / BitTorrent / HTTP/1 from the first bytes | to guess on too few bytes |
 //! | [`h1`] | request heads (RFC 9112 §2–§6) | oversized heads, ambiguous framing |
 //! | [`chunked`] | chunked request bodies (RFC 9112 §7.1) | bodies over the limit, sloppy line ends |
+//! | [`client`] | the proxy's side of HTTP/1.1: request heads out, member response heads in | ambiguous framing, oversized heads |
 //! | [`response`] | response heads | to let callers' headers contradict the framing |
 //! | [`peer`] | a seed's BitTorrent peer-wire session (BEP 3, 9, 10) | oversized messages, long or out-of-range requests, floods |
 //! | [`hq`] | HTTP/0.9 request lines of `hq-interop` over QUIC | other methods, overlong lines |
 
 pub mod chunked;
+pub mod client;
 pub mod h1;
 pub mod h2c;
 pub mod h2guard;

@@ -1,5 +1,7 @@
-//! Bodies on the member side: the request body sent to a member (an `http_body::Body` over
-//! our message body) and the member's response body as a [`FrameSource`] for the session.
+//! Bodies on the member side for the connections hyper drives (HTTP/2, upgrades): the request
+//! body sent to a member (an `http_body::Body` over our message body) and the member's response
+//! body as a [`FrameSource`] for the session. HTTP/1.1 bodies of our own client are in
+//! [`super::client`].
 
 use std::io;
 use std::pin::Pin;
@@ -13,7 +15,8 @@ use hyper::body::Incoming;
 
 use crate::message::{BodyStream, Frame, FrameSource};
 
-use super::upstream::{H1Link, MemberState};
+use super::client::MemberConn;
+use super::upstream::MemberState;
 
 /// A request body on its way to a member.
 #[derive(Debug)]
@@ -66,15 +69,14 @@ impl HttpBody for UpBody {
 }
 
 /// What to do with the member connection once its response body has been read to the end.
-pub type OnDone = Box<dyn FnOnce(Option<H1Link>, bool) + Send>;
+pub type OnDone = Box<dyn FnOnce(Option<MemberConn>, bool) + Send>;
 
-/// A member's response body, read as the client takes it. Each wait for the member is bounded
-/// by `read_timeout`. At the end (or when dropped early), `on_done` is told whether the body
-/// completed, so the connection goes back to the pool or is closed.
+/// A response body from a connection hyper drives (HTTP/2, or an HTTP/1.1 upgrade the member
+/// declined), read as the client takes it. Each wait for the member is bounded by
+/// `read_timeout`. At the end (or when dropped early), `on_done` is told whether the body
+/// completed.
 pub struct MemberBody {
     pub incoming: Incoming,
-    /// The HTTP/1.1 connection the body arrives on, driven while reading it.
-    pub link: Option<H1Link>,
     pub read_timeout: Duration,
     pub timer: Option<Pin<Box<tokio::time::Sleep>>>,
     pub on_done: Option<OnDone>,
@@ -92,7 +94,7 @@ impl std::fmt::Debug for MemberBody {
 impl MemberBody {
     fn finish(&mut self, complete: bool) {
         if let Some(done) = self.on_done.take() {
-            done(self.link.take(), complete);
+            done(None, complete);
         }
     }
 }
@@ -108,9 +110,6 @@ impl FrameSource for MemberBody {
         let this = self.get_mut();
         if this.on_done.is_none() {
             return Poll::Ready(None);
-        }
-        if let Some(link) = this.link.as_mut() {
-            link.poll_conn(cx);
         }
         loop {
             match Pin::new(&mut this.incoming).poll_frame(cx) {

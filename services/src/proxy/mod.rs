@@ -14,6 +14,7 @@
 
 pub mod balance;
 pub mod body;
+pub mod client;
 pub mod headers;
 pub mod health;
 mod tls;
@@ -39,6 +40,7 @@ use switchyard_conf::{HashKey, ProxyLocation, Upstream};
 use crate::message::{Body, BodyStream, Frame, Request, Response, Tunnel, TunnelIo};
 use body::{Frames, MemberBody, UpBody};
 use headers::PreparedEdits;
+use switchyard_wire::client::{RequestFraming, ResponseBody, ResponseHead};
 use upstream::{COLLECT_MAX, Conn, MemberState, UpstreamState};
 
 /// A location routed to a pool, prepared once per configuration.
@@ -194,12 +196,18 @@ impl ProxyService {
         let mut stream = req.stream.take();
         let streamed = stream.is_some();
         let full = std::mem::take(&mut req.body);
-        if let Some(s) = &stream {
-            if let Some(n) = s.len() {
-                hdrs.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        let framing = match &stream {
+            Some(s) => s
+                .len()
+                .map_or(RequestFraming::Chunked, RequestFraming::Length),
+            None if !full.is_empty() || !matches!(req.method, Method::GET | Method::HEAD) => {
+                RequestFraming::Length(full.len() as u64)
             }
-        } else if !full.is_empty() || !matches!(req.method, Method::GET | Method::HEAD) {
-            hdrs.insert(header::CONTENT_LENGTH, HeaderValue::from(full.len()));
+            None => RequestFraming::None,
+        };
+        // The connections hyper drives (HTTP/2, upgrades) take the length from the map.
+        if let RequestFraming::Length(n) = framing {
+            hdrs.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
         }
 
         let mut tried: Vec<usize> = Vec::new();
@@ -243,8 +251,88 @@ impl ProxyService {
                 (None, false) if full.is_empty() => UpBody::Empty,
                 (None, false) => UpBody::Full(Some(full.clone())),
             };
+            let active = Active::new(&member);
+            let replayable = !streamed && idempotent;
+            let conn = match conn {
+                Conn::H1(mut conn, reused) => {
+                    let authority: &str = req.host.as_deref().unwrap_or(&member.authority);
+                    let sent = conn
+                        .exchange(
+                            &req.method,
+                            &path,
+                            authority,
+                            &hdrs,
+                            framing,
+                            body,
+                            conf.send_timeout,
+                            conf.read_timeout,
+                        )
+                        .await;
+                    let head = match sent {
+                        Ok(head) if head.status != StatusCode::SWITCHING_PROTOCOLS => head,
+                        Ok(_) => {
+                            last_error =
+                                format!("{}: switched protocols without being asked", member.addr);
+                            self.failed(up, &member, &last_error);
+                            tried.push(index);
+                            if !replayable {
+                                return error(StatusCode::BAD_GATEWAY, last_error);
+                            }
+                            continue;
+                        }
+                        Err(f) => {
+                            drop(conn);
+                            last_error = format!("{}: {}", member.addr, f.why);
+                            if reused && f.closed_before_answer && !streamed {
+                                // The member closed an idle connection as we reused it: nothing
+                                // was processed, so any request may go again (not counted as a
+                                // try).
+                                attempts -= 1;
+                                continue;
+                            }
+                            self.failed(up, &member, &last_error);
+                            tried.push(index);
+                            if !replayable {
+                                let status = if f.timed_out {
+                                    StatusCode::GATEWAY_TIMEOUT
+                                } else {
+                                    StatusCode::BAD_GATEWAY
+                                };
+                                return error(status, last_error);
+                            }
+                            continue;
+                        }
+                    };
+                    if conf.retry_on.contains(&head.status.as_u16())
+                        && replayable
+                        && attempts < conf.max_tries
+                    {
+                        last_error = format!("{}: answered {}", member.addr, head.status);
+                        self.failed(up, &member, &last_error);
+                        tried.push(index);
+                        continue;
+                    }
+                    member.record_success();
+                    let answer = self
+                        .respond_h1(up, route, member.clone(), conn, active, head, is_head)
+                        .await;
+                    match answer {
+                        Ok(response) => return response,
+                        // The member died between its head and its body (killed, reset).
+                        Err(why) => {
+                            self.failed(up, &member, &why);
+                            last_error = why;
+                            tried.push(index);
+                            if !replayable {
+                                return error(StatusCode::BAD_GATEWAY, last_error);
+                            }
+                            continue;
+                        }
+                    }
+                }
+                other => other,
+            };
             let h2 = matches!(conn, Conn::H2(_));
-            let reused = matches!(conn, Conn::H1(_, true));
             let mut request = http::Request::new(body);
             *request.method_mut() = req.method.clone();
             *request.headers_mut() = hdrs.clone();
@@ -268,13 +356,9 @@ impl ProxyService {
                     }
                 }
             }
-            let active = Active::new(&member);
             let started = Instant::now();
             let (sent, keep) = match conn {
-                Conn::H1(mut link, _) => {
-                    let r = tokio::time::timeout(conf.read_timeout, link.send(request)).await;
-                    (r, Keep::Link(link))
-                }
+                Conn::H1(..) => unreachable!("answered by our own client above"),
                 Conn::H1Spawned(mut send) => {
                     let r =
                         tokio::time::timeout(conf.read_timeout, send.send_request(request)).await;
@@ -286,7 +370,6 @@ impl ProxyService {
                     (r, Keep::Nothing)
                 }
             };
-            let replayable = !streamed && idempotent;
             match sent {
                 Err(_elapsed) => {
                     last_error = format!(
@@ -302,12 +385,6 @@ impl ProxyService {
                 Ok(Err(e)) => {
                     drop(keep);
                     last_error = format!("{}: {e}", member.addr);
-                    if reused && (e.is_canceled() || e.is_incomplete_message()) && !streamed {
-                        // The member closed an idle connection as we reused it: nothing was
-                        // processed, so any request may go again (not counted as a try).
-                        attempts -= 1;
-                        continue;
-                    }
                     self.failed(up, &member, &last_error);
                     tried.push(index);
                     if !replayable {
@@ -509,45 +586,24 @@ impl ProxyService {
             headers::add_via(&mut hdrs, parts.version);
         }
         headers::apply_edits(&mut hdrs, &route.response_edits);
-        let max_idle = up.conf.max_idle;
         let bodiless = is_head
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
-        let mut link = match keep {
-            Keep::Link(link) => Some(link),
-            Keep::Spawned { .. } | Keep::Nothing => None,
-        };
-        let release = {
-            let up = up.clone();
-            let member = member.clone();
-            move |link: Option<upstream::H1Link>, complete: bool| {
-                if let (Some(link), true) = (link, complete) {
-                    member.put_idle(link, max_idle);
-                    up.wake_queue();
-                }
-            }
-        };
         if bodiless || incoming.is_end_stream() {
-            release(link, true);
+            drop(keep);
             drop(active);
-            let body = match length {
-                Some(n) if is_head && n > 0 => {
-                    Body::Stream(BodyStream::new(Frames(Default::default()), Some(n)))
-                }
-                _ => Body::Empty,
-            };
             return Ok(Response {
                 status,
                 headers: hdrs,
                 shared: None,
-                body,
+                body: head_body(is_head, length),
             });
         }
         if length.is_some_and(|n| n <= COLLECT_MAX) {
-            return match collect(incoming, &mut link, up.conf.read_timeout).await {
+            return match collect(incoming, up.conf.read_timeout).await {
                 Ok(frames) => {
-                    release(link, true);
+                    drop(keep);
                     drop(active);
                     Ok(Response {
                         status,
@@ -561,13 +617,12 @@ impl ProxyService {
                 Err(e) => Err(format!("{}: response body: {e}", member.addr)),
             };
         }
-        let on_done: body::OnDone = Box::new(move |link, complete| {
-            release(link, complete);
+        let on_done: body::OnDone = Box::new(move |_, _| {
+            drop(keep);
             drop(active);
         });
         let source = MemberBody {
             incoming,
-            link,
             read_timeout: up.conf.read_timeout,
             timer: None,
             on_done: Some(on_done),
@@ -580,22 +635,108 @@ impl ProxyService {
             body: Body::Stream(BodyStream::new(source, length)),
         })
     }
+
+    /// Turn an answer read by our HTTP/1.1 client into ours. A small body is read whole
+    /// (usually it came in the same read as the head); `Err` when that failed: nothing was sent
+    /// to the client, so the request may go elsewhere. A larger one streams from the
+    /// connection, which goes back to the pool once the body is read to its end.
+    #[allow(clippy::too_many_arguments)]
+    async fn respond_h1(
+        &self,
+        up: &Arc<UpstreamState>,
+        route: &ProxyRoute,
+        member: Arc<MemberState>,
+        mut conn: client::MemberConn,
+        active: Active,
+        head: ResponseHead,
+        is_head: bool,
+    ) -> Result<Response, String> {
+        let ResponseHead {
+            status,
+            version,
+            headers: mut hdrs,
+            body,
+            content_length,
+            ..
+        } = head;
+        if route.location.forwarded {
+            headers::add_via(&mut hdrs, version);
+        }
+        headers::apply_edits(&mut hdrs, &route.response_edits);
+        let max_idle = up.conf.max_idle;
+        let release = {
+            let up = up.clone();
+            let member = member.clone();
+            move |conn: Option<client::MemberConn>, complete: bool| {
+                if let (Some(conn), true) = (conn, complete) {
+                    member.put_idle(conn, max_idle);
+                    up.wake_queue();
+                }
+            }
+        };
+        let small = match body {
+            ResponseBody::None => Some(0),
+            ResponseBody::Length(n) if n <= COLLECT_MAX => Some(n as usize),
+            _ => None,
+        };
+        if let Some(len) = small {
+            let data = match conn.read_body(len, up.conf.read_timeout).await {
+                Ok(data) => data,
+                Err(f) => return Err(format!("{}: response body: {}", member.addr, f.why)),
+            };
+            release(Some(conn), true);
+            drop(active);
+            let body = if body == ResponseBody::None {
+                head_body(is_head, content_length)
+            } else if data.is_empty() {
+                Body::Empty
+            } else {
+                Body::Bytes(data)
+            };
+            return Ok(Response {
+                status,
+                headers: hdrs,
+                shared: None,
+                body,
+            });
+        }
+        let on_done: body::OnDone = Box::new(move |conn, complete| {
+            release(conn, complete);
+            drop(active);
+        });
+        let length = match body {
+            ResponseBody::Length(n) => Some(n),
+            _ => None,
+        };
+        let source = client::ConnBody::new(conn, body, up.conf.read_timeout, on_done, member);
+        Ok(Response {
+            status,
+            headers: hdrs,
+            shared: None,
+            body: Body::Stream(BodyStream::new(source, length)),
+        })
+    }
+}
+
+/// The body of an answer that has none on the wire: a HEAD answer keeps announcing the
+/// member's length.
+fn head_body(is_head: bool, length: Option<u64>) -> Body {
+    match length {
+        Some(n) if is_head && n > 0 => {
+            Body::Stream(BodyStream::new(Frames(Default::default()), Some(n)))
+        }
+        _ => Body::Empty,
+    }
 }
 
 /// Read a small body whole (each wait bounded by `read_timeout`).
 async fn collect(
     mut incoming: Incoming,
-    link: &mut Option<upstream::H1Link>,
     read_timeout: std::time::Duration,
 ) -> io::Result<Vec<Frame>> {
     let mut frames = Vec::new();
     loop {
-        let next = std::future::poll_fn(|cx| {
-            if let Some(link) = link.as_mut() {
-                link.poll_conn(cx);
-            }
-            Pin::new(&mut incoming).poll_frame(cx)
-        });
+        let next = std::future::poll_fn(|cx| Pin::new(&mut incoming).poll_frame(cx));
         match tokio::time::timeout(read_timeout, next).await {
             Err(_) => {
                 return Err(io::Error::new(
@@ -676,8 +817,6 @@ fn overloaded(why: String) -> Response {
 /// What keeps a member connection alive while its response is in use.
 #[derive(Debug)]
 enum Keep {
-    /// Driven by the response's reader, back to the pool when the body is complete.
-    Link(upstream::H1Link),
     /// Driven by its own task (an upgrade).
     Spawned {
         _send: hyper::client::conn::http1::SendRequest<UpBody>,

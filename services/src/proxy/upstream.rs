@@ -8,13 +8,10 @@
 //! (most recent first, preferring the worker that drives them) up to `max_idle`, checked before
 //! reuse, and closed after `idle_timeout`.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -26,6 +23,7 @@ use tokio::sync::Notify;
 
 use super::balance::{Balancer, Candidate};
 use super::body::UpBody;
+use super::client::MemberConn;
 
 /// Milliseconds since the process started: a clock atomics can hold.
 pub fn now_ms() -> u64 {
@@ -70,7 +68,7 @@ pub struct MemberState {
 
 #[derive(Debug)]
 struct Idle {
-    conn: H1Link,
+    conn: MemberConn,
     since: Instant,
     worker: std::thread::ThreadId,
 }
@@ -149,13 +147,13 @@ impl MemberState {
     /// Drop idle connections older than `idle_timeout` (they close as they are dropped).
     pub fn sweep_idle(&self, idle_timeout: Duration) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|c| c.since.elapsed() < idle_timeout && !c.conn.is_done());
+        idle.retain(|c| c.since.elapsed() < idle_timeout && c.conn.reusable());
         self.idle_count.store(idle.len(), Ordering::SeqCst);
     }
 
     /// The most recently used idle connection; with `own_only`, only one this worker drives
     /// (its I/O then completes on this worker's thread, with no cross-thread wake-ups).
-    fn take_idle(&self, idle_timeout: Duration, own_only: bool) -> Option<H1Link> {
+    fn take_idle(&self, idle_timeout: Duration, own_only: bool) -> Option<MemberConn> {
         if self.idle_count.load(Ordering::Relaxed) == 0 {
             return None;
         }
@@ -169,12 +167,12 @@ impl MemberState {
         let entry = idle.remove(pos);
         self.idle_count.store(idle.len(), Ordering::SeqCst);
         drop(idle);
-        (entry.since.elapsed() < idle_timeout && !entry.conn.is_done()).then_some(entry.conn)
+        (entry.since.elapsed() < idle_timeout && entry.conn.reusable()).then_some(entry.conn)
     }
 
     /// Keep a connection whose exchange completed for the next request.
-    pub fn put_idle(&self, conn: H1Link, max_idle: usize) {
-        if conn.is_done() {
+    pub fn put_idle(&self, conn: MemberConn, max_idle: usize) {
+        if !conn.reusable() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -345,7 +343,7 @@ impl UpstreamState {
         } else if !upgrade {
             while let Some(mut c) = member.take_idle(self.conf.idle_timeout, true) {
                 // Checked on reuse: a connection the member closed while idle is dropped.
-                if c.ready().await {
+                if c.is_usable() {
                     return Ok(Some(Conn::H1(c, true)));
                 }
             }
@@ -354,7 +352,7 @@ impl UpstreamState {
             // At the cap: another worker's idle connection is better than waiting.
             if !h2 && !upgrade {
                 while let Some(mut c) = member.take_idle(self.conf.idle_timeout, false) {
-                    if c.ready().await {
+                    if c.is_usable() {
                         return Ok(Some(Conn::H1(c, true)));
                     }
                 }
@@ -369,7 +367,7 @@ impl UpstreamState {
             let (send, conn) = http2::Builder::new(TokioExecutor::new())
                 .initial_stream_window_size(1 << 20)
                 .initial_connection_window_size(8 << 20)
-                .handshake(io)
+                .handshake(TokioIo::new(io))
                 .await
                 .map_err(io::Error::other)?;
             actix_rt::spawn(async move {
@@ -379,28 +377,19 @@ impl UpstreamState {
             *member.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(send.clone());
             member.h2_live.store(true, Ordering::Relaxed);
             Ok(Some(Conn::H2(send)))
-        } else {
+        } else if upgrade {
             let (send, conn) = http1::Builder::new()
-                .handshake(io)
+                .handshake(TokioIo::new(io))
                 .await
                 .map_err(io::Error::other)?;
-            if upgrade {
-                // The connection becomes the tunnel: it runs on its own.
-                actix_rt::spawn(async move {
-                    let _slot = slot;
-                    let _ = conn.with_upgrades().await;
-                });
-                return Ok(Some(Conn::H1Spawned(send)));
-            }
-            Ok(Some(Conn::H1(
-                H1Link {
-                    send,
-                    conn: Box::pin(conn),
-                    done: false,
-                    _slot: slot,
-                },
-                false,
-            )))
+            // The connection becomes the tunnel: it runs on its own.
+            actix_rt::spawn(async move {
+                let _slot = slot;
+                let _ = conn.with_upgrades().await;
+            });
+            Ok(Some(Conn::H1Spawned(send)))
+        } else {
+            Ok(Some(Conn::H1(MemberConn::new(io, slot), false)))
         }
     }
 
@@ -411,14 +400,14 @@ impl UpstreamState {
 
     /// A fresh connection for a health check, outside the pool and its bound.
     pub async fn connect_for_check(&self, member: &MemberState) -> io::Result<TokioIo<Stream>> {
-        self.connect(member).await
+        self.connect(member).await.map(TokioIo::new)
     }
 
-    async fn connect(&self, member: &MemberState) -> io::Result<TokioIo<Stream>> {
+    async fn connect(&self, member: &MemberState) -> io::Result<Stream> {
         let tcp = TcpStream::connect(member.addr).await?;
         let _ = tcp.set_nodelay(true);
         if !member.tls {
-            return Ok(TokioIo::new(Stream::Plain(tcp)));
+            return Ok(Stream::Plain(tcp));
         }
         let connector = self
             .tls
@@ -433,80 +422,23 @@ impl UpstreamState {
         let name = rustls_pki_types::ServerName::try_from(name)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let tls = connector.connect(name, tcp).await?;
-        Ok(TokioIo::new(Stream::Tls(Box::new(tls))))
+        Ok(Stream::Tls(Box::new(tls)))
     }
 }
 
 /// A connection ready for one request.
 #[derive(Debug)]
 pub enum Conn {
-    /// HTTP/1.1; `true` when it was reused from the idle pool.
-    H1(H1Link, bool),
+    /// HTTP/1.1 over our own codec; `true` when it was reused from the idle pool.
+    H1(MemberConn, bool),
     /// HTTP/1.1 driven by its own task (upgrades: it becomes a tunnel).
     H1Spawned(http1::SendRequest<UpBody>),
     H2(http2::SendRequest<UpBody>),
 }
 
-/// An HTTP/1.1 connection driven by whoever uses it: the request's task polls the connection
-/// while it waits for the response and while it reads the body, so an exchange costs no
-/// hand-off to another task; an idle connection is polled by nobody.
-pub struct H1Link {
-    send: http1::SendRequest<UpBody>,
-    conn: Pin<Box<http1::Connection<TokioIo<Stream>, UpBody>>>,
-    /// The connection future completed (closed or failed): the link is unusable.
-    done: bool,
-    _slot: Slot,
-}
-
-impl std::fmt::Debug for H1Link {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("H1Link").field("done", &self.done).finish()
-    }
-}
-
-impl H1Link {
-    pub fn is_done(&self) -> bool {
-        self.done
-    }
-
-    /// Let the connection make progress (write the request, read the response).
-    pub fn poll_conn(&mut self, cx: &mut Context<'_>) {
-        if !self.done && self.conn.as_mut().poll(cx).is_ready() {
-            self.done = true;
-        }
-    }
-
-    /// Whether the connection can take a request (checked on reuse: a member that closed it
-    /// while idle is noticed here).
-    pub async fn ready(&mut self) -> bool {
-        std::future::poll_fn(|cx| {
-            self.poll_conn(cx);
-            match self.send.poll_ready(cx) {
-                Poll::Ready(r) => Poll::Ready(r.is_ok() && !self.done),
-                Poll::Pending if self.done => Poll::Ready(false),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await
-    }
-
-    /// Send a request and wait for the response head, driving the connection meanwhile.
-    pub async fn send(
-        &mut self,
-        request: http::Request<UpBody>,
-    ) -> hyper::Result<http::Response<hyper::body::Incoming>> {
-        let mut response = std::pin::pin!(self.send.send_request(request));
-        std::future::poll_fn(|cx| {
-            self.poll_conn(cx);
-            response.as_mut().poll(cx)
-        })
-        .await
-    }
-}
-
 /// One of a member's `max_conns` slots, held by the connection's task.
 #[derive(Debug)]
-struct Slot {
+pub(super) struct Slot {
     member: Arc<MemberState>,
     upstream: Arc<UpstreamState>,
 }
@@ -572,6 +504,24 @@ impl tokio::io::AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
         }
     }
 

@@ -263,6 +263,12 @@ impl Router {
                 };
             }
             Route::CachedProxy(route) => {
+                // A fresh hit is answered here, before the whole cache-and-proxy future is made.
+                if let (Some(_), Some(cache)) = (&self.proxy, &self.cache)
+                    && let Some(hit) = cache.fresh_hit(&req)
+                {
+                    return hit;
+                }
                 return match (&self.proxy, &self.cache) {
                     (Some(proxy), Some(cache)) => {
                         Box::pin(crate::proxy_cache::serve(cache, proxy.clone(), route, req)).await

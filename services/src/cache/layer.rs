@@ -42,7 +42,7 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::header::{AGE, CONTENT_LENGTH, HeaderValue, TRANSFER_ENCODING};
+use http::header::{AGE, CONTENT_LENGTH, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Version};
 use switchyard_conf::CacheConfig;
 
@@ -216,6 +216,31 @@ impl CacheLayer {
         (self.inner.clock)()
     }
 
+    /// The answer to `req` when a fresh stored response in memory serves it as it is: the
+    /// common hit, answered without the machinery (and the large future) of
+    /// [`CacheLayer::handle`], which the caller uses when this gives `None`.
+    pub fn fresh_hit(&self, req: &Request) -> Option<Response> {
+        if req.method != Method::GET && req.method != Method::HEAD {
+            return None;
+        }
+        let Lookup::Hit(entry) = self.inner.store.get(&key_of(req), &req.headers) else {
+            return None;
+        };
+        let now = self.now();
+        let req_cc = CacheControl::parse(&req.headers);
+        match entry.freshness.evaluate(&req_cc, now) {
+            Verdict::Serve => {
+                let status = CacheStatus {
+                    hit: true,
+                    ttl: Some(entry.freshness.ttl(now)),
+                    ..Default::default()
+                };
+                Some(self.respond_at(&req.headers, &entry, status, now))
+            }
+            _ => None,
+        }
+    }
+
     /// Answer `req`, from the cache or through `forward`.
     pub async fn handle<F, Fut>(&self, req: Request, forward: F) -> Served
     where
@@ -256,7 +281,7 @@ impl CacheLayer {
                     ttl: Some(entry.freshness.ttl(now)),
                     ..Default::default()
                 };
-                Served::now(self.respond(&parts, &entry, status))
+                Served::now(self.respond_at(&parts.headers, &entry, status, now))
             }
             Verdict::ServeStaleAndRefresh => {
                 let status = CacheStatus {
@@ -265,7 +290,7 @@ impl CacheLayer {
                     detail: Some("stale-while-revalidate"),
                     ..Default::default()
                 };
-                let response = self.respond(&parts, &entry, status);
+                let response = self.respond(&parts.headers, &entry, status);
                 let refresh = self.inner.flights.lead(&parts.base).map(|leader| {
                     let this = self.clone();
                     Refresh(Box::pin(async move {
@@ -354,7 +379,7 @@ impl CacheLayer {
                         collapsed: true,
                         ..Default::default()
                     };
-                    return self.respond(&parts, &entry, status);
+                    return self.respond(&parts.headers, &entry, status);
                 }
                 // Timed out, or the leader's response is not for us: go ourselves.
                 self.upstream(&parts, fwd, stored, &forward).await.0
@@ -434,7 +459,10 @@ impl CacheLayer {
                     self.keep(refreshed.clone()).await;
                     status.stored = true;
                     status.ttl = Some(refreshed.freshness.ttl(response_time));
-                    return (self.respond(parts, &refreshed, status), Some(refreshed));
+                    return (
+                        self.respond(&parts.headers, &refreshed, status),
+                        Some(refreshed),
+                    );
                 }
             }
             // The 304 is about another representation: ask again without conditions.
@@ -488,7 +516,7 @@ impl CacheLayer {
                 self.keep(entry.clone()).await;
                 status.stored = true;
                 status.ttl = Some(entry.freshness.ttl(response_time));
-                (self.respond(parts, &entry, status), Some(entry))
+                (self.respond(&parts.headers, &entry, status), Some(entry))
             }
             Err(why) => {
                 if stored.is_some() && !up.status.is_server_error() {
@@ -524,14 +552,25 @@ impl CacheLayer {
             detail: Some("stale-if-error"),
             ..Default::default()
         };
-        self.respond(parts, entry, status)
+        self.respond(&parts.headers, entry, status)
     }
 
     /// The client's response made from a stored one: `Age`, `Cache-Status`, and a 304 when
     /// the client's own preconditions say it has this representation already.
-    fn respond(&self, parts: &Parts, entry: &Entry, status: CacheStatus) -> Response {
-        let age = entry.freshness.current_age(self.now());
-        if entry.status == StatusCode::OK && client_not_modified(&parts.headers, &entry.headers) {
+    fn respond(&self, req_headers: &HeaderMap, entry: &Entry, status: CacheStatus) -> Response {
+        self.respond_at(req_headers, entry, status, self.now())
+    }
+
+    /// [`CacheLayer::respond`] with the clock already read.
+    fn respond_at(
+        &self,
+        req_headers: &HeaderMap,
+        entry: &Entry,
+        status: CacheStatus,
+        now: SystemTime,
+    ) -> Response {
+        let age = entry.freshness.current_age(now);
+        if entry.status == StatusCode::OK && client_not_modified(req_headers, &entry.headers) {
             let mut headers = not_modified_headers(&entry.headers);
             headers.insert(AGE, HeaderValue::from(age));
             status.append_to(&mut headers);
@@ -542,17 +581,16 @@ impl CacheLayer {
                 body: Body::Empty,
             };
         }
-        let mut headers = entry.headers.clone();
-        // Framing is the session's business (it derives it from the body).
-        headers.remove(CONTENT_LENGTH);
-        headers.remove(TRANSFER_ENCODING);
+        // The stored fields go as one pre-rendered set (framing is the session's business, so
+        // the set has none); only `Age` and `Cache-Status` are made per response.
+        let mut headers = HeaderMap::with_capacity(2);
         // RFC 9111 §5.1: "a cache SHOULD generate an Age header field" with the current age.
         headers.insert(AGE, HeaderValue::from(age));
-        status.append_to(&mut headers);
+        status.append_after(entry.upstream_status.as_ref(), &mut headers);
         Response {
             status: entry.status,
             headers,
-            shared: None,
+            shared: Some(entry.shared.clone()),
             body: body_of(entry.body.clone()),
         }
     }

@@ -19,6 +19,8 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use super::directives::{CacheControl, delta_seconds};
 
+/// RFC 9211's field.
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 /// The operator's rules that complete the RFC (`[cache]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rules {
@@ -395,10 +397,12 @@ impl CacheStatus {
             s.push_str(fwd.as_str());
         }
         if let Some(status) = self.fwd_status {
-            s.push_str(&format!("; fwd-status={status}"));
+            s.push_str("; fwd-status=");
+            s.push_str(itoa::Buffer::new().format(status));
         }
         if let Some(ttl) = self.ttl {
-            s.push_str(&format!("; ttl={ttl}"));
+            s.push_str("; ttl=");
+            s.push_str(itoa::Buffer::new().format(ttl));
         }
         if self.stored {
             s.push_str("; stored");
@@ -417,14 +421,25 @@ impl CacheStatus {
     /// Add this member after those of caches closer to the origin (RFC 9211 §2: "the
     /// left-most cache is the one closest to the origin server").
     pub fn append_to(&self, headers: &mut HeaderMap) {
-        let name = HeaderName::from_static("cache-status");
-        let mine = self.member();
-        let value = match headers.get(&name).and_then(|v| v.to_str().ok()) {
-            Some(theirs) if !theirs.trim().is_empty() => format!("{theirs}, {mine}"),
-            _ => mine,
+        let theirs = headers.get(CACHE_STATUS).cloned();
+        self.append_after(theirs.as_ref(), headers);
+    }
+
+    /// Set `Cache-Status` in `headers` to `theirs` (the stored response's own, from caches
+    /// closer to the origin) followed by this member.
+    pub fn append_after(&self, theirs: Option<&HeaderValue>, headers: &mut HeaderMap) {
+        let mut value = match theirs.and_then(|v| v.to_str().ok()) {
+            Some(theirs) if !theirs.trim().is_empty() => {
+                let mut v = String::with_capacity(theirs.len() + 64);
+                v.push_str(theirs);
+                v.push_str(", ");
+                v
+            }
+            _ => String::with_capacity(64),
         };
+        value.push_str(&self.member());
         if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(name, value);
+            headers.insert(CACHE_STATUS, value);
         }
     }
 }
@@ -474,7 +489,15 @@ pub fn secondary_key(vary: &[HeaderName], req_headers: &HeaderMap) -> String {
 /// The primary cache key (§2): scheme, lowercased host (with port) and target. GET and HEAD
 /// share it.
 pub fn base_key(scheme: &str, host: &str, path: &str, query: Option<&str>) -> String {
-    let mut key = format!("{scheme}://{}{path}", host.to_ascii_lowercase());
+    let mut key = String::with_capacity(
+        scheme.len() + 3 + host.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+    );
+    key.push_str(scheme);
+    key.push_str("://");
+    let at = key.len();
+    key.push_str(host);
+    key[at..].make_ascii_lowercase();
+    key.push_str(path);
     if let Some(q) = query {
         key.push('?');
         key.push_str(q);
@@ -617,13 +640,11 @@ pub fn client_not_modified(req_headers: &HeaderMap, stored: &HeaderMap) -> bool 
             .map(str::trim)
             .any(|tag| tag == "*" || etag_weak_eq(tag.as_bytes(), etag.as_bytes()));
     }
-    match (
-        http_date(req_headers, &IF_MODIFIED_SINCE),
-        http_date(stored, &LAST_MODIFIED),
-    ) {
-        (Some(since), Some(modified)) => secs(modified) <= secs(since),
-        _ => false,
-    }
+    // The stored date is parsed only when the client sent one to compare it with.
+    let Some(since) = http_date(req_headers, &IF_MODIFIED_SINCE) else {
+        return false;
+    };
+    http_date(stored, &LAST_MODIFIED).is_some_and(|modified| secs(modified) <= secs(since))
 }
 
 /// The headers a 304 made from a stored response carries (RFC 9110 §15.4.5).

@@ -15,13 +15,14 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use foldhash::fast::RandomState;
-use http::header::HeaderName;
+use http::header::{AGE, HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
 use moka::sync::Cache;
 use switchyard_conf::CacheConfig;
 
 use super::disk::{DiskStore, Record};
-use super::policy::{Freshness, Rules, secondary_key};
+use super::policy::{CACHE_STATUS, Freshness, Rules, secondary_key};
+use crate::message::SharedFields;
 
 /// Most variants (secondary keys) kept per URI.
 pub const MAX_VARIANTS: usize = 16;
@@ -37,6 +38,11 @@ pub struct Entry {
     pub vary: Vec<HeaderName>,
     pub status: StatusCode,
     pub headers: HeaderMap,
+    /// The fields every hit sends unchanged (`headers` less `Age`, `Cache-Status` and what
+    /// the session writes itself), rendered once.
+    pub shared: Arc<SharedFields>,
+    /// The stored response's own `Cache-Status` (from caches closer to the origin).
+    pub upstream_status: Option<HeaderValue>,
     pub body: Bytes,
     pub freshness: Freshness,
 }
@@ -57,12 +63,17 @@ impl Entry {
         rules: &Rules,
     ) -> Entry {
         let freshness = Freshness::new(status, &headers, request_time, response_time, rules);
+        let mut fields = headers.clone();
+        fields.remove(AGE);
+        let upstream_status = fields.remove(CACHE_STATUS);
         Entry {
             base,
             secondary,
             vary,
             status,
             headers,
+            shared: Arc::new(SharedFields::new(fields)),
+            upstream_status,
             body,
             freshness,
         }
@@ -101,7 +112,9 @@ impl Entry {
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 32)
             .sum();
-        self.body.len() + headers + self.base.len() + self.secondary.len() + ENTRY_OVERHEAD
+        // The shared set holds the fields again: as a map and as rendered lines.
+        let shared = headers + self.shared.lines().len();
+        self.body.len() + headers + shared + self.base.len() + self.secondary.len() + ENTRY_OVERHEAD
     }
 }
 

@@ -356,6 +356,50 @@ fn odd_member_answers_are_clear_502s_while_others_are_served() {
 }
 
 #[test]
+fn ambiguous_member_framing_is_read_safely_or_refused() {
+    let member = Backend::start("m");
+    let server = proxy(&[member.addr], "[upstream.passive]\nfailures = 0", "");
+    let conns = |server: &Server| curl(&[server.url("/conns")]).text().parse::<u64>().unwrap();
+    let before = conns(&server);
+    // Transfer-Encoding and Content-Length together: the chunked coding frames the body, and
+    // the connection, which may have been crafted to desynchronise us, is not used again.
+    let both = curl(&[server.url("/both")]);
+    assert_eq!((both.status, both.text().as_str()), (200, "hello"));
+    let after = conns(&server);
+    assert_eq!(
+        after,
+        before + 1,
+        "the connection that carried /both was reused"
+    );
+    // Conflicting Content-Length values: a 502 that says why, and the member still serves.
+    let bad = curl(&[server.url("/badlength")]);
+    assert_eq!(bad.status, 502, "{}", bad.text());
+    assert!(bad.text().contains("Content-Length"), "{}", bad.text());
+    assert_eq!(curl(&[server.url("/")]).status, 200);
+}
+
+#[test]
+fn a_member_refusing_an_upload_has_its_answer_forwarded() {
+    let member = Backend::start("m");
+    let server = proxy(&[member.addr], "[upstream.passive]\nfailures = 0", "");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("upload.bin");
+    std::fs::write(&file, vec![b'x'; 32 << 20]).expect("write upload");
+    // A streamed 32 MiB upload the member does not read: its 413 comes back, with its body,
+    // instead of a 502 or a stalled upload.
+    let started = Instant::now();
+    let out = curl(&[
+        "--data-binary".to_owned(),
+        format!("@{}", file.display()),
+        server.url("/refuse"),
+    ]);
+    assert_eq!(out.status, 413, "{}", out.text());
+    assert_eq!(out.text(), "refused");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(curl(&[server.url("/")]).status, 200);
+}
+
+#[test]
 fn a_body_cut_short_sends_an_idempotent_request_to_the_next_member() {
     let members = [Backend::start("a"), Backend::start("b")];
     let addrs: Vec<SocketAddr> = members.iter().map(|m| m.addr).collect();

@@ -18,6 +18,9 @@
 //! | `/headers`             | the request head as received                                 |
 //! | `/health`              | 200, or 503 after `/health/down` (until `/health/up`)        |
 //! | `/ws` with Upgrade     | 101, then echoes every byte back until the client closes     |
+//! | `/refuse`              | 413 and close, without reading the request body              |
+//! | `/both`                | chunked "hello" that also announces `Content-Length: 3`      |
+//! | `/badlength`           | `Content-Length: 5, 6` (conflicting values)                  |
 //! | `/trailers`            | chunked body `hello`, then the trailer `grpc-status: 0`      |
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -99,8 +102,32 @@ fn serve(stream: TcpStream, state: &State) -> std::io::Result<()> {
                 }
             }
         }
-        let body_len = read_body(&mut reader, length, chunked)?;
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+        match path {
+            // Refuses an upload without reading it, as a server enforcing a body limit does.
+            "/refuse" => {
+                writer.write_all(
+                    b"HTTP/1.1 413 Too Large\r\nContent-Length: 7\r\nConnection: close\r\n\r\nrefused",
+                )?;
+                return Ok(());
+            }
+            // Both framings: the chunked coding wins, and the connection must not be reused.
+            "/both" => {
+                read_body(&mut reader, length, chunked)?;
+                writer.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+                      5\r\nhello\r\n0\r\n\r\n",
+                )?;
+                continue;
+            }
+            "/badlength" => {
+                read_body(&mut reader, length, chunked)?;
+                writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello")?;
+                continue;
+            }
+            _ => {}
+        }
+        let body_len = read_body(&mut reader, length, chunked)?;
         let name = &state.name;
         let mut status = 200u16;
         let mut body: Vec<u8> = name.clone().into_bytes();

@@ -62,7 +62,9 @@ pub struct Response {
 /// `Alt-Svc`) are left out when the set is made, so a session can send the lines as they are.
 #[derive(Debug)]
 pub struct SharedFields {
-    map: HeaderMap,
+    /// Made at once from a map, or on first use from the lines (a proxied response's fields,
+    /// which an HTTP/1.1 client never needs as a map).
+    map: std::sync::OnceLock<HeaderMap>,
     /// `name: value\r\n` for every field of `map`, in its order.
     lines: Box<[u8]>,
 }
@@ -88,13 +90,28 @@ impl SharedFields {
             lines.extend_from_slice(b"\r\n");
         }
         SharedFields {
-            map,
+            map: std::sync::OnceLock::from(map),
+            lines: lines.into_boxed_slice(),
+        }
+    }
+
+    /// A set from field lines as a member sent them (each `name: value\r\n`, checked by the
+    /// parser that produced them, holding no field a session writes itself: see
+    /// [`switchyard_wire::client::ResponseHead::fields`]).
+    pub fn from_lines(lines: Vec<u8>) -> SharedFields {
+        SharedFields {
+            map: std::sync::OnceLock::new(),
             lines: lines.into_boxed_slice(),
         }
     }
 
     pub fn map(&self) -> &HeaderMap {
-        &self.map
+        self.map.get_or_init(|| {
+            switchyard_wire::client::parse_field_lines(&self.lines).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "shared field lines do not parse; sending none");
+                HeaderMap::new()
+            })
+        })
     }
 
     /// The HTTP/1.1 field lines of the set, each ending in CRLF.

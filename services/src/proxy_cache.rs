@@ -87,6 +87,8 @@ pub async fn to_forwarded(mut response: Response, max: u64) -> Forwarded {
 fn made_by_proxy(response: &Response) -> bool {
     matches!(response.status.as_u16(), 500 | 502 | 503 | 504)
         && matches!(response.body, Body::Bytes(_))
+        // A member's answer carries its fields as a shared set; the proxy's own never does.
+        && response.shared.is_none()
         && response
             .headers
             .keys()

@@ -131,8 +131,10 @@ pub enum ResponseBody {
 pub struct ResponseHead {
     pub status: StatusCode,
     pub version: Version,
-    /// The fields to forward: no framing, hop-by-hop or `Connection`-named fields.
-    pub headers: HeaderMap,
+    /// The fields to forward, as `name: value\r\n` lines in the member's order and spelling:
+    /// no framing, hop-by-hop or `Connection`-named fields, and none of those a server writes
+    /// itself (`Server`, `Date`, `Alt-Svc`). [`parse_field_lines`] makes a map of them.
+    pub fields: Vec<u8>,
     pub body: ResponseBody,
     /// The `Content-Length` the member sent (also for HEAD and 304, where no body follows).
     pub content_length: Option<u64>,
@@ -169,18 +171,46 @@ impl std::fmt::Display for ResponseError {
 
 impl std::error::Error for ResponseError {}
 
-/// Hop-by-hop fields never forwarded; `Content-Length` is the session's to write.
-fn is_dropped(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::CONTENT_LENGTH
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::UPGRADE
-        || name == header::PROXY_AUTHENTICATE
-        || name == header::PROXY_AUTHORIZATION
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
+/// Why a member's field is not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dropped {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// Hop-by-hop (RFC 9110 §7.6.1), or written by the server itself.
+    Other,
+}
+
+/// Fields never forwarded: framing (the session writes its own), hop-by-hop ones, and those
+/// the server owns (`Server`, `Date`; `Alt-Svc`, which names the member's alternatives, not
+/// ours).
+fn dropped(name: &[u8]) -> Option<Dropped> {
+    const OTHER: [&[u8]; 10] = [
+        b"te",
+        b"date",
+        b"server",
+        b"trailer",
+        b"upgrade",
+        b"alt-svc",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    ];
+    if name.eq_ignore_ascii_case(b"content-length") {
+        Some(Dropped::ContentLength)
+    } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        Some(Dropped::TransferEncoding)
+    } else if name.eq_ignore_ascii_case(b"connection") {
+        Some(Dropped::Connection)
+    } else if OTHER
+        .iter()
+        .any(|o| o.len() == name.len() && o.eq_ignore_ascii_case(name))
+    {
+        Some(Dropped::Other)
+    } else {
+        None
+    }
 }
 
 /// Parses the response head at the front of `src`, for a request with `method`. `Ok(None)` when
@@ -222,18 +252,18 @@ pub fn parse_response_head(
         Some(Ok(s)) => s,
         _ => return malformed("invalid status code"),
     };
-    let mut headers = HeaderMap::with_capacity(response.headers.len());
     let mut content_length: Option<u64> = None;
     let mut chunked_last = false;
     let mut transfer_encoding = false;
     let mut close = version == Version::HTTP_10;
-    let mut named: Vec<HeaderName> = Vec::new();
+    let mut named: Vec<&[u8]> = Vec::new();
+    let mut kept_bytes = 0;
+    // First pass: framing, connection options, and the size of what is kept.
     for field in response.headers.iter() {
-        let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
-            return malformed("invalid field name");
-        };
-        if is_dropped(&name) {
-            if name == header::CONTENT_LENGTH {
+        let name = field.name.as_bytes();
+        match dropped(name) {
+            None => kept_bytes += name.len() + field.value.len() + 4,
+            Some(Dropped::ContentLength) => {
                 for part in field.value.split(|&b| b == b',') {
                     let Some(n) = parse_length(trim(part)) else {
                         return malformed("invalid Content-Length");
@@ -243,7 +273,8 @@ pub fn parse_response_head(
                     }
                     content_length = Some(n);
                 }
-            } else if name == header::TRANSFER_ENCODING {
+            }
+            Some(Dropped::TransferEncoding) => {
                 transfer_encoding = true;
                 // Only the last coding decides whether the body is chunked.
                 for coding in field.value.split(|&b| b == b',') {
@@ -252,7 +283,8 @@ pub fn parse_response_head(
                         chunked_last = coding.eq_ignore_ascii_case(b"chunked");
                     }
                 }
-            } else if name == header::CONNECTION {
+            }
+            Some(Dropped::Connection) => {
                 for token in field.value.split(|&b| b == b',') {
                     let token = trim(token);
                     if token.eq_ignore_ascii_case(b"close") {
@@ -261,20 +293,26 @@ pub fn parse_response_head(
                         if version == Version::HTTP_10 {
                             close = false;
                         }
-                    } else if let Ok(option) = HeaderName::from_bytes(token) {
-                        named.push(option);
+                    } else if !token.is_empty() {
+                        named.push(token);
                     }
                 }
             }
+            Some(Dropped::Other) => {}
+        }
+    }
+    // Second pass: the kept fields as they came (httparse checked names and values), less
+    // those `Connection` names.
+    let mut fields = Vec::with_capacity(kept_bytes + 32);
+    for field in response.headers.iter() {
+        let name = field.name.as_bytes();
+        if dropped(name).is_some() || named.iter().any(|n| n.eq_ignore_ascii_case(name)) {
             continue;
         }
-        let Ok(value) = HeaderValue::from_bytes(field.value) else {
-            return malformed("invalid field value");
-        };
-        headers.append(name, value);
-    }
-    for option in named {
-        headers.remove(option);
+        fields.extend_from_slice(name);
+        fields.extend_from_slice(b": ");
+        fields.extend_from_slice(field.value);
+        fields.extend_from_slice(b"\r\n");
     }
     let bodiless = *method == Method::HEAD
         || status.is_informational()
@@ -307,7 +345,7 @@ pub fn parse_response_head(
     Ok(Some(ResponseHead {
         status,
         version,
-        headers,
+        fields,
         body,
         content_length,
         keep_alive: !close,
@@ -315,35 +353,46 @@ pub fn parse_response_head(
     }))
 }
 
-/// Parses a trailer section (field lines without the final CRLF, as
-/// [`crate::ChunkedDecoder::take_trailers`] returns them) into the fields to forward.
-pub fn parse_trailers(src: &[u8]) -> Result<HeaderMap, ResponseError> {
+/// Parses field lines (`name: value\r\n` each, without a final empty line: a response's
+/// [`ResponseHead::fields`], or a trailer section as [`crate::ChunkedDecoder::take_trailers`]
+/// returns it) into a map.
+pub fn parse_field_lines(src: &[u8]) -> Result<HeaderMap, ResponseError> {
     let mut lines = Vec::with_capacity(src.len() + 2);
     lines.extend_from_slice(src);
     lines.extend_from_slice(b"\r\n");
-    let mut fields = [httparse::EMPTY_HEADER; MAX_RESPONSE_FIELDS];
-    match httparse::parse_headers(&lines, &mut fields) {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_FIELDS];
+    match httparse::parse_headers(&lines, &mut slots) {
         Ok(httparse::Status::Complete((_, parsed))) => {
             let mut out = HeaderMap::with_capacity(parsed.len());
-            for field in parsed {
+            for field in parsed.iter() {
                 let (Ok(name), Ok(value)) = (
                     HeaderName::from_bytes(field.name.as_bytes()),
                     HeaderValue::from_bytes(field.value),
                 ) else {
-                    return Err(ResponseError::Malformed("invalid trailer field".into()));
+                    return Err(ResponseError::Malformed("invalid field".into()));
                 };
-                // Framing and routing fields are not allowed in trailers (RFC 9110 §6.5.1).
-                if !is_dropped(&name) && name != header::HOST {
-                    out.append(name, value);
-                }
+                out.append(name, value);
             }
             Ok(out)
         }
-        Ok(httparse::Status::Partial) => Err(ResponseError::Malformed(
-            "incomplete trailer section".into(),
-        )),
-        Err(e) => Err(ResponseError::Malformed(format!("trailers: {e}"))),
+        Ok(httparse::Status::Partial) => Err(ResponseError::Malformed("incomplete fields".into())),
+        Err(e) => Err(ResponseError::Malformed(format!("fields: {e}"))),
     }
+}
+
+/// Parses a trailer section into the fields to forward: framing, hop-by-hop and routing
+/// fields are not allowed in trailers (RFC 9110 §6.5.1) and are left out.
+pub fn parse_trailers(src: &[u8]) -> Result<HeaderMap, ResponseError> {
+    let mut out = parse_field_lines(src)?;
+    let drop: Vec<HeaderName> = out
+        .keys()
+        .filter(|n| dropped(n.as_str().as_bytes()).is_some() || *n == header::HOST)
+        .cloned()
+        .collect();
+    for name in drop {
+        out.remove(name);
+    }
+    Ok(out)
 }
 
 fn trim(mut s: &[u8]) -> &[u8] {
@@ -380,6 +429,10 @@ mod tests {
         parse(head).expect("valid").expect("complete")
     }
 
+    fn map(head: &ResponseHead) -> HeaderMap {
+        parse_field_lines(&head.fields).expect("the kept lines parse")
+    }
+
     #[test]
     fn a_length_delimited_response_keeps_its_connection() {
         let h = ok("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: \"x\"\r\n\r\nhello");
@@ -391,8 +444,9 @@ mod tests {
             h.len,
             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: \"x\"\r\n\r\n".len()
         );
-        assert!(!h.headers.contains_key(header::CONTENT_LENGTH));
-        assert_eq!(h.headers[header::ETAG], "\"x\"");
+        assert_eq!(h.fields, b"ETag: \"x\"\r\n");
+        assert!(!map(&h).contains_key(header::CONTENT_LENGTH));
+        assert_eq!(map(&h)[header::ETAG], "\"x\"");
     }
 
     #[test]
@@ -416,7 +470,7 @@ mod tests {
         let h = ok("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
         assert_eq!(h.body, ResponseBody::Chunked);
         assert!(h.keep_alive);
-        assert!(!h.headers.contains_key(header::TRANSFER_ENCODING));
+        assert!(!map(&h).contains_key(header::TRANSFER_ENCODING));
         let h = ok("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n");
         assert_eq!(h.body, ResponseBody::Close);
         assert!(!h.keep_alive);
@@ -487,11 +541,32 @@ mod tests {
                     Content-Length: 0\r\nX-Kept: 2\r\n\r\n",
         );
         assert!(h.keep_alive);
-        assert_eq!(h.headers.len(), 1, "{:?}", h.headers);
-        assert_eq!(h.headers["x-kept"], "2");
+        assert_eq!(
+            h.fields,
+            b"X-Kept: 2\r\n",
+            "{:?}",
+            String::from_utf8_lossy(&h.fields)
+        );
+        assert_eq!(map(&h)["x-kept"], "2");
         assert!(
             !ok("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").keep_alive
         );
+    }
+
+    #[test]
+    fn fields_the_server_writes_itself_stay_behind_and_the_rest_keep_their_order() {
+        let h = ok(
+            "HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Thu, 01 Jan 2026 00:00:00 GMT\r\n\
+                    Alt-Svc: h3=\":443\"\r\nContent-Type: text/plain\r\nVia: 1.1 a\r\n\
+                    Set-Cookie: a=1\r\nset-cookie: b=2\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!(
+            h.fields,
+            b"Content-Type: text/plain\r\nVia: 1.1 a\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n"
+        );
+        let m = map(&h);
+        assert_eq!(m.get_all(header::SET_COOKIE).iter().count(), 2);
+        assert_eq!(m.len(), 4);
     }
 
     #[test]

@@ -157,13 +157,17 @@ fn client_address(client: IpAddr) -> String {
 
 /// Append our hop to `Via` (RFC 9110 §7.6.3).
 pub fn add_via(headers: &mut HeaderMap, version: http::Version) {
-    let hop = match version {
+    headers.append(header::VIA, HeaderValue::from_static(via_hop(version)));
+}
+
+/// Our hop in `Via`, for a message received with `version`.
+pub fn via_hop(version: http::Version) -> &'static str {
+    match version {
         http::Version::HTTP_10 => "1.0 switchyard",
         http::Version::HTTP_2 => "2 switchyard",
         http::Version::HTTP_3 => "3 switchyard",
         _ => "1.1 switchyard",
-    };
-    headers.append(header::VIA, HeaderValue::from_static(hop));
+    }
 }
 
 /// Apply a location's edits: remove, then set (replace), then add (append).

@@ -37,7 +37,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use switchyard_conf::{HashKey, ProxyLocation, Upstream};
 
-use crate::message::{Body, BodyStream, Frame, Request, Response, Tunnel, TunnelIo};
+use crate::message::{Body, BodyStream, Frame, Request, Response, SharedFields, Tunnel, TunnelIo};
 use body::{Frames, MemberBody, UpBody};
 use headers::PreparedEdits;
 use switchyard_wire::client::{RequestFraming, ResponseBody, ResponseHead};
@@ -654,15 +654,31 @@ impl ProxyService {
         let ResponseHead {
             status,
             version,
-            headers: mut hdrs,
+            mut fields,
             body,
             content_length,
             ..
         } = head;
         if route.location.forwarded {
-            headers::add_via(&mut hdrs, version);
+            fields.extend_from_slice(b"Via: ");
+            fields.extend_from_slice(headers::via_hop(version).as_bytes());
+            fields.extend_from_slice(b"\r\n");
         }
-        headers::apply_edits(&mut hdrs, &route.response_edits);
+        // The member's fields go on as the lines it sent (an HTTP/1.1 client gets them with one
+        // copy; other sessions parse them when they need a map). Edits need a map.
+        let (hdrs, shared) = if route.response_edits.is_empty() {
+            (
+                HeaderMap::new(),
+                Some(Arc::new(SharedFields::from_lines(fields))),
+            )
+        } else {
+            let mut hdrs = match switchyard_wire::client::parse_field_lines(&fields) {
+                Ok(map) => map,
+                Err(e) => return Err(format!("{}: {e}", member.addr)),
+            };
+            headers::apply_edits(&mut hdrs, &route.response_edits);
+            (hdrs, None)
+        };
         let max_idle = up.conf.max_idle;
         let release = {
             let up = up.clone();
@@ -696,7 +712,7 @@ impl ProxyService {
             return Ok(Response {
                 status,
                 headers: hdrs,
-                shared: None,
+                shared,
                 body,
             });
         }
@@ -712,7 +728,7 @@ impl ProxyService {
         Ok(Response {
             status,
             headers: hdrs,
-            shared: None,
+            shared,
             body: Body::Stream(BodyStream::new(source, length)),
         })
     }

@@ -109,6 +109,13 @@ fn serve(stream: TcpStream, state: &State) -> std::io::Result<()> {
                 writer.write_all(
                     b"HTTP/1.1 413 Too Large\r\nContent-Length: 7\r\nConnection: close\r\n\r\nrefused",
                 )?;
+                // A lingering close, as nginx does: closing with the body unread would reset
+                // the connection, and a reset may discard the answer before the peer reads it.
+                writer.shutdown(std::net::Shutdown::Write)?;
+                let _ = writer.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut sink = reader.into_inner();
+                let mut buf = [0u8; 64 * 1024];
+                while matches!(sink.read(&mut buf), Ok(n) if n > 0) {}
                 return Ok(());
             }
             // Both framings: the chunked coding wins, and the connection must not be reused.

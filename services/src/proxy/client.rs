@@ -217,6 +217,9 @@ impl MemberConn {
                             if let Ok(Some(head)) = self.parse_buffered(method) {
                                 return Poll::Ready(Ok(Some(head)));
                             }
+                            if let Poll::Ready(Ok(head)) = self.poll_early_answer(cx, method) {
+                                return Poll::Ready(Ok(Some(head)));
+                            }
                             return Poll::Ready(Err(Failure::io("send", &e, false)));
                         }
                         Poll::Pending => {

@@ -84,10 +84,11 @@ impl SharedFields {
         }
         let mut lines = Vec::with_capacity(map.len() * 32);
         for (name, value) in &map {
-            lines.extend_from_slice(name.as_str().as_bytes());
-            lines.extend_from_slice(b": ");
-            lines.extend_from_slice(value.as_bytes());
-            lines.extend_from_slice(b"\r\n");
+            switchyard_wire::response::put_field(
+                &mut lines,
+                name.as_str().as_bytes(),
+                value.as_bytes(),
+            );
         }
         SharedFields {
             map: std::sync::OnceLock::from(map),

@@ -26,7 +26,9 @@ use switchyard_services::message::{
     Body, BodyPart, BodySender, BodyStream, FileRange, Frame, Request, Response, SharedFields,
     Tunnel,
 };
-use switchyard_wire::chunked::{ChunkedDecoder, ChunkedError, Decoded};
+use switchyard_wire::chunked::{
+    ChunkedDecoder, ChunkedError, Decoded, write_chunk_size, write_last_chunk,
+};
 use switchyard_wire::h1::{BodyKind, H1Limits, Parse, RequestHead, parse_request_head};
 use switchyard_wire::h2c::{stream_one, upgrade_request};
 use switchyard_wire::response::{
@@ -769,9 +771,7 @@ impl H1Conn {
                     }
                     sent += data.len() as u64;
                     if chunked {
-                        let mut size = [0u8; 18];
-                        let head = chunk_size_line(&mut size, data.len());
-                        self.wbuf.extend_from_slice(head);
+                        write_chunk_size(&mut self.wbuf, data.len());
                         self.write_bytes(data).await?;
                         self.wbuf.extend_from_slice(b"\r\n");
                     } else {
@@ -781,21 +781,14 @@ impl H1Conn {
                 }
                 Some(Ok(Frame::Trailers(trailers))) => {
                     if chunked {
-                        self.wbuf.extend_from_slice(b"0\r\n");
-                        for (name, value) in &trailers {
-                            self.wbuf.extend_from_slice(name.as_str().as_bytes());
-                            self.wbuf.extend_from_slice(b": ");
-                            self.wbuf.extend_from_slice(value.as_bytes());
-                            self.wbuf.extend_from_slice(b"\r\n");
-                        }
-                        self.wbuf.extend_from_slice(b"\r\n");
+                        write_last_chunk(&mut self.wbuf, Some(&trailers));
                         return self.flush().await;
                     }
                 }
             }
         }
         if chunked {
-            self.wbuf.extend_from_slice(b"0\r\n\r\n");
+            write_last_chunk(&mut self.wbuf, None);
         }
         if expected.is_some_and(|n| n != sent) {
             self.close_after = true;
@@ -1017,23 +1010,6 @@ impl H1Conn {
             self.rbuf.reserve(READ_BUFFER);
         }
     }
-}
-
-/// `{len:x}\r\n` in `buf`.
-fn chunk_size_line(buf: &mut [u8; 18], len: usize) -> &[u8] {
-    let mut i = buf.len() - 2;
-    buf[i] = b'\r';
-    buf[i + 1] = b'\n';
-    let mut n = len;
-    loop {
-        i -= 1;
-        buf[i] = b"0123456789abcdef"[n & 0xf];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[i..]
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {

@@ -1,4 +1,5 @@
-//! Sans-IO decoder for chunked request bodies (RFC 9112 §7.1).
+//! Sans-IO decoder for chunked bodies (RFC 9112 §7.1), and the two encoding helpers
+//! ([`write_chunk_size`], [`write_last_chunk`]) every chunked sender shares.
 //!
 //! ```text
 //! chunked-body   = *chunk last-chunk trailer-section CRLF
@@ -26,7 +27,10 @@
 
 use std::fmt;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::HeaderMap;
+
+use crate::response::put_field;
 
 /// At most this many hex digits in a chunk size: a u64 holds 16.
 const MAX_SIZE_DIGITS: u8 = 16;
@@ -331,6 +335,32 @@ fn is_field_byte(b: u8) -> bool {
     b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
 }
 
+/// Appends one chunk's size line (`{hex}\r\n`); the data and its CRLF follow.
+pub fn write_chunk_size(dst: &mut BytesMut, len: usize) {
+    let mut digits = [0u8; 16];
+    let mut n = len;
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    dst.put_slice(&digits[at..]);
+    dst.put_slice(b"\r\n");
+}
+
+/// Appends the last chunk, the trailer fields and the final CRLF.
+pub fn write_last_chunk(dst: &mut BytesMut, trailers: Option<&HeaderMap>) {
+    dst.put_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        put_field(dst, name.as_str().as_bytes(), value.as_bytes());
+    }
+    dst.put_slice(b"\r\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -556,5 +586,16 @@ mod tests {
         let mut buf = BytesMut::from(&input[..]);
         while discarding.decode(&mut buf) != Ok(Decoded::Done) {}
         assert_eq!(discarding.take_trailers(), None);
+    }
+
+    #[test]
+    fn chunk_framing() {
+        let mut out = BytesMut::new();
+        write_chunk_size(&mut out, 0x1a2b);
+        write_chunk_size(&mut out, 1);
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        write_last_chunk(&mut out, Some(&trailers));
+        assert_eq!(&out[..], b"1a2b\r\n1\r\n0\r\ngrpc-status: 0\r\n\r\n");
     }
 }

@@ -22,6 +22,8 @@ use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
+use crate::response::put_field;
+
 /// Most header fields in one response head (and in one trailer section).
 pub const MAX_RESPONSE_FIELDS: usize = 128;
 
@@ -63,10 +65,7 @@ pub fn write_request_head(
         {
             continue;
         }
-        dst.put_slice(name.as_str().as_bytes());
-        dst.put_slice(b": ");
-        dst.put_slice(value.as_bytes());
-        dst.put_slice(b"\r\n");
+        put_field(dst, name.as_str().as_bytes(), value.as_bytes());
     }
     match framing {
         RequestFraming::None => {}
@@ -82,35 +81,6 @@ pub fn write_request_head(
 
 fn is_upgrade_token(value: &HeaderValue) -> bool {
     value.as_bytes().eq_ignore_ascii_case(b"upgrade")
-}
-
-/// Appends one chunk's size line (`{hex}\r\n`); the data and its CRLF follow.
-pub fn write_chunk_size(dst: &mut BytesMut, len: usize) {
-    let mut digits = [0u8; 16];
-    let mut n = len;
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b"0123456789abcdef"[n & 15];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    dst.put_slice(&digits[at..]);
-    dst.put_slice(b"\r\n");
-}
-
-/// Appends the last chunk, the trailer fields and the final CRLF.
-pub fn write_last_chunk(dst: &mut BytesMut, trailers: Option<&HeaderMap>) {
-    dst.put_slice(b"0\r\n");
-    for (name, value) in trailers.into_iter().flatten() {
-        dst.put_slice(name.as_str().as_bytes());
-        dst.put_slice(b": ");
-        dst.put_slice(value.as_bytes());
-        dst.put_slice(b"\r\n");
-    }
-    dst.put_slice(b"\r\n");
 }
 
 /// How a response body is delimited (RFC 9112 §6.3).
@@ -309,10 +279,7 @@ pub fn parse_response_head(
         if dropped(name).is_some() || named.iter().any(|n| n.eq_ignore_ascii_case(name)) {
             continue;
         }
-        fields.extend_from_slice(name);
-        fields.extend_from_slice(b": ");
-        fields.extend_from_slice(field.value);
-        fields.extend_from_slice(b"\r\n");
+        put_field(&mut fields, name, field.value);
     }
     let bodiless = *method == Method::HEAD
         || status.is_informational()
@@ -623,17 +590,6 @@ mod tests {
             &out[..],
             b"GET / HTTP/1.1\r\nhost: given\r\nconnection: upgrade\r\ntransfer-encoding: chunked\r\n\r\n"
         );
-    }
-
-    #[test]
-    fn chunk_framing() {
-        let mut out = BytesMut::new();
-        write_chunk_size(&mut out, 0x1a2b);
-        write_chunk_size(&mut out, 1);
-        let mut trailers = HeaderMap::new();
-        trailers.insert("grpc-status", HeaderValue::from_static("0"));
-        write_last_chunk(&mut out, Some(&trailers));
-        assert_eq!(&out[..], b"1a2b\r\n1\r\n0\r\ngrpc-status: 0\r\n\r\n");
     }
 
     #[test]

@@ -48,6 +48,15 @@ impl Framing {
     }
 }
 
+/// Appends one field line, `name: value\r\n`. The caller vouches for the bytes (a
+/// `HeaderName`/`HeaderValue`, or a field a parser checked).
+pub fn put_field(dst: &mut impl BufMut, name: &[u8], value: &[u8]) {
+    dst.put_slice(name);
+    dst.put_slice(b": ");
+    dst.put_slice(value);
+    dst.put_slice(b"\r\n");
+}
+
 /// The caller's fields: a run of pre-rendered field lines (each ending in CRLF; written as they
 /// are, so they must not hold a field this encoder owns), then a map.
 #[derive(Debug, Clone, Copy)]
@@ -130,10 +139,7 @@ pub fn write_response_head(
         if ours {
             continue;
         }
-        dst.put_slice(name.as_str().as_bytes());
-        dst.put_slice(b": ");
-        dst.put_slice(value.as_bytes());
-        dst.put_slice(b"\r\n");
+        put_field(dst, name.as_str().as_bytes(), value.as_bytes());
     }
 
     match framing {

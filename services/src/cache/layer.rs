@@ -229,14 +229,7 @@ impl CacheLayer {
         let now = self.now();
         let req_cc = CacheControl::parse(&req.headers);
         match entry.freshness.evaluate(&req_cc, now) {
-            Verdict::Serve => {
-                let status = CacheStatus {
-                    hit: true,
-                    ttl: Some(entry.freshness.ttl(now)),
-                    ..Default::default()
-                };
-                Some(self.respond_at(&req.headers, &entry, status, now))
-            }
+            Verdict::Serve => Some(self.fresh_hit_response(&req.headers, &entry, now)),
             _ => None,
         }
     }
@@ -275,14 +268,7 @@ impl CacheLayer {
         };
         let now = self.now();
         match entry.freshness.evaluate(&req_cc, now) {
-            Verdict::Serve => {
-                let status = CacheStatus {
-                    hit: true,
-                    ttl: Some(entry.freshness.ttl(now)),
-                    ..Default::default()
-                };
-                Served::now(self.respond_at(&parts.headers, &entry, status, now))
-            }
+            Verdict::Serve => Served::now(self.fresh_hit_response(&parts.headers, &entry, now)),
             Verdict::ServeStaleAndRefresh => {
                 let status = CacheStatus {
                     hit: true,
@@ -559,6 +545,21 @@ impl CacheLayer {
     /// the client's own preconditions say it has this representation already.
     fn respond(&self, req_headers: &HeaderMap, entry: &Entry, status: CacheStatus) -> Response {
         self.respond_at(req_headers, entry, status, self.now())
+    }
+
+    /// A fresh stored response answering a request as it is.
+    fn fresh_hit_response(
+        &self,
+        req_headers: &HeaderMap,
+        entry: &Entry,
+        now: SystemTime,
+    ) -> Response {
+        let status = CacheStatus {
+            hit: true,
+            ttl: Some(entry.freshness.ttl(now)),
+            ..Default::default()
+        };
+        self.respond_at(req_headers, entry, status, now)
     }
 
     /// [`CacheLayer::respond`] with the clock already read.

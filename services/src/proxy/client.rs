@@ -156,6 +156,7 @@ impl MemberConn {
         self.wbuf.clear();
         wire::write_request_head(&mut self.wbuf, method, target, host, headers, framing);
         let mut out = Outbox::default();
+        let mut large = None;
         let stream = match body {
             UpBody::Empty | UpBody::Full(None) => None,
             UpBody::Full(Some(b)) if b.len() <= COPY_BODY_MAX => {
@@ -163,15 +164,13 @@ impl MemberConn {
                 None
             }
             UpBody::Full(Some(b)) => {
-                out.later = Some(b);
+                large = Some(b);
                 None
             }
             UpBody::Stream(s) => Some(s),
         };
         out.parts.push_back(self.wbuf.split().freeze());
-        if let Some(b) = out.later.take() {
-            out.parts.push_back(b);
-        }
+        out.parts.extend(large);
         let chunked = framing == RequestFraming::Chunked;
         let early = self
             .send(method, out, stream, chunked, send_timeout)
@@ -252,7 +251,7 @@ impl MemberConn {
                         }
                         if chunked {
                             let mut size = BytesMut::with_capacity(18);
-                            wire::write_chunk_size(&mut size, d.len());
+                            switchyard_wire::chunked::write_chunk_size(&mut size, d.len());
                             out.parts.push_back(size.freeze());
                             out.parts.push_back(d);
                             out.parts.push_back(Bytes::from_static(b"\r\n"));
@@ -263,7 +262,7 @@ impl MemberConn {
                     Poll::Ready(Some(Ok(Frame::Trailers(t)))) => {
                         if chunked {
                             let mut last = BytesMut::new();
-                            wire::write_last_chunk(&mut last, Some(&t));
+                            switchyard_wire::chunked::write_last_chunk(&mut last, Some(&t));
                             out.parts.push_back(last.freeze());
                         }
                         finished = true;
@@ -425,8 +424,6 @@ impl MemberConn {
 #[derive(Default)]
 struct Outbox {
     parts: VecDeque<Bytes>,
-    /// A large body, queued after the head.
-    later: Option<Bytes>,
 }
 
 impl Outbox {

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::{Actor, Context, Handler, Message};
-use switchyard_conf::{FilesConfig, Limits};
+use switchyard_conf::Limits;
 use tokio::sync::oneshot;
 
-use crate::files::{FileCache, serve};
+use crate::files::{FileCache, FilesLocation, serve};
 use crate::message::{Request, Response};
 
 /// Restarts of service actors after a panic, across all workers (for logs and metrics).
@@ -46,7 +46,7 @@ pub fn supervised<T>(
 #[derive(Debug)]
 pub struct FilesCall {
     pub req: Request,
-    pub cfg: Arc<FilesConfig>,
+    pub cfg: Arc<FilesLocation>,
     pub reply: oneshot::Sender<Response>,
 }
 

@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use actix::Addr;
 use arc_swap::ArcSwap;
-use switchyard_conf::{Config, FilesConfig, Handler, Limits};
+use switchyard_conf::{Config, Handler, Limits};
 use tokio::sync::oneshot;
 
 use crate::actor::{FilesCall, FilesService, supervised};
 use crate::cache::CacheLayer;
-use crate::files::{FileCache, serve_from_memory};
+use crate::files::{FileCache, FilesLocation, serve_from_memory};
 use crate::message::{Request, Response};
 use crate::proxy::{ProxyRoute, ProxyService};
 use crate::redis_routes::proxy::RedisProxy;
@@ -42,7 +42,7 @@ struct VhostRoutes {
 /// What a matched location does with a request.
 #[derive(Debug, Clone)]
 pub enum Route {
-    Files(Arc<FilesConfig>),
+    Files(Arc<FilesLocation>),
     Proxy(Arc<ProxyRoute>),
     /// A proxy location with `cache = true`: answered through the [`CacheLayer`].
     CachedProxy(Arc<ProxyRoute>),
@@ -72,7 +72,9 @@ impl RouteTable {
                     .iter()
                     .map(|loc| {
                         let route = match &loc.handler {
-                            Handler::Files(files) => Route::Files(Arc::new(files.clone())),
+                            Handler::Files(files) => {
+                                Route::Files(Arc::new(FilesLocation::new(files.clone())))
+                            }
                             Handler::Proxy(proxy) if loc.cache && config.cache.enabled => {
                                 Route::CachedProxy(Arc::new(ProxyRoute::new(&loc.prefix, proxy)))
                             }
@@ -236,14 +238,15 @@ impl Router {
     /// hop and no I/O; everything else goes to the service actor that owns the cache and the
     /// filesystem work. A full mailbox answers 503 at once instead of queueing; a service that
     /// dropped the request (it panicked, or stopped) answers 500.
-    pub async fn call(&self, req: Request) -> Response {
-        let req = match &self.redis {
-            Some(redis) => match Box::pin(redis.handle(req)).await {
+    pub async fn call(&self, mut req: Request) -> Response {
+        // Given back by the Redis routes when they do not answer; without them the request stays
+        // where it is (a new binding would copy it within this future).
+        if let Some(redis) = &self.redis {
+            match Box::pin(redis.handle(req)).await {
                 Ok(response) => return response,
-                Err(req) => req,
-            },
-            None => req,
-        };
+                Err(back) => req = back,
+            }
+        }
         let route = {
             let table = self.table.load();
             match table.route(req.host.as_deref(), &req.path) {
@@ -327,7 +330,9 @@ mod tests {
                     .into_iter()
                     .map(|p| Location {
                         prefix: p.to_owned(),
-                        handler: Handler::Files(FilesConfig::new(format!("/srv/{i}{p}").into())),
+                        handler: Handler::Files(switchyard_conf::FilesConfig::new(
+                            format!("/srv/{i}{p}").into(),
+                        )),
                         cache: false,
                     })
                     .collect(),

@@ -29,7 +29,9 @@ use switchyard_services::message::{
 use switchyard_wire::chunked::{
     ChunkedDecoder, ChunkedError, Decoded, write_chunk_size, write_last_chunk,
 };
-use switchyard_wire::h1::{BodyKind, H1Limits, Parse, RequestHead, parse_request_head};
+use switchyard_wire::h1::{
+    BodyKind, H1Limits, HostMemo, Parse, RequestHead, parse_request_head_with,
+};
 use switchyard_wire::h2c::{stream_one, upgrade_request};
 use switchyard_wire::response::{
     Fields, Framing, ServerFields, write_continue, write_response_head,
@@ -133,6 +135,8 @@ struct H1Conn {
     peer: SocketAddr,
     env: Rc<SessionEnv>,
     limits: H1Limits,
+    /// The last Host field checked, reused while the client keeps sending the same one.
+    host_memo: HostMemo,
     rbuf: BytesMut,
     wbuf: BytesMut,
     /// Completes when the server starts draining; ends idle waits.
@@ -168,6 +172,7 @@ impl H1Conn {
             peer,
             env,
             limits,
+            host_memo: HostMemo::default(),
             rbuf,
             wbuf: BytesMut::new(),
             drain,
@@ -285,16 +290,19 @@ impl H1Conn {
         let timeouts = self.env.timeouts.clone();
         // The head deadline runs from the head's first byte. The very first request's first
         // byte arrived before the session started (the acceptor sniffed it).
-        let mut deadline =
-            (first || !self.rbuf.is_empty()).then(|| Instant::now() + timeouts.header);
+        // Otherwise it is set when a parse finds a head begun but not complete: a head that
+        // arrives whole in one read, the usual case, costs no clock read.
+        let mut deadline = first.then(|| Instant::now() + timeouts.header);
         loop {
             if !self.rbuf.is_empty() {
-                match parse_request_head(&self.rbuf, &self.limits) {
+                match parse_request_head_with(&self.rbuf, &self.limits, &mut self.host_memo) {
                     Ok(Parse::Complete(head, consumed)) => {
                         self.rbuf.advance(consumed);
                         return Ok(Ok(head));
                     }
-                    Ok(Parse::Partial) => {}
+                    Ok(Parse::Partial) => {
+                        deadline.get_or_insert_with(|| Instant::now() + timeouts.header);
+                    }
                     Err(e) => {
                         tracing::debug!(peer = %self.peer, error = ?e, "bad request head");
                         self.write_error(e.status(), Version::HTTP_11);
@@ -366,9 +374,7 @@ impl H1Conn {
             };
             match read {
                 Ok(Ok(0)) => return Ok(Err(Close::Quietly)),
-                Ok(Ok(_)) => {
-                    deadline.get_or_insert_with(|| Instant::now() + timeouts.header);
-                }
+                Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(e),
                 Err(_elapsed) if idle && deadline.is_none() => return Ok(Err(Close::Quietly)),
                 Err(_elapsed) => {

@@ -29,6 +29,9 @@ pub mod response;
 pub mod sniff;
 
 pub use chunked::{ChunkedDecoder, ChunkedError, Decoded};
-pub use h1::{BodyKind, H1Limits, Parse, RequestError, RequestHead, parse_request_head};
+pub use h1::{
+    BodyKind, H1Limits, HostMemo, Parse, RequestError, RequestHead, parse_request_head,
+    parse_request_head_with,
+};
 pub use response::{Fields, Framing, ServerFields, write_continue, write_response_head};
 pub use sniff::{Protocol, Sniff, classify};

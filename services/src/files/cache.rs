@@ -30,7 +30,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use foldhash::fast::RandomState;
@@ -91,7 +91,18 @@ pub struct FileCache {
     /// [`Timeouts::file_revalidate`]: switchyard_conf::Timeouts::file_revalidate
     revalidate: Duration,
     /// Origin of the millisecond clock stored in [`Variant::checked`].
-    epoch: Instant,
+    epoch_ms: u64,
+}
+
+/// The coarse monotonic clock in milliseconds. It advances once per kernel tick (a few
+/// milliseconds), far finer than the revalidation and route lifetimes it measures, and the vDSO
+/// reads it without the time-stamp counter, which matters on a path taken by every hit.
+fn coarse_monotonic_ms() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    u64::try_from(now.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1000)
+        .saturating_add(u64::try_from(now.tv_nsec / 1_000_000).unwrap_or(0))
 }
 
 impl fmt::Debug for FileCache {
@@ -101,6 +112,43 @@ impl fmt::Debug for FileCache {
             .field("contents", &self.contents.len())
             .field("content_bytes", &self.contents.weight())
             .finish()
+    }
+}
+
+/// A files location as the service uses it: its configuration, and a fingerprint of
+/// everything in it that changes how a path resolves, so locations (and reloads) sharing one
+/// cache never share routes. Made once, when the route table is built, not per request.
+#[derive(Debug)]
+pub struct FilesLocation {
+    cfg: FilesConfig,
+    fingerprint: u64,
+}
+
+impl FilesLocation {
+    pub fn new(cfg: FilesConfig) -> Self {
+        let mut h = std::hash::DefaultHasher::new();
+        cfg.root.as_os_str().hash(&mut h);
+        cfg.index.hash(&mut h);
+        (cfg.symlinks as u8).hash(&mut h);
+        (cfg.dotfiles as u8).hash(&mut h);
+        cfg.precompressed.hash(&mut h);
+        FilesLocation {
+            fingerprint: h.finish(),
+            cfg,
+        }
+    }
+
+    /// Keys this location's routes in a [`FileCache`] (see [`FileCache::route_key`]).
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+}
+
+impl std::ops::Deref for FilesLocation {
+    type Target = FilesConfig;
+
+    fn deref(&self) -> &FilesConfig {
+        &self.cfg
     }
 }
 
@@ -134,7 +182,7 @@ impl FileCache {
             contents: Arc::new(contents),
             hasher: RandomState::default(),
             revalidate,
-            epoch: Instant::now(),
+            epoch_ms: coarse_monotonic_ms(),
         }
     }
 
@@ -142,18 +190,6 @@ impl FileCache {
     pub fn clear(&self) {
         self.routes.clear();
         self.contents.clear();
-    }
-
-    /// A fingerprint of everything in a location's configuration that changes how a path
-    /// resolves, so locations (and reloads) sharing this cache never share routes.
-    pub(super) fn config_fingerprint(&self, cfg: &FilesConfig) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        cfg.root.as_os_str().hash(&mut h);
-        cfg.index.hash(&mut h);
-        (cfg.symlinks as u8).hash(&mut h);
-        (cfg.dotfiles as u8).hash(&mut h);
-        cfg.precompressed.hash(&mut h);
-        h.finish()
     }
 
     pub(super) fn route_key(&self, fingerprint: u64, raw_path: &str) -> u64 {
@@ -178,7 +214,7 @@ impl FileCache {
 
     /// Milliseconds since this cache was made (the clock of [`Variant::checked`]).
     pub(super) fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        coarse_monotonic_ms().saturating_sub(self.epoch_ms)
     }
 
     /// Whether `variant` was confirmed recently enough to skip its `stat`.
@@ -203,7 +239,7 @@ impl FileCache {
 pub struct Route {
     /// The raw request path this was resolved from (compared on lookup).
     pub raw_path: Box<str>,
-    /// [`FileCache::config_fingerprint`] of the location it was resolved under.
+    /// [`FilesLocation::fingerprint`] of the location it was resolved under.
     pub fingerprint: u64,
     /// The identity file first, then existing precompressed siblings in [`Encoding::ALL`] order.
     pub variants: Vec<Variant>,

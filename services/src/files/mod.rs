@@ -26,5 +26,5 @@ pub mod serve;
 #[cfg(test)]
 mod tests;
 
-pub use cache::FileCache;
+pub use cache::{FileCache, FilesLocation};
 pub use serve::{serve, serve_from_memory};

@@ -33,7 +33,7 @@ use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use switchyard_conf::{DotfilePolicy, FilesConfig, Limits, SymlinkPolicy};
 
-use super::cache::{FileCache, NEVER_CHECKED, Route, Variant};
+use super::cache::{FileCache, FilesLocation, NEVER_CHECKED, Route, Variant};
 use super::conditional::{self, Precondition, Validators};
 use super::encoding::{self, Encoding};
 use super::path::{self, RequestPath};
@@ -56,11 +56,11 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 
 /// Answer one request for a static-files location. Never panics on client input; never reads a
 /// large file whole.
-pub fn serve(req: &Request, cfg: &FilesConfig, limits: &Limits, cache: &FileCache) -> Response {
+pub fn serve(req: &Request, cfg: &FilesLocation, limits: &Limits, cache: &FileCache) -> Response {
     if let Some(refusal) = refuse_method(req) {
         return refusal;
     }
-    let fingerprint = cache.config_fingerprint(cfg);
+    let fingerprint = cfg.fingerprint();
     let key = cache.route_key(fingerprint, &req.path);
     if let Some(route) = cache.route(key, fingerprint, &req.path) {
         match respond(req, cfg, limits, cache, &route, Check::Stat, Io::Allowed) {
@@ -101,14 +101,14 @@ pub fn serve(req: &Request, cfg: &FilesConfig, limits: &Limits, cache: &FileCach
 /// blocks, never walks a path and never opens a file, so a hit costs no mailbox hop.
 pub fn serve_from_memory(
     req: &Request,
-    cfg: &FilesConfig,
+    cfg: &FilesLocation,
     limits: &Limits,
     cache: &FileCache,
 ) -> Option<Response> {
     if let Some(refusal) = refuse_method(req) {
         return Some(refusal);
     }
-    let fingerprint = cache.config_fingerprint(cfg);
+    let fingerprint = cfg.fingerprint();
     let key = cache.route_key(fingerprint, &req.path);
     let route = cache.route(key, fingerprint, &req.path)?;
     respond(req, cfg, limits, cache, &route, Check::Stat, Io::Forbidden).ok()

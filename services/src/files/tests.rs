@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use switchyard_conf::{DotfilePolicy, FilesConfig, Limits, SymlinkPolicy};
 
-use super::{FileCache, serve};
+use super::{FileCache, FilesLocation};
 use crate::message::{Body, BodyPart, Request, Response};
 
 /// A served root next to a directory that must never be reachable.
@@ -61,6 +61,11 @@ impl Tree {
 
 /// Header fields of a request, in order.
 type Fields<'a> = &'a [(&'a str, &'a str)];
+
+/// The files service's answer for a location configured as `cfg`.
+fn serve(req: &Request, cfg: &FilesConfig, limits: &Limits, cache: &FileCache) -> Response {
+    super::serve(req, &FilesLocation::new(cfg.clone()), limits, cache)
+}
 
 fn request(method: Method, target: &str, headers: Fields<'_>) -> Request {
     let (path, query) = match target.split_once('?') {

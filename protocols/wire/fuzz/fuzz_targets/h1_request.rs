@@ -6,13 +6,17 @@
 //! bound its buffer). For short inputs, every prefix is parsed too, as a
 //! session would see the bytes arrive: once a prefix is refused every longer
 //! one is, and once a prefix is Complete every longer one is Complete with
-//! the same head length.
+//! the same head length. A connection's Host memo never changes an outcome:
+//! parsing the input again with the memo its first parse primed gives the
+//! same result and the same host.
 
 #![no_main]
 
 use http::Version;
 use libfuzzer_sys::fuzz_target;
-use switchyard_wire::h1::{H1Limits, Parse, RequestError, parse_request_head};
+use switchyard_wire::h1::{
+    H1Limits, HostMemo, Parse, RequestError, parse_request_head, parse_request_head_with,
+};
 
 /// Prefix checks cost a parse per byte; keep them to inputs this short.
 const PREFIX_CHECK_MAX: usize = 300;
@@ -50,6 +54,14 @@ fn check(input: &[u8], limits: &H1Limits) -> Outcome {
     }
 }
 
+/// What the memo could change: the outcome and the host.
+fn host_of(parsed: Result<Parse, RequestError>) -> Result<Option<(usize, Option<String>)>, RequestError> {
+    match parsed? {
+        Parse::Complete(head, used) => Ok(Some((used, head.host))),
+        Parse::Partial => Ok(None),
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     // The first two bytes choose the limits, so that limit edges are hit
     // without multi-kilobyte inputs; the rest is the buffer.
@@ -60,6 +72,10 @@ fuzz_target!(|data: &[u8]| {
         max_headers: 1 + usize::from(*a % 16) + usize::from(*b % 2) * 200,
     };
     let whole = check(input, &limits);
+    let mut memo = HostMemo::default();
+    let first = host_of(parse_request_head_with(input, &limits, &mut memo));
+    let again = host_of(parse_request_head_with(input, &limits, &mut memo));
+    assert_eq!(first, again);
     if input.len() > PREFIX_CHECK_MAX {
         return;
     }

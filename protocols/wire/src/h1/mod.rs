@@ -5,7 +5,9 @@
 //! fields, and the framing of the body that follows. It is a pure function of
 //! the buffer: it never reads, waits, or keeps state between calls, so the
 //! session calls it again with a longer buffer after every read that ended in
-//! [`Parse::Partial`].
+//! [`Parse::Partial`]. A session uses [`parse_request_head_with`], which also
+//! takes the connection's [`HostMemo`]: a memo of the last Host field checked,
+//! which saves work and never changes an outcome.
 //!
 //! What it refuses:
 //! * anything that would make the message's framing ambiguous (RFC 9112 §6.3:
@@ -200,6 +202,47 @@ const STACK_HEADER_SLOTS: usize = 128;
 /// [`Parse::Partial`] when more bytes are needed (never for a buffer longer
 /// than [`H1Limits::max_head_len`]), or the reason to refuse the request.
 pub fn parse_request_head(buf: &[u8], limits: &H1Limits) -> Result<Parse, RequestError> {
+    parse_request_head_with(buf, limits, &mut HostMemo::default())
+}
+
+/// The Host field a connection sent last and what it validated to.
+///
+/// Clients send the same Host on every request of a connection, and checking
+/// and lowercasing it costs more than the rest of a small head; when the bytes
+/// are the same as last time, the answer is reused. The outcome is always the
+/// one a fresh check would give.
+#[derive(Debug, Clone, Default)]
+pub struct HostMemo {
+    /// The field's bytes as received; empty when nothing is remembered.
+    raw: Vec<u8>,
+    /// What [`target::host`] made of them.
+    host: Option<String>,
+}
+
+/// Longer Host fields are checked every time rather than remembered.
+const HOST_MEMO_MAX: usize = 256;
+
+impl HostMemo {
+    fn host(&mut self, field: &[u8]) -> Result<Option<String>, RequestError> {
+        if !field.is_empty() && self.raw == field {
+            return Ok(self.host.clone());
+        }
+        let host = target::host(field)?;
+        if field.len() <= HOST_MEMO_MAX {
+            self.raw.clear();
+            self.raw.extend_from_slice(field);
+            self.host.clone_from(&host);
+        }
+        Ok(host)
+    }
+}
+
+/// [`parse_request_head`], remembering the connection's Host field in `memo`.
+pub fn parse_request_head_with(
+    buf: &[u8],
+    limits: &H1Limits,
+    memo: &mut HostMemo,
+) -> Result<Parse, RequestError> {
     // Cheap checks first: find the line ends with memchr and enforce the
     // limits before httparse looks at anything.
     let Some(start) = skip_leading_empty_lines(buf)? else {
@@ -218,7 +261,7 @@ pub fn parse_request_head(buf: &[u8], limits: &H1Limits) -> Result<Parse, Reques
         }
     };
     let head = rest.get(..head_len).unwrap_or_default();
-    match tokenize(head, limits, build_head)? {
+    match tokenize(head, limits, |req| build_head(req, memo))? {
         Some(parsed) => Ok(Parse::Complete(parsed, start + head_len)),
         // httparse and `locate_head` agree on where a head ends; if they ever
         // do not, refuse rather than wait for bytes that change nothing.
@@ -312,7 +355,7 @@ fn find_empty_line(fields: &[u8]) -> Option<usize> {
 fn tokenize<T>(
     bytes: &[u8],
     limits: &H1Limits,
-    finish: impl Fn(&httparse::Request<'_, '_>) -> Result<T, RequestError>,
+    finish: impl FnMut(&httparse::Request<'_, '_>) -> Result<T, RequestError>,
 ) -> Result<Option<T>, RequestError> {
     tokenize_once(bytes, limits, finish, true)
 }
@@ -320,18 +363,18 @@ fn tokenize<T>(
 fn tokenize_once<T>(
     bytes: &[u8],
     limits: &H1Limits,
-    finish: impl Fn(&httparse::Request<'_, '_>) -> Result<T, RequestError>,
+    mut finish: impl FnMut(&httparse::Request<'_, '_>) -> Result<T, RequestError>,
     may_retry_as_1_1: bool,
 ) -> Result<Option<T>, RequestError> {
     let outcome = if limits.max_headers <= STACK_HEADER_SLOTS {
         let mut slots =
             [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADER_SLOTS];
         let slots = slots.get_mut(..limits.max_headers).unwrap_or_default();
-        tokenize_into(bytes, slots, &finish)
+        tokenize_into(bytes, slots, &mut finish)
     } else {
         let mut slots = Vec::with_capacity(limits.max_headers);
         slots.resize_with(limits.max_headers, MaybeUninit::uninit);
-        tokenize_into(bytes, &mut slots, &finish)
+        tokenize_into(bytes, &mut slots, &mut finish)
     };
     match outcome {
         Err(Tokenize::Refused(err)) => Err(err),
@@ -372,7 +415,7 @@ enum Tokenize {
 fn tokenize_into<'b, T>(
     bytes: &'b [u8],
     slots: &mut [MaybeUninit<httparse::Header<'b>>],
-    finish: &impl Fn(&httparse::Request<'_, '_>) -> Result<T, RequestError>,
+    finish: &mut impl FnMut(&httparse::Request<'_, '_>) -> Result<T, RequestError>,
 ) -> Result<Option<T>, Tokenize> {
     let mut req = httparse::Request::new(&mut []);
     match req.parse_with_uninit_headers(bytes, slots) {
@@ -461,7 +504,10 @@ fn classify_version(bytes: &[u8]) -> VersionToken {
 }
 
 /// Builds and validates the head from httparse's complete output.
-fn build_head(req: &httparse::Request<'_, '_>) -> Result<RequestHead, RequestError> {
+fn build_head(
+    req: &httparse::Request<'_, '_>,
+    memo: &mut HostMemo,
+) -> Result<RequestHead, RequestError> {
     let (Some(method), Some(raw_target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(RequestError::BadRequest("incomplete request line"));
     };
@@ -522,11 +568,11 @@ fn build_head(req: &httparse::Request<'_, '_>) -> Result<RequestHead, RequestErr
         // valid (§3.2, quoted above).
         (Some(authority), field) => {
             if let Some(field) = field {
-                target::host(field)?;
+                memo.host(field)?;
             }
             Some(authority)
         }
-        (None, Some(field)) => target::host(field)?,
+        (None, Some(field)) => memo.host(field)?,
         (None, None) => None,
     };
 

@@ -862,3 +862,36 @@ fn headers_keep_order_and_repeats() {
     assert_eq!(values, [&b"1"[..], b"2"]);
     assert_eq!(head.headers.len(), 4);
 }
+
+#[test]
+fn a_connection_host_memo_never_changes_an_outcome() {
+    // One connection's requests in a row: a memo primed by earlier Host fields (equal, differing
+    // in case, invalid, absent) must answer exactly as a fresh parse does.
+    let heads: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\nHost: Example.COM:8080\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: Example.COM:8080\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: example.com:8080\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: bad host\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: bad host\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: Example.COM:8080\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: \r\n\r\n",
+        b"GET http://Other.ORG/x HTTP/1.1\r\nHost: Example.COM:8080\r\n\r\n",
+        b"GET http://other.org/x HTTP/1.1\r\nHost: bad host\r\n\r\n",
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: example.com:99999\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: [::1]:443\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: [::1]:443\r\n\r\n",
+    ];
+    let mut memo = HostMemo::default();
+    for &input in heads {
+        let fresh = parse(input);
+        let remembered = parse_request_head_with(input, &LIMITS, &mut memo);
+        match (fresh, remembered) {
+            (Ok(Parse::Complete(a, used_a)), Ok(Parse::Complete(b, used_b))) => {
+                assert_eq!((a.host, used_a), (b.host, used_b), "{input:?}");
+            }
+            (Err(a), Err(b)) => assert_eq!(a, b, "{input:?}"),
+            (a, b) => panic!("{input:?}: fresh {a:?}, with memo {b:?}"),
+        }
+    }
+}

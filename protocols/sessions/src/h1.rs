@@ -19,7 +19,6 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Instant as StdInstant, SystemTime};
 
-use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Version, header};
 use switchyard_services::message::{
@@ -42,6 +41,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::access_log::AccessEntry;
 use crate::date::with_http_date;
+use crate::driven::Driven;
 use crate::env::{ConnGuard, SessionEnv};
 use crate::h2::H2Session;
 use crate::io::{Prefixed, SpliceStreamOne, Transport};
@@ -82,12 +82,9 @@ const SWITCHING_TO_H2C: &[u8] =
 const LINGER_BYTES: usize = 256 * 1024;
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The actor shell around one HTTP/1.1 connection. Its only job is to own the driver future,
-/// so that the connection's work lives and dies with the actor.
+/// The HTTP/1.1 session actor: the shell around one connection's driver (see [`Driven`]).
 #[derive(Debug)]
-pub struct H1Session {
-    conn: Option<H1Conn>,
-}
+pub struct H1Session;
 
 impl H1Session {
     /// Start a session for an accepted connection. `prefix` holds the bytes the acceptor already
@@ -100,21 +97,7 @@ impl H1Session {
         guard: ConnGuard,
     ) {
         let conn = H1Conn::new(stream, peer, prefix, env, guard);
-        H1Session { conn: Some(conn) }.start();
-    }
-}
-
-impl Actor for H1Session {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        if let Some(conn) = self.conn.take() {
-            ctx.spawn(
-                conn.run()
-                    .into_actor(self)
-                    .map(|(), _act, ctx: &mut Context<Self>| ctx.stop()),
-            );
-        }
+        Driven::start("H1Session", conn.run());
     }
 }
 

@@ -141,12 +141,12 @@ impl H3Conn {
                     Ok(Some(resolver)) => {
                         let this = Rc::clone(&this);
                         let work = async move {
-                            match timeout(this.env.timeouts.header, resolver.resolve_request()).await {
-                                Ok(Ok((request, stream))) => this.serve_stream(request, stream).await,
-                                Ok(Err(e)) => {
+                            match within(this.env.timeouts.header, resolver.resolve_request()).await {
+                                Some(Ok((request, stream))) => this.serve_stream(request, stream).await,
+                                Some(Err(e)) => {
                                     tracing::debug!(peer = %this.peer, error = %e, "HTTP/3 request refused");
                                 }
-                                Err(_elapsed) => {
+                                None => {
                                     tracing::debug!(peer = %this.peer, "HTTP/3 request headers timed out");
                                 }
                             }
@@ -337,10 +337,21 @@ async fn bounded<T>(
     limit: Duration,
     send: impl Future<Output = Result<T, StreamError>>,
 ) -> Result<T, SendError> {
-    match timeout(limit, send).await {
-        Err(_elapsed) => Err(SendError::Stalled),
-        Ok(result) => result.map_err(SendError::H3),
+    match within(limit, send).await {
+        None => Err(SendError::Stalled),
+        Some(result) => result.map_err(SendError::H3),
     }
+}
+
+/// `future`'s output, or `None` if it takes longer than `limit`. Most of a stream's steps
+/// (its request head, a response that fits the window, FIN) are ready at once: the future is
+/// polled once before a timer is made, which would cost a clock read and a timer entry.
+async fn within<T>(limit: Duration, future: impl Future<Output = T>) -> Option<T> {
+    let mut future = std::pin::pin!(future);
+    if let Poll::Ready(output) = poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await {
+        return Some(output);
+    }
+    timeout(limit, future).await.ok()
 }
 
 async fn send_body(stream: &mut Stream, body: Body, limit: Duration) -> Result<(), SendError> {

@@ -297,7 +297,9 @@ impl Variant {
         headers.insert(ETAG, self.etag.clone());
         headers.insert(LAST_MODIFIED, self.last_modified.clone());
         if precompressed {
-            headers.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+            // Field names are case-insensitive; in lowercase this is QPACK's static entry 59,
+            // which HTTP/3 sends as one byte instead of a Huffman-coded string.
+            headers.insert(VARY, HeaderValue::from_static("accept-encoding"));
         }
         headers
     }

@@ -15,8 +15,7 @@ thread_local! {
 /// the vDSO reads without touching the time-stamp counter: a Date is at most one tick late,
 /// and every response but the first of each second skips the precise clock.
 pub fn with_http_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
-    let secs =
-        u64::try_from(rustix::time::clock_gettime(ClockId::RealtimeCoarse).tv_sec).unwrap_or(0);
+    let secs = unix_secs();
     CACHED.with(|cell| {
         let mut cached = cell.borrow_mut();
         if cached.0 != secs {
@@ -28,6 +27,11 @@ pub fn with_http_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
         }
         f(&cached.1)
     })
+}
+
+/// Seconds since the Unix epoch, from the coarse realtime clock (see [`with_http_date`]).
+pub(crate) fn unix_secs() -> u64 {
+    u64::try_from(rustix::time::clock_gettime(ClockId::RealtimeCoarse).tv_sec).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use h2::server::{Builder, SendResponse};
@@ -759,10 +759,7 @@ thread_local! {
 /// The current IMF-fixdate as a header value, rebuilt at most once per second per thread (a
 /// clone is a reference-count bump).
 pub(crate) fn http_date() -> HeaderValue {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = crate::date::unix_secs();
     DATE.with(|cell| {
         let mut cached = cell.borrow_mut();
         if cached.0 != secs || cached.1.is_none() {

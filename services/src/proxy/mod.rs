@@ -210,15 +210,17 @@ impl ProxyService {
             hdrs.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
         }
 
-        let mut tried: Vec<usize> = Vec::new();
-        let mut last_error = String::from("no member was tried");
+        let mut tries = Tries {
+            tried: Vec::new(),
+            last_error: String::from("no member was tried"),
+        };
         let mut attempts = 0;
         while attempts < conf.max_tries {
             attempts += 1;
-            let (index, member) = match self.select(up, &tried, key).await {
+            let (index, member) = match self.select(up, &tries.tried, key).await {
                 Ok(found) => found,
                 Err(response) => {
-                    if tried.is_empty() {
+                    if tries.tried.is_empty() {
                         return response;
                     }
                     break;
@@ -233,9 +235,9 @@ impl ProxyService {
                     continue;
                 }
                 Err(e) => {
-                    last_error = format!("{}: connect: {e}", member.addr);
-                    self.failed(up, &member, &last_error);
-                    tried.push(index);
+                    // Nothing was sent: any request may go to the next member.
+                    let why = format!("{}: connect: {e}", member.addr);
+                    tries.failed(self, up, &member, index, why);
                     continue;
                 }
             };
@@ -245,7 +247,7 @@ impl ProxyService {
                 (None, true) => {
                     return error(
                         StatusCode::BAD_GATEWAY,
-                        format!("{last_error} (the request body was already sent)"),
+                        format!("{} (the request body was already sent)", tries.last_error),
                     );
                 }
                 (None, false) if full.is_empty() => UpBody::Empty,
@@ -271,34 +273,32 @@ impl ProxyService {
                     let head = match sent {
                         Ok(head) if head.status != StatusCode::SWITCHING_PROTOCOLS => head,
                         Ok(_) => {
-                            last_error =
+                            let why =
                                 format!("{}: switched protocols without being asked", member.addr);
-                            self.failed(up, &member, &last_error);
-                            tried.push(index);
+                            tries.failed(self, up, &member, index, why);
                             if !replayable {
-                                return error(StatusCode::BAD_GATEWAY, last_error);
+                                return tries.answer(StatusCode::BAD_GATEWAY);
                             }
                             continue;
                         }
                         Err(f) => {
                             drop(conn);
-                            last_error = format!("{}: {}", member.addr, f.why);
+                            let why = format!("{}: {}", member.addr, f.why);
                             if reused && f.closed_before_answer && !streamed {
                                 // The member closed an idle connection as we reused it: nothing
                                 // was processed, so any request may go again (not counted as a
                                 // try).
+                                tries.last_error = why;
                                 attempts -= 1;
                                 continue;
                             }
-                            self.failed(up, &member, &last_error);
-                            tried.push(index);
+                            tries.failed(self, up, &member, index, why);
                             if !replayable {
-                                let status = if f.timed_out {
+                                return tries.answer(if f.timed_out {
                                     StatusCode::GATEWAY_TIMEOUT
                                 } else {
                                     StatusCode::BAD_GATEWAY
-                                };
-                                return error(status, last_error);
+                                });
                             }
                             continue;
                         }
@@ -307,9 +307,8 @@ impl ProxyService {
                         && replayable
                         && attempts < conf.max_tries
                     {
-                        last_error = format!("{}: answered {}", member.addr, head.status);
-                        self.failed(up, &member, &last_error);
-                        tried.push(index);
+                        let why = format!("{}: answered {}", member.addr, head.status);
+                        tries.failed(self, up, &member, index, why);
                         continue;
                     }
                     member.record_success();
@@ -320,11 +319,9 @@ impl ProxyService {
                         Ok(response) => return response,
                         // The member died between its head and its body (killed, reset).
                         Err(why) => {
-                            self.failed(up, &member, &why);
-                            last_error = why;
-                            tried.push(index);
+                            tries.failed(self, up, &member, index, why);
                             if !replayable {
-                                return error(StatusCode::BAD_GATEWAY, last_error);
+                                return tries.answer(StatusCode::BAD_GATEWAY);
                             }
                             continue;
                         }
@@ -372,23 +369,20 @@ impl ProxyService {
             };
             match sent {
                 Err(_elapsed) => {
-                    last_error = format!(
+                    let why = format!(
                         "{}: no response within {:?}",
                         member.addr, conf.read_timeout
                     );
-                    self.failed(up, &member, &last_error);
-                    tried.push(index);
+                    tries.failed(self, up, &member, index, why);
                     if !replayable {
-                        return error(StatusCode::GATEWAY_TIMEOUT, last_error);
+                        return tries.answer(StatusCode::GATEWAY_TIMEOUT);
                     }
                 }
                 Ok(Err(e)) => {
                     drop(keep);
-                    last_error = format!("{}: {e}", member.addr);
-                    self.failed(up, &member, &last_error);
-                    tried.push(index);
+                    tries.failed(self, up, &member, index, format!("{}: {e}", member.addr));
                     if !replayable {
-                        return error(StatusCode::BAD_GATEWAY, last_error);
+                        return tries.answer(StatusCode::BAD_GATEWAY);
                     }
                 }
                 Ok(Ok(response)) => {
@@ -397,9 +391,8 @@ impl ProxyService {
                         && replayable
                         && attempts < conf.max_tries
                     {
-                        last_error = format!("{}: answered {status}", member.addr);
-                        self.failed(up, &member, &last_error);
-                        tried.push(index);
+                        let why = format!("{}: answered {status}", member.addr);
+                        tries.failed(self, up, &member, index, why);
                         continue;
                     }
                     member.record_success();
@@ -420,11 +413,9 @@ impl ProxyService {
                         Ok(response) => return response,
                         // The member died between its head and its body (killed, reset).
                         Err(why) => {
-                            self.failed(up, &member, &why);
-                            last_error = why;
-                            tried.push(index);
+                            tries.failed(self, up, &member, index, why);
                             if !replayable {
-                                return error(StatusCode::BAD_GATEWAY, last_error);
+                                return tries.answer(StatusCode::BAD_GATEWAY);
                             }
                         }
                     }
@@ -434,9 +425,10 @@ impl ProxyService {
         error(
             StatusCode::BAD_GATEWAY,
             format!(
-                "no member of upstream {:?} answered ({} tried; last: {last_error})",
+                "no member of upstream {:?} answered ({} tried; last: {})",
                 conf.name,
-                tried.len()
+                tries.tried.len(),
+                tries.last_error
             ),
         )
     }
@@ -805,6 +797,34 @@ fn frames_body(frames: Vec<Frame>) -> Body {
 }
 
 /// An error answered by the proxy itself, with the reason in the body.
+/// The members one request has tried, and why the last try failed.
+struct Tries {
+    /// Indexes of the members tried (and failed), which selection skips.
+    tried: Vec<usize>,
+    last_error: String,
+}
+
+impl Tries {
+    /// Count a failed try of `member` (passive health included) and remember why.
+    fn failed(
+        &mut self,
+        proxy: &ProxyService,
+        up: &UpstreamState,
+        member: &MemberState,
+        index: usize,
+        why: String,
+    ) {
+        proxy.failed(up, member, &why);
+        self.last_error = why;
+        self.tried.push(index);
+    }
+
+    /// The answer when the request cannot go to another member.
+    fn answer(self, status: StatusCode) -> Response {
+        error(status, self.last_error)
+    }
+}
+
 fn error(status: StatusCode, why: String) -> Response {
     let reason = status.canonical_reason().unwrap_or("Error");
     let mut headers = HeaderMap::new();

@@ -796,7 +796,6 @@ fn frames_body(frames: Vec<Frame>) -> Body {
     }
 }
 
-/// An error answered by the proxy itself, with the reason in the body.
 /// The members one request has tried, and why the last try failed.
 struct Tries {
     /// Indexes of the members tried (and failed), which selection skips.
@@ -825,6 +824,7 @@ impl Tries {
     }
 }
 
+/// An error answered by the proxy itself, with the reason in the body.
 fn error(status: StatusCode, why: String) -> Response {
     let reason = status.canonical_reason().unwrap_or("Error");
     let mut headers = HeaderMap::new();

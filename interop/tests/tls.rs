@@ -341,3 +341,73 @@ fn ranges_and_conditionals_behave_as_over_plain_http() {
     let not_modified = curl_https(&server, "localhost", "/a.txt", &["-k", "-H", &inm]);
     assert_eq!(not_modified.status, 304);
 }
+
+/// A keep-alive client over TLS (python's `ssl`): two requests with a pause shorter than the
+/// keep-alive timeout between them, then silence. Prints each status and how long after the
+/// second answer the server closed.
+const TLS_KEEPALIVE_CLIENT: &str = r#"
+import socket, ssl, sys, time
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))), server_hostname="localhost")
+s.settimeout(10)
+def get(path):
+    s.sendall(("GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n" % path).encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = [l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+    while len(body) < int(length[0]):
+        body += s.recv(4096)
+    return head.split(b" ")[1].decode()
+print(get("/a.txt"))
+time.sleep(float(sys.argv[2]))
+print(get("/a.txt"))
+start = time.monotonic()
+try:
+    while s.recv(4096):
+        pass
+except (ssl.SSLError, ConnectionResetError):
+    pass
+except socket.timeout:
+    print("still open")
+print("closed after %.3f" % (time.monotonic() - start))
+"#;
+
+#[test]
+fn an_idle_tls_connection_is_kept_for_the_keepalive_timeout_then_closed() {
+    let www = site();
+    let (cert, key) = certificate(www.outside(), "localhost", &["localhost"]);
+    let extra = format!(
+        "[tls]\ncert = {}\nkey = {}\n\n[timeouts]\nkeepalive = \"1500ms\"\n",
+        toml_path(&cert),
+        toml_path(&key),
+    );
+    let server = Server::run_config(&config(www.root(), "", &extra)).start();
+    let out = Command::new("python3")
+        .args(["-c", TLS_KEEPALIVE_CLIENT])
+        .arg(server.addr().port().to_string())
+        .arg("0.5")
+        .output()
+        .expect("run python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.get(..2),
+        Some(&["200", "200"][..]),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after: f64 = lines
+        .get(2)
+        .and_then(|l| l.strip_prefix("closed after "))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no close seen: {text}"));
+    assert!(
+        (1.0..6.0).contains(&after),
+        "closed {after} s after the last answer with keepalive = 1.5 s"
+    );
+    server.assert_serves("/a.txt", HELLO);
+}

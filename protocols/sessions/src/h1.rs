@@ -41,6 +41,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::access_log::AccessEntry;
 use crate::date::with_http_date;
+use crate::deadline::within;
 use crate::driven::Driven;
 use crate::env::{ConnGuard, SessionEnv};
 use crate::h2::H2Session;
@@ -346,11 +347,21 @@ impl H1Conn {
                         if self.rbuf.capacity() - self.rbuf.len() < READ_BUFFER / 2 {
                             self.rbuf.reserve(READ_BUFFER);
                         }
-                        let drain = &mut self.drain;
-                        tokio::select! {
-                            biased;
-                            read = timeout(timeouts.keepalive, tls.read_buf(&mut self.rbuf)) => read,
-                            () = drain.as_mut() => return Ok(Err(Close::Quietly)),
+                        // The same standing keep-alive timer as above; the read is tried
+                        // first since a busy client's next request is often there already.
+                        let idle_until = Instant::now() + timeouts.keepalive;
+                        loop {
+                            tokio::select! {
+                                biased;
+                                read = tls.read_buf(&mut self.rbuf) => break Ok(read),
+                                () = self.idle_timer.as_mut() => {
+                                    if Instant::now() >= idle_until {
+                                        return Ok(Err(Close::Quietly));
+                                    }
+                                    self.idle_timer.as_mut().reset(idle_until);
+                                }
+                                () = self.drain.as_mut() => return Ok(Err(Close::Quietly)),
+                            }
                         }
                     }
                 }
@@ -429,11 +440,11 @@ impl H1Conn {
 
     /// One read of body bytes, allowed to pause at most `timeouts.body`.
     async fn read_body_bytes(&mut self) -> io::Result<Result<(), StatusCode>> {
-        match timeout(self.env.timeouts.body, self.stream.read_buf(&mut self.rbuf)).await {
-            Ok(Ok(0)) => Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(Ok(_)) => Ok(Ok(())),
-            Ok(Err(e)) => Err(e),
-            Err(_elapsed) => Ok(Err(StatusCode::REQUEST_TIMEOUT)),
+        match within(self.env.timeouts.body, self.stream.read_buf(&mut self.rbuf)).await {
+            Some(Ok(0)) => Err(io::ErrorKind::UnexpectedEof.into()),
+            Some(Ok(_)) => Ok(Ok(())),
+            Some(Err(e)) => Err(e),
+            None => Ok(Err(StatusCode::REQUEST_TIMEOUT)),
         }
     }
 
@@ -898,10 +909,11 @@ impl H1Conn {
             }
         }
         let send_timeout = self.env.timeouts.send;
+        let stalled = || io::Error::new(io::ErrorKind::TimedOut, "client stopped reading");
         while !buf.is_empty() {
-            let n = timeout(send_timeout, self.stream.write(buf))
+            let n = within(send_timeout, self.stream.write(buf))
                 .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))??;
+                .ok_or_else(stalled)??;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
@@ -909,9 +921,9 @@ impl H1Conn {
         }
         if let Transport::Tls(_) = &self.stream {
             // TLS records are assembled in a buffer: push them out now.
-            timeout(send_timeout, self.stream.flush())
+            within(send_timeout, self.stream.flush())
                 .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))??;
+                .ok_or_else(stalled)??;
         }
         Ok(())
     }

@@ -41,6 +41,7 @@ use switchyard_services::message::{Body, BodyPart, FileRange, Frame, Response};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
+use crate::deadline::within;
 use crate::driven::Driven;
 use crate::env::{ConnGuard, SessionEnv};
 use crate::h2::{http_date, strip_connection_fields};
@@ -341,17 +342,6 @@ async fn bounded<T>(
         None => Err(SendError::Stalled),
         Some(result) => result.map_err(SendError::H3),
     }
-}
-
-/// `future`'s output, or `None` if it takes longer than `limit`. Most of a stream's steps
-/// (its request head, a response that fits the window, FIN) are ready at once: the future is
-/// polled once before a timer is made, which would cost a clock read and a timer entry.
-async fn within<T>(limit: Duration, future: impl Future<Output = T>) -> Option<T> {
-    let mut future = std::pin::pin!(future);
-    if let Poll::Ready(output) = poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await {
-        return Some(output);
-    }
-    timeout(limit, future).await.ok()
 }
 
 async fn send_body(stream: &mut Stream, body: Body, limit: Duration) -> Result<(), SendError> {

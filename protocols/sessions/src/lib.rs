@@ -8,6 +8,7 @@
 
 pub mod access_log;
 mod date;
+mod deadline;
 mod driven;
 mod env;
 pub mod h1;

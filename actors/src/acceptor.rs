@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use bytes::BytesMut;
+use switchyard_services::metrics::{self, Conn};
 use switchyard_sessions::h1::H1Session;
 use switchyard_sessions::h2::H2Session;
 use switchyard_sessions::io::{Prefixed, Transport};
@@ -151,10 +152,19 @@ async fn sniff_and_start(
             Ok(Ok(_)) => {}
             Err(_elapsed) => {
                 tracing::debug!(%peer, "no protocol recognised before the sniff deadline; closing");
+                metrics::connection(Conn::Unrecognised);
                 return;
             }
         }
     };
+    match protocol {
+        Protocol::Http1 => metrics::connection(Conn::Http1),
+        Protocol::H2Prior => metrics::connection(Conn::H2c),
+        Protocol::Tls => metrics::connection(Conn::Tls),
+        Protocol::BitTorrent => metrics::connection(Conn::BitTorrent),
+        // Counted below, once it is known to be an MSE key or text.
+        Protocol::Opaque => {}
+    }
     match protocol {
         Protocol::Http1 => H1Session::start(Transport::Plain(stream), peer, prefix, env, guard),
         // h2c with prior knowledge: the sniffed bytes are the start of the preface.
@@ -171,7 +181,10 @@ async fn sniff_and_start(
                     let transport = Transport::Tls(Box::new(tls));
                     H1Session::start(transport, peer, BytesMut::new(), env, guard);
                 }
-                Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(e) => {
+                    metrics::tls_failed();
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                }
             }
         }
         Protocol::BitTorrent if env.torrent.is_some() => {
@@ -197,12 +210,15 @@ async fn sniff_and_start(
                 }
             }
             if !text(&prefix) && prefix.len() <= mse::KEY_LEN + mse::MAX_PAD {
+                metrics::connection(Conn::BitTorrent);
                 PeerSession::start_encrypted(stream, peer, prefix, env, guard);
             } else {
+                metrics::connection(Conn::Http1);
                 H1Session::start(Transport::Plain(stream), peer, prefix, env, guard);
             }
         }
         Protocol::Opaque => {
+            metrics::connection(Conn::Http1);
             H1Session::start(Transport::Plain(stream), peer, prefix, env, guard);
         }
     }

@@ -60,6 +60,10 @@ enum Command {
         /// Do not seed over BitTorrent (no .torrent, tracker or peer wire).
         #[arg(long)]
         no_seed: bool,
+        /// Answer this path (e.g. /metrics) with the process's counters in the Prometheus text
+        /// format instead of a file.
+        #[arg(long, value_parser = parse_metrics_path)]
+        metrics: Option<String>,
         /// QUIC options (`[quic]` of a configuration file).
         #[command(flatten)]
         quic: QuicArgs,
@@ -124,6 +128,16 @@ struct QuicArgs {
     quic_idle_timeout: Option<std::time::Duration>,
 }
 
+fn parse_metrics_path(text: &str) -> Result<String, String> {
+    if text.starts_with('/') {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?}: a path starting with \"/\", such as /metrics"
+        ))
+    }
+}
+
 fn parse_congestion(text: &str) -> Result<switchyard_conf::Congestion, String> {
     match text {
         "cubic" => Ok(switchyard_conf::Congestion::Cubic),
@@ -154,6 +168,7 @@ impl QuicArgs {
 
 fn main() -> ExitCode {
     init_tracing();
+    switchyard_services::metrics::mark_start();
     let cli = Cli::parse();
     let mut reload_from = None;
     let config = match cli.command {
@@ -178,6 +193,7 @@ fn main() -> ExitCode {
             key,
             state_dir,
             no_seed,
+            metrics,
             quic,
         } => {
             let first = listen
@@ -210,6 +226,13 @@ fn main() -> ExitCode {
                     config.torrent.state_dir = dir;
                 }
                 config.torrent.enabled = !no_seed;
+                if let (Some(prefix), Some(vhost)) = (metrics, config.vhosts.first_mut()) {
+                    vhost.locations.push(switchyard_conf::Location {
+                        prefix,
+                        handler: switchyard_conf::Handler::Metrics,
+                        cache: false,
+                    });
+                }
                 quic.apply(&mut config.quic);
                 config
             })

@@ -454,6 +454,7 @@ fn start_session(
         closed.closed().await;
         drop(slot);
     });
+    switchyard_services::metrics::connection(switchyard_services::metrics::Conn::Quic);
     match alpn {
         Some(ALPN_H3) => H3Session::start(conn, handshake, env, guard),
         Some(ALPN_HQ) => HqSession::start(conn, env, guard),

@@ -27,8 +27,8 @@ pub fn start(config: &Config) -> Option<Arc<TorrentStore>> {
             .flat_map(|v| &v.locations)
             .filter_map(|l| match &l.handler {
                 Handler::Files(f) => Some(f.clone()),
-                // Proxied locations have no files of ours to seed.
-                Handler::Proxy(_) => None,
+                // Proxied and metrics locations have no files of ours to seed.
+                Handler::Proxy(_) | Handler::Metrics => None,
             })
             .filter(|f| f.seed)
             .collect();

@@ -246,6 +246,8 @@ pub enum Handler {
     Files(FilesConfig),
     /// Forward to an `[[upstream]]` pool.
     Proxy(crate::proxy::ProxyLocation),
+    /// The process's counters in the Prometheus text format (`metrics = true`).
+    Metrics,
 }
 
 /// Static files from a directory.

@@ -135,6 +135,7 @@ pub(crate) struct RawLocation {
     pub forwarded: Option<bool>,
     pub request_headers: Option<Spanned<crate::proxy::RawHeaderEdits>>,
     pub response_headers: Option<Spanned<crate::proxy::RawHeaderEdits>>,
+    pub metrics: Option<Spanned<bool>>,
 }
 
 /// A size as written: `65536` or `"64KiB"`. Parsed by `crate::units::parse_size` later.

@@ -48,7 +48,7 @@ fn error_of(text: &str) -> String {
 fn files(location: &Location) -> &FilesConfig {
     match &location.handler {
         Handler::Files(files) => files,
-        Handler::Proxy(_) => panic!("a files location was expected"),
+        Handler::Proxy(_) | Handler::Metrics => panic!("a files location was expected"),
     }
 }
 
@@ -643,6 +643,11 @@ fn example_loads() {
         *files(&config.vhosts[0].locations[0]),
         FilesConfig::new(www.clone())
     );
+    let metrics = &config.vhosts[0].locations[1];
+    assert_eq!(
+        (metrics.prefix.as_str(), &metrics.handler),
+        ("/metrics", &Handler::Metrics)
+    );
     let docs = &config.vhosts[1];
     assert_eq!(docs.names, ["docs.example.com"]);
     assert_eq!(
@@ -667,7 +672,7 @@ fn example_loads() {
     assert!(
         check(&path)
             .unwrap()
-            .starts_with("ok: 2 files, 2 listeners, 2 vhosts, 3 locations, 2 workers")
+            .starts_with("ok: 2 files, 2 listeners, 2 vhosts, 4 locations, 2 workers")
     );
 }
 
@@ -679,4 +684,34 @@ fn port_zero_may_be_listed_twice() {
     let (_dir, result) = load_one(&text);
     let config = result.expect("two ephemeral listeners are two different ports");
     assert_eq!(config.listeners.len(), 2);
+}
+
+#[test]
+fn a_metrics_location_is_parsed_and_takes_no_files_or_proxy_keys() {
+    let text = "[[vhost]]\n[[vhost.location]]\npath = \"/\"\nroot = \"www\"\n\n\
+                [[vhost.location]]\npath = \"/metrics\"\nmetrics = true\n";
+    let (_dir, config) = load_one(text);
+    let config = config.unwrap();
+    let metrics = &config.vhosts[0].locations[1];
+    assert_eq!(
+        (metrics.prefix.as_str(), &metrics.handler, metrics.cache),
+        ("/metrics", &Handler::Metrics, false)
+    );
+    // `metrics = false` is a files location like any other.
+    let off = text.replace("metrics = true", "metrics = false\nroot = \"www\"");
+    let (_dir, config) = load_one(&off);
+    assert!(matches!(
+        config.unwrap().vhosts[0].locations[1].handler,
+        Handler::Files(_)
+    ));
+    for extra in ["root = \"www\"", "proxy = \"pool\"", "autoindex = true"] {
+        let key = extra.split(' ').next().unwrap_or_default();
+        let err = error_of(&format!("{text}{extra}\n"));
+        assert!(
+            err.contains(&format!(
+                "vhost[0].location[1].{key}: a metrics location serves the counters only"
+            )),
+            "{extra}: {err}"
+        );
+    }
 }

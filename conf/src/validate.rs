@@ -745,6 +745,17 @@ fn host_name(raw: &str) -> Result<String, String> {
     Ok(name)
 }
 
+/// The keys of a location that only a proxy location takes, and whether each is set.
+fn proxy_only_keys(raw: &RawLocation) -> [(&'static str, bool); 5] {
+    [
+        ("strip_prefix", raw.strip_prefix.is_some()),
+        ("max_body", raw.max_body.is_some()),
+        ("forwarded", raw.forwarded.is_some()),
+        ("request_headers", raw.request_headers.is_some()),
+        ("response_headers", raw.response_headers.is_some()),
+    ]
+}
+
 /// One `[[vhost.location]]` serving files. `key` is `vhost[i].location[j]`.
 fn files_location(
     key: &str,
@@ -759,6 +770,35 @@ fn files_location(
     };
     if !path.get_ref().starts_with('/') {
         return Err(source.error(path.span(), &format!("{key}.path"), "must start with \"/\""));
+    }
+    if let Some(metrics) = &raw.metrics
+        && *metrics.get_ref()
+    {
+        let files_keys = [
+            ("root", raw.root.is_some()),
+            ("proxy", raw.proxy.is_some()),
+            ("cache", raw.cache.is_some()),
+            ("index", raw.index.is_some()),
+            ("autoindex", raw.autoindex.is_some()),
+            ("symlinks", raw.symlinks.is_some()),
+            ("dotfiles", raw.dotfiles.is_some()),
+            ("precompressed", raw.precompressed.is_some()),
+            ("seed", raw.seed.is_some()),
+            ("piece_length", raw.piece_length.is_some()),
+        ];
+        for (name, set) in files_keys.into_iter().chain(proxy_only_keys(raw)) {
+            if set {
+                return Err(location.error(
+                    &format!("{key}.{name}"),
+                    "a metrics location serves the counters only",
+                ));
+            }
+        }
+        return Ok(Location {
+            prefix: path.get_ref().clone(),
+            handler: Handler::Metrics,
+            cache: false,
+        });
     }
     if let Some(proxy) = &raw.proxy {
         if let Some(root) = &raw.root {
@@ -783,13 +823,7 @@ fn files_location(
             cache: crate::cache::location_switch(raw),
         });
     }
-    for (name, set) in [
-        ("strip_prefix", raw.strip_prefix.is_some()),
-        ("max_body", raw.max_body.is_some()),
-        ("forwarded", raw.forwarded.is_some()),
-        ("request_headers", raw.request_headers.is_some()),
-        ("response_headers", raw.response_headers.is_some()),
-    ] {
+    for (name, set) in proxy_only_keys(raw) {
         if set {
             return Err(location.error(&format!("{key}.{name}"), "only applies to proxy locations"));
         }

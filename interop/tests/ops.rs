@@ -760,3 +760,84 @@ fn early_client_disconnects_do_not_disturb_the_server() {
     let out = curl_to(Path::new("/dev/null"), &[server.url("/large.bin")]);
     assert_eq!((out.exit, out.status), (0, 200), "{}", out.stderr);
 }
+
+// ---- metrics ------------------------------------------------------------------------------------
+
+/// The value of the sample `series` (name and labels) in a Prometheus text exposition.
+fn sample(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in\n{text}"))
+}
+
+#[test]
+fn metrics_count_connections_and_responses_by_protocol() {
+    let www = site();
+    let server = Server::serve(www.root())
+        .arg("--metrics")
+        .arg("/metrics")
+        .start();
+    let url = server.url("/hello.txt");
+    for _ in 0..3 {
+        assert_eq!(curl(&["--http1.1", &url]).status, 200);
+    }
+    assert_eq!(curl(&["--http1.1", &server.url("/missing")]).status, 404);
+    for _ in 0..2 {
+        assert_eq!(curl(&["--http2-prior-knowledge", &url]).status, 200);
+    }
+    let https = format!("https://localhost:{}/hello.txt", server.addr().port());
+    assert_eq!(curl(&["-k", "--http1.1", &https]).status, 200);
+    // A ClientHello that is not one: the handshake fails, and is counted.
+    let mut conn = server.connect();
+    conn.send(b"\x16\x03\x01\x00\x08\x01\x00\x00\x04\xff\xff\xff\xff");
+    assert!(conn.wait_closed(CLOSE_TIMEOUT).closed);
+
+    let scrape = curl(&["--http1.1", &server.url("/metrics")]);
+    assert_eq!(scrape.status, 200, "{}", scrape.stderr);
+    assert_eq!(
+        scrape.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = String::from_utf8_lossy(&scrape.body).into_owned();
+    let responses = |proto: &str, class: &str| {
+        sample(
+            &text,
+            &format!("switchyard_responses_total{{protocol=\"{proto}\",code=\"{class}\"}}"),
+        )
+    };
+    // The scrape's own response is counted after it is written.
+    assert_eq!(responses("http1", "2xx"), 4, "{text}");
+    assert_eq!(responses("http1", "4xx"), 1, "{text}");
+    assert_eq!(responses("h2", "2xx"), 2, "{text}");
+    assert_eq!(responses("h3", "2xx"), 0, "{text}");
+    let body = |proto: &str| {
+        sample(
+            &text,
+            &format!("switchyard_response_body_bytes_total{{protocol=\"{proto}\"}}"),
+        )
+    };
+    assert_eq!(body("h2"), 2 * HELLO.len() as u64, "{text}");
+    let conns = |proto: &str| {
+        sample(
+            &text,
+            &format!("switchyard_connections_total{{protocol=\"{proto}\"}}"),
+        )
+    };
+    // Four plain HTTP/1.1 connections and the scrape's; the TLS handshake and the broken one.
+    assert_eq!(conns("http1"), 5, "{text}");
+    assert_eq!(conns("h2c"), 2, "{text}");
+    assert_eq!(conns("tls"), 2, "{text}");
+    assert_eq!(sample(&text, "switchyard_tls_handshake_failures_total"), 1);
+    assert!(sample(&text, "switchyard_connections_open") >= 1, "{text}");
+    assert!(
+        sample(&text, "process_resident_memory_bytes") > 1 << 20,
+        "{text}"
+    );
+    assert!(sample(&text, "process_open_fds") > 3, "{text}");
+
+    let post = curl(&["--http1.1", "-X", "POST", &server.url("/metrics")]);
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+    // Everything else is still served from files.
+    server.assert_serves("/hello.txt", HELLO);
+}

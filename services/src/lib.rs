@@ -12,6 +12,7 @@ pub mod actor;
 pub mod cache;
 pub mod files;
 pub mod message;
+pub mod metrics;
 pub mod proxy;
 pub mod proxy_cache;
 pub mod redis_routes;

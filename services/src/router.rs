@@ -46,6 +46,8 @@ pub enum Route {
     Proxy(Arc<ProxyRoute>),
     /// A proxy location with `cache = true`: answered through the [`CacheLayer`].
     CachedProxy(Arc<ProxyRoute>),
+    /// `metrics = true`: the counters of [`crate::metrics`].
+    Metrics,
 }
 
 impl RouteTable {
@@ -81,6 +83,7 @@ impl RouteTable {
                             Handler::Proxy(proxy) => {
                                 Route::Proxy(Arc::new(ProxyRoute::new(&loc.prefix, proxy)))
                             }
+                            Handler::Metrics => Route::Metrics,
                         };
                         (loc.prefix.clone(), route)
                     })
@@ -256,6 +259,7 @@ impl Router {
         };
         let cfg = match route {
             Route::Files(cfg) => cfg,
+            Route::Metrics => return crate::metrics::answer(&req),
             Route::Proxy(route) => {
                 return match &self.proxy {
                     Some(proxy) => Box::pin(proxy.forward(&route, req)).await,
@@ -344,7 +348,7 @@ mod tests {
     fn root_of(route: Option<&Route>) -> Option<String> {
         route.and_then(|r| match r {
             Route::Files(f) => Some(f.root.display().to_string()),
-            Route::Proxy(_) | Route::CachedProxy(_) => None,
+            Route::Proxy(_) | Route::CachedProxy(_) | Route::Metrics => None,
         })
     }
 

@@ -115,6 +115,7 @@ impl ConnGuard {
     pub fn new(worker: Rc<Cell<usize>>, process: Arc<ConnTracker>) -> ConnGuard {
         worker.set(worker.get() + 1);
         process.live.fetch_add(1, Ordering::AcqRel);
+        switchyard_services::metrics::opened();
         ConnGuard { worker, process }
     }
 }
@@ -122,6 +123,7 @@ impl ConnGuard {
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.worker.set(self.worker.get().saturating_sub(1));
+        switchyard_services::metrics::closed();
         if self.process.live.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.process.none_left.notify_waiters();
         }

@@ -25,6 +25,7 @@ use switchyard_services::message::{
     Body, BodyPart, BodySender, BodyStream, FileRange, Frame, Request, Response, SharedFields,
     Tunnel,
 };
+use switchyard_services::metrics::{self, Proto};
 use switchyard_wire::chunked::{
     ChunkedDecoder, ChunkedError, Decoded, write_chunk_size, write_last_chunk,
 };
@@ -535,6 +536,8 @@ impl H1Conn {
         let result = self
             .write_response(response, version, keep_alive, is_head)
             .await;
+        let sent = if result.is_ok() { sent } else { 0 };
+        metrics::response(Proto::Http1, status, sent);
         if let Some(entry) = log {
             let (log, method, target, referer, user_agent, host) = *entry;
             log.record(&AccessEntry {
@@ -548,7 +551,7 @@ impl H1Conn {
                     "HTTP/1.1"
                 },
                 status: status.as_u16(),
-                bytes: if result.is_ok() { sent } else { 0 },
+                bytes: sent,
                 referer: referer.as_deref(),
                 user_agent: user_agent.as_deref(),
                 duration: started.map(|t| t.elapsed()).unwrap_or_default(),
@@ -968,6 +971,7 @@ impl H1Conn {
             )
         });
         self.wbuf.extend_from_slice(&body);
+        metrics::response(Proto::Http1, status, body.len() as u64);
         // Refused requests are logged too (as nginx does), with what is known of them.
         if let Some(log) = &self.env.access_log {
             log.record(&AccessEntry {

@@ -39,6 +39,7 @@ use switchyard_conf::Http2Config;
 use switchyard_services::message::{
     Body, BodyPart, BodyStream, FileRange, Frame, FrameSource, Response,
 };
+use switchyard_services::metrics::{self, Proto};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, timeout};
@@ -341,6 +342,7 @@ impl H2Conn {
                 None
             }
         };
+        metrics::response(Proto::Http2, status, sent.unwrap_or(0));
         if let (Some(log), Some(facts)) = (&env.access_log, log_facts) {
             facts.record(log, self.peer, "HTTP/2.0", status, sent.unwrap_or(0));
         }

@@ -38,6 +38,7 @@ use h3::server::RequestStream;
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode, Version};
 use switchyard_services::message::{Body, BodyPart, FileRange, Frame, Response};
+use switchyard_services::metrics::{self, Proto};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
@@ -251,6 +252,7 @@ impl H3Conn {
                 None
             }
         };
+        metrics::response(Proto::Http3, status, sent.unwrap_or(0));
         if let (Some(log), Some(facts)) = (&env.access_log, log_facts) {
             facts.record(log, self.peer, "HTTP/3.0", status, sent.unwrap_or(0));
         }

@@ -16,6 +16,7 @@ use std::time::{Instant as StdInstant, SystemTime};
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, Version};
 use switchyard_services::message::{Body, BodyPart, FileRange, Frame, Request};
+use switchyard_services::metrics::{self, Proto};
 use switchyard_wire::hq::{HqRequest, MAX_REQUEST, parse_request};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
@@ -133,6 +134,7 @@ async fn serve_stream(
             0
         }
     };
+    metrics::response(Proto::Hq, status, sent);
     if let Some(log) = &env.access_log {
         log.record(&AccessEntry {
             peer,

@@ -152,10 +152,10 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
         tracing::warn!(path = %path, "fault injection enabled: requests for this path panic");
     }
 
-    // The upstream pools are shared by all workers; their health actor runs on the main arbiter.
     // The upstream pools are shared by all workers (always present, so a reload can add pools);
     // their health actor runs on the main arbiter.
     let proxy = Arc::new(ProxyService::new(&config.upstreams).map_err(StartError::Runtime)?);
+    switchyard_services::metrics::watch_proxy(Arc::clone(&proxy));
     // One response cache for the process (memory tier, and the disk tier when configured),
     // shared by every worker: a response stored by one worker answers on all of them.
     let response_cache = if config.cache.enabled {

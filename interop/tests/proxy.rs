@@ -1015,3 +1015,48 @@ fn passive_failures_take_a_member_out_for_its_cooldown() {
         bodies(&server, "/", 2).iter().any(|b| b == "a")
     });
 }
+
+// ---- metrics ------------------------------------------------------------------------------------
+
+#[test]
+fn metrics_show_each_member_in_or_out_of_rotation_and_its_connections() {
+    let live = Nginx::start("live\n");
+    // Nothing listens here: every try fails at connect.
+    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let toml = proxy_toml(
+        &format!("\"{}\", \"{dead}\"", live.addr),
+        "[upstream.passive]\nfailures = 1\ncooldown = \"60s\"",
+        "",
+    ) + "\n[[vhost.location]]\npath = \"/metrics\"\nmetrics = true\n";
+    let server = Server::run_config(&toml).start();
+    // Round robin reaches the dead member within two requests; its failure is retried on the
+    // live one, so every answer is the live member's.
+    assert!(bodies(&server, "/", 6).iter().all(|b| b.trim() == "live"));
+
+    let scrape = curl(&["--http1.1", &server.url("/metrics")]);
+    assert_eq!(scrape.status, 200, "{}", scrape.stderr);
+    let text = String::from_utf8_lossy(&scrape.body).into_owned();
+    let sample = |family: &str, member: SocketAddr| -> u64 {
+        let series = format!("{family}{{upstream=\"pool\",member=\"{member}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series}in\n{text}"))
+    };
+    assert_eq!(
+        sample("switchyard_upstream_member_up", live.addr),
+        1,
+        "{text}"
+    );
+    assert_eq!(sample("switchyard_upstream_member_up", dead), 0, "{text}");
+    let opened = sample(
+        "switchyard_upstream_member_connections_opened_total",
+        live.addr,
+    );
+    // Five or six answers from the live member over kept-alive member connections.
+    assert!((1..5).contains(&opened), "{text}");
+    assert_eq!(
+        sample("switchyard_upstream_member_requests_active", live.addr),
+        0
+    );
+    assert!(text.contains("switchyard_upstream_queued_requests{upstream=\"pool\"} 0\n"));
+}

@@ -15,6 +15,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 
 use crate::actor::SERVICE_RESTARTS;
 use crate::message::{Request, Response};
+use crate::proxy::ProxyService;
 
 /// What an accepted connection turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +87,7 @@ struct Shard {
 
 static SHARDS: Mutex<Vec<Arc<Shard>>> = Mutex::new(Vec::new());
 static STARTED: OnceLock<SystemTime> = OnceLock::new();
+static PROXY: OnceLock<Arc<ProxyService>> = OnceLock::new();
 
 thread_local! {
     static SHARD: Arc<Shard> = {
@@ -114,6 +116,12 @@ fn proto_index(proto: Proto) -> usize {
 /// Note the process's start, for `process_start_time_seconds`.
 pub fn mark_start() {
     let _ = STARTED.set(SystemTime::now());
+}
+
+/// Report the upstream pools of `proxy` (the process's one; a reload changes its pools in
+/// place) with the other metrics.
+pub fn watch_proxy(proxy: Arc<ProxyService>) {
+    let _ = PROXY.set(proxy);
 }
 
 /// A connection was accepted and recognised as `kind`.
@@ -243,8 +251,93 @@ pub fn render() -> String {
     for ((_, proto), n) in PROTOS.iter().zip(t.body_bytes) {
         let _ = writeln!(out, "{name}{{protocol=\"{proto}\"}} {n}");
     }
+    if let Some(proxy) = PROXY.get() {
+        upstream_metrics(&mut out, proxy);
+    }
     process_metrics(&mut out);
     out
+}
+
+/// A label value: backslash, double quote and line feed escaped.
+fn escaped(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Per member of every upstream pool: in rotation or not, connections, requests in flight.
+fn upstream_metrics(out: &mut String, proxy: &ProxyService) {
+    let mut pools = proxy.upstreams();
+    if pools.is_empty() {
+        return;
+    }
+    pools.sort_by(|a, b| a.conf.name.cmp(&b.conf.name));
+    let members: Vec<_> = pools
+        .iter()
+        .flat_map(|pool| {
+            let name = escaped(&pool.conf.name);
+            pool.set
+                .load()
+                .members
+                .iter()
+                .map(move |m| (name.clone(), Arc::clone(m)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    type Read = fn(&crate::proxy::upstream::MemberState) -> u64;
+    let families: [(&str, &str, &str, Read); 4] = [
+        (
+            "switchyard_upstream_member_up",
+            "gauge",
+            "1 when the member takes requests: its active checks pass and it is not cooling down after passive failures.",
+            |m| u64::from(m.up()),
+        ),
+        (
+            "switchyard_upstream_member_connections",
+            "gauge",
+            "Open connections to the member, busy or idle.",
+            |m| m.open.load(Relaxed) as u64,
+        ),
+        (
+            "switchyard_upstream_member_requests_active",
+            "gauge",
+            "Requests in flight to the member.",
+            |m| m.active.load(Relaxed) as u64,
+        ),
+        (
+            "switchyard_upstream_member_connections_opened_total",
+            "counter",
+            "Connections ever opened to the member (requests over connections opened shows reuse).",
+            |m| m.opened_total.load(Relaxed),
+        ),
+    ];
+    for (name, kind, help, read) in families {
+        family(out, name, kind, help);
+        for (pool, m) in &members {
+            let _ = writeln!(
+                out,
+                "{name}{{upstream=\"{pool}\",member=\"{}\"}} {}",
+                m.addr,
+                read(m)
+            );
+        }
+    }
+    let name = "switchyard_upstream_queued_requests";
+    family(
+        out,
+        name,
+        "gauge",
+        "Requests waiting for a connection slot of the pool.",
+    );
+    for pool in &pools {
+        let _ = writeln!(
+            out,
+            "{name}{{upstream=\"{}\"}} {}",
+            escaped(&pool.conf.name),
+            pool.queued.load(Relaxed)
+        );
+    }
 }
 
 /// The standard `process_*` metrics that Linux makes cheap to read.
@@ -352,6 +445,12 @@ mod tests {
                 "{family}"
             );
         }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escaped("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+        assert_eq!(escaped("plain-name_1"), "plain-name_1");
     }
 
     #[test]

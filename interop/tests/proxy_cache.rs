@@ -489,3 +489,34 @@ fn the_disk_tier_survives_a_restart() {
     assert_eq!(r.body, first.body);
     assert_eq!(origin.count("/disk"), 1);
 }
+
+#[test]
+fn metrics_count_hits_misses_and_stores() {
+    let origin = Origin::start();
+    let toml =
+        config(origin.addr, "") + "\n[[vhost.location]]\npath = \"/metrics\"\nmetrics = true\n";
+    let server = Server::run_config(&toml).start();
+    let first = get(&server, "/m?cc=max-age%3D60");
+    assert!(status_of(&first).contains("fwd=uri-miss"), "{first:?}");
+    assert!(is_hit(&get(&server, "/m?cc=max-age%3D60")));
+    assert!(is_hit(&get(&server, "/m?cc=max-age%3D60")));
+    // Not a cached location: not counted.
+    assert_eq!(get(&server, "/uncached/x").status, 200);
+
+    let text = get(&server, "/metrics").text();
+    let sample = |series: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    let result = |r: &str| {
+        sample(&format!(
+            "switchyard_cache_responses_total{{result=\"{r}\"}}"
+        ))
+    };
+    assert_eq!(result("uri-miss"), 1, "{text}");
+    assert_eq!(result("hit"), 2, "{text}");
+    assert_eq!(result("stale"), 0, "{text}");
+    assert_eq!(sample("switchyard_cache_stored_total"), 1, "{text}");
+    assert_eq!(origin.count("/m"), 1);
+}

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
 
 use crate::actor::SERVICE_RESTARTS;
+use crate::cache::policy::Fwd;
 use crate::message::{Request, Response};
 use crate::proxy::ProxyService;
 
@@ -61,6 +62,19 @@ const PROTOS: [(Proto, &str); 4] = [
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// What the response cache did with a request: `hit`, why it went upstream (RFC 9211's `fwd`
+/// values), or `none` (neither: an answer of the cache's own, such as an error).
+const CACHE_RESULTS: [&str; 8] = [
+    "hit",
+    "bypass",
+    "method",
+    "uri-miss",
+    "vary-miss",
+    "request",
+    "stale",
+    "none",
+];
+
 /// A counter with one writer, its thread.
 #[derive(Debug, Default)]
 struct Counter(AtomicU64);
@@ -83,6 +97,9 @@ struct Shard {
     tls_failures: Counter,
     responses: [[Counter; CLASSES.len()]; PROTOS.len()],
     body_bytes: [Counter; PROTOS.len()],
+    cache: [Counter; CACHE_RESULTS.len()],
+    cache_stored: Counter,
+    cache_collapsed: Counter,
 }
 
 static SHARDS: Mutex<Vec<Arc<Shard>>> = Mutex::new(Vec::new());
@@ -154,6 +171,26 @@ pub fn response(proto: Proto, status: StatusCode, body_bytes: u64) {
     });
 }
 
+/// An answer of the response cache: a hit, or why it went upstream (`fwd`); whether the
+/// member's answer was stored, and whether the request waited on another one to that URI.
+pub fn cache_outcome(hit: bool, fwd: Option<Fwd>, stored: bool, collapsed: bool) {
+    let result = match (hit, fwd) {
+        (true, _) => 0,
+        (false, Some(Fwd::Bypass)) => 1,
+        (false, Some(Fwd::Method)) => 2,
+        (false, Some(Fwd::UriMiss)) => 3,
+        (false, Some(Fwd::VaryMiss)) => 4,
+        (false, Some(Fwd::Request)) => 5,
+        (false, Some(Fwd::Stale)) => 6,
+        (false, None) => 7,
+    };
+    with(|s| {
+        s.cache[result].add(1);
+        s.cache_stored.add(u64::from(stored));
+        s.cache_collapsed.add(u64::from(collapsed));
+    });
+}
+
 /// The sums over every shard.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Totals {
@@ -163,6 +200,9 @@ struct Totals {
     tls_failures: u64,
     responses: [[u64; CLASSES.len()]; PROTOS.len()],
     body_bytes: [u64; PROTOS.len()],
+    cache: [u64; CACHE_RESULTS.len()],
+    cache_stored: u64,
+    cache_collapsed: u64,
 }
 
 fn totals() -> Totals {
@@ -183,6 +223,11 @@ fn totals() -> Totals {
         for (sum, c) in t.body_bytes.iter_mut().zip(&s.body_bytes) {
             *sum += c.get();
         }
+        for (sum, c) in t.cache.iter_mut().zip(&s.cache) {
+            *sum += c.get();
+        }
+        t.cache_stored += s.cache_stored.get();
+        t.cache_collapsed += s.cache_collapsed.get();
     }
     t
 }
@@ -250,6 +295,31 @@ pub fn render() -> String {
     );
     for ((_, proto), n) in PROTOS.iter().zip(t.body_bytes) {
         let _ = writeln!(out, "{name}{{protocol=\"{proto}\"}} {n}");
+    }
+    let name = "switchyard_cache_responses_total";
+    family(
+        &mut out,
+        name,
+        "counter",
+        "Answers of the response cache: hits, and why the others went upstream (RFC 9211 fwd).",
+    );
+    for (result, n) in CACHE_RESULTS.iter().zip(t.cache) {
+        let _ = writeln!(out, "{name}{{result=\"{result}\"}} {n}");
+    }
+    for (name, help, value) in [
+        (
+            "switchyard_cache_stored_total",
+            "Upstream answers the cache stored.",
+            t.cache_stored,
+        ),
+        (
+            "switchyard_cache_collapsed_total",
+            "Requests that waited for another request to the same URI instead of going upstream.",
+            t.cache_collapsed,
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
     }
     if let Some(proxy) = PROXY.get() {
         upstream_metrics(&mut out, proxy);

@@ -426,8 +426,10 @@ impl CacheStatus {
     }
 
     /// Set `Cache-Status` in `headers` to `theirs` (the stored response's own, from caches
-    /// closer to the origin) followed by this member.
+    /// closer to the origin) followed by this member. Every answer of the cache layer passes
+    /// here once, so this is also where its outcome is counted ([`crate::metrics`]).
     pub fn append_after(&self, theirs: Option<&HeaderValue>, headers: &mut HeaderMap) {
+        crate::metrics::cache_outcome(self.hit, self.fwd, self.stored, self.collapsed);
         let mut value = match theirs.and_then(|v| v.to_str().ok()) {
             Some(theirs) if !theirs.trim().is_empty() => {
                 let mut v = String::with_capacity(theirs.len() + 64);

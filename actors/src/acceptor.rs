@@ -148,7 +148,10 @@ async fn sniff_and_start(
             break protocol;
         }
         match timeout_at(deadline, stream.read_buf(&mut prefix)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                metrics::connection(Conn::Unrecognised);
+                return;
+            }
             Ok(Ok(_)) => {}
             Err(_elapsed) => {
                 tracing::debug!(%peer, "no protocol recognised before the sniff deadline; closing");

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_interop::{
     CLOSE_TIMEOUT, Conn, IO_TIMEOUT, Server, Signal, WebRoot, check, config, curl, curl_to, get,
-    get_close, log_lines, pseudo_random, sha256, toml_path,
+    get_close, log_lines, pseudo_random, sha256, toml_path, wait_until,
 };
 
 const HELLO: &[u8] = b"hello world\n";
@@ -828,12 +828,21 @@ fn metrics_count_connections_and_responses_by_protocol() {
     assert_eq!(conns("h2c"), 2, "{text}");
     assert_eq!(conns("tls"), 2, "{text}");
     assert_eq!(sample(&text, "switchyard_tls_handshake_failures_total"), 1);
+    assert_eq!(conns("unrecognised"), 0, "{text}");
     assert!(sample(&text, "switchyard_connections_open") >= 1, "{text}");
     assert!(
         sample(&text, "process_resident_memory_bytes") > 1 << 20,
         "{text}"
     );
     assert!(sample(&text, "process_open_fds") > 3, "{text}");
+
+    // A connection closed before its first byte is counted as unrecognised.
+    drop(server.connect());
+    let unrecognised = "switchyard_connections_total{protocol=\"unrecognised\"}";
+    wait_until(IO_TIMEOUT, "the closed connection counted", || {
+        let scrape = curl(&["--http1.1", &server.url("/metrics")]);
+        sample(&String::from_utf8_lossy(&scrape.body), unrecognised) == 1
+    });
 
     let post = curl(&["--http1.1", "-X", "POST", &server.url("/metrics")]);
     assert_eq!(post.status, 405);

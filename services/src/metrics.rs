@@ -62,18 +62,26 @@ const PROTOS: [(Proto, &str); 4] = [
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
-/// What the response cache did with a request: `hit`, why it went upstream (RFC 9211's `fwd`
-/// values), or `none` (neither: an answer of the cache's own, such as an error).
-const CACHE_RESULTS: [&str; 8] = [
-    "hit",
-    "bypass",
-    "method",
-    "uri-miss",
-    "vary-miss",
-    "request",
-    "stale",
-    "none",
+/// Why the response cache sent a request upstream, in label order; a result is `hit`, one of
+/// these (by its RFC 9211 name, [`Fwd::as_str`]), or `none` (an answer of the cache's own,
+/// such as an error).
+const FWDS: [Fwd; 6] = [
+    Fwd::Bypass,
+    Fwd::Method,
+    Fwd::UriMiss,
+    Fwd::VaryMiss,
+    Fwd::Request,
+    Fwd::Stale,
 ];
+const CACHE_RESULTS: usize = FWDS.len() + 2;
+
+/// The `result` label of the cache counter at `index`.
+fn cache_result(index: usize) -> &'static str {
+    match index {
+        0 => "hit",
+        i => FWDS.get(i - 1).map_or("none", |fwd| fwd.as_str()),
+    }
+}
 
 /// A counter with one writer, its thread.
 #[derive(Debug, Default)]
@@ -97,7 +105,7 @@ struct Shard {
     tls_failures: Counter,
     responses: [[Counter; CLASSES.len()]; PROTOS.len()],
     body_bytes: [Counter; PROTOS.len()],
-    cache: [Counter; CACHE_RESULTS.len()],
+    cache: [Counter; CACHE_RESULTS],
     cache_stored: Counter,
     cache_collapsed: Counter,
 }
@@ -176,13 +184,8 @@ pub fn response(proto: Proto, status: StatusCode, body_bytes: u64) {
 pub fn cache_outcome(hit: bool, fwd: Option<Fwd>, stored: bool, collapsed: bool) {
     let result = match (hit, fwd) {
         (true, _) => 0,
-        (false, Some(Fwd::Bypass)) => 1,
-        (false, Some(Fwd::Method)) => 2,
-        (false, Some(Fwd::UriMiss)) => 3,
-        (false, Some(Fwd::VaryMiss)) => 4,
-        (false, Some(Fwd::Request)) => 5,
-        (false, Some(Fwd::Stale)) => 6,
-        (false, None) => 7,
+        (false, Some(fwd)) => 1 + FWDS.iter().position(|f| *f == fwd).unwrap_or(FWDS.len()),
+        (false, None) => CACHE_RESULTS - 1,
     };
     with(|s| {
         s.cache[result].add(1);
@@ -200,7 +203,7 @@ struct Totals {
     tls_failures: u64,
     responses: [[u64; CLASSES.len()]; PROTOS.len()],
     body_bytes: [u64; PROTOS.len()],
-    cache: [u64; CACHE_RESULTS.len()],
+    cache: [u64; CACHE_RESULTS],
     cache_stored: u64,
     cache_collapsed: u64,
 }
@@ -303,8 +306,8 @@ pub fn render() -> String {
         "counter",
         "Answers of the response cache: hits, and why the others went upstream (RFC 9211 fwd).",
     );
-    for (result, n) in CACHE_RESULTS.iter().zip(t.cache) {
-        let _ = writeln!(out, "{name}{{result=\"{result}\"}} {n}");
+    for (index, n) in t.cache.into_iter().enumerate() {
+        let _ = writeln!(out, "{name}{{result=\"{}\"}} {n}", cache_result(index));
     }
     for (name, help, value) in [
         (

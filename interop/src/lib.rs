@@ -1080,6 +1080,14 @@ pub fn terminate(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// The value of the sample `series` (a metric's name and labels, as written) in a Prometheus
+/// text exposition; panics, showing the text, when it is not there.
+pub fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in\n{text}"))
+}
+
 /// Wait (bounded by [`IO_TIMEOUT`]) until the file at `path` has at least `n` lines (an access
 /// log written by another thread of the server), and return its lines.
 pub fn log_lines(path: &Path, n: usize) -> Vec<String> {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_interop::{
     CLOSE_TIMEOUT, Conn, IO_TIMEOUT, Server, Signal, WebRoot, check, config, curl, curl_to, get,
-    get_close, log_lines, pseudo_random, sha256, toml_path, wait_until,
+    get_close, log_lines, metric, pseudo_random, sha256, toml_path, wait_until,
 };
 
 const HELLO: &[u8] = b"hello world\n";
@@ -763,13 +763,6 @@ fn early_client_disconnects_do_not_disturb_the_server() {
 
 // ---- metrics ------------------------------------------------------------------------------------
 
-/// The value of the sample `series` (name and labels) in a Prometheus text exposition.
-fn sample(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {series} in\n{text}"))
-}
-
 #[test]
 fn metrics_count_connections_and_responses_by_protocol() {
     let www = site();
@@ -800,7 +793,7 @@ fn metrics_count_connections_and_responses_by_protocol() {
     );
     let text = String::from_utf8_lossy(&scrape.body).into_owned();
     let responses = |proto: &str, class: &str| {
-        sample(
+        metric(
             &text,
             &format!("switchyard_responses_total{{protocol=\"{proto}\",code=\"{class}\"}}"),
         )
@@ -811,14 +804,14 @@ fn metrics_count_connections_and_responses_by_protocol() {
     assert_eq!(responses("h2", "2xx"), 2, "{text}");
     assert_eq!(responses("h3", "2xx"), 0, "{text}");
     let body = |proto: &str| {
-        sample(
+        metric(
             &text,
             &format!("switchyard_response_body_bytes_total{{protocol=\"{proto}\"}}"),
         )
     };
     assert_eq!(body("h2"), 2 * HELLO.len() as u64, "{text}");
     let conns = |proto: &str| {
-        sample(
+        metric(
             &text,
             &format!("switchyard_connections_total{{protocol=\"{proto}\"}}"),
         )
@@ -827,21 +820,21 @@ fn metrics_count_connections_and_responses_by_protocol() {
     assert_eq!(conns("http1"), 5, "{text}");
     assert_eq!(conns("h2c"), 2, "{text}");
     assert_eq!(conns("tls"), 2, "{text}");
-    assert_eq!(sample(&text, "switchyard_tls_handshake_failures_total"), 1);
+    assert_eq!(metric(&text, "switchyard_tls_handshake_failures_total"), 1);
     assert_eq!(conns("unrecognised"), 0, "{text}");
-    assert!(sample(&text, "switchyard_connections_open") >= 1, "{text}");
+    assert!(metric(&text, "switchyard_connections_open") >= 1, "{text}");
     assert!(
-        sample(&text, "process_resident_memory_bytes") > 1 << 20,
+        metric(&text, "process_resident_memory_bytes") > 1 << 20,
         "{text}"
     );
-    assert!(sample(&text, "process_open_fds") > 3, "{text}");
+    assert!(metric(&text, "process_open_fds") > 3, "{text}");
 
     // A connection closed before its first byte is counted as unrecognised.
     drop(server.connect());
     let unrecognised = "switchyard_connections_total{protocol=\"unrecognised\"}";
     wait_until(IO_TIMEOUT, "the closed connection counted", || {
         let scrape = curl(&["--http1.1", &server.url("/metrics")]);
-        sample(&String::from_utf8_lossy(&scrape.body), unrecognised) == 1
+        metric(&String::from_utf8_lossy(&scrape.body), unrecognised) == 1
     });
 
     let post = curl(&["--http1.1", "-X", "POST", &server.url("/metrics")]);

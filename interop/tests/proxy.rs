@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use std::path::Path;
 
 use switchyard_interop::{
-    Backend, Server, WebRoot, certificate, check, curl, free_port, get, terminate, toml_path,
-    wait_until,
+    Backend, Server, WebRoot, certificate, check, curl, free_port, get, metric, terminate,
+    toml_path, wait_until,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1036,11 +1036,11 @@ fn metrics_show_each_member_in_or_out_of_rotation_and_its_connections() {
     let scrape = curl(&["--http1.1", &server.url("/metrics")]);
     assert_eq!(scrape.status, 200, "{}", scrape.stderr);
     let text = String::from_utf8_lossy(&scrape.body).into_owned();
-    let sample = |family: &str, member: SocketAddr| -> u64 {
-        let series = format!("{family}{{upstream=\"pool\",member=\"{member}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&series)?.parse().ok())
-            .unwrap_or_else(|| panic!("no {series}in\n{text}"))
+    let sample = |family: &str, member: SocketAddr| {
+        metric(
+            &text,
+            &format!("{family}{{upstream=\"pool\",member=\"{member}\"}}"),
+        )
     };
     assert_eq!(
         sample("switchyard_upstream_member_up", live.addr),

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use switchyard_interop::{Conn, Response, Server, toml_path};
+use switchyard_interop::{Conn, Response, Server, metric, toml_path};
 
 // ---------------------------------------------------------------------------------------------
 // The origin
@@ -504,11 +504,7 @@ fn metrics_count_hits_misses_and_stores() {
     assert_eq!(get(&server, "/uncached/x").status, 200);
 
     let text = get(&server, "/metrics").text();
-    let sample = |series: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-    };
+    let sample = |series: &str| metric(&text, series);
     let result = |r: &str| {
         sample(&format!(
             "switchyard_cache_responses_total{{result=\"{r}\"}}"

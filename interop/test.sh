@@ -119,7 +119,7 @@ cargo build --release -p switchyard
 
 step "tests: cargo test --release --workspace" cargo test --release --workspace --no-fail-fast
 # RFC 9113 / RFC 7541 conformance and flood protections, over h2c and TLS, driven by python
-# hyperframe/hpack; the cases switchyard still fails are listed in known_failures.txt beside it.
+# hyperframe/hpack; every case must pass.
 step "conformance: HTTP/2 over h2c and TLS" bash interop/conformance/h2/run_suite.sh --tls
 # The QUIC interop runner's server cases on loopback with aioquic and ngtcp2's gtlsclient,
 # plus loss, corruption and blackhole through a user-space UDP impairment proxy.

@@ -1,25 +1,31 @@
-//! The HTTP/2 session actor (RFC 9113), over the `h2` crate.
+//! The HTTP/2 session actor (RFC 9113), over our sans-IO connection
+//! ([`switchyard_wire::h2::Conn`]).
 //!
 //! One [`H2Session`] per connection, whether it arrived in clear with the prior-knowledge
-//! preface or over TLS by ALPN. The `h2` crate owns the framing, HPACK, stream states and flow
-//! control; this module translates each stream into a [`Request`], routes it, and writes the
-//! [`Response`] back with flow control. It decides nothing about what a request means.
+//! preface, by `Upgrade: h2c`, or over TLS by ALPN. The wire crate owns framing, HPACK, stream
+//! states, flow control and the flood budgets; this module reads and writes the socket,
+//! translates each stream into a [`Request`], routes it, and feeds the [`Response`] back. It
+//! decides nothing about what a request means.
 //!
-//! The driver is one future: it polls the `h2` connection (which reads and writes the socket)
-//! and accepts streams; each stream's work runs as a local task in a [`JoinSet`] the driver
-//! owns, so streams proceed concurrently and all of them are aborted when the session ends.
+//! The driver is one future. Each wakeup it reads what the socket has, lets the connection
+//! process it, starts the streams it announced, frames queued response data, and writes
+//! everything the connection produced in one write. A stream's work is polled once on the
+//! spot (a cached file answers at once, with no task and no wakeup); only work that must wait
+//! becomes a local task in a [`JoinSet`] the driver owns, so every stream is aborted when the
+//! session ends. Stream tasks and the driver share the connection state through an
+//! `Rc<RefCell<_>>` on this one thread; a task that queues data wakes the driver.
 //!
-//! Bounds: the handshake must complete within `timeouts.header`; streams past
-//! `max_concurrent_streams` are refused by `h2` (REFUSED_STREAM); a request body is collected
-//! up to `limits.max_body` (413 beyond), with each pause bounded by `timeouts.body`; a response
-//! holds at most [`SEND_CHUNK`] bytes of a file in memory and at most `MAX_SEND_BUFFER` bytes
-//! buffered per stream, and a stream whose client grants no window for `timeouts.send` is reset.
-//! A connection with no open stream for `timeouts.keepalive` is closed gracefully, and so is
-//! every connection when the server drains: GOAWAY with the last stream id, in-flight streams
-//! finish, then the connection closes. Rapid resets and streams of client errors end the
-//! connection with GOAWAY ENHANCE_YOUR_CALM (`h2`'s counters, sized from the configuration).
+//! Bounds: the client's preface and SETTINGS must arrive within `timeouts.header`; a request
+//! body is collected up to `limits.max_body` (413 beyond), with each pause bounded by
+//! `timeouts.body`; a response holds at most [`SEND_CHUNK`] bytes of a file in memory and at
+//! most `send_buffer` bytes queued per stream, and a stream whose client grants no window for
+//! `timeouts.send` is reset. The driver stops reading while [`OUT_HIGH`] bytes wait to be
+//! written, so a client that does not read cannot make us buffer without bound. A connection
+//! with no open stream for `timeouts.keepalive` is closed gracefully, and so is every
+//! connection when the server drains: GOAWAY, a PING round trip, GOAWAY with the last stream
+//! id; in-flight streams finish, then the connection closes.
 
-use std::cell::{RefCell, RefMut};
+use std::cell::RefCell;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::io;
@@ -30,45 +36,41 @@ use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use h2::server::{Builder, SendResponse};
-use h2::{Reason, RecvStream, SendStream};
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Version};
 use switchyard_conf::Http2Config;
 use switchyard_services::message::{
-    Body, BodyPart, BodyStream, FileRange, Frame, FrameSource, Response,
+    Body, BodyPart, BodySender, BodyStream, FileRange, Frame, Response,
 };
 use switchyard_services::metrics::{self, Proto};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use switchyard_wire::h2::{Conn, Ended, Event, Reason, Recv, Settings};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::task::JoinSet;
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::{Instant, Sleep, sleep, timeout};
 
 use crate::date::with_http_date;
 use crate::driven::Driven;
 use crate::env::{ConnGuard, SessionEnv};
 use crate::head::Head;
-use crate::io::Guarded;
-use switchyard_wire::h2guard::{FloodLimits, Verdict};
 
-/// Bodies in memory up to this size are handed to `h2` whole, with END_STREAM, right after the
-/// headers: `h2` sends them as the window allows, so a small response costs one HEADERS and one
-/// DATA frame and no wait for capacity. This is the most a stream buffers beyond its window.
-const DIRECT_MAX: usize = 64 * 1024;
 /// Most request bytes read and dropped after an early answer before the stream is reset.
 const DISCARD_MAX: usize = 1024 * 1024;
-/// Most bytes asked of the flow-control window at once, and the size of each positional file
-/// read: a file is never in memory beyond one such chunk per stream.
+/// The size of each positional file read, and of the pieces a large in-memory body is queued
+/// in: a file is never in memory beyond one such chunk per stream (plus what is queued).
 const SEND_CHUNK: usize = 64 * 1024;
-/// Most response bytes `h2` buffers per stream before it stops granting capacity.
-const MAX_SEND_BUFFER: usize = 256 * 1024;
-/// After GOAWAY, how long a connection with no open stream waits for the client to close
-/// (the graceful GOAWAY needs one PING round trip) before it is dropped.
+/// Request body chunks in flight to a proxied member.
+const STREAM_CHANNEL: usize = 4;
+/// Response bytes queued per stream before its writer waits for the client.
+const SEND_BUFFER: usize = 256 * 1024;
+/// Bytes of frames the driver lets pile up for the socket before it stops reading and framing
+/// more; also the most it hands the socket in one write.
+const OUT_HIGH: usize = 256 * 1024;
+/// After GOAWAY, how long a connection waits for the client to close (the graceful GOAWAY
+/// needs one PING round trip) before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// RFC 9113 §6.5.2: SETTINGS_MAX_FRAME_SIZE lies between 2^14 and 2^24-1.
-const FRAME_SIZE_RANGE: (u32, u32) = (1 << 14, (1 << 24) - 1);
-/// RFC 9113 §6.9.1: a flow-control window never exceeds 2^31-1.
-const MAX_WINDOW: u32 = (1 << 31) - 1;
+
+type Shared = Rc<RefCell<Conn>>;
 
 /// One HTTP/2 connection's session: its driver future runs in a `Driven` actor, so the
 /// connection (and every stream task the driver owns) lives and dies with that actor.
@@ -107,27 +109,20 @@ struct H2Conn {
     _guard: ConnGuard,
 }
 
-/// The `h2` server builder for our configuration. Values outside what RFC 9113 allows are
-/// clamped, so a configuration can never make the library panic.
-fn builder(cfg: &Http2Config) -> Builder {
-    let mut builder = Builder::new();
-    builder
-        .max_concurrent_streams(cfg.max_concurrent_streams)
-        .initial_window_size(cfg.initial_stream_window.min(MAX_WINDOW))
-        .initial_connection_window_size(cfg.initial_connection_window.min(MAX_WINDOW))
-        .max_frame_size(
-            cfg.max_frame_size
-                .clamp(FRAME_SIZE_RANGE.0, FRAME_SIZE_RANGE.1),
-        )
-        .max_header_list_size(cfg.max_header_list_size)
-        .max_send_buffer_size(MAX_SEND_BUFFER)
-        // Rapid reset (CVE-2023-44487): streams the client resets before we accept them pile
-        // up; past this many the connection gets GOAWAY ENHANCE_YOUR_CALM.
-        .max_pending_accept_reset_streams(cfg.max_pending_resets)
-        // Streams we must reset because of the client's errors, before GOAWAY
-        // ENHANCE_YOUR_CALM.
-        .max_local_error_reset_streams(Some(cfg.max_error_resets));
-    builder
+/// The connection's settings from our configuration. The wire crate clamps values outside
+/// what RFC 9113 allows, so a configuration can never break the protocol.
+fn settings(cfg: &Http2Config) -> Settings {
+    Settings {
+        max_concurrent_streams: cfg.max_concurrent_streams,
+        stream_window: cfg.initial_stream_window,
+        connection_window: cfg.initial_connection_window,
+        max_frame_size: cfg.max_frame_size,
+        max_header_list_size: cfg.max_header_list_size,
+        max_pending_resets: cfg.max_pending_resets,
+        max_error_resets: cfg.max_error_resets,
+        send_buffer: SEND_BUFFER,
+        ..Settings::default()
+    }
 }
 
 impl H2Conn {
@@ -135,156 +130,336 @@ impl H2Conn {
     where
         S: AsyncRead + AsyncWrite + Unpin + 'static,
     {
-        let peer = self.peer;
-        let env = self.env.clone();
-        // RFC 9113 §3.4: the client preface is followed by a SETTINGS frame, and our preface is
-        // a SETTINGS frame; both must arrive before any stream, within the header timeout.
-        // A first look at the client's frames: floods (RFC 9113 §10.5) and frame-level errors the
-        // library would report with the wrong code ring `alarm` before it sees them.
-        let (io, alarm) = Guarded::new(io, FloodLimits::default());
-        let (io, writer) = Coalesced::new(io);
-        let handshake = builder(&env.http2).handshake::<_, Bytes>(io);
-        let mut conn = match timeout(env.timeouts.header, handshake).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "HTTP/2 handshake failed");
-                return;
-            }
-            Err(_elapsed) => {
-                tracing::debug!(%peer, "HTTP/2 handshake timed out");
-                return;
-            }
+        let env = Rc::clone(&self.env);
+        let conn = Rc::new(RefCell::new(Conn::new(settings(&env.http2))));
+        let mut driver = Driver {
+            io,
+            conn,
+            this: Rc::new(self),
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            streams: JoinSet::new(),
+            // RFC 9113 §3.4: the client's preface and SETTINGS must come within the header
+            // timeout.
+            timer: Box::pin(sleep(env.timeouts.header)),
+            phase: Phase::Handshake,
+            drain: env.drain.watch(),
+            read_closed: false,
+            last_active: Instant::now(),
         };
-        // From here on, frames are written out once per wakeup of this driver, not per frame.
-        writer.defer_flushes();
-        let this = Rc::new(self);
-        let mut drain = env.drain.watch();
-        let mut streams: JoinSet<()> = JoinSet::new();
-        let idle = sleep(env.timeouts.keepalive);
-        tokio::pin!(idle);
-        // When the last stream ended. `idle` is not moved at every stream; when it fires it
-        // re-arms itself from here if streams came and went meanwhile.
-        let mut last_active = Instant::now();
-        // Set once GOAWAY is on its way: from then on `idle` bounds the wait for the close.
-        let mut closing = false;
-        let mut flooded = false;
+        poll_fn(|cx| driver.poll(cx)).await;
+    }
+}
+
+/// Where the driver is in the connection's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the client's preface and SETTINGS.
+    Handshake,
+    Open,
+    /// GOAWAY is on its way (idle, or draining): streams finish, then we close.
+    Closing,
+    /// The connection ended with an error: our GOAWAY is written, then the write side is
+    /// shut and the client's remaining bytes are read and dropped until it closes.
+    Lingering,
+}
+
+struct Driver<S> {
+    io: S,
+    conn: Shared,
+    this: Rc<H2Conn>,
+    rbuf: BytesMut,
+    streams: JoinSet<()>,
+    /// The deadline of the current phase: handshake, keep-alive, close grace.
+    timer: Pin<Box<Sleep>>,
+    phase: Phase,
+    drain: Pin<Box<tokio::sync::futures::OwnedNotified>>,
+    read_closed: bool,
+    /// When the last stream ended; the keep-alive timer re-arms from here.
+    last_active: Instant,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
+    fn poll(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
+        self.conn.borrow_mut().set_driver(cx.waker());
         loop {
-            tokio::select! {
-                biased;
-                next = poll_fn(|cx| {
-                    let next = match conn.poll_accept(cx) {
-                        Poll::Ready(Some(Ok((request, respond)))) => {
-                            return Poll::Ready(Next::Stream(request, respond));
-                        }
-                        Poll::Ready(Some(Err(e))) => Next::Failed(e.to_string()),
-                        // The client closed, or GOAWAY was exchanged and no stream is left.
-                        Poll::Ready(None) => Next::Closed,
-                        Poll::Pending => {
-                            // Everything `h2` wrote during this wakeup goes out in one write. A
-                            // full socket registers this task for writability; the frames wait
-                            // in the (bounded) buffer meanwhile.
-                            return match writer.poll_flush_deferred(cx) {
-                                Poll::Ready(Err(e)) => Poll::Ready(Next::Failed(e.to_string())),
-                                _ => Poll::Pending,
-                            };
-                        }
-                    };
-                    Poll::Ready(next)
-                }) => match next {
-                    Next::Stream(request, respond) => {
-                        // Most answers are ready at once (a cached file): poll the stream's
-                        // work here first, and give it a task of its own only if it must wait.
-                        let mut work = Box::pin(Rc::clone(&this).serve_stream(request, respond));
-                        if poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx).is_ready())).await {
-                            last_active = Instant::now();
+            let mut progress = false;
+            // Read, unless frames already wait for a client that does not read them.
+            let out_len = self.conn.borrow().out.len();
+            if !self.read_closed && out_len < OUT_HIGH {
+                match std::pin::pin!(self.io.read_buf(&mut self.rbuf)).poll(cx) {
+                    Poll::Ready(Ok(0)) => {
+                        self.read_closed = true;
+                        progress = true;
+                    }
+                    Poll::Ready(Ok(_)) => {
+                        progress = true;
+                        if self.phase != Phase::Lingering {
+                            self.receive();
                         } else {
-                            streams.spawn_local(work);
+                            self.rbuf.clear();
                         }
                     }
-                    Next::Failed(e) => {
-                        tracing::debug!(%peer, error = %e, "HTTP/2 connection ended");
-                        break;
+                    Poll::Ready(Err(e)) => {
+                        tracing::debug!(peer = %self.this.peer, error = %e, "HTTP/2 read failed");
+                        return Poll::Ready(());
                     }
-                    Next::Closed => break,
-                },
-                Some(done) = streams.join_next(), if !streams.is_empty() => {
-                    if let Err(e) = done
-                        && e.is_panic()
-                    {
-                        tracing::error!(%peer, "an HTTP/2 stream task panicked");
-                    }
-                    if streams.is_empty() {
-                        last_active = Instant::now();
-                    }
+                    Poll::Pending => {}
                 }
-                () = &mut idle, if streams.is_empty() => {
-                    let wait = if closing { CLOSE_GRACE } else { env.timeouts.keepalive };
-                    if last_active + wait > Instant::now() {
-                        idle.as_mut().reset(last_active + wait);
-                        continue;
-                    }
-                    if closing {
-                        tracing::debug!(%peer, "HTTP/2 client did not close after GOAWAY");
-                        break;
-                    }
-                    closing = true;
-                    conn.graceful_shutdown();
-                    last_active = Instant::now();
-                    idle.as_mut().reset(last_active + CLOSE_GRACE);
+            }
+            if self.read_closed && self.phase != Phase::Lingering {
+                // The client closed its side: nothing more can be asked of us.
+                return Poll::Ready(());
+            }
+            // New streams.
+            loop {
+                let event = self.conn.borrow_mut().next_event();
+                let Some(event) = event else { break };
+                self.start_stream(event, cx);
+                progress = true;
+            }
+            // Stream tasks that ended.
+            while let Poll::Ready(Some(done)) = self.streams.poll_join_next(cx) {
+                if let Err(e) = done
+                    && e.is_panic()
+                {
+                    tracing::error!(peer = %self.this.peer, "an HTTP/2 stream task panicked");
                 }
-                verdict = alarm.rung(), if !flooded => {
-                    let reason = match verdict {
-                        // RFC 9113 §10.5: "An endpoint MAY treat activity that is suspicious as
-                        // a connection error of type ENHANCE_YOUR_CALM."
-                        Verdict::Flood(_) => h2::Reason::ENHANCE_YOUR_CALM,
-                        Verdict::FrameSize { .. } => h2::Reason::FRAME_SIZE_ERROR,
-                        Verdict::NoSettingsFirst { .. } => h2::Reason::PROTOCOL_ERROR,
-                        Verdict::FlowControl { .. } => h2::Reason::FLOW_CONTROL_ERROR,
-                        Verdict::Compression { .. } => h2::Reason::COMPRESSION_ERROR,
+                progress = true;
+            }
+            // Write what the connection produced.
+            match self.poll_write_out(cx) {
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(peer = %self.this.peer, error = %e, "HTTP/2 write failed");
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Ok(wrote)) => progress |= wrote,
+                Poll::Pending => {}
+            }
+            if let Some(done) = self.phase_step(cx) {
+                return done;
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Hand the bytes read to the connection.
+    fn receive(&mut self) {
+        let mut conn = self.conn.borrow_mut();
+        if let Err(e) = conn.recv(&mut self.rbuf, std::time::Instant::now()) {
+            let level_info = e.reason == Reason::ENHANCE_YOUR_CALM;
+            if level_info {
+                tracing::info!(peer = %self.this.peer, reason = %e.reason, what = e.what, "HTTP/2 connection error: GOAWAY");
+            } else {
+                tracing::debug!(peer = %self.this.peer, reason = %e.reason, what = e.what, "HTTP/2 connection error: GOAWAY");
+            }
+        }
+        if self.phase == Phase::Handshake && conn.handshaken() {
+            self.phase = Phase::Open;
+            drop(conn);
+            self.rearm(self.this.env.timeouts.keepalive);
+        }
+    }
+
+    /// Timers, draining and the end of the connection. `Some` ends the driver.
+    fn phase_step(&mut self, cx: &mut TaskContext<'_>) -> Option<Poll<()>> {
+        let (ended, done, active, out_empty) = {
+            let conn = self.conn.borrow();
+            (
+                conn.ended(),
+                conn.is_done(),
+                conn.active_streams(),
+                conn.out.is_empty(),
+            )
+        };
+        let idle = active == 0 && self.streams.is_empty();
+        if let Some(ended) = ended
+            && self.phase != Phase::Lingering
+        {
+            self.streams.abort_all();
+            if ended == Ended::BadPreface {
+                return Some(Poll::Ready(()));
+            }
+            self.phase = Phase::Lingering;
+            self.rearm(CLOSE_GRACE);
+        }
+        if self.phase == Phase::Lingering {
+            if out_empty {
+                // Our GOAWAY is out: shut our side, and read until the client closes, so
+                // our close does not reset the connection before the GOAWAY is read.
+                if let Poll::Ready(_) = Pin::new(&mut self.io).poll_shutdown(cx)
+                    && self.read_closed
+                {
+                    return Some(Poll::Ready(()));
+                }
+            }
+            if self.timer.as_mut().poll(cx).is_ready() {
+                return Some(Poll::Ready(()));
+            }
+            return None;
+        }
+        if done && out_empty {
+            return Some(Poll::Ready(()));
+        }
+        if self.phase == Phase::Open && self.drain.as_mut().poll(cx).is_ready() {
+            // RFC 9113 §6.8: "A server that is attempting to gracefully shut down a
+            // connection SHOULD send an initial GOAWAY frame with the last stream identifier
+            // set to 2^31-1 and a NO_ERROR code. [...] After allowing time for any in-flight
+            // stream creation (at least one round-trip time), the server MAY send another
+            // GOAWAY frame with an updated last stream identifier."
+            self.conn.borrow_mut().start_shutdown();
+            self.phase = Phase::Closing;
+            self.rearm(CLOSE_GRACE);
+            cx.waker().wake_by_ref();
+            return None;
+        }
+        if !idle {
+            self.last_active = Instant::now();
+            return None;
+        }
+        if self.timer.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        match self.phase {
+            Phase::Handshake => {
+                tracing::debug!(peer = %self.this.peer, "HTTP/2 handshake timed out");
+                Some(Poll::Ready(()))
+            }
+            Phase::Open => {
+                let deadline = self.last_active + self.this.env.timeouts.keepalive;
+                if deadline > Instant::now() {
+                    self.timer.as_mut().reset(deadline);
+                    cx.waker().wake_by_ref();
+                    return None;
+                }
+                self.conn.borrow_mut().start_shutdown();
+                self.phase = Phase::Closing;
+                self.rearm(CLOSE_GRACE);
+                cx.waker().wake_by_ref();
+                None
+            }
+            Phase::Closing => {
+                let deadline = self.last_active + CLOSE_GRACE;
+                if deadline > Instant::now() {
+                    self.timer.as_mut().reset(deadline);
+                    cx.waker().wake_by_ref();
+                    return None;
+                }
+                tracing::debug!(peer = %self.this.peer, "HTTP/2 client did not close after GOAWAY");
+                Some(Poll::Ready(()))
+            }
+            Phase::Lingering => None,
+        }
+    }
+
+    fn rearm(&mut self, after: Duration) {
+        self.last_active = Instant::now();
+        self.timer.as_mut().reset(self.last_active + after);
+    }
+
+    /// Frame queued data and write everything pending. `Ok(true)` when bytes went out.
+    fn poll_write_out(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<bool>> {
+        let mut wrote = false;
+        loop {
+            let mut conn = self.conn.borrow_mut();
+            if conn.out.len() < OUT_HIGH && conn.wants_write() {
+                conn.write_data(OUT_HIGH);
+            }
+            if conn.out.is_empty() {
+                drop(conn);
+                if wrote {
+                    // TLS: push the records out; a no-op on TCP.
+                    return match Pin::new(&mut self.io).poll_flush(cx) {
+                        Poll::Ready(Ok(())) => Poll::Ready(Ok(true)),
+                        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                        Poll::Pending => Poll::Ready(Ok(true)),
                     };
-                    tracing::info!(%peer, ?verdict, %reason, "HTTP/2 connection error: GOAWAY");
-                    // Nothing more is read; streams in progress end with the connection.
-                    flooded = true;
-                    closing = true;
-                    streams.abort_all();
-                    conn.abrupt_shutdown(reason);
-                    last_active = Instant::now();
-                    idle.as_mut().reset(last_active + CLOSE_GRACE);
                 }
-                () = drain.as_mut(), if !closing => {
-                    // RFC 9113 §6.8: "A server that is attempting to gracefully shut down a
-                    // connection SHOULD send an initial GOAWAY frame with the last stream
-                    // identifier set to 2^31-1 and a NO_ERROR code. [...] After allowing time
-                    // for any in-flight stream creation (at least one round-trip time), the
-                    // server MAY send another GOAWAY frame with an updated last stream
-                    // identifier." `h2` sends both; streams below the last id still finish.
-                    closing = true;
-                    conn.graceful_shutdown();
-                    last_active = Instant::now();
-                    idle.as_mut().reset(last_active + CLOSE_GRACE);
+                return Poll::Ready(Ok(false));
+            }
+            match Pin::new(&mut self.io).poll_write(cx, &conn.out) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    bytes::Buf::advance(&mut conn.out, n);
+                    wrote = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    drop(conn);
+                    if wrote {
+                        let _ = Pin::new(&mut self.io).poll_flush(cx);
+                    }
+                    return Poll::Pending;
                 }
             }
         }
     }
 
-    /// Answer one stream: build the request, route it, send the response, log it.
-    async fn serve_stream(
-        self: Rc<Self>,
-        request: http::Request<RecvStream>,
-        mut respond: SendResponse<Bytes>,
-    ) {
-        let env = &self.env;
-        let (parts, body) = request.into_parts();
-        // Taken when the body streams to a proxied member.
-        let mut body = Some(body);
+    /// Start serving a stream the connection announced: poll its work once here, and give
+    /// it a task of its own only if it must wait.
+    fn start_stream(&mut self, event: Event, cx: &mut TaskContext<'_>) {
+        let work = match event {
+            Event::Request {
+                id,
+                head,
+                end_stream,
+            } => {
+                if !self.conn.borrow().is_open(id) {
+                    // Reset by the client before we got to it.
+                    return;
+                }
+                let stream = StreamCtx {
+                    conn: Rc::clone(&self.conn),
+                    this: Rc::clone(&self.this),
+                    id,
+                };
+                Box::pin(stream.serve(head, end_stream)) as Pin<Box<dyn Future<Output = ()>>>
+            }
+            Event::TooLarge { id } => {
+                let stream = StreamCtx {
+                    conn: Rc::clone(&self.conn),
+                    this: Rc::clone(&self.this),
+                    id,
+                };
+                let response = Response::text(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "431 Request Header Fields Too Large\n",
+                );
+                Box::pin(stream.answer(response)) as Pin<Box<dyn Future<Output = ()>>>
+            }
+        };
+        let mut work = work;
+        if work.as_mut().poll(cx).is_pending() {
+            self.streams.spawn_local(work);
+        }
+    }
+}
+
+/// One stream's handle on the connection.
+struct StreamCtx {
+    conn: Shared,
+    this: Rc<H2Conn>,
+    id: u32,
+}
+
+impl StreamCtx {
+    /// Answer one request: build it, route it, send the response, log it.
+    async fn serve(self, parts: http::request::Parts, end_stream: bool) {
+        let this = Rc::clone(&self.this);
+        let env = &this.env;
         let Ok(head) = Head::new(parts) else {
-            respond.send_reset(Reason::PROTOCOL_ERROR);
+            // RFC 9113 §8.3.1: a Host that contradicts :authority makes the request malformed.
+            self.conn
+                .borrow_mut()
+                .reset(self.id, Reason::PROTOCOL_ERROR);
             return;
         };
         let is_head = head.is_head();
         let log_facts = head.log_facts(env.access_log.as_ref());
+        let mut body_open = !end_stream;
 
-        let streams = if head.routable() && body.as_ref().is_some_and(|b| !b.is_end_stream()) {
+        let streams = if head.routable() && body_open {
             env.router.streams_body(head.host.as_deref(), head.path())
         } else {
             None
@@ -298,100 +473,133 @@ impl H2Conn {
             if limit.is_some_and(|max| announced.is_some_and(|n| n > max)) {
                 error_response(StatusCode::PAYLOAD_TOO_LARGE)
             } else {
-                let recv = body.take().expect("checked above");
-                let stream = BodyStream::new(
-                    H2RequestBody {
-                        recv,
-                        limit,
-                        seen: 0,
-                    },
-                    announced,
-                );
+                body_open = false;
+                let (tx, rx) = BodyStream::channel(STREAM_CHANNEL, announced);
                 let req = head.into_request(
                     Version::HTTP_2,
-                    self.scheme,
-                    self.peer,
+                    this.scheme,
+                    this.peer,
                     Bytes::new(),
-                    Some(stream),
+                    Some(rx),
                 );
-                env.router.call(req).await
+                let (response, fed) = tokio::join!(env.router.call(req), self.feed(tx, limit));
+                if fed == Fed::TooLarge {
+                    error_response(StatusCode::PAYLOAD_TOO_LARGE)
+                } else {
+                    response
+                }
             }
         } else {
-            let recv = body.as_mut().expect("not taken on this path");
-            match self.read_body(&head, recv, &mut respond).await {
+            match self.read_body(&head, body_open).await {
                 Ok(bytes) => {
+                    body_open = false;
                     let req =
-                        head.into_request(Version::HTTP_2, self.scheme, self.peer, bytes, None);
+                        head.into_request(Version::HTTP_2, this.scheme, this.peer, bytes, None);
                     env.router.call(req).await
                 }
                 Err(BodyError::Answer(status)) => error_response(status),
-                Err(BodyError::Stream(e)) => {
-                    // Reset by the client, or by `h2` for a protocol violation (a
+                Err(BodyError::Stream(reason)) => {
+                    // Reset by the client, or by the connection for a protocol violation (a
                     // Content-Length that does not match the DATA): nothing to answer.
-                    tracing::debug!(peer = %self.peer, error = %e, "HTTP/2 request body failed");
+                    tracing::debug!(peer = %this.peer, %reason, "HTTP/2 request body failed");
+                    self.conn.borrow_mut().finish(self.id);
                     return;
                 }
             }
         };
 
         let status = response.status;
-        let sent = match self.send_response(&mut respond, response, is_head).await {
+        let sent = match self.send_response(response, is_head).await {
             Ok(sent) => Some(sent),
             Err(e) => {
-                tracing::debug!(peer = %self.peer, error = %e, "HTTP/2 response not delivered");
+                tracing::debug!(peer = %this.peer, error = %e, "HTTP/2 response not delivered");
                 None
             }
         };
         metrics::response(Proto::Http2, status, sent.unwrap_or(0));
         if let (Some(log), Some(facts)) = (&env.access_log, log_facts) {
-            facts.record(log, self.peer, "HTTP/2.0", status, sent.unwrap_or(0));
+            facts.record(log, this.peer, "HTTP/2.0", status, sent.unwrap_or(0));
         }
-        if let Some(body) = body.as_mut()
-            && !body.is_end_stream()
-            && sent.is_some()
-        {
-            self.discard_body(body).await;
+        if body_open && sent.is_some() && !self.conn.borrow().recv_finished(self.id) {
+            self.discard_body().await;
         }
-        // Dropping the handles ends the stream. RFC 9113 §8.1: "a server MAY request that the
-        // client abort transmission of a request without error by sending a RST_STREAM with an
-        // error code of NO_ERROR after sending a complete response" — `h2` does exactly that
-        // when a response is complete while the request body is still arriving (413, 408).
+        // A complete response whose request is still arriving ends with RST_STREAM(NO_ERROR);
+        // an incomplete one with CANCEL.
+        self.conn.borrow_mut().finish(self.id);
+    }
+
+    /// Answer with `response` without routing (431).
+    async fn answer(self, response: Response) {
+        let status = response.status;
+        let sent = self.send_response(response, false).await.ok();
+        metrics::response(Proto::Http2, status, sent.unwrap_or(0));
+        self.conn.borrow_mut().finish(self.id);
+    }
+
+    /// The next piece of the request body, bounded by `timeouts.body` per pause.
+    async fn recv(&self) -> Result<Option<Recv>, BodyError> {
+        let next = poll_fn(|cx| self.conn.borrow_mut().poll_recv(self.id, cx));
+        match timeout(self.this.env.timeouts.body, next).await {
+            Err(_elapsed) => Err(BodyError::Answer(StatusCode::REQUEST_TIMEOUT)),
+            Ok(None) => Ok(None),
+            Ok(Some(Ok(item))) => Ok(Some(item)),
+            Ok(Some(Err(reason))) => Err(BodyError::Stream(reason)),
+        }
+    }
+
+    /// Pump the request body into the channel a proxied member reads, as the member takes
+    /// it: the client's window reopens only as chunks move on.
+    async fn feed(&self, tx: BodySender, limit: Option<u64>) -> Fed {
+        let mut seen = 0u64;
+        loop {
+            let frame = match self.recv().await {
+                Ok(None) => return Fed::Complete,
+                Ok(Some(Recv::Data(data))) => {
+                    seen += data.len() as u64;
+                    if limit.is_some_and(|max| seen > max) {
+                        let _ = tx
+                            .send(Err(io::Error::other("request body too large")))
+                            .await;
+                        return Fed::TooLarge;
+                    }
+                    Frame::Data(data)
+                }
+                Ok(Some(Recv::Trailers(trailers))) => Frame::Trailers(trailers),
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(io::Error::other(format!("request body: {e:?}"))))
+                        .await;
+                    return Fed::Abandoned;
+                }
+            };
+            if tx.send(Ok(frame)).await.is_err() {
+                return Fed::Abandoned;
+            }
+        }
     }
 
     /// After an early answer (413, 408), read and drop what the client still sends, up to
     /// [`DISCARD_MAX`] bytes: some clients report a reset that arrives while they are still
     /// uploading as a failure, even with NO_ERROR and a complete response. A client sending
     /// more than that, or pausing longer than `timeouts.body`, gets the RST_STREAM.
-    async fn discard_body(&self, body: &mut RecvStream) {
+    async fn discard_body(&self) {
         let mut discarded = 0;
         while discarded < DISCARD_MAX {
-            match timeout(self.env.timeouts.body, body.data()).await {
-                Ok(Some(Ok(chunk))) => {
-                    discarded += chunk.len();
-                    if body.flow_control().release_capacity(chunk.len()).is_err() {
-                        return;
-                    }
-                }
+            match self.recv().await {
+                Ok(Some(Recv::Data(chunk))) => discarded += chunk.len(),
                 _ => return,
             }
         }
     }
 
     /// Collect the request body, bounded by `limits.max_body` and, per pause, `timeouts.body`.
-    async fn read_body(
-        &self,
-        head: &Head,
-        body: &mut RecvStream,
-        respond: &mut SendResponse<Bytes>,
-    ) -> Result<Bytes, BodyError> {
-        if body.is_end_stream() {
+    async fn read_body(&self, head: &Head, open: bool) -> Result<Bytes, BodyError> {
+        if !open {
             return Ok(Bytes::new());
         }
-        let max_body = self.env.limits.max_body;
-        // `h2` has already checked that Content-Length is a number, and checks the DATA
-        // against it (RFC 9113 §8.1.1: "A request or response is also malformed if the value of
-        // a content-length header field does not equal the sum of the DATA frame payload
-        // lengths"): a mismatch resets the stream with PROTOCOL_ERROR and fails `data()`.
+        let max_body = self.this.env.limits.max_body;
+        // The connection has already checked that Content-Length is a number, and checks the
+        // DATA against it (RFC 9113 §8.1.1): a mismatch resets the stream.
         let announced = head.content_length();
         if announced.is_some_and(|len| len > max_body) {
             return Err(BodyError::Answer(StatusCode::PAYLOAD_TOO_LARGE));
@@ -402,20 +610,19 @@ impl H2Conn {
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         if expects_continue {
             // RFC 9110 §10.1.1: the client waits for this interim response before sending.
-            let mut interim = http::Response::new(());
-            *interim.status_mut() = StatusCode::CONTINUE;
-            respond.send_informational(interim)?;
+            self.conn
+                .borrow_mut()
+                .send_informational(self.id, 100)
+                .map_err(BodyError::Stream)?;
         }
         let mut collected = BytesMut::new();
         let mut first: Option<Bytes> = None;
         loop {
-            let chunk = match timeout(self.env.timeouts.body, body.data()).await {
-                Err(_elapsed) => return Err(BodyError::Answer(StatusCode::REQUEST_TIMEOUT)),
-                Ok(None) => break,
-                Ok(Some(chunk)) => chunk?,
+            let chunk = match self.recv().await? {
+                None => break,
+                Some(Recv::Trailers(_)) => continue,
+                Some(Recv::Data(chunk)) => chunk,
             };
-            // The bytes are ours now: let the client send more.
-            body.flow_control().release_capacity(chunk.len())?;
             let total =
                 (collected.len() + first.as_ref().map_or(0, Bytes::len) + chunk.len()) as u64;
             if total > max_body {
@@ -436,14 +643,8 @@ impl H2Conn {
     }
 
     /// Send the response head and body. Returns the body bytes sent.
-    async fn send_response(
-        &self,
-        respond: &mut SendResponse<Bytes>,
-        response: Response,
-        is_head: bool,
-    ) -> Result<u64, SendError> {
+    async fn send_response(&self, response: Response, is_head: bool) -> Result<u64, SendError> {
         let mut response = response;
-        // Shared fields are copied into the map the protocol library takes.
         let mut headers = response.take_headers();
         let Response { status, body, .. } = response;
         // RFC 9110 §6.4.1: 1xx, 204 and 304 responses never carry content.
@@ -456,133 +657,107 @@ impl H2Conn {
         if !bodiless && let Some(len) = body.known_len() {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         }
-        if let Some(alt_svc) = &self.env.alt_svc {
+        if let Some(alt_svc) = &self.this.env.alt_svc {
             headers.insert(header::ALT_SVC, alt_svc.clone());
         }
-        let mut head = http::Response::new(());
-        *head.status_mut() = status;
-        *head.headers_mut() = headers;
-
         let no_data = bodiless || is_head || body.is_empty();
-        let mut stream = respond.send_response(head, no_data)?;
+        self.conn
+            .borrow_mut()
+            .send_head(self.id, status.as_u16(), &headers, no_data)
+            .map_err(SendError::Reset)?;
         if no_data {
             return Ok(0);
         }
         let len = body.len();
-        if let Body::Stream(stream_body) = body {
-            let send = Sender {
-                stream: &mut stream,
-                send_timeout: self.env.timeouts.send,
-            };
-            let result = send.stream(stream_body).await;
-            if result.is_err() {
-                stream.send_reset(Reason::CANCEL);
-            }
-            return result;
-        }
-        let send = Sender {
-            stream: &mut stream,
-            send_timeout: self.env.timeouts.send,
-        };
-        let result = send.body(body).await;
-        if let Err(e) = &result
-            && !matches!(e, SendError::H2(_))
-        {
-            // RFC 9113 §8.1: a response that cannot be completed is ended with RST_STREAM;
-            // CANCEL says the server gave up on it.
-            stream.send_reset(Reason::CANCEL);
-        }
-        result.map(|()| len)
-    }
-}
-
-/// What the driver learns from one poll of the connection.
-// Lives on the stack for one poll, then the stream moves into its task: boxing the large
-// variant would cost an allocation per stream for nothing.
-#[allow(clippy::large_enum_variant)]
-enum Next {
-    Stream(http::Request<RecvStream>, SendResponse<Bytes>),
-    Closed,
-    Failed(String),
-}
-
-/// Sends one response body with flow control.
-struct Sender<'a> {
-    stream: &'a mut SendStream<Bytes>,
-    send_timeout: Duration,
-}
-
-impl Sender<'_> {
-    async fn body(mut self, body: Body) -> Result<(), SendError> {
-        match body {
-            // Streams are sent by `Sender::stream`; upgrades do not exist in HTTP/2.
-            Body::Empty | Body::Stream(_) | Body::Upgrade(_) => {
-                Ok(self.stream.send_data(Bytes::new(), true)?)
-            }
+        let result = match body {
+            Body::Stream(stream_body) => return self.stream(stream_body).await,
+            Body::Empty | Body::Upgrade(_) => self.data(Bytes::new(), true),
             Body::Bytes(bytes) => self.bytes(bytes, true).await,
             Body::File(range) => self.file(&range, true).await,
             Body::Parts(parts) => {
                 let last = parts.len().saturating_sub(1);
+                let mut result = Ok(());
                 for (i, part) in parts.into_iter().enumerate() {
-                    match part {
-                        BodyPart::Bytes(bytes) => self.bytes(bytes, i == last).await?,
-                        BodyPart::File(range) => self.file(&range, i == last).await?,
+                    result = match part {
+                        BodyPart::Bytes(bytes) => self.bytes(bytes, i == last).await,
+                        BodyPart::File(range) => self.file(&range, i == last).await,
+                    };
+                    if result.is_err() {
+                        break;
                     }
                 }
-                Ok(())
+                result
             }
+        };
+        result.map(|()| len)
+    }
+
+    fn data(&self, data: Bytes, end: bool) -> Result<(), SendError> {
+        self.conn
+            .borrow_mut()
+            .send_data(self.id, data, end)
+            .map_err(SendError::Reset)
+    }
+
+    /// Wait until the stream may queue more, bounded by `timeouts.send`.
+    async fn room(&self) -> Result<(), SendError> {
+        let room = poll_fn(|cx| self.conn.borrow_mut().poll_send_room(self.id, cx));
+        match timeout(self.this.env.timeouts.send, room).await {
+            Err(_elapsed) => Err(SendError::Stalled),
+            Ok(Err(reason)) => Err(SendError::Reset(reason)),
+            Ok(Ok(())) => Ok(()),
         }
     }
 
-    /// A streamed body: each chunk waits for flow-control capacity, so a slow client slows the
-    /// producer; trailers end the stream (gRPC status). Returns the bytes sent.
-    async fn stream(mut self, mut body: BodyStream) -> Result<u64, SendError> {
+    /// A streamed body: each chunk waits for room, so a slow client slows the producer;
+    /// trailers end the stream (gRPC status). Returns the bytes sent.
+    async fn stream(&self, mut body: BodyStream) -> Result<u64, SendError> {
         let mut sent = 0u64;
         loop {
+            self.room().await?;
             match body.frame().await {
                 None => {
-                    self.stream.send_data(Bytes::new(), true)?;
+                    self.data(Bytes::new(), true)?;
                     return Ok(sent);
                 }
                 Some(Err(e)) => return Err(SendError::Io(e)),
                 Some(Ok(Frame::Trailers(trailers))) => {
-                    self.stream.send_trailers(trailers)?;
+                    self.conn
+                        .borrow_mut()
+                        .send_trailers(self.id, trailers)
+                        .map_err(SendError::Reset)?;
                     return Ok(sent);
                 }
-                Some(Ok(Frame::Data(mut bytes))) => {
+                Some(Ok(Frame::Data(bytes))) => {
                     sent += bytes.len() as u64;
-                    while !bytes.is_empty() {
-                        let n = self.capacity(bytes.len()).await?;
-                        let chunk = bytes.split_to(n);
-                        self.stream.send_data(chunk, false)?;
-                    }
+                    self.data(bytes, false)?;
                 }
             }
         }
     }
 
-    async fn bytes(&mut self, mut bytes: Bytes, end: bool) -> Result<(), SendError> {
-        if bytes.len() <= DIRECT_MAX {
-            return Ok(self.stream.send_data(bytes, end)?);
+    async fn bytes(&self, mut bytes: Bytes, end: bool) -> Result<(), SendError> {
+        while bytes.len() > SEND_CHUNK {
+            self.room().await?;
+            let chunk = bytes.split_to(SEND_CHUNK);
+            self.data(chunk, false)?;
         }
-        while !bytes.is_empty() {
-            let n = self.capacity(bytes.len()).await?;
-            let chunk = bytes.split_to(n);
-            self.stream.send_data(chunk, end && bytes.is_empty())?;
-        }
-        Ok(())
+        self.room().await?;
+        self.data(bytes, end)
     }
 
-    /// Send a file range with positional reads, one window-sized chunk at a time.
-    async fn file(&mut self, range: &FileRange, end: bool) -> Result<(), SendError> {
+    /// Send a file range with positional reads, one chunk at a time as room allows.
+    async fn file(&self, range: &FileRange, end: bool) -> Result<(), SendError> {
         if range.len == 0 {
-            return Ok(self.stream.send_data(Bytes::new(), end)?);
+            return self.data(Bytes::new(), end);
         }
         let mut offset = range.offset;
         let stop = range.offset + range.len;
         while offset < stop {
-            let left = usize::try_from(stop - offset).unwrap_or(usize::MAX);
-            let n = self.capacity(left).await?;
+            self.room().await?;
+            let n = usize::try_from(stop - offset)
+                .unwrap_or(usize::MAX)
+                .min(SEND_CHUNK);
             let mut buf = BytesMut::zeroed(n);
             let mut filled = 0;
             while filled < n {
@@ -598,71 +773,20 @@ impl Sender<'_> {
                 }
             }
             offset += n as u64;
-            self.stream.send_data(buf.freeze(), end && offset == stop)?;
+            self.data(buf.freeze(), end && offset == stop)?;
         }
         Ok(())
     }
-
-    /// Wait until the stream may send some of `want` bytes; returns how many (at least one).
-    async fn capacity(&mut self, want: usize) -> Result<usize, SendError> {
-        // RFC 9113 §6.9: "A sender MUST NOT send a flow-controlled frame with a length that
-        // exceeds the space available in either of the flow-control windows advertised by the
-        // receiver." `h2` assigns us capacity from both windows.
-        let want = want.min(SEND_CHUNK);
-        self.stream.reserve_capacity(want);
-        loop {
-            let available = self.stream.capacity();
-            if available > 0 {
-                return Ok(available.min(want));
-            }
-            let stream = &mut *self.stream;
-            match timeout(self.send_timeout, poll_fn(|cx| stream.poll_capacity(cx))).await {
-                Err(_elapsed) => return Err(SendError::Stalled),
-                // The stream was reset (by the client) or closed.
-                Ok(None) => return Err(SendError::Closed),
-                Ok(Some(Err(e))) => return Err(SendError::H2(e)),
-                Ok(Some(Ok(_))) => {}
-            }
-        }
-    }
 }
 
-/// A request body streamed from the client to a proxied member: flow-control capacity is
-/// released as each chunk is taken, so the client sends only as fast as the member reads.
-struct H2RequestBody {
-    recv: RecvStream,
-    limit: Option<u64>,
-    seen: u64,
-}
-
-impl FrameSource for H2RequestBody {
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Option<io::Result<Frame>>> {
-        let this = self.get_mut();
-        if !this.recv.is_end_stream() {
-            match this.recv.poll_data(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(data))) => {
-                    let _ = this.recv.flow_control().release_capacity(data.len());
-                    this.seen += data.len() as u64;
-                    if this.limit.is_some_and(|max| this.seen > max) {
-                        return Poll::Ready(Some(Err(io::Error::other("request body too large"))));
-                    }
-                    return Poll::Ready(Some(Ok(Frame::Data(data))));
-                }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(io::Error::other(e)))),
-                Poll::Ready(None) => {}
-            }
-        }
-        match this.recv.poll_trailers(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(Some(t))) => Poll::Ready(Some(Ok(Frame::Trailers(t)))),
-            Poll::Ready(Ok(None)) => Poll::Ready(None),
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(io::Error::other(e)))),
-        }
-    }
+/// How feeding a request body to a proxied member ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fed {
+    Complete,
+    /// The client reset the stream, paused too long, or the member stopped reading.
+    Abandoned,
+    /// More than the location allows: 413.
+    TooLarge,
 }
 
 /// Why a request body was not collected.
@@ -670,43 +794,28 @@ impl FrameSource for H2RequestBody {
 enum BodyError {
     /// Answer with this status instead of routing (413, 408).
     Answer(StatusCode),
-    /// The stream failed (reset by the client, or by `h2` for a protocol error).
-    Stream(h2::Error),
-}
-
-impl From<h2::Error> for BodyError {
-    fn from(e: h2::Error) -> Self {
-        BodyError::Stream(e)
-    }
+    /// The stream was reset (by the client, or for a protocol error).
+    Stream(Reason),
 }
 
 /// Why a response was not completed.
 #[derive(Debug)]
 enum SendError {
-    /// The stream or connection failed (the client reset it, or it went away).
-    H2(h2::Error),
-    /// The stream ended before the body was sent.
-    Closed,
+    /// The stream was reset or the connection ended.
+    Reset(Reason),
     /// The client granted no window for `timeouts.send`.
     Stalled,
     FileShrank,
     Io(io::Error),
 }
 
-impl From<h2::Error> for SendError {
-    fn from(e: h2::Error) -> Self {
-        SendError::H2(e)
-    }
-}
-
 impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SendError::H2(e) => write!(f, "{e}"),
-            SendError::Closed => f.write_str("stream closed before the body was sent"),
+            SendError::Reset(reason) => write!(f, "stream reset ({reason})"),
             SendError::Stalled => f.write_str("client granted no flow-control window in time"),
             SendError::FileShrank => f.write_str("file shrank while being sent"),
-            SendError::Io(e) => write!(f, "reading the file: {e}"),
+            SendError::Io(e) => write!(f, "reading the body: {e}"),
         }
     }
 }
@@ -773,192 +882,6 @@ pub(crate) fn http_date() -> HeaderValue {
             .clone()
             .unwrap_or_else(|| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
     })
-}
-
-/// Frames `h2` writes during one wakeup of the driver are collected here and written to the
-/// socket once, when the driver is about to wait again.
-///
-/// `h2` flushes its frame buffer whenever a DATA payload of more than a few hundred bytes is
-/// queued, and flushes the socket after every such write: with many small responses on one
-/// connection that is one `writev(2)` per response. This writer copies small writes into a
-/// bounded buffer, treats `h2`'s flushes as no-ops once the handshake is done, and is flushed
-/// by the driver after each `poll_accept` that found nothing more to do. Large writes (file
-/// chunks) go to the socket directly, behind what is buffered, in one vectored write.
-struct Coalesced<S> {
-    shared: Rc<RefCell<CoalescedState<S>>>,
-}
-
-struct CoalescedState<S> {
-    io: S,
-    buf: BytesMut,
-    /// False during the handshake (every flush is real), true afterwards.
-    defer: bool,
-}
-
-/// The driver's handle on the [`Coalesced`] writer it gave to `h2`.
-struct DeferredFlush<S> {
-    shared: Rc<RefCell<CoalescedState<S>>>,
-}
-
-/// Writes up to this size are copied into the buffer; larger ones are written directly.
-const COALESCE_MAX: usize = 16 * 1024;
-/// The buffer is written out before it would grow past this.
-const COALESCE_LIMIT: usize = 64 * 1024;
-
-impl<S: AsyncWrite + Unpin> Coalesced<S> {
-    fn new(io: S) -> (Coalesced<S>, DeferredFlush<S>) {
-        let shared = Rc::new(RefCell::new(CoalescedState {
-            io,
-            buf: BytesMut::new(),
-            defer: false,
-        }));
-        let flush = DeferredFlush {
-            shared: Rc::clone(&shared),
-        };
-        (Coalesced { shared }, flush)
-    }
-
-    fn state(&self) -> RefMut<'_, CoalescedState<S>> {
-        self.shared.borrow_mut()
-    }
-}
-
-impl<S: AsyncWrite + Unpin> DeferredFlush<S> {
-    fn defer_flushes(&self) {
-        self.shared.borrow_mut().defer = true;
-    }
-
-    /// Write out what is buffered; `Pending` (with the waker registered) if the socket is full.
-    fn poll_flush_deferred(&self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        let mut state = self.shared.borrow_mut();
-        match state.poll_drain(cx) {
-            Poll::Ready(Ok(())) => Pin::new(&mut state.io).poll_flush(cx),
-            other => other,
-        }
-    }
-}
-
-impl<S: AsyncWrite + Unpin> CoalescedState<S> {
-    /// Write the whole buffer to the socket.
-    fn poll_drain(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        while !self.buf.is_empty() {
-            let n = match Pin::new(&mut self.io).poll_write(cx, &self.buf) {
-                Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            };
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.buf.advance(n);
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    /// Accept `bufs`: copied into the buffer when small, else written behind the buffer in one
-    /// vectored write. Returns how many of the caller's bytes were taken.
-    fn poll_take(
-        &mut self,
-        cx: &mut TaskContext<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        if total <= COALESCE_MAX && self.buf.len() + total <= COALESCE_LIMIT {
-            if self.buf.capacity() == 0 {
-                self.buf.reserve(COALESCE_LIMIT);
-            }
-            for b in bufs {
-                self.buf.extend_from_slice(b);
-            }
-            return Poll::Ready(Ok(total));
-        }
-        if total <= COALESCE_MAX {
-            // Small, but the buffer is full: make room first.
-            match self.poll_drain(cx) {
-                Poll::Ready(Ok(())) => {}
-                other => return other.map_ok(|()| 0),
-            }
-            for b in bufs {
-                self.buf.extend_from_slice(b);
-            }
-            return Poll::Ready(Ok(total));
-        }
-        loop {
-            const SLICES: usize = 8;
-            let mut slices = [io::IoSlice::new(&[]); SLICES];
-            slices[0] = io::IoSlice::new(&self.buf);
-            let mut count = 1;
-            for b in bufs.iter().take(SLICES - 1) {
-                slices[count] = io::IoSlice::new(b);
-                count += 1;
-            }
-            let buffered = self.buf.len();
-            let n = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
-                Poll::Ready(Ok(n)) => n,
-                other => return other,
-            };
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            if n > buffered {
-                self.buf.clear();
-                return Poll::Ready(Ok(n - buffered));
-            }
-            self.buf.advance(n);
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Coalesced<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.shared.borrow_mut().io).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.state().poll_take(cx, &[io::IoSlice::new(buf)])
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.state().poll_take(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        let mut state = self.state();
-        if state.defer {
-            // The driver flushes once per wakeup (`DeferredFlush`).
-            return Poll::Ready(Ok(()));
-        }
-        match state.poll_drain(cx) {
-            Poll::Ready(Ok(())) => Pin::new(&mut state.io).poll_flush(cx),
-            other => other,
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        let mut state = self.state();
-        match state.poll_drain(cx) {
-            Poll::Ready(Ok(())) => Pin::new(&mut state.io).poll_shutdown(cx),
-            other => other,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1066,7 +989,8 @@ mod tests {
             builder.initial_window_size(1000);
             let mut send = connect(env(limits), &builder).await;
             let want = std::fs::read("src/h2.rs").expect("read src/h2.rs");
-            assert!(want.len() > DIRECT_MAX / 2);
+            // Larger than one file chunk: read and queued in pieces.
+            assert!(want.len() > SEND_CHUNK / 2);
             let req = request(Method::GET, "/src/h2.rs", &[]);
             let (parts, body) = exchange(&mut send, req, None).await.expect("GET");
             assert_eq!(parts.status, StatusCode::OK);
@@ -1120,7 +1044,7 @@ mod tests {
             let err = exchange(&mut send, req, Some(Bytes::from_static(b"abc")))
                 .await
                 .expect_err("a short body must not be answered");
-            assert_eq!(err.reason(), Some(Reason::PROTOCOL_ERROR), "{err}");
+            assert_eq!(err.reason(), Some(h2::Reason::PROTOCOL_ERROR), "{err}");
             // The connection carries on.
             let req = request(Method::GET, "/Cargo.toml", &[]);
             let (parts, _) = exchange(&mut send, req, None).await.expect("GET after");
@@ -1136,7 +1060,7 @@ mod tests {
             let err = exchange(&mut send, req, None)
                 .await
                 .expect_err("must be reset");
-            assert_eq!(err.reason(), Some(Reason::PROTOCOL_ERROR), "{err}");
+            assert_eq!(err.reason(), Some(h2::Reason::PROTOCOL_ERROR), "{err}");
         });
     }
 
@@ -1165,12 +1089,18 @@ mod tests {
 
     #[test]
     fn configuration_out_of_range_is_clamped_not_a_panic() {
-        let cfg = Http2Config {
-            max_frame_size: 1,
-            initial_stream_window: u32::MAX,
-            initial_connection_window: u32::MAX,
-            ..Http2Config::default()
-        };
-        let _ = builder(&cfg);
+        run(async {
+            let mut env = env(Limits::default());
+            Rc::get_mut(&mut env).expect("unshared").http2 = Arc::new(Http2Config {
+                max_frame_size: 1,
+                initial_stream_window: u32::MAX,
+                initial_connection_window: u32::MAX,
+                ..Http2Config::default()
+            });
+            let mut send = connect(env, &client::Builder::new()).await;
+            let get = request(Method::GET, "/Cargo.toml", &[]);
+            let (parts, _) = exchange(&mut send, get, None).await.expect("GET");
+            assert_eq!(parts.status, StatusCode::OK);
+        });
     }
 }

@@ -1,5 +1,5 @@
-//! A request head as HTTP/2 and HTTP/3 deliver it: pseudo-header fields already parsed by `h2`
-//! or `h3` into an `http::Request`. Both sessions turn it into the services' [`Request`] the same
+//! A request head as HTTP/2 and HTTP/3 deliver it: pseudo-header fields already parsed (by
+//! `switchyard_wire::h2` or by `h3`) into an `http::Request`. Both sessions turn it into the services' [`Request`] the same
 //! way, and keep the same facts for the access log.
 
 use std::net::SocketAddr;

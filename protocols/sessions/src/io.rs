@@ -10,7 +10,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
-use switchyard_wire::h2guard::{FloodLimits, FrameGuard, Verdict};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// `AsyncWrite` for a wrapper that only changes how reads behave: every write call goes
@@ -312,89 +311,3 @@ mod splice_tests {
         assert_eq!(&all[at + 7..], b"NEXT-FRAME");
     }
 }
-
-/// What a [`Guarded`] stream found: the first reason to end the connection, and a wake-up
-/// for the session.
-#[derive(Debug, Default)]
-pub struct FrameAlarm {
-    seen: std::cell::Cell<Option<Verdict>>,
-    ring: tokio::sync::Notify,
-}
-
-impl FrameAlarm {
-    pub fn seen(&self) -> Option<Verdict> {
-        self.seen.get()
-    }
-
-    /// Completes once the guard has found a reason to end the connection.
-    pub async fn rung(&self) -> Verdict {
-        loop {
-            if let Some(verdict) = self.seen.get() {
-                return verdict;
-            }
-            self.ring.notified().await;
-        }
-    }
-}
-
-/// An HTTP/2 client's byte stream under a [`FrameGuard`] (`switchyard_wire::h2guard`): reads
-/// pass through until the guard objects. Then the offending frame and everything after it are
-/// withheld from the HTTP/2 library, the alarm rings, and nothing more is read, so the session
-/// answers GOAWAY itself (ENHANCE_YOUR_CALM for a flood, FRAME_SIZE_ERROR or PROTOCOL_ERROR for
-/// a malformed frame) before the library acts on that frame.
-#[derive(Debug)]
-pub struct Guarded<S> {
-    inner: S,
-    guard: FrameGuard,
-    alarm: std::rc::Rc<FrameAlarm>,
-}
-
-impl<S> Guarded<S> {
-    pub fn new(inner: S, limits: FloodLimits) -> (Self, std::rc::Rc<FrameAlarm>) {
-        let alarm = std::rc::Rc::new(FrameAlarm::default());
-        let guard = FrameGuard::new(limits);
-        (
-            Guarded {
-                inner,
-                guard,
-                alarm: alarm.clone(),
-            },
-            alarm,
-        )
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if this.alarm.seen().is_some() {
-            // The session is closing the connection; nothing more of the client's is read.
-            return Poll::Pending;
-        }
-        let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = result {
-            if let Some(verdict) = this
-                .guard
-                .observe(&buf.filled()[before..], std::time::Instant::now())
-            {
-                if let Some(at) = verdict.at() {
-                    buf.set_filled(before + at);
-                }
-                this.alarm.seen.set(Some(verdict));
-                this.alarm.ring.notify_one();
-                if buf.filled().len() == before {
-                    // Nothing left to hand over, and an empty read would look like EOF.
-                    return Poll::Pending;
-                }
-            }
-        }
-        result
-    }
-}
-
-delegate_async_write!(Guarded, inner);

@@ -1,94 +1,92 @@
-//! HPACK (RFC 7541) header blocks checked for validity, without building header fields.
+//! HPACK (RFC 7541): the header compression of HTTP/2.
 //!
-//! [`HpackCheck`] follows a connection's header blocks the way a decoder does, but keeps only
-//! what validity depends on: the size of each dynamic table entry (for indexes, eviction and
-//! the table size limit) and the decoded length of each string. It never allocates per field.
-//! The HTTP/2 guard (`crate::h2guard`) runs it beside the HTTP/2 library's own decoder, which
-//! reports every decoding error as a PROTOCOL_ERROR; RFC 9113 §4.3 calls for
-//! COMPRESSION_ERROR.
+//! * [`Decoder`] turns a client's header blocks into fields, keeping the dynamic table the
+//!   client's encoder shares with us. Every decoding error is reported, so the connection can
+//!   end with COMPRESSION_ERROR (RFC 9113 §4.3): bad indexes, integers that do not fit, strings
+//!   past the block, Huffman codes with EOS or bad padding (§5.2), misplaced or oversized table
+//!   size updates (§4.2, §6.3).
+//! * [`Encoder`] writes response header blocks. It indexes only the few fields whose values
+//!   repeat across responses (`server`, `date`, `content-type`, ...), remembering for each the
+//!   last value it inserted, so a repeated value costs one comparison and one octet on the wire;
+//!   everything else is a literal without indexing, with the static table's name index when
+//!   there is one. Strings are sent raw: Huffman coding would save a few octets at a cost per
+//!   bit on every response.
 //!
-//! Where the RFC leaves room (how large an integer may be), the check is the more lenient of
-//! the two readings: a block the library accepts must never be called invalid here.
+//! Where the RFC leaves room (how large an integer may be), the decoder is lenient: an
+//! integer of up to 32 bits is accepted.
 
 use std::collections::VecDeque;
+
+use bytes::{BufMut, BytesMut};
 
 /// RFC 7541 §4.1: "The size of an entry is the sum of its name's length in octets [...], its
 /// value's length in octets, and 32."
 const ENTRY_OVERHEAD: usize = 32;
 
-/// Name lengths of the static table (RFC 7541 Appendix A), index 1 first.
-const STATIC_NAME_LENGTHS: [u8; 61] = {
-    const NAMES: [&str; 61] = [
-        ":authority",
-        ":method",
-        ":method",
-        ":path",
-        ":path",
-        ":scheme",
-        ":scheme",
-        ":status",
-        ":status",
-        ":status",
-        ":status",
-        ":status",
-        ":status",
-        ":status",
-        "accept-charset",
-        "accept-encoding",
-        "accept-language",
-        "accept-ranges",
-        "accept",
-        "access-control-allow-origin",
-        "age",
-        "allow",
-        "authorization",
-        "cache-control",
-        "content-disposition",
-        "content-encoding",
-        "content-language",
-        "content-length",
-        "content-location",
-        "content-range",
-        "content-type",
-        "cookie",
-        "date",
-        "etag",
-        "expect",
-        "expires",
-        "from",
-        "host",
-        "if-match",
-        "if-modified-since",
-        "if-none-match",
-        "if-range",
-        "if-unmodified-since",
-        "last-modified",
-        "link",
-        "location",
-        "max-forwards",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "range",
-        "referer",
-        "refresh",
-        "retry-after",
-        "server",
-        "set-cookie",
-        "strict-transport-security",
-        "transfer-encoding",
-        "user-agent",
-        "vary",
-        "via",
-        "www-authenticate",
-    ];
-    let mut lengths = [0u8; 61];
-    let mut i = 0;
-    while i < 61 {
-        lengths[i] = NAMES[i].len() as u8;
-        i += 1;
-    }
-    lengths
-};
+/// The static table (RFC 7541 Appendix A), index 1 first.
+const STATIC: [(&str, &str); 61] = [
+    (":authority", ""),
+    (":method", "GET"),
+    (":method", "POST"),
+    (":path", "/"),
+    (":path", "/index.html"),
+    (":scheme", "http"),
+    (":scheme", "https"),
+    (":status", "200"),
+    (":status", "204"),
+    (":status", "206"),
+    (":status", "304"),
+    (":status", "400"),
+    (":status", "404"),
+    (":status", "500"),
+    ("accept-charset", ""),
+    ("accept-encoding", "gzip, deflate"),
+    ("accept-language", ""),
+    ("accept-ranges", ""),
+    ("accept", ""),
+    ("access-control-allow-origin", ""),
+    ("age", ""),
+    ("allow", ""),
+    ("authorization", ""),
+    ("cache-control", ""),
+    ("content-disposition", ""),
+    ("content-encoding", ""),
+    ("content-language", ""),
+    ("content-length", ""),
+    ("content-location", ""),
+    ("content-range", ""),
+    ("content-type", ""),
+    ("cookie", ""),
+    ("date", ""),
+    ("etag", ""),
+    ("expect", ""),
+    ("expires", ""),
+    ("from", ""),
+    ("host", ""),
+    ("if-match", ""),
+    ("if-modified-since", ""),
+    ("if-none-match", ""),
+    ("if-range", ""),
+    ("if-unmodified-since", ""),
+    ("last-modified", ""),
+    ("link", ""),
+    ("location", ""),
+    ("max-forwards", ""),
+    ("proxy-authenticate", ""),
+    ("proxy-authorization", ""),
+    ("range", ""),
+    ("referer", ""),
+    ("refresh", ""),
+    ("retry-after", ""),
+    ("server", ""),
+    ("set-cookie", ""),
+    ("strict-transport-security", ""),
+    ("transfer-encoding", ""),
+    ("user-agent", ""),
+    ("vary", ""),
+    ("via", ""),
+    ("www-authenticate", ""),
+];
 
 /// Why a header block is not valid HPACK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,50 +103,47 @@ pub enum HpackError {
     SizeUpdate,
 }
 
-/// One connection's decoding state: see the module docs.
+/// A dynamic table entry: name and value.
+type Entry = (Box<[u8]>, Box<[u8]>);
+
+/// The decoding state of one connection: the dynamic table the client's encoder fills.
 #[derive(Debug)]
-pub struct HpackCheck {
-    /// `(name length, value length)` of each dynamic entry, newest first (index 62).
-    entries: VecDeque<(usize, usize)>,
+pub struct Decoder {
+    /// Dynamic entries, newest first (index 62).
+    entries: VecDeque<Entry>,
     /// Sum of the entries' sizes.
     size: usize,
     /// The table's current maximum, set by size updates.
     max_size: usize,
     /// SETTINGS_HEADER_TABLE_SIZE: what a size update may ask for.
     allowed: usize,
-    /// Scratch space for Huffman strings.
-    decoded: Vec<u8>,
-    /// The last few Huffman strings found valid, with their decoded lengths. Clients send the
-    /// same literals again and again (a `user-agent` not indexed, a cookie), and validity is a
-    /// function of the bytes alone.
-    recent: [(Vec<u8>, usize); RECENT_STRINGS],
-    /// The slot of `recent` to overwrite next.
-    next_recent: usize,
+    /// Scratch space for Huffman-coded names and values.
+    name_buf: Vec<u8>,
+    value_buf: Vec<u8>,
 }
 
-/// How many valid Huffman strings [`HpackCheck`] remembers.
-const RECENT_STRINGS: usize = 4;
-/// Longer strings are not remembered.
-const RECENT_MAX_LEN: usize = 256;
-
-impl HpackCheck {
+impl Decoder {
     /// The state at the start of a connection whose decoder allows `allowed` bytes of table.
-    pub fn new(allowed: usize) -> HpackCheck {
-        HpackCheck {
+    pub fn new(allowed: usize) -> Decoder {
+        Decoder {
             entries: VecDeque::new(),
             size: 0,
             max_size: allowed,
             allowed,
-            decoded: Vec::new(),
-            recent: Default::default(),
-            next_recent: 0,
+            name_buf: Vec::new(),
+            value_buf: Vec::new(),
         }
     }
 
-    /// Check one complete header block (all its fragments, in order), updating the table.
+    /// Decode one complete header block (all its fragments, in order), updating the table and
+    /// calling `field(name, value)` for each field in order.
     ///
     /// After an error the state is unspecified: the connection ends.
-    pub fn block(&mut self, block: &[u8]) -> Result<(), HpackError> {
+    pub fn decode(
+        &mut self,
+        block: &[u8],
+        mut field: impl FnMut(&[u8], &[u8]),
+    ) -> Result<(), HpackError> {
         let mut rest = block;
         let mut seen_field = false;
         let mut last_was_update = false;
@@ -157,11 +152,17 @@ impl HpackCheck {
             if first & 0x80 != 0 {
                 // §6.1: indexed header field.
                 let index = integer(&mut rest, 7)?;
-                self.name_length(index)?;
+                let (name, value) = self.entry(index)?;
+                field(name, value);
             } else if first & 0x40 != 0 {
                 // §6.2.1: literal with incremental indexing.
-                let name = self.literal_name(&mut rest, 6)?;
-                let value = self.string(&mut rest)?;
+                let index = integer(&mut rest, 6)?;
+                let name: Box<[u8]> = match index {
+                    0 => string(&mut rest, &mut self.name_buf)?.into(),
+                    index => self.entry(index)?.0.into(),
+                };
+                let value: Box<[u8]> = string(&mut rest, &mut self.value_buf)?.into();
+                field(&name, &value);
                 self.insert(name, value);
             } else if first & 0x20 != 0 {
                 // §6.3: dynamic table size update. §4.2: "This dynamic table size update MUST
@@ -179,8 +180,19 @@ impl HpackCheck {
                 continue;
             } else {
                 // §6.2.2, §6.2.3: literal without indexing, never indexed.
-                self.literal_name(&mut rest, 4)?;
-                self.string(&mut rest)?;
+                let index = integer(&mut rest, 4)?;
+                let Decoder {
+                    entries,
+                    name_buf,
+                    value_buf,
+                    ..
+                } = self;
+                let name = match index {
+                    0 => string(&mut rest, name_buf)?,
+                    index => entry(entries, index)?.0,
+                };
+                let value = string(&mut rest, value_buf)?;
+                field(name, value);
             }
             seen_field = true;
         }
@@ -191,82 +203,15 @@ impl HpackCheck {
         Ok(())
     }
 
-    /// The name length of table entry `index` (1-based: static, then dynamic).
-    fn name_length(&self, index: usize) -> Result<usize, HpackError> {
-        match index {
-            0 => Err(HpackError::Index),
-            1..=61 => Ok(usize::from(STATIC_NAME_LENGTHS[index - 1])),
-            _ => self
-                .entries
-                .get(index - 62)
-                .map(|&(name, _)| name)
-                .ok_or(HpackError::Index),
-        }
-    }
-
-    /// A literal's name: an index into the tables, or (index 0) a string. Its length.
-    fn literal_name(&mut self, rest: &mut &[u8], prefix: u8) -> Result<usize, HpackError> {
-        match integer(rest, prefix)? {
-            0 => self.string(rest),
-            index => self.name_length(index),
-        }
-    }
-
-    /// A string literal (§5.2); its decoded length.
-    fn string(&mut self, rest: &mut &[u8]) -> Result<usize, HpackError> {
-        let huffman = rest.first().is_some_and(|b| b & 0x80 != 0);
-        let len = integer(rest, 7)?;
-        let Some((bytes, after)) = rest.split_at_checked(len) else {
-            return Err(HpackError::Truncated);
-        };
-        *rest = after;
-        if !huffman {
-            return Ok(len);
-        }
-        if let Some((_, len)) = self.recent.iter().find(|(known, _)| known == bytes) {
-            return Ok(*len);
-        }
-        // The decoder refuses EOS and unknown codes. §5.2: "A padding strictly longer than 7
-        // bits MUST be treated as a decoding error. A padding not corresponding to the most
-        // significant bits of the code for the EOS symbol MUST be treated as a decoding error."
-        // The padding is what the decoded symbols' codes leave of the last octet.
-        self.decoded.clear();
-        httlib_huffman::decode(
-            bytes,
-            &mut self.decoded,
-            httlib_huffman::DecoderSpeed::FiveBits,
-        )
-        .map_err(|_| HpackError::Huffman)?;
-        let code_bits: usize = self
-            .decoded
-            .iter()
-            .map(|&b| usize::from(httlib_huffman::encoder::table::ENCODE_TABLE[usize::from(b)].0))
-            .sum();
-        let padding = (bytes.len() * 8)
-            .checked_sub(code_bits)
-            .ok_or(HpackError::Huffman)?;
-        if padding > 7 {
-            return Err(HpackError::Huffman);
-        }
-        let ones = (1u8 << padding) - 1;
-        if padding > 0 && bytes.last().is_none_or(|&last| last & ones != ones) {
-            return Err(HpackError::Huffman);
-        }
-        let len = self.decoded.len();
-        if bytes.len() <= RECENT_MAX_LEN {
-            let slot = &mut self.recent[self.next_recent];
-            slot.0.clear();
-            slot.0.extend_from_slice(bytes);
-            slot.1 = len;
-            self.next_recent = (self.next_recent + 1) % RECENT_STRINGS;
-        }
-        Ok(len)
+    /// Table entry `index` (1-based: static, then dynamic).
+    fn entry(&self, index: usize) -> Result<(&[u8], &[u8]), HpackError> {
+        entry(&self.entries, index)
     }
 
     /// §4.4: add an entry, evicting the oldest ones to make room; an entry larger than the
     /// table empties it and is not added.
-    fn insert(&mut self, name: usize, value: usize) {
-        let size = name + value + ENTRY_OVERHEAD;
+    fn insert(&mut self, name: Box<[u8]>, value: Box<[u8]>) {
+        let size = name.len() + value.len() + ENTRY_OVERHEAD;
         if size > self.max_size {
             self.entries.clear();
             self.size = 0;
@@ -283,9 +228,261 @@ impl HpackCheck {
             let Some((name, value)) = self.entries.pop_back() else {
                 break;
             };
-            self.size -= name + value + ENTRY_OVERHEAD;
+            self.size -= name.len() + value.len() + ENTRY_OVERHEAD;
         }
     }
+}
+
+/// Entry `index` of the static table followed by `dynamic`.
+fn entry(dynamic: &VecDeque<Entry>, index: usize) -> Result<(&[u8], &[u8]), HpackError> {
+    match index {
+        0 => Err(HpackError::Index),
+        1..=61 => {
+            let (name, value) = STATIC[index - 1];
+            Ok((name.as_bytes(), value.as_bytes()))
+        }
+        _ => dynamic
+            .get(index - 62)
+            .map(|(name, value)| (&name[..], &value[..]))
+            .ok_or(HpackError::Index),
+    }
+}
+
+/// A string literal (§5.2), consumed from `rest`: the raw bytes of the block, or the Huffman
+/// decoding of them in `scratch`.
+fn string<'r, 'b: 'r, 's: 'r>(
+    rest: &mut &'b [u8],
+    scratch: &'s mut Vec<u8>,
+) -> Result<&'r [u8], HpackError> {
+    let huffman = rest.first().is_some_and(|b| b & 0x80 != 0);
+    let len = integer(rest, 7)?;
+    let Some((bytes, after)) = rest.split_at_checked(len) else {
+        return Err(HpackError::Truncated);
+    };
+    *rest = after;
+    if !huffman {
+        return Ok(bytes);
+    }
+    // The decoder refuses EOS and unknown codes. §5.2: "A padding strictly longer than 7
+    // bits MUST be treated as a decoding error. A padding not corresponding to the most
+    // significant bits of the code for the EOS symbol MUST be treated as a decoding error."
+    // The padding is what the decoded symbols' codes leave of the last octet.
+    scratch.clear();
+    httlib_huffman::decode(bytes, scratch, httlib_huffman::DecoderSpeed::FiveBits)
+        .map_err(|_| HpackError::Huffman)?;
+    let code_bits: usize = scratch
+        .iter()
+        .map(|&b| usize::from(httlib_huffman::encoder::table::ENCODE_TABLE[usize::from(b)].0))
+        .sum();
+    let padding = (bytes.len() * 8)
+        .checked_sub(code_bits)
+        .ok_or(HpackError::Huffman)?;
+    if padding > 7 {
+        return Err(HpackError::Huffman);
+    }
+    let ones = (1u8 << padding) - 1;
+    if padding > 0 && bytes.last().is_none_or(|&last| last & ones != ones) {
+        return Err(HpackError::Huffman);
+    }
+    Ok(scratch)
+}
+
+/// The response fields [`Encoder`] indexes: values that repeat from one response to the next.
+/// Each has a slot remembering the last value inserted for it.
+const INDEXED: [&str; 10] = [
+    "server",
+    "date",
+    "content-type",
+    "alt-svc",
+    "accept-ranges",
+    "last-modified",
+    "etag",
+    "vary",
+    "cache-control",
+    "content-encoding",
+];
+
+/// Largest entry the encoder inserts; longer values go as literals and leave the table to the
+/// short, repeated ones.
+const MAX_INDEXED_ENTRY: usize = 256;
+
+/// The encoding state of one connection: our half of the dynamic table the client decodes.
+#[derive(Debug)]
+pub struct Encoder {
+    /// The table's maximum: the client's SETTINGS_HEADER_TABLE_SIZE, at most 4096.
+    max_size: usize,
+    /// A size update owed at the start of the next block (§4.2), after the client lowered it.
+    update: Option<usize>,
+    size: usize,
+    /// Sizes of the live entries, newest first.
+    live: VecDeque<usize>,
+    /// Entries ever inserted.
+    inserted: u64,
+    /// Per [`INDEXED`] name: the last value inserted and its insertion number.
+    slots: [Option<(Vec<u8>, u64)>; INDEXED.len()],
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Encoder {
+            max_size: 4096,
+            update: None,
+            size: 0,
+            live: VecDeque::new(),
+            inserted: 0,
+            slots: Default::default(),
+        }
+    }
+}
+
+impl Encoder {
+    /// The client's SETTINGS_HEADER_TABLE_SIZE changed: our table stays within it (and within
+    /// 4096), announced by a size update at the start of the next block.
+    pub fn set_max_table_size(&mut self, peer: u32) {
+        let max = usize::try_from(peer).unwrap_or(usize::MAX).min(4096);
+        if max < self.max_size {
+            self.max_size = max;
+            self.evict_to(max);
+            self.update = Some(self.update.map_or(max, |u| u.min(max)));
+        }
+    }
+
+    /// Start a block: a size update if one is owed.
+    pub fn begin(&mut self, out: &mut BytesMut) {
+        if let Some(max) = self.update.take() {
+            put_integer(out, 0x20, 5, max);
+        }
+    }
+
+    /// `:status`, from the static table when it is there.
+    pub fn status(&mut self, code: u16, out: &mut BytesMut) {
+        let index = match code {
+            200 => 8,
+            204 => 9,
+            206 => 10,
+            304 => 11,
+            400 => 12,
+            404 => 13,
+            500 => 14,
+            _ => {
+                out.put_u8(0x08); // literal without indexing, name index 8 (:status)
+                let mut digits = itoa::Buffer::new();
+                put_string(out, digits.format(code).as_bytes());
+                return;
+            }
+        };
+        out.put_u8(0x80 | index);
+    }
+
+    /// One regular field. `name` must be lowercase (as `http::HeaderName` is).
+    pub fn field(&mut self, name: &str, value: &[u8], out: &mut BytesMut) {
+        if let Some(slot) = INDEXED.iter().position(|&n| n == name) {
+            let size = name.len() + value.len() + ENTRY_OVERHEAD;
+            if size <= MAX_INDEXED_ENTRY && size <= self.max_size {
+                if let Some((last, seq)) = &self.slots[slot]
+                    && self.inserted - seq <= self.live.len() as u64
+                    && last.as_slice() == value
+                {
+                    // Index of the entry inserted `seq`-th: the newest is 62.
+                    let index = 62 + (self.inserted - 1 - *seq) as usize;
+                    put_integer(out, 0x80, 7, index);
+                    return;
+                }
+                // §6.2.1: literal with incremental indexing.
+                match static_name(name) {
+                    Some(index) => put_integer(out, 0x40, 6, index),
+                    None => {
+                        out.put_u8(0x40);
+                        put_string(out, name.as_bytes());
+                    }
+                }
+                put_string(out, value);
+                self.evict_to(self.max_size - size);
+                self.live.push_front(size);
+                self.size += size;
+                let (last, seq) = self.slots[slot].get_or_insert_default();
+                last.clear();
+                last.extend_from_slice(value);
+                *seq = self.inserted;
+                self.inserted += 1;
+                return;
+            }
+        }
+        // §6.2.2: literal without indexing.
+        match static_name(name) {
+            Some(index) => put_integer(out, 0x00, 4, index),
+            None => {
+                out.put_u8(0x00);
+                put_string(out, name.as_bytes());
+            }
+        }
+        put_string(out, value);
+    }
+
+    fn evict_to(&mut self, limit: usize) {
+        while self.size > limit {
+            let Some(size) = self.live.pop_back() else {
+                break;
+            };
+            self.size -= size;
+        }
+    }
+}
+
+/// The static table's index for a name, for the names a response carries.
+fn static_name(name: &str) -> Option<usize> {
+    Some(match name {
+        "content-length" => 28,
+        "content-type" => 31,
+        "date" => 33,
+        "etag" => 34,
+        "last-modified" => 44,
+        "server" => 54,
+        "accept-ranges" => 18,
+        "vary" => 59,
+        "cache-control" => 24,
+        "content-encoding" => 26,
+        "content-range" => 30,
+        "location" => 46,
+        "allow" => 22,
+        "age" => 21,
+        "expires" => 36,
+        "set-cookie" => 55,
+        "via" => 60,
+        "link" => 45,
+        "content-language" => 27,
+        "content-disposition" => 25,
+        "content-location" => 29,
+        "retry-after" => 53,
+        "strict-transport-security" => 56,
+        "access-control-allow-origin" => 20,
+        "www-authenticate" => 61,
+        "proxy-authenticate" => 48,
+        "refresh" => 52,
+        _ => return None,
+    })
+}
+
+/// §5.1: `value` with an N-bit prefix, the other bits of the first octet being `flags`.
+fn put_integer(out: &mut BytesMut, flags: u8, prefix: u8, value: usize) {
+    let mask = (1usize << prefix) - 1;
+    if value < mask {
+        out.put_u8(flags | value as u8);
+        return;
+    }
+    out.put_u8(flags | mask as u8);
+    let mut rest = value - mask;
+    while rest >= 128 {
+        out.put_u8((rest % 128) as u8 | 0x80);
+        rest /= 128;
+    }
+    out.put_u8(rest as u8);
+}
+
+/// §5.2: a raw (not Huffman-coded) string literal.
+fn put_string(out: &mut BytesMut, bytes: &[u8]) {
+    put_integer(out, 0x00, 7, bytes.len());
+    out.extend_from_slice(bytes);
 }
 
 /// §5.1: an integer with an N-bit prefix, consumed from `rest`.
@@ -323,26 +520,64 @@ mod tests {
     use super::*;
 
     fn check(blocks: &[&[u8]]) -> Result<(), HpackError> {
-        let mut check = HpackCheck::new(4096);
-        blocks.iter().try_for_each(|b| check.block(b))
+        let mut decoder = Decoder::new(4096);
+        blocks.iter().try_for_each(|b| decoder.decode(b, |_, _| {}))
+    }
+
+    fn fields(decoder: &mut Decoder, block: &[u8]) -> Result<Vec<(String, String)>, HpackError> {
+        let mut out = Vec::new();
+        decoder.decode(block, |n, v| {
+            out.push((
+                String::from_utf8_lossy(n).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            ));
+        })?;
+        Ok(out)
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
-    fn the_examples_of_rfc_7541_appendix_c_are_valid() {
-        // C.3: requests without Huffman coding, sharing one dynamic table.
+    fn the_examples_of_rfc_7541_appendix_c_decode_to_their_fields() {
+        // C.3: requests without Huffman coding, sharing one dynamic table; C.4: the same
+        // requests with Huffman coding.
         let c3: [&[u8]; 3] = [
             b"\x82\x86\x84\x41\x0fwww.example.com",
             b"\x82\x86\x84\xbe\x58\x08no-cache",
             b"\x82\x87\x85\xbf\x40\x0acustom-key\x0ccustom-value",
         ];
-        assert_eq!(check(&c3), Ok(()));
-        // C.4: the same with Huffman coding.
         let c4: [&[u8]; 3] = [
             b"\x82\x86\x84\x41\x8c\xf1\xe3\xc2\xe5\xf2\x3a\x6b\xa0\xab\x90\xf4\xff",
             b"\x82\x86\x84\xbe\x58\x86\xa8\xeb\x10\x64\x9c\xbf",
             b"\x82\x87\x85\xbf\x40\x88\x25\xa8\x49\xe9\x5b\xa9\x7d\x7f\x89\x25\xa8\x49\xe9\x5b\xb8\xe8\xb4\xbf",
         ];
-        assert_eq!(check(&c4), Ok(()));
+        let base = [
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/"),
+            (":authority", "www.example.com"),
+        ];
+        for blocks in [c3, c4] {
+            let mut decoder = Decoder::new(4096);
+            assert_eq!(fields(&mut decoder, blocks[0]), Ok(pairs(&base)));
+            let mut second = base.to_vec();
+            second.push(("cache-control", "no-cache"));
+            assert_eq!(fields(&mut decoder, blocks[1]), Ok(pairs(&second)));
+            let third = [
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":path", "/index.html"),
+                (":authority", "www.example.com"),
+                ("custom-key", "custom-value"),
+            ];
+            assert_eq!(fields(&mut decoder, blocks[2]), Ok(pairs(&third)));
+            // C.3.3 / C.4.3: three entries, 164 octets.
+            assert_eq!(decoder.size, 164);
+        }
     }
 
     #[test]
@@ -356,18 +591,25 @@ mod tests {
 
     #[test]
     fn entries_are_evicted_oldest_first() {
-        let mut check = HpackCheck::new(4096);
+        let mut decoder = Decoder::new(4096);
         // Entries of 32 + 10 + 1 bytes (`:authority: a`) in a table shrunk to 80: only the
         // newest of two stays.
-        check.block(b"\x3f\x31\x82").unwrap(); // size update to 31 + 49
-        check.block(b"\x41\x01a\x41\x01b").unwrap();
-        assert_eq!(check.block(b"\xbe"), Ok(()));
-        assert_eq!(check.block(b"\xbf"), Err(HpackError::Index));
+        decoder.decode(b"\x3f\x31\x82", |_, _| {}).unwrap(); // size update to 31 + 49
+        decoder.decode(b"\x41\x01a\x41\x01b", |_, _| {}).unwrap();
+        assert_eq!(
+            fields(&mut decoder, b"\xbe"),
+            Ok(pairs(&[(":authority", "b")]))
+        );
+        assert_eq!(check_with(&mut decoder, b"\xbf"), Err(HpackError::Index));
         // An entry larger than the whole table empties it.
         let mut large = b"\x41\x7f\x00".to_vec(); // a value of 127 bytes
         large.extend([b'a'; 127]);
-        check.block(&large).unwrap();
-        assert_eq!(check.block(b"\xbe"), Err(HpackError::Index));
+        decoder.decode(&large, |_, _| {}).unwrap();
+        assert_eq!(check_with(&mut decoder, b"\xbe"), Err(HpackError::Index));
+    }
+
+    fn check_with(decoder: &mut Decoder, block: &[u8]) -> Result<(), HpackError> {
+        decoder.decode(block, |_, _| {})
     }
 
     #[test]
@@ -401,10 +643,76 @@ mod tests {
             check(&[b"\x7a\x84\xff\xff\xff\xff"]),
             Err(HpackError::Huffman)
         );
-        // A remembered valid string does not let a different, invalid one pass.
-        assert_eq!(
-            check(&[b"\x7a\x81\x1f", b"\x7a\x81\x1f", b"\x7a\x82\x1f\xff"]),
-            Err(HpackError::Huffman)
-        );
+    }
+
+    fn encode(encoder: &mut Encoder, status: u16, list: &[(&str, &str)]) -> BytesMut {
+        let mut out = BytesMut::new();
+        encoder.begin(&mut out);
+        encoder.status(status, &mut out);
+        for (name, value) in list {
+            encoder.field(name, value.as_bytes(), &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn encoded_responses_decode_to_the_same_fields_and_repeats_are_one_octet() {
+        let mut encoder = Encoder::default();
+        let mut decoder = Decoder::new(4096);
+        let first = [
+            ("server", "switchyard"),
+            ("date", "Fri, 04 Dec 2026 20:00:00 GMT"),
+            ("content-type", "text/html"),
+            ("content-length", "1024"),
+            ("x-custom", "one"),
+        ];
+        let block = encode(&mut encoder, 200, &first);
+        let mut expected = vec![(":status", "200")];
+        expected.extend(first);
+        assert_eq!(fields(&mut decoder, &block), Ok(pairs(&expected)));
+        // Same values again: server, date and content-type are one octet each.
+        let again = encode(&mut encoder, 200, &first[..3]);
+        assert_eq!(again.len(), 4);
+        assert_eq!(fields(&mut decoder, &again), Ok(pairs(&expected[..4])));
+        // A new date is inserted; the old one is no longer referenced, the others still are.
+        let next = [
+            ("server", "switchyard"),
+            ("date", "Fri, 04 Dec 2026 20:00:01 GMT"),
+            ("content-type", "text/html"),
+        ];
+        let block = encode(&mut encoder, 404, &next);
+        let mut expected = vec![(":status", "404")];
+        expected.extend(next);
+        assert_eq!(fields(&mut decoder, &block), Ok(pairs(&expected)));
+        let block = encode(&mut encoder, 418, &next);
+        expected[0] = (":status", "418");
+        assert_eq!(block.len(), 1 + 4 + 3);
+        assert_eq!(fields(&mut decoder, &block), Ok(pairs(&expected)));
+    }
+
+    #[test]
+    fn a_smaller_peer_table_is_announced_and_respected() {
+        let mut encoder = Encoder::default();
+        let mut decoder = Decoder::new(4096);
+        let list = [("server", "switchyard"), ("etag", "\"abc\"")];
+        let block = encode(&mut encoder, 200, &list);
+        fields(&mut decoder, &block).unwrap();
+        // The client lowers its table to 50 octets: one entry of 48 fits, two do not.
+        encoder.set_max_table_size(50);
+        let mut small = Decoder::new(50);
+        small.entries = decoder.entries.clone();
+        small.size = decoder.size;
+        for _ in 0..3 {
+            let block = encode(&mut encoder, 200, &list);
+            let mut expected = vec![(":status", "200")];
+            expected.extend(list);
+            assert_eq!(fields(&mut small, &block), Ok(pairs(&expected)));
+            assert!(small.size <= 50);
+        }
+        // Table size 0: nothing is indexed any more.
+        encoder.set_max_table_size(0);
+        let block = encode(&mut encoder, 200, &list);
+        fields(&mut small, &block).unwrap();
+        assert_eq!(small.size, 0);
     }
 }

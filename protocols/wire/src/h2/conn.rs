@@ -1,0 +1,1969 @@
+//! The server side of one HTTP/2 connection (RFC 9113), sans-IO.
+//!
+//! [`Conn::recv`] takes the client's bytes as they are read; the frames we owe (SETTINGS ACK,
+//! PING ACK, WINDOW_UPDATE, RST_STREAM, GOAWAY, response headers) accumulate in
+//! [`Conn::out`], and [`Conn::write_data`] adds queued response DATA as the flow-control
+//! windows allow. The session writes `out` to the socket. Requests come out as [`Event`]s;
+//! bodies, trailers and resets are kept per stream and read with [`Conn::poll_recv`].
+//!
+//! A stream's handlers may be waiting in tasks: each stream keeps the [`Waker`]s of its reader
+//! and writer, and the connection keeps the driver's, so a change that concerns a task wakes
+//! exactly it. Nothing here reads a clock, a socket or an executor; `now` is passed in.
+//!
+//! Errors follow RFC 9113 §5.4: a stream error resets that stream (RST_STREAM) and the rest
+//! of the connection carries on; a connection error sends GOAWAY with the last stream we
+//! processed and ends it. Beyond the RFC (§10.5), floods of control frames, streams reset
+//! before they are answered ("rapid reset") and streams we must reset for the client's
+//! errors are budgeted; past the budget the connection ends with ENHANCE_YOUR_CALM.
+
+use std::collections::VecDeque;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Uri, Version};
+
+use super::frame::{self, Header, Reason};
+use crate::hpack::{Decoder, Encoder, HpackError};
+
+/// What a connection announces and enforces.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS; streams beyond it are refused (REFUSED_STREAM).
+    pub max_concurrent_streams: u32,
+    /// SETTINGS_INITIAL_WINDOW_SIZE: what a client may send on one stream unacknowledged.
+    pub stream_window: u32,
+    /// The connection-level receive window.
+    pub connection_window: u32,
+    /// SETTINGS_MAX_FRAME_SIZE we accept.
+    pub max_frame_size: u32,
+    /// SETTINGS_MAX_HEADER_LIST_SIZE; larger requests are answered 431.
+    pub max_header_list_size: u32,
+    /// Streams reset by the client before we answered them, per `flood_window`, beyond a full
+    /// set of concurrent streams.
+    pub max_pending_resets: usize,
+    /// Streams we may reset for the client's errors before GOAWAY ENHANCE_YOUR_CALM.
+    pub max_error_resets: usize,
+    /// Response bytes queued per stream before its writer waits.
+    pub send_buffer: usize,
+    /// PING, SETTINGS and PRIORITY frames, and empty DATA frames, allowed per window.
+    pub flood_window: Duration,
+    pub control_frames: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_concurrent_streams: 128,
+            stream_window: 1 << 20,
+            connection_window: 16 << 20,
+            max_frame_size: 16_384,
+            max_header_list_size: 64 << 10,
+            max_pending_resets: 20,
+            max_error_resets: 1024,
+            send_buffer: 256 << 10,
+            flood_window: Duration::from_secs(1),
+            control_frames: 500,
+        }
+    }
+}
+
+/// Something the session must act on.
+// Lives in a short queue and is taken at once: boxing the request would cost an allocation per
+// stream for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Event {
+    /// A new request on stream `id`. `end_stream`: it has no body.
+    Request {
+        id: u32,
+        head: http::request::Parts,
+        end_stream: bool,
+    },
+    /// A request whose header list is over SETTINGS_MAX_HEADER_LIST_SIZE: answer 431.
+    TooLarge { id: u32 },
+}
+
+/// What a stream's reader gets.
+#[derive(Debug)]
+pub enum Recv {
+    Data(Bytes),
+    Trailers(HeaderMap),
+}
+
+/// Why the connection ended, once it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// We sent GOAWAY with this code (a connection error, or a flood).
+    Error(Reason),
+    /// The client did not start with the connection preface.
+    BadPreface,
+}
+
+/// Why the budget of a flood ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flood {
+    Ping,
+    Settings,
+    Priority,
+    EmptyData,
+    Resets,
+    ErrorResets,
+}
+
+/// A connection error: the code and what the client did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnError {
+    pub reason: Reason,
+    pub what: &'static str,
+}
+
+fn conn_err(reason: Reason, what: &'static str) -> ConnError {
+    ConnError { reason, what }
+}
+
+/// Our response side of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendState {
+    /// No response head yet.
+    Idle,
+    /// Head sent; more to come.
+    Open,
+    /// END_STREAM queued.
+    Done,
+}
+
+enum Out {
+    Data(Bytes, bool),
+    Trailers(HeaderMap),
+}
+
+struct Stream {
+    id: u32,
+    /// The client sent END_STREAM.
+    recv_closed: bool,
+    recv: VecDeque<Recv>,
+    /// How much the client may still send on this stream.
+    recv_window: i64,
+    /// Bytes taken by the reader and not yet returned to the client by WINDOW_UPDATE.
+    unreleased: u32,
+    content_length: Option<u64>,
+    received: u64,
+    /// Whether the request head has been followed by its trailers.
+    trailers_seen: bool,
+    send: SendState,
+    queue: VecDeque<Out>,
+    queued: usize,
+    send_window: i64,
+    /// Sent once the queue is empty (a response complete while the request is still coming).
+    reset_after_send: Option<Reason>,
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+}
+
+impl Stream {
+    fn new(id: u32, recv_window: i64, send_window: i64) -> Stream {
+        Stream {
+            id,
+            recv_closed: false,
+            recv: VecDeque::new(),
+            recv_window,
+            unreleased: 0,
+            content_length: None,
+            received: 0,
+            trailers_seen: false,
+            send: SendState::Idle,
+            queue: VecDeque::new(),
+            queued: 0,
+            send_window,
+            reset_after_send: None,
+            reader: None,
+            writer: None,
+        }
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.reader.take() {
+            w.wake();
+        }
+        if let Some(w) = self.writer.take() {
+            w.wake();
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.recv_closed && self.send == SendState::Done && self.queue.is_empty()
+    }
+}
+
+/// A header block being received (HEADERS, then CONTINUATION until END_HEADERS).
+struct Block {
+    stream: u32,
+    end_stream: bool,
+    buf: Vec<u8>,
+    /// What the block is for once complete.
+    purpose: Purpose,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// A new stream's request head.
+    Request,
+    /// Trailers of an open stream.
+    Trailers,
+    /// Decoded only to keep the HPACK table in step, then the stream is reset with this code
+    /// (or, for `None`, ignored).
+    Discard(Option<Reason>),
+}
+
+/// How many closed stream ids are remembered, to tell a closed stream from one never opened.
+const CLOSED_MEMORY: usize = 256;
+/// The payload of our shutdown PING (RFC 9113 §6.8: the second GOAWAY follows its ACK).
+const SHUTDOWN_PING: [u8; 8] = *b"goingawy";
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("streams", &self.streams.len())
+            .field("last_stream", &self.last_stream)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One connection; see the module docs.
+pub struct Conn {
+    settings: Settings,
+    /// Frames to write, in order.
+    pub out: BytesMut,
+    events: VecDeque<Event>,
+    preface_left: usize,
+    first_frame: bool,
+    decoder: Decoder,
+    encoder: Encoder,
+    streams: Vec<Stream>,
+    /// Recently closed streams, and whether we reset them (frames still in flight from the
+    /// client are then ignored rather than answered).
+    closed: VecDeque<(u32, bool)>,
+    /// The highest stream id the client opened.
+    last_stream: u32,
+    block: Option<Block>,
+    peer_window: i64,
+    peer_max_frame: usize,
+    send_window: i64,
+    recv_window: i64,
+    unreleased: u32,
+    /// GOAWAY(2^31-1) sent and the PING after it; `Some(last)` once the final GOAWAY is out.
+    shutdown_started: bool,
+    goaway_last: Option<u32>,
+    peer_goaway: bool,
+    ended: Option<Ended>,
+    window_start: Option<Instant>,
+    counts: [u32; 5],
+    error_resets: usize,
+    /// Whether some stream has DATA or trailers queued.
+    data_queued: bool,
+    /// The session's driver, woken when there is something to write.
+    driver: Option<Waker>,
+}
+
+impl Conn {
+    /// A connection whose client will start with the 24-octet preface. Our SETTINGS (and the
+    /// connection window beyond its default) are queued at once: RFC 9113 §3.4, "the server
+    /// connection preface [...] MUST be the first frame the server sends".
+    pub fn new(settings: Settings) -> Conn {
+        let mut out = BytesMut::with_capacity(16 << 10);
+        let max_frame = settings
+            .max_frame_size
+            .clamp(frame::MIN_MAX_FRAME as u32, (1 << 24) - 1);
+        let stream_window = i64::from(settings.stream_window).min(frame::MAX_WINDOW);
+        let conn_window = i64::from(settings.connection_window).min(frame::MAX_WINDOW);
+        frame::put_settings(
+            &mut out,
+            &[
+                (
+                    frame::SETTINGS_MAX_CONCURRENT_STREAMS,
+                    settings.max_concurrent_streams,
+                ),
+                (frame::SETTINGS_INITIAL_WINDOW_SIZE, stream_window as u32),
+                (frame::SETTINGS_MAX_FRAME_SIZE, max_frame),
+                (
+                    frame::SETTINGS_MAX_HEADER_LIST_SIZE,
+                    settings.max_header_list_size,
+                ),
+            ],
+        );
+        if conn_window > frame::DEFAULT_WINDOW {
+            frame::put_window_update(&mut out, 0, (conn_window - frame::DEFAULT_WINDOW) as u32);
+        }
+        let settings = Settings {
+            max_frame_size: max_frame,
+            stream_window: stream_window as u32,
+            connection_window: conn_window as u32,
+            ..settings
+        };
+        Conn {
+            settings,
+            out,
+            events: VecDeque::new(),
+            preface_left: frame::PREFACE.len(),
+            first_frame: true,
+            decoder: Decoder::new(4096),
+            encoder: Encoder::default(),
+            streams: Vec::new(),
+            closed: VecDeque::new(),
+            last_stream: 0,
+            block: None,
+            peer_window: frame::DEFAULT_WINDOW,
+            peer_max_frame: frame::MIN_MAX_FRAME,
+            send_window: frame::DEFAULT_WINDOW,
+            recv_window: conn_window,
+            unreleased: 0,
+            shutdown_started: false,
+            goaway_last: None,
+            peer_goaway: false,
+            ended: None,
+            window_start: None,
+            counts: [0; 5],
+            error_resets: 0,
+            data_queued: false,
+            driver: None,
+        }
+    }
+
+    // ---- the session's view -------------------------------------------------------------
+
+    /// Remember the driver's waker: sends from stream tasks wake it.
+    pub fn set_driver(&mut self, waker: &Waker) {
+        if !self.driver.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.driver = Some(waker.clone());
+        }
+    }
+
+    fn wake_driver(&mut self) {
+        if let Some(w) = &self.driver {
+            w.wake_by_ref();
+        }
+    }
+
+    pub fn next_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Set once the connection has ended with an error; `out` holds the GOAWAY.
+    pub fn ended(&self) -> Option<Ended> {
+        self.ended
+    }
+
+    /// Whether the client's preface and first SETTINGS have arrived.
+    pub fn handshaken(&self) -> bool {
+        self.preface_left == 0 && !self.first_frame
+    }
+
+    /// Streams not yet finished both ways.
+    pub fn active_streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Whether the connection is done: the final GOAWAY went out (ours, or the client's was
+    /// received) and no stream is left.
+    pub fn is_done(&self) -> bool {
+        self.ended.is_some()
+            || ((self.goaway_last.is_some() || self.peer_goaway) && self.streams.is_empty())
+    }
+
+    /// Whether DATA or trailers wait for [`Conn::write_data`].
+    pub fn wants_write(&self) -> bool {
+        self.data_queued
+    }
+
+    /// Whether stream `id` is still there (not reset, not finished).
+    pub fn is_open(&self, id: u32) -> bool {
+        self.stream_index(id).is_some()
+    }
+
+    /// RFC 9113 §6.8: GOAWAY with the largest identifier, a PING, and when its ACK arrives a
+    /// second GOAWAY naming the last stream we will serve; streams up to it still finish.
+    pub fn start_shutdown(&mut self) {
+        if self.shutdown_started || self.ended.is_some() {
+            return;
+        }
+        self.shutdown_started = true;
+        frame::put_goaway(&mut self.out, (1 << 31) - 1, Reason::NO_ERROR);
+        frame::put_ping(&mut self.out, SHUTDOWN_PING, false);
+        self.wake_driver();
+    }
+
+    /// End the connection now with GOAWAY `reason` (a flood noticed by the session, a
+    /// handshake that timed out).
+    pub fn abort(&mut self, reason: Reason) {
+        if self.ended.is_none() {
+            self.fail(conn_err(reason, "ended by the server"));
+        }
+    }
+
+    // ---- reading ------------------------------------------------------------------------
+
+    /// Process the client's bytes: every complete frame is taken from `buf`, a partial one is
+    /// left for the next call. On a connection error GOAWAY is queued and the error returned;
+    /// the connection then takes nothing more.
+    pub fn recv(&mut self, buf: &mut BytesMut, now: Instant) -> Result<(), ConnError> {
+        if let Some(ended) = self.ended {
+            buf.clear();
+            return Err(match ended {
+                Ended::Error(reason) => conn_err(reason, "connection already ended"),
+                Ended::BadPreface => conn_err(Reason::PROTOCOL_ERROR, "invalid preface"),
+            });
+        }
+        let result = self.recv_frames(buf, now);
+        if let Err(e) = result {
+            buf.clear();
+            self.fail(e);
+        }
+        if !self.out.is_empty() || !self.events.is_empty() {
+            self.wake_driver();
+        }
+        result
+    }
+
+    fn fail(&mut self, e: ConnError) {
+        // §5.4.1: "the last stream identifier that the sender of the GOAWAY frame might have
+        // taken some action on".
+        self.ended.get_or_insert(Ended::Error(e.reason));
+        frame::put_goaway(&mut self.out, self.last_stream, e.reason);
+        for stream in &mut self.streams {
+            stream.wake();
+        }
+        self.streams.clear();
+        self.data_queued = false;
+        self.wake_driver();
+    }
+
+    fn recv_frames(&mut self, buf: &mut BytesMut, now: Instant) -> Result<(), ConnError> {
+        if self.preface_left > 0 {
+            let seen = frame::PREFACE.len() - self.preface_left;
+            let take = self.preface_left.min(buf.len());
+            if buf[..take] != frame::PREFACE[seen..seen + take] {
+                self.ended = Some(Ended::BadPreface);
+                return Err(conn_err(
+                    Reason::PROTOCOL_ERROR,
+                    "invalid connection preface",
+                ));
+            }
+            buf.advance(take);
+            self.preface_left -= take;
+            if self.preface_left > 0 {
+                return Ok(());
+            }
+        }
+        while buf.len() >= frame::HEADER_LEN {
+            let header = Header::parse(buf[..frame::HEADER_LEN].try_into().expect("9 octets"));
+            if header.len > self.settings.max_frame_size as usize {
+                // §4.2: "An endpoint MUST send an error code of FRAME_SIZE_ERROR if a frame
+                // exceeds the size defined in SETTINGS_MAX_FRAME_SIZE".
+                return Err(conn_err(
+                    Reason::FRAME_SIZE_ERROR,
+                    "frame over SETTINGS_MAX_FRAME_SIZE",
+                ));
+            }
+            if buf.len() < frame::HEADER_LEN + header.len {
+                buf.reserve(frame::HEADER_LEN + header.len - buf.len());
+                break;
+            }
+            buf.advance(frame::HEADER_LEN);
+            let payload = buf.split_to(header.len);
+            self.frame(header, payload, now)?;
+            if self.ended.is_some() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn frame(&mut self, h: Header, payload: BytesMut, now: Instant) -> Result<(), ConnError> {
+        if self.first_frame {
+            // §3.4: "The client connection preface [...] MUST be followed by a SETTINGS frame".
+            if h.kind != frame::SETTINGS || h.flags & frame::ACK != 0 {
+                return Err(conn_err(
+                    Reason::PROTOCOL_ERROR,
+                    "preface not followed by SETTINGS",
+                ));
+            }
+            self.first_frame = false;
+        }
+        if let Some(block) = &self.block {
+            // §6.10: a header block is HEADERS then CONTINUATION frames on the same stream,
+            // with no other frame between them.
+            if h.kind != frame::CONTINUATION || h.stream != block.stream {
+                return Err(conn_err(
+                    Reason::PROTOCOL_ERROR,
+                    "frame inside a header block",
+                ));
+            }
+        }
+        match h.kind {
+            frame::DATA => self.data(h, payload, now),
+            frame::HEADERS => self.headers(h, payload),
+            frame::PRIORITY => self.priority(h, &payload, now),
+            frame::RST_STREAM => self.rst_stream(h, &payload, now),
+            frame::SETTINGS => self.settings(h, &payload, now),
+            frame::PUSH_PROMISE => Err(conn_err(
+                Reason::PROTOCOL_ERROR,
+                "PUSH_PROMISE from a client",
+            )),
+            frame::PING => self.ping(h, &payload, now),
+            frame::GOAWAY => {
+                if h.stream != 0 {
+                    return Err(conn_err(Reason::PROTOCOL_ERROR, "GOAWAY on a stream"));
+                }
+                if h.len < 8 {
+                    return Err(conn_err(Reason::FRAME_SIZE_ERROR, "GOAWAY shorter than 8"));
+                }
+                self.peer_goaway = true;
+                Ok(())
+            }
+            frame::WINDOW_UPDATE => self.window_update(h, &payload),
+            frame::CONTINUATION => self.continuation(h, payload),
+            // §5.5: "Implementations MUST ignore unknown or unsupported values in all
+            // extensible protocol elements."
+            _ => Ok(()),
+        }
+    }
+
+    /// Count one frame of a budgeted kind; `Err` past the budget.
+    fn count(&mut self, flood: Flood, now: Instant) -> Result<(), ConnError> {
+        let (slot, budget) = match flood {
+            Flood::Ping => (0, self.settings.control_frames),
+            Flood::Settings => (1, self.settings.control_frames),
+            Flood::Priority => (2, self.settings.control_frames),
+            Flood::EmptyData => (3, self.settings.control_frames),
+            Flood::Resets => (
+                4,
+                (self.settings.max_concurrent_streams as usize + self.settings.max_pending_resets)
+                    .try_into()
+                    .unwrap_or(u32::MAX),
+            ),
+            Flood::ErrorResets => unreachable!("counted per connection"),
+        };
+        let start = *self.window_start.get_or_insert(now);
+        if now.duration_since(start) >= self.settings.flood_window {
+            self.window_start = Some(now);
+            self.counts = [0; 5];
+        }
+        self.counts[slot] += 1;
+        if self.counts[slot] > budget {
+            return Err(conn_err(Reason::ENHANCE_YOUR_CALM, flood_name(flood)));
+        }
+        Ok(())
+    }
+
+    fn stream_index(&self, id: u32) -> Option<usize> {
+        self.streams.iter().position(|s| s.id == id)
+    }
+
+    /// Whether a stream id below `last_stream` and not open was closed after being opened,
+    /// and if so whether we reset it.
+    fn closed_state(&self, id: u32) -> Option<bool> {
+        self.closed
+            .iter()
+            .find(|(c, _)| *c == id)
+            .map(|&(_, by_us)| by_us)
+    }
+
+    fn remember_closed(&mut self, id: u32, by_us: bool) {
+        if self.closed.len() == CLOSED_MEMORY {
+            self.closed.pop_front();
+        }
+        self.closed.push_back((id, by_us));
+    }
+
+    /// Remove stream `index`, waking whoever waits on it.
+    fn close_stream(&mut self, index: usize, by_us: bool) {
+        let mut stream = self.streams.swap_remove(index);
+        stream.wake();
+        self.remember_closed(stream.id, by_us);
+    }
+
+    /// §5.4.2: reset a stream for the client's error. Too many of them end the connection.
+    fn stream_error(&mut self, id: u32, reason: Reason) -> Result<(), ConnError> {
+        frame::put_rst_stream(&mut self.out, id, reason);
+        if let Some(i) = self.stream_index(id) {
+            self.close_stream(i, true);
+        } else if self.closed_state(id).is_none() {
+            self.remember_closed(id, true);
+        }
+        self.error_resets += 1;
+        if self.error_resets > self.settings.max_error_resets {
+            return Err(conn_err(
+                Reason::ENHANCE_YOUR_CALM,
+                flood_name(Flood::ErrorResets),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Payload of a padded frame without its padding (§6.1, §6.2).
+    fn unpad(flags: u8, mut payload: BytesMut) -> Result<BytesMut, ConnError> {
+        if flags & frame::PADDED == 0 {
+            return Ok(payload);
+        }
+        if payload.is_empty() {
+            return Err(conn_err(
+                Reason::FRAME_SIZE_ERROR,
+                "padded frame without pad length",
+            ));
+        }
+        let pad = usize::from(payload[0]);
+        payload.advance(1);
+        // "If the length of the padding is the length of the frame payload or greater, the
+        // recipient MUST treat this as a connection error of type PROTOCOL_ERROR."
+        if pad > payload.len() {
+            return Err(conn_err(
+                Reason::PROTOCOL_ERROR,
+                "padding longer than the payload",
+            ));
+        }
+        payload.truncate(payload.len() - pad);
+        Ok(payload)
+    }
+
+    fn data(&mut self, h: Header, payload: BytesMut, now: Instant) -> Result<(), ConnError> {
+        if h.stream == 0 {
+            return Err(conn_err(Reason::PROTOCOL_ERROR, "DATA on stream 0"));
+        }
+        if h.stream > self.last_stream {
+            return Err(conn_err(Reason::PROTOCOL_ERROR, "DATA on an idle stream"));
+        }
+        // §6.9.1: the whole payload, padding included, counts against both windows.
+        let flow_len = h.len as i64;
+        if flow_len > self.recv_window {
+            return Err(conn_err(
+                Reason::FLOW_CONTROL_ERROR,
+                "DATA beyond the connection window",
+            ));
+        }
+        self.recv_window -= flow_len;
+        let end_stream = h.flags & frame::END_STREAM != 0;
+        let data = Self::unpad(h.flags, payload)?;
+        if data.is_empty() && !end_stream {
+            self.count(Flood::EmptyData, now)?;
+        }
+        let padding = h.len - data.len();
+        let Some(i) = self.stream_index(h.stream) else {
+            // Closed: the octets are ours to give back to the connection window.
+            self.release_connection(h.len);
+            if self.closed_state(h.stream) == Some(true) {
+                // §5.1: frames arriving after we sent RST_STREAM are ignored.
+                return Ok(());
+            }
+            // §5.1 "half-closed (remote)" / "closed": STREAM_CLOSED.
+            return self.stream_error(h.stream, Reason::STREAM_CLOSED);
+        };
+        let stream = &mut self.streams[i];
+        if stream.recv_closed {
+            self.release_connection(h.len);
+            return self.stream_error(h.stream, Reason::STREAM_CLOSED);
+        }
+        if flow_len > stream.recv_window {
+            self.release_connection(h.len);
+            return self.stream_error(h.stream, Reason::FLOW_CONTROL_ERROR);
+        }
+        stream.recv_window -= flow_len;
+        stream.received += data.len() as u64;
+        // §8.1.1: a content-length that does not match the DATA makes the request malformed.
+        if let Some(cl) = stream.content_length
+            && (stream.received > cl || (end_stream && stream.received != cl))
+        {
+            self.release_connection(h.len);
+            return self.stream_error(h.stream, Reason::PROTOCOL_ERROR);
+        }
+        if !data.is_empty() {
+            stream.recv.push_back(Recv::Data(data.freeze()));
+        }
+        if end_stream {
+            stream.recv_closed = true;
+        }
+        if let Some(w) = stream.reader.take() {
+            w.wake();
+        }
+        if padding > 0 {
+            self.release(h.stream, padding);
+        }
+        if end_stream && self.streams[i].finished() {
+            self.close_stream(i, false);
+        }
+        Ok(())
+    }
+
+    fn headers(&mut self, h: Header, payload: BytesMut) -> Result<(), ConnError> {
+        if h.stream == 0 {
+            return Err(conn_err(Reason::PROTOCOL_ERROR, "HEADERS on stream 0"));
+        }
+        let mut fragment = Self::unpad(h.flags, payload)?;
+        let mut self_dependent = false;
+        if h.flags & frame::PRIORITY_FLAG != 0 {
+            if fragment.len() < 5 {
+                return Err(conn_err(
+                    Reason::FRAME_SIZE_ERROR,
+                    "HEADERS priority truncated",
+                ));
+            }
+            let dep = u32::from_be_bytes([fragment[0], fragment[1], fragment[2], fragment[3]])
+                & 0x7fff_ffff;
+            self_dependent = dep == h.stream;
+            fragment.advance(5);
+        }
+        let end_stream = h.flags & frame::END_STREAM != 0;
+        let purpose = if let Some(i) = self.stream_index(h.stream) {
+            let stream = &self.streams[i];
+            if stream.recv_closed {
+                // §5.1 "half-closed (remote)": STREAM_CLOSED.
+                Purpose::Discard(Some(Reason::STREAM_CLOSED))
+            } else if !end_stream || stream.trailers_seen {
+                // §8.1: a second HEADERS is a trailer section, which ends the stream.
+                Purpose::Discard(Some(Reason::PROTOCOL_ERROR))
+            } else {
+                Purpose::Trailers
+            }
+        } else if h.stream <= self.last_stream {
+            match self.closed_state(h.stream) {
+                Some(true) => Purpose::Discard(None),
+                Some(false) => Purpose::Discard(Some(Reason::STREAM_CLOSED)),
+                // §5.1.1: "The identifier of a newly established stream MUST be numerically
+                // greater than all streams that the initiating endpoint has opened".
+                None => {
+                    return Err(conn_err(
+                        Reason::PROTOCOL_ERROR,
+                        "stream id lower than one already opened",
+                    ));
+                }
+            }
+        } else if h.stream % 2 == 0 {
+            return Err(conn_err(
+                Reason::PROTOCOL_ERROR,
+                "even stream id from the client",
+            ));
+        } else {
+            self.last_stream = h.stream;
+            if self.goaway_last.is_some_and(|last| h.stream > last) {
+                // After the final GOAWAY new streams are ignored (§6.8).
+                Purpose::Discard(None)
+            } else if self_dependent {
+                // §5.3.1: "A stream cannot depend on itself."
+                Purpose::Discard(Some(Reason::PROTOCOL_ERROR))
+            } else if self.streams.len() >= self.settings.max_concurrent_streams as usize {
+                // §5.1.2: REFUSED_STREAM, so the client may retry it.
+                Purpose::Discard(Some(Reason::REFUSED_STREAM))
+            } else {
+                Purpose::Request
+            }
+        };
+        let block = Block {
+            stream: h.stream,
+            end_stream,
+            buf: fragment.to_vec(),
+            purpose,
+        };
+        if h.flags & frame::END_HEADERS != 0 {
+            self.block_done(block)
+        } else {
+            self.block = Some(block);
+            Ok(())
+        }
+    }
+
+    fn continuation(&mut self, h: Header, payload: BytesMut) -> Result<(), ConnError> {
+        let Some(block) = &mut self.block else {
+            if h.stream == 0 || h.stream > self.last_stream {
+                return Err(conn_err(
+                    Reason::PROTOCOL_ERROR,
+                    "CONTINUATION on an idle stream",
+                ));
+            }
+            return Err(conn_err(
+                Reason::PROTOCOL_ERROR,
+                "CONTINUATION without HEADERS",
+            ));
+        };
+        block.buf.extend_from_slice(&payload);
+        // An endless block (CONTINUATION flood) would be buffered without limit.
+        if block.buf.len() > self.settings.max_header_list_size as usize + frame::MIN_MAX_FRAME {
+            return Err(conn_err(
+                Reason::ENHANCE_YOUR_CALM,
+                "header block over the list size",
+            ));
+        }
+        if h.flags & frame::END_HEADERS != 0 {
+            let block = self.block.take().expect("checked above");
+            return self.block_done(block);
+        }
+        Ok(())
+    }
+
+    /// A complete header block: decode it (always, so the table stays in step) and act.
+    fn block_done(&mut self, block: Block) -> Result<(), ConnError> {
+        let id = block.stream;
+        match block.purpose {
+            Purpose::Discard(reset) => {
+                self.decoder
+                    .decode(&block.buf, |_, _| {})
+                    .map_err(compression)?;
+                match reset {
+                    Some(reason) => self.stream_error(id, reason),
+                    None => Ok(()),
+                }
+            }
+            Purpose::Trailers => {
+                let mut fields = Fields::new(false, self.settings.max_header_list_size);
+                self.decoder
+                    .decode(&block.buf, |n, v| fields.field(n, v))
+                    .map_err(compression)?;
+                if fields.malformed || fields.too_large {
+                    return self.stream_error(id, Reason::PROTOCOL_ERROR);
+                }
+                let i = self
+                    .stream_index(id)
+                    .expect("trailers only for open streams");
+                let stream = &mut self.streams[i];
+                if stream
+                    .content_length
+                    .is_some_and(|cl| cl != stream.received)
+                {
+                    return self.stream_error(id, Reason::PROTOCOL_ERROR);
+                }
+                stream.trailers_seen = true;
+                stream.recv_closed = true;
+                stream.recv.push_back(Recv::Trailers(fields.headers));
+                if let Some(w) = stream.reader.take() {
+                    w.wake();
+                }
+                if self.streams[i].finished() {
+                    self.close_stream(i, false);
+                }
+                Ok(())
+            }
+            Purpose::Request => {
+                let mut fields = Fields::new(true, self.settings.max_header_list_size);
+                self.decoder
+                    .decode(&block.buf, |n, v| fields.field(n, v))
+                    .map_err(compression)?;
+                let mut stream =
+                    Stream::new(id, i64::from(self.settings.stream_window), self.peer_window);
+                if fields.too_large {
+                    // §10.5.1: answered 431; the stream is served like any other.
+                    stream.recv_closed = block.end_stream;
+                    self.streams.push(stream);
+                    self.events.push_back(Event::TooLarge { id });
+                    return Ok(());
+                }
+                let Some((head, content_length)) = fields.into_request() else {
+                    return self.stream_error(id, Reason::PROTOCOL_ERROR);
+                };
+                if block.end_stream && content_length.is_some_and(|cl| cl != 0) {
+                    return self.stream_error(id, Reason::PROTOCOL_ERROR);
+                }
+                stream.content_length = content_length;
+                stream.recv_closed = block.end_stream;
+                self.streams.push(stream);
+                self.events.push_back(Event::Request {
+                    id,
+                    head,
+                    end_stream: block.end_stream,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn priority(&mut self, h: Header, payload: &[u8], now: Instant) -> Result<(), ConnError> {
+        if h.stream == 0 {
+            return Err(conn_err(Reason::PROTOCOL_ERROR, "PRIORITY on stream 0"));
+        }
+        self.count(Flood::Priority, now)?;
+        if payload.len() != 5 {
+            // §6.3: "A PRIORITY frame with a length other than 5 octets MUST be treated as a
+            // stream error of type FRAME_SIZE_ERROR."
+            return self.stream_error(h.stream, Reason::FRAME_SIZE_ERROR);
+        }
+        let dep =
+            u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff;
+        if dep == h.stream {
+            return self.stream_error(h.stream, Reason::PROTOCOL_ERROR);
+        }
+        // Priorities are advisory (§5.3, deprecated by RFC 9113); we serve in arrival order.
+        Ok(())
+    }
+
+    fn rst_stream(&mut self, h: Header, payload: &[u8], now: Instant) -> Result<(), ConnError> {
+        if h.stream == 0 {
+            return Err(conn_err(Reason::PROTOCOL_ERROR, "RST_STREAM on stream 0"));
+        }
+        if payload.len() != 4 {
+            return Err(conn_err(
+                Reason::FRAME_SIZE_ERROR,
+                "RST_STREAM length not 4",
+            ));
+        }
+        if h.stream > self.last_stream {
+            return Err(conn_err(
+                Reason::PROTOCOL_ERROR,
+                "RST_STREAM on an idle stream",
+            ));
+        }
+        if let Some(i) = self.stream_index(h.stream) {
+            // A stream reset before we answered it cost us work for nothing (CVE-2023-44487).
+            let unanswered = self.streams[i].send == SendState::Idle;
+            let stream = &mut self.streams[i];
+            self.unreleased = self.unreleased.saturating_add(stream.unreleased);
+            for item in &stream.recv {
+                if let Recv::Data(d) = item {
+                    self.unreleased = self.unreleased.saturating_add(d.len() as u32);
+                }
+            }
+            // §5.1: frames after the client's RST_STREAM are STREAM_CLOSED errors.
+            self.close_stream(i, false);
+            self.flush_connection_window();
+            if unanswered {
+                self.count(Flood::Resets, now)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn settings(&mut self, h: Header, payload: &[u8], now: Instant) -> Result<(), ConnError> {
+        if h.stream != 0 {
+            return Err(conn_err(Reason::PROTOCOL_ERROR, "SETTINGS on a stream"));
+        }
+        if h.flags & frame::ACK != 0 {
+            if !payload.is_empty() {
+                return Err(conn_err(
+                    Reason::FRAME_SIZE_ERROR,
+                    "SETTINGS ACK with a payload",
+                ));
+            }
+            return Ok(());
+        }
+        if payload.len() % 6 != 0 {
+            return Err(conn_err(
+                Reason::FRAME_SIZE_ERROR,
+                "SETTINGS length not a multiple of 6",
+            ));
+        }
+        self.count(Flood::Settings, now)?;
+        for pair in payload.chunks_exact(6) {
+            let id = u16::from_be_bytes([pair[0], pair[1]]);
+            let value = u32::from_be_bytes([pair[2], pair[3], pair[4], pair[5]]);
+            match id {
+                frame::SETTINGS_HEADER_TABLE_SIZE => self.encoder.set_max_table_size(value),
+                frame::SETTINGS_ENABLE_PUSH if value > 1 => {
+                    return Err(conn_err(
+                        Reason::PROTOCOL_ERROR,
+                        "SETTINGS_ENABLE_PUSH above 1",
+                    ));
+                }
+                frame::SETTINGS_INITIAL_WINDOW_SIZE => {
+                    let value = i64::from(value);
+                    if value > frame::MAX_WINDOW {
+                        return Err(conn_err(
+                            Reason::FLOW_CONTROL_ERROR,
+                            "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1",
+                        ));
+                    }
+                    // §6.9.2: the change applies to every open stream's window.
+                    let delta = value - self.peer_window;
+                    self.peer_window = value;
+                    for stream in &mut self.streams {
+                        stream.send_window += delta;
+                        if stream.send_window > frame::MAX_WINDOW {
+                            return Err(conn_err(
+                                Reason::FLOW_CONTROL_ERROR,
+                                "SETTINGS_INITIAL_WINDOW_SIZE overflows a window",
+                            ));
+                        }
+                    }
+                    if delta > 0 {
+                        self.window_opened();
+                    }
+                }
+                frame::SETTINGS_MAX_FRAME_SIZE => {
+                    if !(frame::MIN_MAX_FRAME as u32..1 << 24).contains(&value) {
+                        return Err(conn_err(
+                            Reason::PROTOCOL_ERROR,
+                            "SETTINGS_MAX_FRAME_SIZE out of range",
+                        ));
+                    }
+                    self.peer_max_frame = value as usize;
+                }
+                _ => {}
+            }
+        }
+        frame::put_settings_ack(&mut self.out);
+        Ok(())
+    }
+
+    fn ping(&mut self, h: Header, payload: &[u8], now: Instant) -> Result<(), ConnError> {
+        if h.stream != 0 {
+            return Err(conn_err(Reason::PROTOCOL_ERROR, "PING on a stream"));
+        }
+        let Ok(data) = <[u8; 8]>::try_from(payload) else {
+            return Err(conn_err(Reason::FRAME_SIZE_ERROR, "PING length not 8"));
+        };
+        if h.flags & frame::ACK != 0 {
+            if data == SHUTDOWN_PING && self.shutdown_started && self.goaway_last.is_none() {
+                frame::put_goaway(&mut self.out, self.last_stream, Reason::NO_ERROR);
+                self.goaway_last = Some(self.last_stream);
+            }
+            return Ok(());
+        }
+        self.count(Flood::Ping, now)?;
+        frame::put_ping(&mut self.out, data, true);
+        Ok(())
+    }
+
+    fn window_update(&mut self, h: Header, payload: &[u8]) -> Result<(), ConnError> {
+        let Ok(bytes) = <[u8; 4]>::try_from(payload) else {
+            return Err(conn_err(
+                Reason::FRAME_SIZE_ERROR,
+                "WINDOW_UPDATE length not 4",
+            ));
+        };
+        let increment = i64::from(u32::from_be_bytes(bytes) & 0x7fff_ffff);
+        if h.stream == 0 {
+            if increment == 0 {
+                return Err(conn_err(
+                    Reason::PROTOCOL_ERROR,
+                    "WINDOW_UPDATE of 0 on the connection",
+                ));
+            }
+            self.send_window += increment;
+            if self.send_window > frame::MAX_WINDOW {
+                return Err(conn_err(
+                    Reason::FLOW_CONTROL_ERROR,
+                    "connection window above 2^31-1",
+                ));
+            }
+            self.window_opened();
+            return Ok(());
+        }
+        if h.stream > self.last_stream {
+            return Err(conn_err(
+                Reason::PROTOCOL_ERROR,
+                "WINDOW_UPDATE on an idle stream",
+            ));
+        }
+        let Some(i) = self.stream_index(h.stream) else {
+            // Closed streams may still see updates in flight (§6.9).
+            return Ok(());
+        };
+        if increment == 0 {
+            return self.stream_error(h.stream, Reason::PROTOCOL_ERROR);
+        }
+        let stream = &mut self.streams[i];
+        stream.send_window += increment;
+        if stream.send_window > frame::MAX_WINDOW {
+            return self.stream_error(h.stream, Reason::FLOW_CONTROL_ERROR);
+        }
+        if !stream.queue.is_empty() {
+            self.data_queued = true;
+        }
+        Ok(())
+    }
+
+    fn window_opened(&mut self) {
+        if self.streams.iter().any(|s| !s.queue.is_empty()) {
+            self.data_queued = true;
+        }
+    }
+
+    /// Give `n` octets of the connection window back (data the reader will never see).
+    fn release_connection(&mut self, n: usize) {
+        self.unreleased = self.unreleased.saturating_add(n as u32);
+        self.flush_connection_window();
+    }
+
+    fn flush_connection_window(&mut self) {
+        if self.unreleased >= self.settings.connection_window / 2 && self.unreleased > 0 {
+            frame::put_window_update(&mut self.out, 0, self.unreleased);
+            self.recv_window += i64::from(self.unreleased);
+            self.unreleased = 0;
+        }
+    }
+
+    /// The reader of stream `id` consumed `n` octets: both windows open again, in steps of
+    /// half a window so WINDOW_UPDATE frames stay few.
+    fn release(&mut self, id: u32, n: usize) {
+        self.unreleased = self.unreleased.saturating_add(n as u32);
+        self.flush_connection_window();
+        let half = self.settings.stream_window / 2;
+        if let Some(i) = self.stream_index(id) {
+            let stream = &mut self.streams[i];
+            stream.unreleased = stream.unreleased.saturating_add(n as u32);
+            if !stream.recv_closed && stream.unreleased >= half && stream.unreleased > 0 {
+                frame::put_window_update(&mut self.out, id, stream.unreleased);
+                stream.recv_window += i64::from(stream.unreleased);
+                stream.unreleased = 0;
+            }
+        }
+    }
+
+    /// The next piece of stream `id`'s request body: data, then trailers if any, then `None`.
+    /// `Err` when the stream was reset (by either side) or the connection ended.
+    pub fn poll_recv(
+        &mut self,
+        id: u32,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Recv, Reason>>> {
+        let Some(i) = self.stream_index(id) else {
+            return Poll::Ready(Some(Err(self.gone_reason())));
+        };
+        let stream = &mut self.streams[i];
+        match stream.recv.pop_front() {
+            Some(Recv::Data(data)) => {
+                let n = data.len();
+                self.release(id, n);
+                self.wake_driver();
+                Poll::Ready(Some(Ok(Recv::Data(data))))
+            }
+            Some(trailers) => Poll::Ready(Some(Ok(trailers))),
+            None if stream.recv_closed => Poll::Ready(None),
+            None => {
+                stream.reader = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Whether the request body of `id` has been received to its end.
+    pub fn recv_finished(&self, id: u32) -> bool {
+        self.stream_index(id)
+            .is_none_or(|i| self.streams[i].recv_closed && self.streams[i].recv.is_empty())
+    }
+
+    fn gone_reason(&self) -> Reason {
+        match self.ended {
+            Some(Ended::Error(reason)) => reason,
+            _ => Reason::CANCEL,
+        }
+    }
+
+    // ---- writing ------------------------------------------------------------------------
+
+    /// Send an interim (1xx) response head on `id`.
+    pub fn send_informational(&mut self, id: u32, status: u16) -> Result<(), Reason> {
+        self.head_block(id, status, &HeaderMap::new(), false, true)
+    }
+
+    /// Send the response head of `id`; `end_stream` when no body follows.
+    pub fn send_head(
+        &mut self,
+        id: u32,
+        status: u16,
+        headers: &HeaderMap,
+        end_stream: bool,
+    ) -> Result<(), Reason> {
+        self.head_block(id, status, headers, end_stream, false)
+    }
+
+    fn head_block(
+        &mut self,
+        id: u32,
+        status: u16,
+        headers: &HeaderMap,
+        end_stream: bool,
+        interim: bool,
+    ) -> Result<(), Reason> {
+        let Some(i) = self.stream_index(id) else {
+            return Err(self.gone_reason());
+        };
+        if self.streams[i].send != SendState::Idle {
+            return Err(Reason::INTERNAL_ERROR);
+        }
+        // Header blocks are encoded in the order they are written: the client's decoder
+        // applies them in that order.
+        let mut block = BytesMut::with_capacity(128);
+        self.encoder.begin(&mut block);
+        self.encoder.status(status, &mut block);
+        for (name, value) in headers {
+            self.encoder
+                .field(name.as_str(), value.as_bytes(), &mut block);
+        }
+        frame::put_header_block(&mut self.out, id, &block, end_stream, self.peer_max_frame);
+        if !interim {
+            self.streams[i].send = if end_stream {
+                SendState::Done
+            } else {
+                SendState::Open
+            };
+        }
+        if end_stream {
+            self.after_send_done(i);
+        }
+        self.wake_driver();
+        Ok(())
+    }
+
+    /// Queue body bytes of `id` (`end` with the last). The writer should wait for
+    /// [`Conn::poll_send_room`] between chunks: this call itself never refuses for room.
+    pub fn send_data(&mut self, id: u32, data: Bytes, end: bool) -> Result<(), Reason> {
+        let Some(i) = self.stream_index(id) else {
+            return Err(self.gone_reason());
+        };
+        let stream = &mut self.streams[i];
+        if stream.send != SendState::Open {
+            return Err(Reason::INTERNAL_ERROR);
+        }
+        stream.queued += data.len();
+        stream.queue.push_back(Out::Data(data, end));
+        if end {
+            stream.send = SendState::Done;
+        }
+        self.data_queued = true;
+        self.wake_driver();
+        Ok(())
+    }
+
+    /// Queue the trailer section of `id`, which ends it.
+    pub fn send_trailers(&mut self, id: u32, trailers: HeaderMap) -> Result<(), Reason> {
+        let Some(i) = self.stream_index(id) else {
+            return Err(self.gone_reason());
+        };
+        let stream = &mut self.streams[i];
+        if stream.send != SendState::Open {
+            return Err(Reason::INTERNAL_ERROR);
+        }
+        stream.queue.push_back(Out::Trailers(trailers));
+        stream.send = SendState::Done;
+        self.data_queued = true;
+        self.wake_driver();
+        Ok(())
+    }
+
+    /// Ready when stream `id` has fewer than `send_buffer` octets queued; `Err` when it is
+    /// gone.
+    pub fn poll_send_room(&mut self, id: u32, cx: &mut Context<'_>) -> Poll<Result<(), Reason>> {
+        let Some(i) = self.stream_index(id) else {
+            return Poll::Ready(Err(self.gone_reason()));
+        };
+        let limit = self.settings.send_buffer;
+        let stream = &mut self.streams[i];
+        if stream.queued < limit {
+            return Poll::Ready(Ok(()));
+        }
+        stream.writer = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// The stream's handler is done with it. A response left incomplete is reset (CANCEL);
+    /// a complete one whose request is still arriving is followed by RST_STREAM(NO_ERROR)
+    /// (§8.1: "a server MAY request that the client abort transmission of a request without
+    /// error by sending a RST_STREAM with an error code of NO_ERROR after sending a complete
+    /// response").
+    pub fn finish(&mut self, id: u32) {
+        let Some(i) = self.stream_index(id) else {
+            return;
+        };
+        let stream = &mut self.streams[i];
+        stream.reader = None;
+        stream.writer = None;
+        if stream.send != SendState::Done {
+            self.reset(id, Reason::CANCEL);
+            return;
+        }
+        if !stream.recv_closed {
+            if stream.queue.is_empty() {
+                self.reset(id, Reason::NO_ERROR);
+            } else {
+                stream.reset_after_send = Some(Reason::NO_ERROR);
+            }
+        }
+    }
+
+    /// Reset stream `id` now.
+    pub fn reset(&mut self, id: u32, reason: Reason) {
+        if let Some(i) = self.stream_index(id) {
+            frame::put_rst_stream(&mut self.out, id, reason);
+            let stream = &self.streams[i];
+            let mut give_back = stream.unreleased as usize;
+            for item in &stream.recv {
+                if let Recv::Data(d) = item {
+                    give_back += d.len();
+                }
+            }
+            self.close_stream(i, true);
+            self.release_connection(give_back);
+            self.wake_driver();
+        }
+    }
+
+    fn after_send_done(&mut self, i: usize) {
+        let stream = &self.streams[i];
+        if stream.queue.is_empty() {
+            if stream.finished() {
+                self.close_stream(i, false);
+            } else if let Some(reason) = stream.reset_after_send {
+                let id = stream.id;
+                self.reset(id, reason);
+            }
+        }
+    }
+
+    /// Frame queued DATA and trailers into `out`, as the windows allow, until `out` holds
+    /// `limit` octets. Streams take turns one frame at a time.
+    pub fn write_data(&mut self, limit: usize) {
+        if !self.data_queued {
+            return;
+        }
+        let max_frame = self.peer_max_frame;
+        loop {
+            let mut progress = false;
+            let mut i = 0;
+            while i < self.streams.len() {
+                if self.out.len() >= limit {
+                    return;
+                }
+                let stream = &mut self.streams[i];
+                let id = stream.id;
+                let Some(front) = stream.queue.front_mut() else {
+                    i += 1;
+                    continue;
+                };
+                match front {
+                    Out::Trailers(_) => {
+                        let Some(Out::Trailers(trailers)) = stream.queue.pop_front() else {
+                            unreachable!()
+                        };
+                        let mut block = BytesMut::with_capacity(64);
+                        self.encoder.begin(&mut block);
+                        for (name, value) in &trailers {
+                            self.encoder
+                                .field(name.as_str(), value.as_bytes(), &mut block);
+                        }
+                        frame::put_header_block(&mut self.out, id, &block, true, max_frame);
+                        progress = true;
+                    }
+                    Out::Data(data, end) => {
+                        let window = stream.send_window.min(self.send_window).max(0) as usize;
+                        let n = data.len().min(max_frame).min(window);
+                        if n == 0 && !data.is_empty() {
+                            i += 1;
+                            continue;
+                        }
+                        let last = n == data.len();
+                        let flags = if last && *end { frame::END_STREAM } else { 0 };
+                        frame::put_header(&mut self.out, n, frame::DATA, flags, id);
+                        self.out.extend_from_slice(&data[..n]);
+                        data.advance(n);
+                        stream.send_window -= n as i64;
+                        self.send_window -= n as i64;
+                        stream.queued -= n;
+                        if last {
+                            stream.queue.pop_front();
+                        }
+                        if stream.queued < self.settings.send_buffer
+                            && let Some(w) = stream.writer.take()
+                        {
+                            w.wake();
+                        }
+                        progress = true;
+                    }
+                }
+                if self.streams[i].queue.is_empty() && self.streams[i].send == SendState::Done {
+                    let before = self.streams.len();
+                    self.after_send_done(i);
+                    if self.streams.len() < before {
+                        // swap_remove moved another stream here.
+                        continue;
+                    }
+                }
+                i += 1;
+            }
+            if !progress {
+                break;
+            }
+        }
+        self.data_queued = self.streams.iter().any(|s| match s.queue.front() {
+            Some(Out::Data(d, _)) => d.is_empty() || (s.send_window > 0 && self.send_window > 0),
+            Some(Out::Trailers(_)) => true,
+            None => false,
+        });
+    }
+}
+
+fn flood_name(flood: Flood) -> &'static str {
+    match flood {
+        Flood::Ping => "PING flood",
+        Flood::Settings => "SETTINGS flood",
+        Flood::Priority => "PRIORITY flood",
+        Flood::EmptyData => "empty DATA flood",
+        Flood::Resets => "streams reset before they were answered (rapid reset)",
+        Flood::ErrorResets => "too many streams reset for errors",
+    }
+}
+
+fn compression(e: HpackError) -> ConnError {
+    let _ = e;
+    // RFC 9113 §4.3: "A decoding error in a field block MUST be treated as a connection error
+    // of type COMPRESSION_ERROR."
+    conn_err(Reason::COMPRESSION_ERROR, "header block does not decode")
+}
+
+/// The fields of one header block, checked as they are decoded (RFC 9113 §8.2, §8.3).
+struct Fields {
+    request: bool,
+    method: Option<Method>,
+    scheme: Option<Bytes>,
+    authority: Option<Bytes>,
+    path: Option<Bytes>,
+    headers: HeaderMap,
+    content_length: Option<u64>,
+    regular_seen: bool,
+    malformed: bool,
+    too_large: bool,
+    size: usize,
+    limit: usize,
+}
+
+impl Fields {
+    fn new(request: bool, limit: u32) -> Fields {
+        Fields {
+            request,
+            method: None,
+            scheme: None,
+            authority: None,
+            path: None,
+            headers: HeaderMap::new(),
+            content_length: None,
+            regular_seen: false,
+            malformed: false,
+            too_large: false,
+            size: 0,
+            limit: limit as usize,
+        }
+    }
+
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        self.size += name.len() + value.len() + 32;
+        if self.size > self.limit {
+            self.too_large = true;
+        }
+        if self.malformed || self.too_large {
+            return;
+        }
+        // §8.2.1: "A field value MUST NOT contain the zero value (ASCII NUL, 0x00), line feed
+        // (ASCII LF, 0x0a), or carriage return (ASCII CR, 0x0d) at any position. A field value
+        // MUST NOT start or end with an ASCII whitespace character".
+        if value
+            .first()
+            .into_iter()
+            .chain(value.last())
+            .any(|&b| b == b' ' || b == b'\t')
+        {
+            self.malformed = true;
+            return;
+        }
+        if let Some(pseudo) = name.strip_prefix(b":") {
+            // §8.3: pseudo-header fields come first, only in requests (not trailers), each
+            // once, and only the defined ones.
+            if !self.request || self.regular_seen {
+                self.malformed = true;
+                return;
+            }
+            if value.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n') {
+                self.malformed = true;
+                return;
+            }
+            let slot = match pseudo {
+                b"method" => {
+                    if self.method.is_some() {
+                        self.malformed = true;
+                        return;
+                    }
+                    match Method::from_bytes(value) {
+                        Ok(m) => self.method = Some(m),
+                        Err(_) => self.malformed = true,
+                    }
+                    return;
+                }
+                b"scheme" => &mut self.scheme,
+                b"authority" => &mut self.authority,
+                b"path" => &mut self.path,
+                _ => {
+                    self.malformed = true;
+                    return;
+                }
+            };
+            if slot.is_some() {
+                self.malformed = true;
+                return;
+            }
+            *slot = Some(Bytes::copy_from_slice(value));
+            return;
+        }
+        self.regular_seen = true;
+        // §8.2: "A field name MUST NOT contain characters in the ranges 0x00-0x20, 0x41-0x5a,
+        // or 0x7f-0xff (all ranges inclusive)."
+        if name.is_empty()
+            || name
+                .iter()
+                .any(|&b| b <= 0x20 || b.is_ascii_uppercase() || b >= 0x7f)
+        {
+            self.malformed = true;
+            return;
+        }
+        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+        else {
+            self.malformed = true;
+            return;
+        };
+        // §8.2.2: connection-specific fields make the message malformed; TE may only say
+        // "trailers".
+        if name == header::CONNECTION
+            || name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == "keep-alive"
+            || name == "proxy-connection"
+            || (name == header::TE && value != "trailers")
+        {
+            self.malformed = true;
+            return;
+        }
+        if self.request && name == header::CONTENT_LENGTH {
+            let parsed = value
+                .to_str()
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok());
+            match (parsed, self.content_length) {
+                (Some(n), None) => self.content_length = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                _ => {
+                    self.malformed = true;
+                    return;
+                }
+            }
+        }
+        self.headers.append(name, value);
+    }
+
+    /// The request head, or `None` when the request is malformed (§8.3.1).
+    fn into_request(self) -> Option<(http::request::Parts, Option<u64>)> {
+        if self.malformed {
+            return None;
+        }
+        let method = self.method?;
+        let uri = if method == Method::CONNECT {
+            // §8.5: CONNECT names only the authority.
+            if self.scheme.is_some() || self.path.is_some() {
+                return None;
+            }
+            let authority = http::uri::Authority::from_maybe_shared(self.authority?).ok()?;
+            Uri::builder().authority(authority).build().ok()?
+        } else {
+            let (scheme, path) = (self.scheme?, self.path?);
+            // §8.3.1: ":path [...] MUST NOT be empty for "http" or "https" URIs".
+            if path.is_empty() {
+                return None;
+            }
+            let path = http::uri::PathAndQuery::from_maybe_shared(path).ok()?;
+            match self.authority {
+                Some(authority) => Uri::builder()
+                    .scheme(&scheme[..])
+                    .authority(http::uri::Authority::from_maybe_shared(authority).ok()?)
+                    .path_and_query(path)
+                    .build()
+                    .ok()?,
+                // Without :authority the target is origin-form; `Host` names the authority.
+                None => Uri::from(path),
+            }
+        };
+        let mut request = Request::new(());
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = Version::HTTP_2;
+        *request.headers_mut() = self.headers;
+        Some((request.into_parts().0, self.content_length))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The connection against frames written by hand, as a client would send them.
+
+    use super::*;
+    use crate::h2::frame::{put_header, put_settings};
+    use bytes::BufMut;
+
+    /// A header block of literal fields without indexing and with literal names.
+    fn block(fields: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, value) in fields {
+            out.push(0x00);
+            out.push(name.len() as u8);
+            out.extend_from_slice(name.as_bytes());
+            out.push(value.len() as u8);
+            out.extend_from_slice(value.as_bytes());
+        }
+        out
+    }
+
+    fn get(path: &str) -> Vec<u8> {
+        block(&[
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":authority", "localhost"),
+            (":path", path),
+        ])
+    }
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> BytesMut {
+        let mut out = BytesMut::new();
+        put_header(&mut out, payload.len(), kind, flags, stream);
+        out.put_slice(payload);
+        out
+    }
+
+    fn headers(stream: u32, block: &[u8], end_stream: bool) -> BytesMut {
+        let flags = frame::END_HEADERS | if end_stream { frame::END_STREAM } else { 0 };
+        frame(frame::HEADERS, flags, stream, block)
+    }
+
+    /// A connection past the preface and the client's SETTINGS, with our own frames taken.
+    fn open(settings: Settings) -> Conn {
+        let mut conn = Conn::new(settings);
+        let mut input = BytesMut::from(&frame::PREFACE[..]);
+        put_settings(&mut input, &[]);
+        feed(&mut conn, input).expect("handshake");
+        assert!(conn.handshaken());
+        conn.out.clear();
+        conn
+    }
+
+    fn feed(conn: &mut Conn, bytes: BytesMut) -> Result<(), ConnError> {
+        let mut buf = bytes;
+        conn.recv(&mut buf, Instant::now())
+    }
+
+    /// The frames in `out`: (type, flags, stream, payload).
+    fn frames(out: &mut BytesMut) -> Vec<(u8, u8, u32, Vec<u8>)> {
+        let mut all = Vec::new();
+        while out.len() >= frame::HEADER_LEN {
+            let h = Header::parse(out[..frame::HEADER_LEN].try_into().unwrap());
+            let payload = out[frame::HEADER_LEN..frame::HEADER_LEN + h.len].to_vec();
+            out.advance(frame::HEADER_LEN + h.len);
+            all.push((h.kind, h.flags, h.stream, payload));
+        }
+        all
+    }
+
+    fn code(payload: &[u8], at: usize) -> Reason {
+        Reason(u32::from_be_bytes(payload[at..at + 4].try_into().unwrap()))
+    }
+
+    fn goaway(conn: &mut Conn) -> Option<(u32, Reason)> {
+        frames(&mut conn.out)
+            .into_iter()
+            .find(|f| f.0 == frame::GOAWAY)
+            .map(|f| {
+                (
+                    u32::from_be_bytes(f.3[..4].try_into().unwrap()),
+                    code(&f.3, 4),
+                )
+            })
+    }
+
+    fn resets(conn: &mut Conn) -> Vec<(u32, Reason)> {
+        frames(&mut conn.out)
+            .into_iter()
+            .filter(|f| f.0 == frame::RST_STREAM)
+            .map(|f| (f.2, code(&f.3, 0)))
+            .collect()
+    }
+
+    fn request(conn: &mut Conn) -> (u32, http::request::Parts, bool) {
+        match conn.next_event() {
+            Some(Event::Request {
+                id,
+                head,
+                end_stream,
+            }) => (id, head, end_stream),
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn our_settings_come_first_and_the_clients_are_acknowledged() {
+        let mut conn = Conn::new(Settings::default());
+        let ours = frames(&mut conn.out.clone());
+        assert_eq!(ours[0].0, frame::SETTINGS);
+        assert_eq!((ours[1].0, ours[1].2), (frame::WINDOW_UPDATE, 0));
+        conn.out.clear();
+        let mut input = BytesMut::from(&frame::PREFACE[..]);
+        put_settings(&mut input, &[(frame::SETTINGS_MAX_FRAME_SIZE, 32768)]);
+        // Byte by byte: the session keeps what was not taken for the next read.
+        let mut buf = BytesMut::new();
+        for byte in input {
+            buf.put_u8(byte);
+            conn.recv(&mut buf, Instant::now()).unwrap();
+        }
+        assert!(buf.is_empty());
+        let out = frames(&mut conn.out);
+        assert_eq!(out, vec![(frame::SETTINGS, frame::ACK, 0, vec![])]);
+    }
+
+    #[test]
+    fn a_get_is_answered_with_headers_and_data() {
+        let mut conn = open(Settings::default());
+        feed(&mut conn, headers(1, &get("/a?b=c"), true)).unwrap();
+        let (id, head, end_stream) = request(&mut conn);
+        assert_eq!((id, end_stream), (1, true));
+        assert_eq!(head.method, Method::GET);
+        assert_eq!(head.uri, "http://localhost/a?b=c");
+        let mut fields = HeaderMap::new();
+        fields.insert(header::SERVER, HeaderValue::from_static("switchyard"));
+        conn.send_head(1, 200, &fields, false).unwrap();
+        conn.send_data(1, Bytes::from_static(b"hello"), true)
+            .unwrap();
+        assert!(conn.wants_write());
+        conn.write_data(1 << 20);
+        let out = frames(&mut conn.out);
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[0].0, out[0].1), (frame::HEADERS, frame::END_HEADERS));
+        assert_eq!(
+            (out[1].0, out[1].1, &out[1].3[..]),
+            (frame::DATA, frame::END_STREAM, &b"hello"[..])
+        );
+        let mut decoder = Decoder::new(4096);
+        let mut decoded = Vec::new();
+        decoder
+            .decode(&out[0].3, |n, v| decoded.push((n.to_vec(), v.to_vec())))
+            .unwrap();
+        assert_eq!(decoded[0], (b":status".to_vec(), b"200".to_vec()));
+        assert_eq!(decoded[1], (b"server".to_vec(), b"switchyard".to_vec()));
+        assert_eq!(conn.active_streams(), 0);
+    }
+
+    #[test]
+    fn data_waits_for_the_clients_window() {
+        let mut conn = open(Settings::default());
+        feed(&mut conn, headers(1, &get("/"), true)).unwrap();
+        request(&mut conn);
+        conn.send_head(1, 200, &HeaderMap::new(), false).unwrap();
+        conn.send_data(1, Bytes::from(vec![7u8; 100_000]), true)
+            .unwrap();
+        conn.write_data(1 << 20);
+        let sent: usize = frames(&mut conn.out)
+            .iter()
+            .filter(|f| f.0 == frame::DATA)
+            .map(|f| f.3.len())
+            .sum();
+        // The default windows are 65,535 octets, in frames of at most 16,384.
+        assert_eq!(sent, 65_535);
+        let mut update = BytesMut::new();
+        update.extend(frame(frame::WINDOW_UPDATE, 0, 0, &50_000u32.to_be_bytes()));
+        update.extend(frame(frame::WINDOW_UPDATE, 0, 1, &50_000u32.to_be_bytes()));
+        feed(&mut conn, update).unwrap();
+        conn.write_data(1 << 20);
+        let rest = frames(&mut conn.out);
+        let sent: usize = rest.iter().map(|f| f.3.len()).sum();
+        assert_eq!(sent, 100_000 - 65_535);
+        assert_eq!(rest.last().unwrap().1, frame::END_STREAM);
+    }
+
+    #[test]
+    fn frames_on_idle_streams_are_connection_errors() {
+        for (kind, payload) in [
+            (frame::DATA, &b"x"[..]),
+            (frame::RST_STREAM, &[0, 0, 0, 8][..]),
+            (frame::WINDOW_UPDATE, &[0, 0, 0, 1][..]),
+        ] {
+            let mut conn = open(Settings::default());
+            let e = feed(&mut conn, frame(kind, 0, 1, payload)).unwrap_err();
+            assert_eq!(e.reason, Reason::PROTOCOL_ERROR);
+            assert_eq!(goaway(&mut conn), Some((0, Reason::PROTOCOL_ERROR)));
+            assert!(conn.ended().is_some());
+        }
+    }
+
+    #[test]
+    fn malformed_requests_are_stream_errors_and_the_connection_goes_on() {
+        let mut conn = open(Settings::default());
+        let mut bad = get("/");
+        bad.extend(block(&[("X-Upper", "1")]));
+        feed(&mut conn, headers(1, &bad, true)).unwrap();
+        assert!(conn.next_event().is_none());
+        assert_eq!(resets(&mut conn), vec![(1, Reason::PROTOCOL_ERROR)]);
+        // A pseudo-header after a regular field, a missing :path, a connection field.
+        for (id, fields) in [
+            (3, vec![(":method", "GET"), ("x", "1"), (":path", "/")]),
+            (5, vec![(":method", "GET"), (":scheme", "http")]),
+        ] {
+            feed(&mut conn, headers(id, &block(&fields), true)).unwrap();
+            assert_eq!(resets(&mut conn), vec![(id, Reason::PROTOCOL_ERROR)]);
+        }
+        let mut conn_field = get("/");
+        conn_field.extend(block(&[("connection", "close")]));
+        feed(&mut conn, headers(7, &conn_field, true)).unwrap();
+        assert_eq!(resets(&mut conn), vec![(7, Reason::PROTOCOL_ERROR)]);
+        // The HPACK table is still in step: a good request is served.
+        feed(&mut conn, headers(9, &get("/"), true)).unwrap();
+        assert_eq!(request(&mut conn).0, 9);
+    }
+
+    #[test]
+    fn content_length_must_match_the_data() {
+        let mut conn = open(Settings::default());
+        let mut post = block(&[(":method", "POST"), (":scheme", "http"), (":path", "/")]);
+        post.extend(block(&[("content-length", "3")]));
+        feed(&mut conn, headers(1, &post, false)).unwrap();
+        request(&mut conn);
+        feed(&mut conn, frame(frame::DATA, frame::END_STREAM, 1, b"ab")).unwrap();
+        assert_eq!(resets(&mut conn), vec![(1, Reason::PROTOCOL_ERROR)]);
+        assert!(!conn.is_open(1));
+    }
+
+    #[test]
+    fn request_bodies_are_read_and_the_window_reopens() {
+        let settings = Settings {
+            stream_window: 65_535,
+            connection_window: 1 << 20,
+            ..Settings::default()
+        };
+        let mut conn = open(settings);
+        let post = block(&[(":method", "POST"), (":scheme", "http"), (":path", "/")]);
+        feed(&mut conn, headers(1, &post, false)).unwrap();
+        request(&mut conn);
+        for len in [16_384, 16_384, 7_232] {
+            feed(&mut conn, frame(frame::DATA, 0, 1, &vec![1u8; len])).unwrap();
+        }
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut read = 0;
+        while let Poll::Ready(Some(Ok(Recv::Data(d)))) = conn.poll_recv(1, &mut cx) {
+            read += d.len();
+        }
+        assert_eq!(read, 40_000);
+        // Half the stream's window taken: it is updated (the connection's is far larger).
+        let updates: Vec<_> = frames(&mut conn.out)
+            .into_iter()
+            .filter(|f| f.0 == frame::WINDOW_UPDATE)
+            .map(|f| (f.2, u32::from_be_bytes(f.3[..].try_into().unwrap())))
+            .collect();
+        assert_eq!(updates, vec![(1, 32_768)]);
+        assert!(conn.poll_recv(1, &mut cx).is_pending());
+        // 58,303 octets of window left: the fourth full frame overflows it, a stream error.
+        for _ in 0..4 {
+            feed(&mut conn, frame(frame::DATA, 0, 1, &[1u8; 16_384])).unwrap();
+        }
+        assert_eq!(resets(&mut conn), vec![(1, Reason::FLOW_CONTROL_ERROR)]);
+        // What the reader never took is given back to the connection in time.
+        assert!(conn.ended().is_none());
+    }
+
+    #[test]
+    fn a_rapid_reset_flood_ends_the_connection() {
+        let mut conn = open(Settings::default());
+        let mut input = BytesMut::new();
+        let mut id = 1;
+        for _ in 0..200 {
+            input.extend(headers(id, &get("/"), true));
+            input.extend(frame(frame::RST_STREAM, 0, id, &8u32.to_be_bytes()));
+            id += 2;
+        }
+        let e = feed(&mut conn, input).unwrap_err();
+        assert_eq!(e.reason, Reason::ENHANCE_YOUR_CALM);
+        assert_eq!(
+            goaway(&mut conn).map(|g| g.1),
+            Some(Reason::ENHANCE_YOUR_CALM)
+        );
+    }
+
+    #[test]
+    fn a_ping_flood_ends_the_connection_and_pings_are_answered() {
+        let mut conn = open(Settings::default());
+        feed(&mut conn, frame(frame::PING, 0, 0, b"12345678")).unwrap();
+        assert_eq!(
+            frames(&mut conn.out),
+            vec![(frame::PING, frame::ACK, 0, b"12345678".to_vec())]
+        );
+        let mut input = BytesMut::new();
+        for _ in 0..600 {
+            input.extend(frame(frame::PING, 0, 0, b"12345678"));
+        }
+        assert_eq!(
+            feed(&mut conn, input).unwrap_err().reason,
+            Reason::ENHANCE_YOUR_CALM
+        );
+    }
+
+    #[test]
+    fn streams_beyond_the_limit_are_refused() {
+        let mut conn = open(Settings {
+            max_concurrent_streams: 1,
+            ..Settings::default()
+        });
+        feed(&mut conn, headers(1, &get("/"), true)).unwrap();
+        feed(&mut conn, headers(3, &get("/"), true)).unwrap();
+        assert_eq!(resets(&mut conn), vec![(3, Reason::REFUSED_STREAM)]);
+        assert_eq!(request(&mut conn).0, 1);
+        assert!(conn.next_event().is_none());
+    }
+
+    #[test]
+    fn frames_after_end_stream_both_ways_are_stream_closed() {
+        let mut conn = open(Settings::default());
+        feed(&mut conn, headers(1, &get("/"), true)).unwrap();
+        request(&mut conn);
+        conn.send_head(1, 204, &HeaderMap::new(), true).unwrap();
+        conn.out.clear();
+        feed(&mut conn, frame(frame::DATA, frame::END_STREAM, 1, b"x")).unwrap();
+        assert_eq!(resets(&mut conn), vec![(1, Reason::STREAM_CLOSED)]);
+        // A lower id never opened is a connection error.
+        feed(&mut conn, headers(5, &get("/"), true)).unwrap();
+        request(&mut conn);
+        let e = feed(&mut conn, headers(3, &get("/"), true)).unwrap_err();
+        assert_eq!(e.reason, Reason::PROTOCOL_ERROR);
+    }
+
+    #[test]
+    fn shutdown_sends_goaway_twice_around_a_ping() {
+        let mut conn = open(Settings::default());
+        feed(&mut conn, headers(1, &get("/"), true)).unwrap();
+        request(&mut conn);
+        conn.start_shutdown();
+        let out = frames(&mut conn.out);
+        assert_eq!(out[0].0, frame::GOAWAY);
+        assert_eq!(
+            u32::from_be_bytes(out[0].3[..4].try_into().unwrap()),
+            (1 << 31) - 1
+        );
+        assert_eq!(out[1].0, frame::PING);
+        feed(&mut conn, frame(frame::PING, frame::ACK, 0, &out[1].3)).unwrap();
+        assert_eq!(goaway(&mut conn), Some((1, Reason::NO_ERROR)));
+        // Stream 1 still finishes; then the connection is done.
+        assert!(!conn.is_done());
+        conn.send_head(1, 204, &HeaderMap::new(), true).unwrap();
+        assert!(conn.is_done());
+    }
+
+    #[test]
+    fn trailers_end_a_request_and_reach_the_reader() {
+        let mut conn = open(Settings::default());
+        let post = block(&[(":method", "POST"), (":scheme", "http"), (":path", "/")]);
+        feed(&mut conn, headers(1, &post, false)).unwrap();
+        request(&mut conn);
+        feed(&mut conn, frame(frame::DATA, 0, 1, b"abc")).unwrap();
+        feed(&mut conn, headers(1, &block(&[("grpc-status", "0")]), true)).unwrap();
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(matches!(
+            conn.poll_recv(1, &mut cx),
+            Poll::Ready(Some(Ok(Recv::Data(_))))
+        ));
+        match conn.poll_recv(1, &mut cx) {
+            Poll::Ready(Some(Ok(Recv::Trailers(t)))) => assert_eq!(t["grpc-status"], "0"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(conn.poll_recv(1, &mut cx), Poll::Ready(None)));
+    }
+}

@@ -1,0 +1,9 @@
+//! HTTP/2 (RFC 9113), server side, sans-IO: [`frame`] for the layout of frames, [`conn`] for
+//! a connection's state: streams, flow control, header blocks (through [`crate::hpack`]), and
+//! the protections of RFC 9113 §10.5.
+
+pub mod conn;
+pub mod frame;
+
+pub use conn::{Conn, ConnError, Ended, Event, Recv, Settings};
+pub use frame::Reason;

@@ -644,26 +644,46 @@ impl StreamCtx {
 
     /// Send the response head and body. Returns the body bytes sent.
     async fn send_response(&self, response: Response, is_head: bool) -> Result<u64, SendError> {
-        let mut response = response;
-        let mut headers = response.take_headers();
-        let Response { status, body, .. } = response;
+        let Response {
+            status,
+            mut headers,
+            shared,
+            body,
+        } = response;
         // RFC 9110 §6.4.1: 1xx, 204 and 304 responses never carry content.
         let bodiless = status.is_informational()
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
         strip_connection_fields(&mut headers);
-        headers.insert(header::SERVER, HeaderValue::from_static("switchyard"));
-        headers.insert(header::DATE, http_date());
-        if !bodiless && let Some(len) = body.known_len() {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        }
-        if let Some(alt_svc) = &self.this.env.alt_svc {
-            headers.insert(header::ALT_SVC, alt_svc.clone());
-        }
+        let content_length = if bodiless { None } else { body.known_len() };
         let no_data = bodiless || is_head || body.is_empty();
+        let alt_svc = self.this.env.alt_svc.as_ref();
+        // The fields go to the encoder from where they are: the response's own map, then the
+        // shared ones it does not override, then ours. No map is built or copied.
         self.conn
             .borrow_mut()
-            .send_head(self.id, status.as_u16(), &headers, no_data)
+            .send_head_with(self.id, status.as_u16(), no_data, |w| {
+                for (name, value) in &headers {
+                    if name != header::SERVER && name != header::DATE && name != header::ALT_SVC {
+                        w.field(name.as_str(), value.as_bytes());
+                    }
+                }
+                if let Some(shared) = &shared {
+                    for (name, value) in shared.map() {
+                        if headers.is_empty() || !headers.contains_key(name) {
+                            w.field(name.as_str(), value.as_bytes());
+                        }
+                    }
+                }
+                w.field("server", b"switchyard");
+                w.field("date", http_date().as_bytes());
+                if let Some(len) = content_length {
+                    w.field("content-length", itoa::Buffer::new().format(len).as_bytes());
+                }
+                if let Some(alt_svc) = alt_svc {
+                    w.field("alt-svc", alt_svc.as_bytes());
+                }
+            })
             .map_err(SendError::Reset)?;
         if no_data {
             return Ok(0);

@@ -120,6 +120,42 @@ pub struct Decoder {
     /// Scratch space for Huffman-coded names and values.
     name_buf: Vec<u8>,
     value_buf: Vec<u8>,
+    /// The last few Huffman strings decoded, coded and plain. Clients send the same literals
+    /// again and again (a `user-agent` or `:path` they do not index), and decoding is a
+    /// function of the bytes alone.
+    recent: Recent,
+}
+
+/// How many decoded Huffman strings [`Decoder`] remembers, and up to what coded length.
+const RECENT_STRINGS: usize = 4;
+const RECENT_MAX_LEN: usize = 128;
+
+#[derive(Debug, Default)]
+struct Recent {
+    /// (coded, decoded)
+    slots: [(Vec<u8>, Vec<u8>); RECENT_STRINGS],
+    next: usize,
+}
+
+impl Recent {
+    fn find(&self, coded: &[u8]) -> Option<&[u8]> {
+        self.slots
+            .iter()
+            .find(|(c, _)| !c.is_empty() && c == coded)
+            .map(|(_, d)| &d[..])
+    }
+
+    fn remember(&mut self, coded: &[u8], decoded: &[u8]) {
+        if coded.len() > RECENT_MAX_LEN {
+            return;
+        }
+        let slot = &mut self.slots[self.next];
+        slot.0.clear();
+        slot.0.extend_from_slice(coded);
+        slot.1.clear();
+        slot.1.extend_from_slice(decoded);
+        self.next = (self.next + 1) % RECENT_STRINGS;
+    }
 }
 
 impl Decoder {
@@ -132,6 +168,7 @@ impl Decoder {
             allowed,
             name_buf: Vec::new(),
             value_buf: Vec::new(),
+            recent: Recent::default(),
         }
     }
 
@@ -158,10 +195,11 @@ impl Decoder {
                 // §6.2.1: literal with incremental indexing.
                 let index = integer(&mut rest, 6)?;
                 let name: Box<[u8]> = match index {
-                    0 => string(&mut rest, &mut self.name_buf)?.into(),
+                    0 => string(&mut rest, &mut self.name_buf, &mut self.recent)?.into(),
                     index => self.entry(index)?.0.into(),
                 };
-                let value: Box<[u8]> = string(&mut rest, &mut self.value_buf)?.into();
+                let value: Box<[u8]> =
+                    string(&mut rest, &mut self.value_buf, &mut self.recent)?.into();
                 field(&name, &value);
                 self.insert(name, value);
             } else if first & 0x20 != 0 {
@@ -185,13 +223,14 @@ impl Decoder {
                     entries,
                     name_buf,
                     value_buf,
+                    recent,
                     ..
                 } = self;
                 let name = match index {
-                    0 => string(&mut rest, name_buf)?,
+                    0 => string(&mut rest, name_buf, recent)?,
                     index => entry(entries, index)?.0,
                 };
-                let value = string(&mut rest, value_buf)?;
+                let value = string(&mut rest, value_buf, recent)?;
                 field(name, value);
             }
             seen_field = true;
@@ -253,6 +292,7 @@ fn entry(dynamic: &VecDeque<Entry>, index: usize) -> Result<(&[u8], &[u8]), Hpac
 fn string<'r, 'b: 'r, 's: 'r>(
     rest: &mut &'b [u8],
     scratch: &'s mut Vec<u8>,
+    recent: &mut Recent,
 ) -> Result<&'r [u8], HpackError> {
     let huffman = rest.first().is_some_and(|b| b & 0x80 != 0);
     let len = integer(rest, 7)?;
@@ -262,6 +302,11 @@ fn string<'r, 'b: 'r, 's: 'r>(
     *rest = after;
     if !huffman {
         return Ok(bytes);
+    }
+    if let Some(decoded) = recent.find(bytes) {
+        scratch.clear();
+        scratch.extend_from_slice(decoded);
+        return Ok(scratch);
     }
     // The decoder refuses EOS and unknown codes. §5.2: "A padding strictly longer than 7
     // bits MUST be treated as a decoding error. A padding not corresponding to the most
@@ -284,23 +329,49 @@ fn string<'r, 'b: 'r, 's: 'r>(
     if padding > 0 && bytes.last().is_none_or(|&last| last & ones != ones) {
         return Err(HpackError::Huffman);
     }
+    recent.remember(bytes, scratch);
     Ok(scratch)
 }
 
-/// The response fields [`Encoder`] indexes: values that repeat from one response to the next.
-/// Each has a slot remembering the last value inserted for it.
-const INDEXED: [&str; 10] = [
-    "server",
-    "date",
-    "content-type",
-    "alt-svc",
-    "accept-ranges",
-    "last-modified",
-    "etag",
-    "vary",
-    "cache-control",
-    "content-encoding",
-];
+/// How many response fields [`Encoder`] indexes: values that repeat from one response to the
+/// next. Each has a slot remembering the last value inserted for it.
+const INDEXED: usize = 10;
+
+/// For a response field name: its [`INDEXED`] slot, if it is indexed, and its index in the
+/// static table, if it is there. One `match` answers both.
+fn name_info(name: &str) -> (Option<usize>, Option<usize>) {
+    match name {
+        "server" => (Some(0), Some(54)),
+        "date" => (Some(1), Some(33)),
+        "content-type" => (Some(2), Some(31)),
+        "alt-svc" => (Some(3), None),
+        "accept-ranges" => (Some(4), Some(18)),
+        "last-modified" => (Some(5), Some(44)),
+        "etag" => (Some(6), Some(34)),
+        "vary" => (Some(7), Some(59)),
+        "cache-control" => (Some(8), Some(24)),
+        "content-encoding" => (Some(9), Some(26)),
+        "content-length" => (None, Some(28)),
+        "content-range" => (None, Some(30)),
+        "location" => (None, Some(46)),
+        "allow" => (None, Some(22)),
+        "age" => (None, Some(21)),
+        "expires" => (None, Some(36)),
+        "set-cookie" => (None, Some(55)),
+        "via" => (None, Some(60)),
+        "link" => (None, Some(45)),
+        "content-language" => (None, Some(27)),
+        "content-disposition" => (None, Some(25)),
+        "content-location" => (None, Some(29)),
+        "retry-after" => (None, Some(53)),
+        "strict-transport-security" => (None, Some(56)),
+        "access-control-allow-origin" => (None, Some(20)),
+        "www-authenticate" => (None, Some(61)),
+        "proxy-authenticate" => (None, Some(48)),
+        "refresh" => (None, Some(52)),
+        _ => (None, None),
+    }
+}
 
 /// Largest entry the encoder inserts; longer values go as literals and leave the table to the
 /// short, repeated ones.
@@ -319,7 +390,7 @@ pub struct Encoder {
     /// Entries ever inserted.
     inserted: u64,
     /// Per [`INDEXED`] name: the last value inserted and its insertion number.
-    slots: [Option<(Vec<u8>, u64)>; INDEXED.len()],
+    slots: [Option<(Vec<u8>, u64)>; INDEXED],
 }
 
 impl Default for Encoder {
@@ -376,7 +447,8 @@ impl Encoder {
 
     /// One regular field. `name` must be lowercase (as `http::HeaderName` is).
     pub fn field(&mut self, name: &str, value: &[u8], out: &mut BytesMut) {
-        if let Some(slot) = INDEXED.iter().position(|&n| n == name) {
+        let (slot, static_index) = name_info(name);
+        if let Some(slot) = slot {
             let size = name.len() + value.len() + ENTRY_OVERHEAD;
             if size <= MAX_INDEXED_ENTRY && size <= self.max_size {
                 if let Some((last, seq)) = &self.slots[slot]
@@ -389,7 +461,7 @@ impl Encoder {
                     return;
                 }
                 // §6.2.1: literal with incremental indexing.
-                match static_name(name) {
+                match static_index {
                     Some(index) => put_integer(out, 0x40, 6, index),
                     None => {
                         out.put_u8(0x40);
@@ -409,7 +481,7 @@ impl Encoder {
             }
         }
         // §6.2.2: literal without indexing.
-        match static_name(name) {
+        match static_index {
             Some(index) => put_integer(out, 0x00, 4, index),
             None => {
                 out.put_u8(0x00);
@@ -427,40 +499,6 @@ impl Encoder {
             self.size -= size;
         }
     }
-}
-
-/// The static table's index for a name, for the names a response carries.
-fn static_name(name: &str) -> Option<usize> {
-    Some(match name {
-        "content-length" => 28,
-        "content-type" => 31,
-        "date" => 33,
-        "etag" => 34,
-        "last-modified" => 44,
-        "server" => 54,
-        "accept-ranges" => 18,
-        "vary" => 59,
-        "cache-control" => 24,
-        "content-encoding" => 26,
-        "content-range" => 30,
-        "location" => 46,
-        "allow" => 22,
-        "age" => 21,
-        "expires" => 36,
-        "set-cookie" => 55,
-        "via" => 60,
-        "link" => 45,
-        "content-language" => 27,
-        "content-disposition" => 25,
-        "content-location" => 29,
-        "retry-after" => 53,
-        "strict-transport-security" => 56,
-        "access-control-allow-origin" => 20,
-        "www-authenticate" => 61,
-        "proxy-authenticate" => 48,
-        "refresh" => 52,
-        _ => return None,
-    })
 }
 
 /// §5.1: `value` with an N-bit prefix, the other bits of the first octet being `flags`.
@@ -641,6 +679,19 @@ mod tests {
         assert_eq!(check(&[b"\x7a\x82\x1f\xff"]), Err(HpackError::Huffman));
         assert_eq!(
             check(&[b"\x7a\x84\xff\xff\xff\xff"]),
+            Err(HpackError::Huffman)
+        );
+        // A remembered string decodes the same again, and does not let a different, invalid
+        // one pass.
+        let mut decoder = Decoder::new(4096);
+        for _ in 0..2 {
+            assert_eq!(
+                fields(&mut decoder, b"\x7a\x81\x1f"),
+                Ok(pairs(&[("user-agent", "a")]))
+            );
+        }
+        assert_eq!(
+            check_with(&mut decoder, b"\x7a\x82\x1f\xff"),
             Err(HpackError::Huffman)
         );
     }

@@ -266,6 +266,22 @@ pub struct Conn {
     data_queued: bool,
     /// The session's driver, woken when there is something to write.
     driver: Option<Waker>,
+    /// Where response header blocks are encoded before they are framed.
+    block_buf: BytesMut,
+}
+
+/// Writes the fields of one response header block; see [`Conn::send_head_with`].
+#[derive(Debug)]
+pub struct FieldWriter<'a> {
+    encoder: &'a mut Encoder,
+    block: &'a mut BytesMut,
+}
+
+impl FieldWriter<'_> {
+    /// One field; `name` lowercase.
+    pub fn field(&mut self, name: &str, value: &[u8]) {
+        self.encoder.field(name, value, self.block);
+    }
 }
 
 impl Conn {
@@ -329,6 +345,7 @@ impl Conn {
             error_resets: 0,
             data_queued: false,
             driver: None,
+            block_buf: BytesMut::with_capacity(256),
         }
     }
 
@@ -1151,7 +1168,7 @@ impl Conn {
 
     /// Send an interim (1xx) response head on `id`.
     pub fn send_informational(&mut self, id: u32, status: u16) -> Result<(), Reason> {
-        self.head_block(id, status, &HeaderMap::new(), false, true)
+        self.head_block(id, status, false, true, |_| {})
     }
 
     /// Send the response head of `id`; `end_stream` when no body follows.
@@ -1162,16 +1179,32 @@ impl Conn {
         headers: &HeaderMap,
         end_stream: bool,
     ) -> Result<(), Reason> {
-        self.head_block(id, status, headers, end_stream, false)
+        self.send_head_with(id, status, end_stream, |w| {
+            for (name, value) in headers {
+                w.field(name.as_str(), value.as_bytes());
+            }
+        })
+    }
+
+    /// Send the response head of `id`, its fields written by `fields` (from wherever the
+    /// caller keeps them: no map needs to be built). Names must be lowercase.
+    pub fn send_head_with(
+        &mut self,
+        id: u32,
+        status: u16,
+        end_stream: bool,
+        fields: impl FnOnce(&mut FieldWriter<'_>),
+    ) -> Result<(), Reason> {
+        self.head_block(id, status, end_stream, false, fields)
     }
 
     fn head_block(
         &mut self,
         id: u32,
         status: u16,
-        headers: &HeaderMap,
         end_stream: bool,
         interim: bool,
+        fields: impl FnOnce(&mut FieldWriter<'_>),
     ) -> Result<(), Reason> {
         let Some(i) = self.stream_index(id) else {
             return Err(self.gone_reason());
@@ -1181,14 +1214,16 @@ impl Conn {
         }
         // Header blocks are encoded in the order they are written: the client's decoder
         // applies them in that order.
-        let mut block = BytesMut::with_capacity(128);
+        let mut block = std::mem::take(&mut self.block_buf);
+        block.clear();
         self.encoder.begin(&mut block);
         self.encoder.status(status, &mut block);
-        for (name, value) in headers {
-            self.encoder
-                .field(name.as_str(), value.as_bytes(), &mut block);
-        }
+        fields(&mut FieldWriter {
+            encoder: &mut self.encoder,
+            block: &mut block,
+        });
         frame::put_header_block(&mut self.out, id, &block, end_stream, self.peer_max_frame);
+        self.block_buf = block;
         if !interim {
             self.streams[i].send = if end_stream {
                 SendState::Done

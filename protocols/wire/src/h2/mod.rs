@@ -5,5 +5,5 @@
 pub mod conn;
 pub mod frame;
 
-pub use conn::{Conn, ConnError, Ended, Event, Recv, Settings};
+pub use conn::{Conn, ConnError, Ended, Event, FieldWriter, Recv, Settings};
 pub use frame::Reason;

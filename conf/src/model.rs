@@ -171,8 +171,9 @@ pub struct Http2Config {
     pub max_frame_size: u32,
     /// SETTINGS_MAX_HEADER_LIST_SIZE: decoded header bytes per request (CONTINUATION floods end here).
     pub max_header_list_size: u32,
-    /// Streams a client may reset before we accept them; past this the connection gets GOAWAY
-    /// ENHANCE_YOUR_CALM (rapid-reset protection).
+    /// Streams a client may reset before we answer them, per second, beyond
+    /// `max_concurrent_streams`; past this the connection gets GOAWAY ENHANCE_YOUR_CALM
+    /// (rapid-reset protection).
     pub max_pending_resets: usize,
     /// Streams we may reset because of client errors before we GOAWAY the connection.
     pub max_error_resets: usize,

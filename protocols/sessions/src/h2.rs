@@ -47,9 +47,10 @@ use switchyard_services::metrics::{self, Proto};
 use switchyard_wire::h2::{Conn, Ended, Event, Reason, Recv, Settings};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::task::JoinSet;
-use tokio::time::{Instant, Sleep, sleep, timeout};
+use tokio::time::{Instant, Sleep, sleep};
 
 use crate::date::with_http_date;
+use crate::deadline::within;
 use crate::driven::Driven;
 use crate::env::{ConnGuard, SessionEnv};
 use crate::head::Head;
@@ -539,11 +540,11 @@ impl StreamCtx {
     /// The next piece of the request body, bounded by `timeouts.body` per pause.
     async fn recv(&self) -> Result<Option<Recv>, BodyError> {
         let next = poll_fn(|cx| self.conn.borrow_mut().poll_recv(self.id, cx));
-        match timeout(self.this.env.timeouts.body, next).await {
-            Err(_elapsed) => Err(BodyError::Answer(StatusCode::REQUEST_TIMEOUT)),
-            Ok(None) => Ok(None),
-            Ok(Some(Ok(item))) => Ok(Some(item)),
-            Ok(Some(Err(reason))) => Err(BodyError::Stream(reason)),
+        match within(self.this.env.timeouts.body, next).await {
+            None => Err(BodyError::Answer(StatusCode::REQUEST_TIMEOUT)),
+            Some(None) => Ok(None),
+            Some(Some(Ok(item))) => Ok(Some(item)),
+            Some(Some(Err(reason))) => Err(BodyError::Stream(reason)),
         }
     }
 
@@ -722,10 +723,10 @@ impl StreamCtx {
     /// Wait until the stream may queue more, bounded by `timeouts.send`.
     async fn room(&self) -> Result<(), SendError> {
         let room = poll_fn(|cx| self.conn.borrow_mut().poll_send_room(self.id, cx));
-        match timeout(self.this.env.timeouts.send, room).await {
-            Err(_elapsed) => Err(SendError::Stalled),
-            Ok(Err(reason)) => Err(SendError::Reset(reason)),
-            Ok(Ok(())) => Ok(()),
+        match within(self.this.env.timeouts.send, room).await {
+            None => Err(SendError::Stalled),
+            Some(Err(reason)) => Err(SendError::Reset(reason)),
+            Some(Ok(())) => Ok(()),
         }
     }
 

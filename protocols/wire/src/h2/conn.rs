@@ -21,7 +21,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme};
 use http::{Method, Request, Uri, Version};
 
 use super::frame::{self, Header, Reason};
@@ -268,6 +269,8 @@ pub struct Conn {
     driver: Option<Waker>,
     /// Where response header blocks are encoded before they are framed.
     block_buf: BytesMut,
+    /// The last `:authority` parsed.
+    authority: Option<Authority>,
 }
 
 /// Writes the fields of one response header block; see [`Conn::send_head_with`].
@@ -346,6 +349,7 @@ impl Conn {
             data_queued: false,
             driver: None,
             block_buf: BytesMut::with_capacity(256),
+            authority: None,
         }
     }
 
@@ -874,7 +878,7 @@ impl Conn {
                     self.events.push_back(Event::TooLarge { id });
                     return Ok(());
                 }
-                let Some((head, content_length)) = fields.into_request() else {
+                let Some((head, content_length)) = fields.into_request(&mut self.authority) else {
                     return self.stream_error(id, Reason::PROTOCOL_ERROR);
                 };
                 if block.end_stream && content_length.is_some_and(|cl| cl != 0) {
@@ -1248,12 +1252,31 @@ impl Conn {
         if stream.send != SendState::Open {
             return Err(Reason::INTERNAL_ERROR);
         }
-        stream.queued += data.len();
-        stream.queue.push_back(Out::Data(data, end));
         if end {
             stream.send = SendState::Done;
         }
-        self.data_queued = true;
+        let window = stream.send_window.min(self.send_window);
+        if stream.queue.is_empty()
+            && data.len() <= self.peer_max_frame
+            && data.len() as i64 <= window
+            && self.out.len() < self.settings.send_buffer
+        {
+            // Nothing queued before it, the windows have room and the socket keeps up: framed
+            // at once (a small response costs no queue and no second pass). Otherwise queued,
+            // which is what makes the writer wait in `poll_send_room`.
+            let flags = if end { frame::END_STREAM } else { 0 };
+            frame::put_header(&mut self.out, data.len(), frame::DATA, flags, id);
+            self.out.extend_from_slice(&data);
+            stream.send_window -= data.len() as i64;
+            self.send_window -= data.len() as i64;
+            if end {
+                self.after_send_done(i);
+            }
+        } else {
+            stream.queued += data.len();
+            stream.queue.push_back(Out::Data(data, end));
+            self.data_queued = true;
+        }
         self.wake_driver();
         Ok(())
     }
@@ -1443,6 +1466,37 @@ fn compression(e: HpackError) -> ConnError {
     conn_err(Reason::COMPRESSION_ERROR, "header block does not decode")
 }
 
+/// Octets a field name may hold (RFC 9113 §8.2): a token character (RFC 9110 §5.6.2) that is
+/// not an uppercase letter.
+const NAME_OK: [bool; 256] = {
+    let mut ok = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        ok[b] = c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    ok
+};
+
 /// The fields of one header block, checked as they are decoded (RFC 9113 §8.2, §8.3).
 struct Fields {
     request: bool,
@@ -1467,7 +1521,7 @@ impl Fields {
             scheme: None,
             authority: None,
             path: None,
-            headers: HeaderMap::new(),
+            headers: HeaderMap::with_capacity(8),
             content_length: None,
             regular_seen: false,
             malformed: false,
@@ -1538,32 +1592,31 @@ impl Fields {
         self.regular_seen = true;
         // §8.2: "A field name MUST NOT contain characters in the ranges 0x00-0x20, 0x41-0x5a,
         // or 0x7f-0xff (all ranges inclusive)."
-        if name.is_empty()
-            || name
-                .iter()
-                .any(|&b| b <= 0x20 || b.is_ascii_uppercase() || b >= 0x7f)
-        {
+        if name.is_empty() || name.iter().any(|&b| !NAME_OK[usize::from(b)]) {
             self.malformed = true;
             return;
         }
+        // §8.2.2: connection-specific fields make the message malformed; TE may only say
+        // "trailers".
+        let content_length = match name {
+            b"connection" | b"transfer-encoding" | b"upgrade" | b"keep-alive"
+            | b"proxy-connection" => {
+                self.malformed = true;
+                return;
+            }
+            b"te" if value != b"trailers" => {
+                self.malformed = true;
+                return;
+            }
+            b"content-length" => self.request,
+            _ => false,
+        };
         let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
         else {
             self.malformed = true;
             return;
         };
-        // §8.2.2: connection-specific fields make the message malformed; TE may only say
-        // "trailers".
-        if name == header::CONNECTION
-            || name == header::TRANSFER_ENCODING
-            || name == header::UPGRADE
-            || name == "keep-alive"
-            || name == "proxy-connection"
-            || (name == header::TE && value != "trailers")
-        {
-            self.malformed = true;
-            return;
-        }
-        if self.request && name == header::CONTENT_LENGTH {
+        if content_length {
             let parsed = value
                 .to_str()
                 .ok()
@@ -1582,36 +1635,48 @@ impl Fields {
     }
 
     /// The request head, or `None` when the request is malformed (§8.3.1).
-    fn into_request(self) -> Option<(http::request::Parts, Option<u64>)> {
+    fn into_request(
+        self,
+        memo: &mut Option<Authority>,
+    ) -> Option<(http::request::Parts, Option<u64>)> {
         if self.malformed {
             return None;
         }
         let method = self.method?;
-        let uri = if method == Method::CONNECT {
+        // Clients name the same authority on every request: parsed once per connection.
+        let mut authority = |raw: Bytes| match memo {
+            Some(known) if known.as_str().as_bytes() == raw => Some(known.clone()),
+            _ => {
+                let parsed = Authority::from_maybe_shared(raw).ok()?;
+                *memo = Some(parsed.clone());
+                Some(parsed)
+            }
+        };
+        let mut parts = http::uri::Parts::default();
+        if method == Method::CONNECT {
             // §8.5: CONNECT names only the authority.
             if self.scheme.is_some() || self.path.is_some() {
                 return None;
             }
-            let authority = http::uri::Authority::from_maybe_shared(self.authority?).ok()?;
-            Uri::builder().authority(authority).build().ok()?
+            parts.authority = Some(authority(self.authority?)?);
         } else {
             let (scheme, path) = (self.scheme?, self.path?);
             // §8.3.1: ":path [...] MUST NOT be empty for "http" or "https" URIs".
             if path.is_empty() {
                 return None;
             }
-            let path = http::uri::PathAndQuery::from_maybe_shared(path).ok()?;
-            match self.authority {
-                Some(authority) => Uri::builder()
-                    .scheme(&scheme[..])
-                    .authority(http::uri::Authority::from_maybe_shared(authority).ok()?)
-                    .path_and_query(path)
-                    .build()
-                    .ok()?,
-                // Without :authority the target is origin-form; `Host` names the authority.
-                None => Uri::from(path),
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_maybe_shared(path).ok()?);
+            // Without :authority the target is origin-form; `Host` names the authority.
+            if let Some(raw) = self.authority {
+                parts.scheme = Some(match &scheme[..] {
+                    b"https" => Scheme::HTTPS,
+                    b"http" => Scheme::HTTP,
+                    other => Scheme::try_from(other).ok()?,
+                });
+                parts.authority = Some(authority(raw)?);
             }
-        };
+        }
+        let uri = Uri::from_parts(parts).ok()?;
         let mut request = Request::new(());
         *request.method_mut() = method;
         *request.uri_mut() = uri;
@@ -1759,8 +1824,8 @@ mod tests {
         conn.send_head(1, 200, &fields, false).unwrap();
         conn.send_data(1, Bytes::from_static(b"hello"), true)
             .unwrap();
-        assert!(conn.wants_write());
-        conn.write_data(1 << 20);
+        // Small and within the windows: framed at once, nothing left queued.
+        assert!(!conn.wants_write());
         let out = frames(&mut conn.out);
         assert_eq!(out.len(), 2);
         assert_eq!((out[0].0, out[0].1), (frame::HEADERS, frame::END_HEADERS));

@@ -1820,7 +1820,7 @@ mod tests {
         assert_eq!(head.method, Method::GET);
         assert_eq!(head.uri, "http://localhost/a?b=c");
         let mut fields = HeaderMap::new();
-        fields.insert(header::SERVER, HeaderValue::from_static("switchyard"));
+        fields.insert(http::header::SERVER, HeaderValue::from_static("switchyard"));
         conn.send_head(1, 200, &fields, false).unwrap();
         conn.send_data(1, Bytes::from_static(b"hello"), true)
             .unwrap();

@@ -461,14 +461,7 @@ impl Encoder {
                     return;
                 }
                 // §6.2.1: literal with incremental indexing.
-                match static_index {
-                    Some(index) => put_integer(out, 0x40, 6, index),
-                    None => {
-                        out.put_u8(0x40);
-                        put_string(out, name.as_bytes());
-                    }
-                }
-                put_string(out, value);
+                put_literal(out, 0x40, 6, static_index, name, value);
                 self.evict_to(self.max_size - size);
                 self.live.push_front(size);
                 self.size += size;
@@ -481,14 +474,7 @@ impl Encoder {
             }
         }
         // §6.2.2: literal without indexing.
-        match static_index {
-            Some(index) => put_integer(out, 0x00, 4, index),
-            None => {
-                out.put_u8(0x00);
-                put_string(out, name.as_bytes());
-            }
-        }
-        put_string(out, value);
+        put_literal(out, 0x00, 4, static_index, name, value);
     }
 
     fn evict_to(&mut self, limit: usize) {
@@ -515,6 +501,26 @@ fn put_integer(out: &mut BytesMut, flags: u8, prefix: u8, value: usize) {
         rest /= 128;
     }
     out.put_u8(rest as u8);
+}
+
+/// §6.2: a literal field of the kind `flags` and name-index `prefix` say: the name by its
+/// static index when it has one, else as a string; then the value.
+fn put_literal(
+    out: &mut BytesMut,
+    flags: u8,
+    prefix: u8,
+    static_index: Option<usize>,
+    name: &str,
+    value: &[u8],
+) {
+    match static_index {
+        Some(index) => put_integer(out, flags, prefix, index),
+        None => {
+            out.put_u8(flags);
+            put_string(out, name.as_bytes());
+        }
+    }
+    put_string(out, value);
 }
 
 /// §5.2: a raw (not Huffman-coded) string literal.

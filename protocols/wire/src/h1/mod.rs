@@ -29,7 +29,7 @@
 //! rules (§6). Bodies are decoded elsewhere: [`crate::chunked`] for chunked
 //! bodies, a byte count for Content-Length.
 
-mod fields;
+pub(crate) mod fields;
 mod target;
 #[cfg(test)]
 mod tests;

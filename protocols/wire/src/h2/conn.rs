@@ -26,6 +26,7 @@ use http::uri::{Authority, Scheme};
 use http::{Method, Request, Uri, Version};
 
 use super::frame::{self, Header, Reason};
+use crate::h1::fields::is_tchar;
 use crate::hpack::{Decoder, Encoder, HpackError};
 
 /// What a connection announces and enforces.
@@ -1472,26 +1473,7 @@ const NAME_OK: [bool; 256] = {
     let mut ok = [false; 256];
     let mut b = 0;
     while b < 256 {
-        let c = b as u8;
-        ok[b] = c.is_ascii_lowercase()
-            || c.is_ascii_digit()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
+        ok[b] = is_tchar(b as u8) && !(b as u8).is_ascii_uppercase();
         b += 1;
     }
     ok

@@ -444,6 +444,18 @@ struct StreamCtx {
     id: u32,
 }
 
+impl Drop for StreamCtx {
+    /// However the stream's work ends (done, failed, aborted with the connection, or a panic),
+    /// the connection learns that nobody serves the stream any more: a complete response whose
+    /// request is still arriving ends with RST_STREAM(NO_ERROR), an incomplete one with
+    /// CANCEL, so the stream never lingers as active.
+    fn drop(&mut self) {
+        if let Ok(mut conn) = self.conn.try_borrow_mut() {
+            conn.finish(self.id);
+        }
+    }
+}
+
 impl StreamCtx {
     /// Answer one request: build it, route it, send the response, log it.
     async fn serve(self, parts: http::request::Parts, end_stream: bool) {
@@ -503,7 +515,6 @@ impl StreamCtx {
                     // Reset by the client, or by the connection for a protocol violation (a
                     // Content-Length that does not match the DATA): nothing to answer.
                     tracing::debug!(peer = %this.peer, %reason, "HTTP/2 request body failed");
-                    self.conn.borrow_mut().finish(self.id);
                     return;
                 }
             }
@@ -524,9 +535,7 @@ impl StreamCtx {
         if body_open && sent.is_some() && !self.conn.borrow().recv_finished(self.id) {
             self.discard_body().await;
         }
-        // A complete response whose request is still arriving ends with RST_STREAM(NO_ERROR);
-        // an incomplete one with CANCEL.
-        self.conn.borrow_mut().finish(self.id);
+        // Dropping `self` finishes the stream (see `Drop`).
     }
 
     /// Answer with `response` without routing (431).
@@ -534,7 +543,6 @@ impl StreamCtx {
         let status = response.status;
         let sent = self.send_response(response, false).await.ok();
         metrics::response(Proto::Http2, status, sent.unwrap_or(0));
-        self.conn.borrow_mut().finish(self.id);
     }
 
     /// The next piece of the request body, bounded by `timeouts.body` per pause.

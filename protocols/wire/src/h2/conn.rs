@@ -867,9 +867,11 @@ impl Conn {
             }
             Purpose::Request => {
                 let mut fields = Fields::new(true, self.settings.max_header_list_size);
+                fields.memo = self.authority.take();
                 self.decoder
                     .decode(&block.buf, |n, v| fields.field(n, v))
                     .map_err(compression)?;
+                self.authority = fields.memo.take();
                 let mut stream =
                     Stream::new(id, i64::from(self.settings.stream_window), self.peer_window);
                 if fields.too_large {
@@ -879,7 +881,7 @@ impl Conn {
                     self.events.push_back(Event::TooLarge { id });
                     return Ok(());
                 }
-                let Some((head, content_length)) = fields.into_request(&mut self.authority) else {
+                let Some((head, content_length)) = fields.into_request() else {
                     return self.stream_error(id, Reason::PROTOCOL_ERROR);
                 };
                 if block.end_stream && content_length.is_some_and(|cl| cl != 0) {
@@ -1483,8 +1485,10 @@ const NAME_OK: [bool; 256] = {
 struct Fields {
     request: bool,
     method: Option<Method>,
-    scheme: Option<Bytes>,
-    authority: Option<Bytes>,
+    scheme: Option<Scheme>,
+    authority: Option<Authority>,
+    /// The connection's last parsed `:authority` (clients repeat it): taken in, handed back.
+    memo: Option<Authority>,
     path: Option<Bytes>,
     headers: HeaderMap,
     content_length: Option<u64>,
@@ -1502,6 +1506,7 @@ impl Fields {
             method: None,
             scheme: None,
             authority: None,
+            memo: None,
             path: None,
             headers: HeaderMap::with_capacity(8),
             content_length: None,
@@ -1556,8 +1561,34 @@ impl Fields {
                     }
                     return;
                 }
-                b"scheme" => &mut self.scheme,
-                b"authority" => &mut self.authority,
+                b"scheme" => {
+                    if self.scheme.is_some() {
+                        self.malformed = true;
+                        return;
+                    }
+                    self.scheme = match value {
+                        b"https" => Some(Scheme::HTTPS),
+                        b"http" => Some(Scheme::HTTP),
+                        other => Scheme::try_from(other).ok(),
+                    };
+                    self.malformed |= self.scheme.is_none();
+                    return;
+                }
+                b"authority" => {
+                    if self.authority.is_some() {
+                        self.malformed = true;
+                        return;
+                    }
+                    self.authority = match &self.memo {
+                        Some(known) if known.as_str().as_bytes() == value => Some(known.clone()),
+                        _ => Authority::try_from(value).ok(),
+                    };
+                    match &self.authority {
+                        Some(parsed) => self.memo = Some(parsed.clone()),
+                        None => self.malformed = true,
+                    }
+                    return;
+                }
                 b"path" => &mut self.path,
                 _ => {
                     self.malformed = true;
@@ -1617,30 +1648,18 @@ impl Fields {
     }
 
     /// The request head, or `None` when the request is malformed (§8.3.1).
-    fn into_request(
-        self,
-        memo: &mut Option<Authority>,
-    ) -> Option<(http::request::Parts, Option<u64>)> {
+    fn into_request(self) -> Option<(http::request::Parts, Option<u64>)> {
         if self.malformed {
             return None;
         }
         let method = self.method?;
-        // Clients name the same authority on every request: parsed once per connection.
-        let mut authority = |raw: Bytes| match memo {
-            Some(known) if known.as_str().as_bytes() == raw => Some(known.clone()),
-            _ => {
-                let parsed = Authority::from_maybe_shared(raw).ok()?;
-                *memo = Some(parsed.clone());
-                Some(parsed)
-            }
-        };
         let mut parts = http::uri::Parts::default();
         if method == Method::CONNECT {
             // §8.5: CONNECT names only the authority.
             if self.scheme.is_some() || self.path.is_some() {
                 return None;
             }
-            parts.authority = Some(authority(self.authority?)?);
+            parts.authority = Some(self.authority?);
         } else {
             let (scheme, path) = (self.scheme?, self.path?);
             // §8.3.1: ":path [...] MUST NOT be empty for "http" or "https" URIs".
@@ -1649,13 +1668,9 @@ impl Fields {
             }
             parts.path_and_query = Some(http::uri::PathAndQuery::from_maybe_shared(path).ok()?);
             // Without :authority the target is origin-form; `Host` names the authority.
-            if let Some(raw) = self.authority {
-                parts.scheme = Some(match &scheme[..] {
-                    b"https" => Scheme::HTTPS,
-                    b"http" => Scheme::HTTP,
-                    other => Scheme::try_from(other).ok()?,
-                });
-                parts.authority = Some(authority(raw)?);
+            if let Some(authority) = self.authority {
+                parts.scheme = Some(scheme);
+                parts.authority = Some(authority);
             }
         }
         let uri = Uri::from_parts(parts).ok()?;
@@ -1887,9 +1902,25 @@ mod tests {
         conn_field.extend(block(&[("connection", "close")]));
         feed(&mut conn, headers(7, &conn_field, true)).unwrap();
         assert_eq!(resets(&mut conn), vec![(7, Reason::PROTOCOL_ERROR)]);
-        // The HPACK table is still in step: a good request is served.
-        feed(&mut conn, headers(9, &get("/"), true)).unwrap();
-        assert_eq!(request(&mut conn).0, 9);
+        // An authority that is not one.
+        let bad_authority = block(&[
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":authority", "a b"),
+            (":path", "/"),
+        ]);
+        feed(&mut conn, headers(9, &bad_authority, true)).unwrap();
+        assert_eq!(resets(&mut conn), vec![(9, Reason::PROTOCOL_ERROR)]);
+        // The HPACK table is still in step: a good request is served, and one without
+        // :authority is origin-form (Host names the authority).
+        feed(&mut conn, headers(11, &get("/"), true)).unwrap();
+        assert_eq!(request(&mut conn).0, 11);
+        let mut hosted = block(&[(":method", "GET"), (":scheme", "https"), (":path", "/x")]);
+        hosted.extend(block(&[("host", "example.com")]));
+        feed(&mut conn, headers(13, &hosted, true)).unwrap();
+        let (id, head, _) = request(&mut conn);
+        assert_eq!((id, head.uri.to_string()), (13, "/x".to_owned()));
+        assert_eq!(head.headers["host"], "example.com");
     }
 
     #[test]

@@ -54,6 +54,7 @@ use crate::deadline::within;
 use crate::driven::Driven;
 use crate::env::{ConnGuard, SessionEnv};
 use crate::head::Head;
+use crate::spare;
 
 /// Most request bytes read and dropped after an early answer before the stream is reset.
 const DISCARD_MAX: usize = 1024 * 1024;
@@ -67,6 +68,9 @@ const SEND_BUFFER: usize = 256 * 1024;
 /// Bytes of frames the driver lets pile up for the socket before it stops reading and framing
 /// more; also the most it hands the socket in one write.
 const OUT_HIGH: usize = 256 * 1024;
+/// Free room the read buffer has before each read: a frame header and a full default frame
+/// fit, so a busy connection reads many frames per call.
+const READ_MIN: usize = 16 * 1024 + 9;
 /// After GOAWAY, how long a connection waits for the client to close (the graceful GOAWAY
 /// needs one PING round trip) before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -137,7 +141,7 @@ impl H2Conn {
             io,
             conn,
             this: Rc::new(self),
-            rbuf: BytesMut::with_capacity(16 * 1024),
+            rbuf: spare::take(),
             streams: JoinSet::new(),
             // RFC 9113 §3.4: the client's preface and SETTINGS must come within the header
             // timeout.
@@ -187,6 +191,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             // Read, unless frames already wait for a client that does not read them.
             let out_len = self.conn.borrow().out.len();
             if !self.read_closed && out_len < OUT_HIGH {
+                if self.rbuf.capacity() - self.rbuf.len() < READ_MIN {
+                    if self.rbuf.capacity() == 0 {
+                        self.rbuf = spare::take();
+                    }
+                    self.rbuf.reserve(READ_MIN);
+                }
                 match std::pin::pin!(self.io.read_buf(&mut self.rbuf)).poll(cx) {
                     Poll::Ready(Ok(0)) => {
                         self.read_closed = true;
@@ -204,7 +214,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         tracing::debug!(peer = %self.this.peer, error = %e, "HTTP/2 read failed");
                         return Poll::Ready(());
                     }
-                    Poll::Pending => {}
+                    Poll::Pending => self.release_buffers_if_idle(),
                 }
             }
             if self.read_closed && self.phase != Phase::Lingering {
@@ -243,6 +253,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 return Poll::Pending;
             }
         }
+    }
+
+    /// An idle connection (nothing half-read, nothing to write, no stream) holds no buffer:
+    /// they go back to the worker's spares, so ten thousand idle connections cost their
+    /// sockets and their HPACK tables, not 32 KiB each.
+    fn release_buffers_if_idle(&mut self) {
+        if !self.rbuf.is_empty() || !self.streams.is_empty() {
+            return;
+        }
+        let mut conn = self.conn.borrow_mut();
+        if conn.active_streams() > 0 || !conn.out.is_empty() {
+            return;
+        }
+        spare::give(std::mem::take(&mut self.rbuf));
+        spare::give(std::mem::take(&mut conn.out));
     }
 
     /// Hand the bytes read to the connection.

@@ -293,7 +293,7 @@ impl Conn {
     /// connection window beyond its default) are queued at once: RFC 9113 §3.4, "the server
     /// connection preface [...] MUST be the first frame the server sends".
     pub fn new(settings: Settings) -> Conn {
-        let mut out = BytesMut::with_capacity(16 << 10);
+        let mut out = BytesMut::with_capacity(128);
         let max_frame = settings
             .max_frame_size
             .clamp(frame::MIN_MAX_FRAME as u32, (1 << 24) - 1);

@@ -71,6 +71,8 @@ const OUT_HIGH: usize = 256 * 1024;
 /// Free room the read buffer has before each read: a frame header and a full default frame
 /// fit, so a busy connection reads many frames per call.
 const READ_MIN: usize = 16 * 1024 + 9;
+/// Room the output has when a connection wakes from idle: a batch of small responses fits.
+const WRITE_MIN: usize = 16 * 1024;
 /// After GOAWAY, how long a connection waits for the client to close (the graceful GOAWAY
 /// needs one PING round trip) before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -273,6 +275,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Hand the bytes read to the connection.
     fn receive(&mut self) {
         let mut conn = self.conn.borrow_mut();
+        if conn.out.capacity() == 0 {
+            // Given back while idle: answers to what was just read are written into a spare
+            // one, not into a buffer that grows by reallocation.
+            conn.out = spare::take();
+            conn.out.reserve(WRITE_MIN);
+        }
         if let Err(e) = conn.recv(&mut self.rbuf, std::time::Instant::now()) {
             let level_info = e.reason == Reason::ENHANCE_YOUR_CALM;
             if level_info {

@@ -609,6 +609,48 @@ fn idle_connection_gets_goaway_then_closes() {
     );
 }
 
+#[test]
+fn a_stream_the_client_grants_no_window_is_reset_and_the_connection_serves_on() {
+    // SETTINGS_INITIAL_WINDOW_SIZE = 0: the client will take no DATA on any stream until it
+    // sends WINDOW_UPDATE, which it never does for stream 1. The server resets that stream
+    // (CANCEL) once `timeouts.send` has passed, and answers the next stream, which the client
+    // opens with a window of its own.
+    let www = site();
+    let server = Server::run_config(&config(www.root(), "", "[timeouts]\nsend = \"1s\"\n")).start();
+    let mut conn = RawH2::open(&server);
+    conn.send(&frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]));
+    conn.handshake();
+    conn.send(&frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        1,
+        &request_block("GET", "/hello.txt"),
+    ));
+    let started = Instant::now();
+    let reset = conn.until("RST_STREAM on the starved stream", |f| {
+        assert!(
+            !(f.kind == DATA && f.stream == 1 && !f.payload.is_empty()),
+            "DATA sent beyond a window of 0"
+        );
+        f.kind == RST_STREAM && f.stream == 1
+    });
+    assert_eq!(reset.error_code(), Some(0x8), "{reset:?}"); // CANCEL
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "reset before the send timeout: {:?}",
+        started.elapsed()
+    );
+    conn.send(&frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        3,
+        &request_block("GET", "/hello.txt"),
+    ));
+    conn.send(&frame(0x8, 0, 3, &1024u32.to_be_bytes())); // WINDOW_UPDATE
+    let data = conn.until("DATA on stream 3", |f| f.kind == DATA && f.stream == 3);
+    assert_eq!(data.payload, HELLO);
+}
+
 // ---- drain ------------------------------------------------------------------------------------------
 
 #[test]

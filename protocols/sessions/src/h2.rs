@@ -554,13 +554,7 @@ impl StreamCtx {
         };
 
         let status = response.status;
-        let sent = match self.send_response(response, is_head).await {
-            Ok(sent) => Some(sent),
-            Err(e) => {
-                tracing::debug!(peer = %this.peer, error = %e, "HTTP/2 response not delivered");
-                None
-            }
-        };
+        let sent = self.deliver(response, is_head).await;
         metrics::response(Proto::Http2, status, sent.unwrap_or(0));
         if let (Some(log), Some(facts)) = (&env.access_log, log_facts) {
             facts.record(log, this.peer, "HTTP/2.0", status, sent.unwrap_or(0));
@@ -574,8 +568,33 @@ impl StreamCtx {
     /// Answer with `response` without routing (431).
     async fn answer(self, response: Response) {
         let status = response.status;
-        let sent = self.send_response(response, false).await.ok();
+        let sent = self.deliver(response, false).await;
         metrics::response(Proto::Http2, status, sent.unwrap_or(0));
+    }
+
+    /// Send the response and wait until all of it is framed, within `timeouts.send` per
+    /// wait. The body bytes sent, or `None` when the stream had to be given up: then it is
+    /// reset with CANCEL (RFC 9113 §8.1: a response that cannot be completed ends with
+    /// RST_STREAM).
+    async fn deliver(&self, response: Response, is_head: bool) -> Option<u64> {
+        let result = match self.send_response(response, is_head).await {
+            Ok(sent) => {
+                let flushed = poll_fn(|cx| self.conn.borrow_mut().poll_sent(self.id, cx));
+                match within(self.this.env.timeouts.send, flushed).await {
+                    Some(()) => Ok(sent),
+                    None => Err(SendError::Stalled),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(sent) => Some(sent),
+            Err(e) => {
+                tracing::debug!(peer = %self.this.peer, error = %e, "HTTP/2 response not delivered");
+                self.conn.borrow_mut().reset(self.id, Reason::CANCEL);
+                None
+            }
+        }
     }
 
     /// The next piece of the request body, bounded by `timeouts.body` per pause.

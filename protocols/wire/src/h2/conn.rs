@@ -1315,6 +1315,21 @@ impl Conn {
         Poll::Pending
     }
 
+    /// Ready once everything queued on `id` has been framed (or the stream is gone); the
+    /// handler waits here, under its send timeout, so a client that grants no window cannot
+    /// keep a finished response queued forever.
+    pub fn poll_sent(&mut self, id: u32, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(i) = self.stream_index(id) else {
+            return Poll::Ready(());
+        };
+        let stream = &mut self.streams[i];
+        if stream.queue.is_empty() {
+            return Poll::Ready(());
+        }
+        stream.writer = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
     /// The stream's handler is done with it. A response left incomplete is reset (CANCEL);
     /// a complete one whose request is still arriving is followed by RST_STREAM(NO_ERROR)
     /// (§8.1: "a server MAY request that the client abort transmission of a request without
@@ -1856,6 +1871,9 @@ mod tests {
             .sum();
         // The default windows are 65,535 octets, in frames of at most 16,384.
         assert_eq!(sent, 65_535);
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(conn.poll_sent(1, &mut cx).is_pending());
         let mut update = BytesMut::new();
         update.extend(frame(frame::WINDOW_UPDATE, 0, 0, &50_000u32.to_be_bytes()));
         update.extend(frame(frame::WINDOW_UPDATE, 0, 1, &50_000u32.to_be_bytes()));
@@ -1865,6 +1883,7 @@ mod tests {
         let sent: usize = rest.iter().map(|f| f.3.len()).sum();
         assert_eq!(sent, 100_000 - 65_535);
         assert_eq!(rest.last().unwrap().1, frame::END_STREAM);
+        assert!(conn.poll_sent(1, &mut cx).is_ready());
     }
 
     #[test]

@@ -841,12 +841,14 @@ impl Conn {
                 self.decoder
                     .decode(&block.buf, |n, v| fields.field(n, v))
                     .map_err(compression)?;
+                let Some(i) = self.stream_index(id) else {
+                    // Reset by us while the block was arriving (its handler finished): frames
+                    // after our RST_STREAM are ignored.
+                    return Ok(());
+                };
                 if fields.malformed || fields.too_large {
                     return self.stream_error(id, Reason::PROTOCOL_ERROR);
                 }
-                let i = self
-                    .stream_index(id)
-                    .expect("trailers only for open streams");
                 let stream = &mut self.streams[i];
                 if stream
                     .content_length
@@ -2076,6 +2078,34 @@ mod tests {
         assert!(!conn.is_done());
         conn.send_head(1, 204, &HeaderMap::new(), true).unwrap();
         assert!(conn.is_done());
+    }
+
+    #[test]
+    fn trailers_still_arriving_when_the_stream_is_reset_are_ignored() {
+        let mut conn = open(Settings::default());
+        let post = block(&[(":method", "POST"), (":scheme", "http"), (":path", "/")]);
+        feed(&mut conn, headers(1, &post, false)).unwrap();
+        request(&mut conn);
+        // The trailer block starts, without END_HEADERS...
+        let trailers = block(&[("grpc-status", "0")]);
+        feed(
+            &mut conn,
+            frame(frame::HEADERS, frame::END_STREAM, 1, &trailers[..5]),
+        )
+        .unwrap();
+        // ...the handler answers and lets go of the stream (RST_STREAM NO_ERROR)...
+        conn.send_head(1, 204, &HeaderMap::new(), true).unwrap();
+        conn.finish(1);
+        assert_eq!(resets(&mut conn), vec![(1, Reason::NO_ERROR)]);
+        // ...and the block ends: decoded (the table stays in step) and ignored.
+        feed(
+            &mut conn,
+            frame(frame::CONTINUATION, frame::END_HEADERS, 1, &trailers[5..]),
+        )
+        .unwrap();
+        assert!(conn.ended().is_none());
+        feed(&mut conn, headers(3, &get("/"), true)).unwrap();
+        assert_eq!(request(&mut conn).0, 3);
     }
 
     #[test]

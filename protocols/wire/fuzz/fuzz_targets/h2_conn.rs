@@ -1,10 +1,11 @@
 //! Fuzz target: the HTTP/2 server connection fed arbitrary client bytes after a valid preface
 //! and SETTINGS, in reads whose size the first byte chooses.
 //!
-//! Properties: it never panics; every request it announces is answered (head, a body, and
-//! trailers on every third) without an error while the stream is open; the frames it writes
-//! always parse (a 9-octet header and the length it announces); and once it reports a
-//! connection error it takes no more input.
+//! Properties: it never panics; every request it announces can be answered (head, a body, and
+//! trailers on every third) without an error while the stream is open, whenever the input
+//! chooses to answer it and to release it; the frames it writes always parse (a 9-octet header
+//! and the length it announces); and once it reports a connection error it takes no more
+//! input.
 
 #![no_main]
 
@@ -39,27 +40,42 @@ fuzz_target!(|data: &[u8]| {
     conn.recv(&mut input, now).expect("a valid handshake");
     let mut buf = BytesMut::new();
     let mut answered = 0u32;
+    // Streams announced and not yet answered, and answered ones not yet released: the input
+    // decides when each step happens, so frames also arrive between a stream's answer and its
+    // release, and after it.
+    let mut waiting: Vec<u32> = Vec::new();
+    let mut held: Vec<u32> = Vec::new();
     for chunk in rest.chunks(usize::from(piece).max(1)) {
+        let control = chunk.first().copied().unwrap_or(0);
         buf.extend_from_slice(chunk);
         let failed = conn.recv(&mut buf, now).is_err();
         while let Some(event) = conn.next_event() {
-            let id = match event {
+            waiting.push(match event {
                 Event::Request { id, .. } | Event::TooLarge { id } => id,
-            };
-            if !conn.is_open(id) {
-                continue;
+            });
+        }
+        if control & 1 == 0 {
+            for id in waiting.drain(..) {
+                if !conn.is_open(id) {
+                    continue;
+                }
+                answered += 1;
+                conn.send_head(id, 200, &HeaderMap::new(), false).expect("open stream");
+                if answered % 3 == 0 {
+                    conn.send_data(id, Bytes::from_static(b"body"), false).expect("open");
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("grpc-status", "0".parse().expect("valid"));
+                    conn.send_trailers(id, trailers).expect("open");
+                } else {
+                    conn.send_data(id, Bytes::from(vec![0u8; 40_000]), true).expect("open");
+                }
+                held.push(id);
             }
-            answered += 1;
-            conn.send_head(id, 200, &HeaderMap::new(), false).expect("open stream");
-            if answered % 3 == 0 {
-                conn.send_data(id, Bytes::from_static(b"body"), false).expect("open");
-                let mut trailers = HeaderMap::new();
-                trailers.insert("grpc-status", "0".parse().expect("valid"));
-                conn.send_trailers(id, trailers).expect("open");
-            } else {
-                conn.send_data(id, Bytes::from(vec![0u8; 40_000]), true).expect("open");
+        }
+        if control & 2 == 0 {
+            for id in held.drain(..) {
+                conn.finish(id);
             }
-            conn.finish(id);
         }
         conn.write_data(1 << 20);
         check_frames(&mut conn.out);

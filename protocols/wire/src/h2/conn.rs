@@ -111,7 +111,6 @@ pub enum Flood {
     Priority,
     EmptyData,
     Resets,
-    ErrorResets,
 }
 
 /// A connection error: the code and what the client did.
@@ -417,14 +416,6 @@ impl Conn {
         self.wake_driver();
     }
 
-    /// End the connection now with GOAWAY `reason` (a flood noticed by the session, a
-    /// handshake that timed out).
-    pub fn abort(&mut self, reason: Reason) {
-        if self.ended.is_none() {
-            self.fail(conn_err(reason, "ended by the server"));
-        }
-    }
-
     // ---- reading ------------------------------------------------------------------------
 
     /// Process the client's bytes: every complete frame is taken from `buf`, a partial one is
@@ -566,7 +557,6 @@ impl Conn {
                     .try_into()
                     .unwrap_or(u32::MAX),
             ),
-            Flood::ErrorResets => unreachable!("counted per connection"),
         };
         let start = *self.window_start.get_or_insert(now);
         if now.duration_since(start) >= self.settings.flood_window {
@@ -619,7 +609,7 @@ impl Conn {
         if self.error_resets > self.settings.max_error_resets {
             return Err(conn_err(
                 Reason::ENHANCE_YOUR_CALM,
-                flood_name(Flood::ErrorResets),
+                "too many streams reset for errors",
             ));
         }
         Ok(())
@@ -1475,7 +1465,6 @@ fn flood_name(flood: Flood) -> &'static str {
         Flood::Priority => "PRIORITY flood",
         Flood::EmptyData => "empty DATA flood",
         Flood::Resets => "streams reset before they were answered (rapid reset)",
-        Flood::ErrorResets => "too many streams reset for errors",
     }
 }
 

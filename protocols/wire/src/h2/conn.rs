@@ -355,7 +355,8 @@ impl Conn {
 
     // ---- the session's view -------------------------------------------------------------
 
-    /// Remember the driver's waker: sends from stream tasks wake it.
+    /// Remember the driver's waker: sends from stream tasks wake it. What the driver does
+    /// itself (`recv`, `start_shutdown`) wakes nobody: the driver goes on to write anyway.
     pub fn set_driver(&mut self, waker: &Waker) {
         if !self.driver.as_ref().is_some_and(|w| w.will_wake(waker)) {
             self.driver = Some(waker.clone());
@@ -413,7 +414,6 @@ impl Conn {
         self.shutdown_started = true;
         frame::put_goaway(&mut self.out, (1 << 31) - 1, Reason::NO_ERROR);
         frame::put_ping(&mut self.out, SHUTDOWN_PING, false);
-        self.wake_driver();
     }
 
     // ---- reading ------------------------------------------------------------------------
@@ -434,9 +434,6 @@ impl Conn {
             buf.clear();
             self.fail(e);
         }
-        if !self.out.is_empty() || !self.events.is_empty() {
-            self.wake_driver();
-        }
         result
     }
 
@@ -450,7 +447,6 @@ impl Conn {
         }
         self.streams.clear();
         self.data_queued = false;
-        self.wake_driver();
     }
 
     fn recv_frames(&mut self, buf: &mut BytesMut, now: Instant) -> Result<(), ConnError> {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Uri, Version};
 
 use super::frame::{self, Header, Reason};
@@ -269,8 +269,8 @@ pub struct Conn {
     driver: Option<Waker>,
     /// Where response header blocks are encoded before they are framed.
     block_buf: BytesMut,
-    /// The last `:authority` parsed.
-    authority: Option<Authority>,
+    /// What the last request head parsed to, for the next one to reuse.
+    memo: Memo,
 }
 
 /// Writes the fields of one response header block; see [`Conn::send_head_with`].
@@ -349,7 +349,7 @@ impl Conn {
             data_queued: false,
             driver: None,
             block_buf: BytesMut::with_capacity(256),
-            authority: None,
+            memo: Memo::default(),
         }
     }
 
@@ -855,11 +855,13 @@ impl Conn {
             }
             Purpose::Request => {
                 let mut fields = Fields::new(true, self.settings.max_header_list_size);
-                fields.memo = self.authority.take();
-                self.decoder
-                    .decode(&block.buf, |n, v| fields.field(n, v))
-                    .map_err(compression)?;
-                self.authority = fields.memo.take();
+                // Room for as many fields as the last request had: a map sized for the usual
+                // few fields is a small allocation, one sized for many a slower one.
+                fields.headers.reserve(self.memo.fields.len());
+                fields.memo = std::mem::take(&mut self.memo);
+                let decoded = self.decoder.decode(&block.buf, |n, v| fields.field(n, v));
+                self.memo = std::mem::take(&mut fields.memo);
+                decoded.map_err(compression)?;
                 let mut stream =
                     Stream::new(id, i64::from(self.settings.stream_window), self.peer_window);
                 if fields.too_large {
@@ -1483,18 +1485,53 @@ const NAME_OK: [bool; 256] = {
     ok
 };
 
+/// Most regular fields a connection remembers, by position in the request head.
+const MEMO_FIELDS: usize = 16;
+
+/// What the fields of a connection's last request head parsed to. A client repeats most of
+/// its head from request to request (`:authority`, often `:path`, and fields such as
+/// `user-agent`, `accept` or `cookie` in the same order), so each field is first compared with
+/// the one at its position last time: when the bytes are equal, the parsed value is shared
+/// instead of checked and copied again. Only validated fields are remembered.
+#[derive(Default)]
+struct Memo {
+    authority: Option<Authority>,
+    path: Option<PathAndQuery>,
+    /// Regular fields by position; `content-length`, which must be parsed, is never kept.
+    fields: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// `value` parsed, or the memo's own when it was parsed from the same bytes; a new parse is
+/// remembered in its place.
+fn remembered<T: Clone>(
+    memo: &mut Option<T>,
+    value: &[u8],
+    text: fn(&T) -> &str,
+    parse: impl FnOnce(&[u8]) -> Option<T>,
+) -> Option<T> {
+    if let Some(known) = memo
+        && text(known).as_bytes() == value
+    {
+        return Some(known.clone());
+    }
+    let parsed = parse(value)?;
+    *memo = Some(parsed.clone());
+    Some(parsed)
+}
+
 /// The fields of one header block, checked as they are decoded (RFC 9113 §8.2, §8.3).
 struct Fields {
     request: bool,
     method: Option<Method>,
     scheme: Option<Scheme>,
     authority: Option<Authority>,
-    /// The connection's last parsed `:authority` (clients repeat it): taken in, handed back.
-    memo: Option<Authority>,
-    path: Option<Bytes>,
+    /// The connection's memo of its last request head: taken in, handed back.
+    memo: Memo,
+    path: Option<PathAndQuery>,
     headers: HeaderMap,
     content_length: Option<u64>,
-    regular_seen: bool,
+    /// Regular fields seen so far: the position of the next one.
+    regular: usize,
     malformed: bool,
     too_large: bool,
     size: usize,
@@ -1508,11 +1545,11 @@ impl Fields {
             method: None,
             scheme: None,
             authority: None,
-            memo: None,
+            memo: Memo::default(),
             path: None,
-            headers: HeaderMap::with_capacity(8),
+            headers: HeaderMap::new(),
             content_length: None,
-            regular_seen: false,
+            regular: 0,
             malformed: false,
             too_large: false,
             size: 0,
@@ -1543,7 +1580,7 @@ impl Fields {
         if let Some(pseudo) = name.strip_prefix(b":") {
             // §8.3: pseudo-header fields come first, only in requests (not trailers), each
             // once, and only the defined ones.
-            if !self.request || self.regular_seen {
+            if !self.request || self.regular > 0 {
                 self.malformed = true;
                 return;
             }
@@ -1551,7 +1588,7 @@ impl Fields {
                 self.malformed = true;
                 return;
             }
-            let slot = match pseudo {
+            match pseudo {
                 b"method" => {
                     if self.method.is_some() {
                         self.malformed = true;
@@ -1581,30 +1618,42 @@ impl Fields {
                         self.malformed = true;
                         return;
                     }
-                    self.authority = match &self.memo {
-                        Some(known) if known.as_str().as_bytes() == value => Some(known.clone()),
-                        _ => Authority::try_from(value).ok(),
-                    };
-                    match &self.authority {
-                        Some(parsed) => self.memo = Some(parsed.clone()),
-                        None => self.malformed = true,
-                    }
+                    self.authority =
+                        remembered(&mut self.memo.authority, value, Authority::as_str, |v| {
+                            Authority::try_from(v).ok()
+                        });
+                    self.malformed |= self.authority.is_none();
                     return;
                 }
-                b"path" => &mut self.path,
+                b"path" => {
+                    if self.path.is_some() {
+                        self.malformed = true;
+                        return;
+                    }
+                    // §8.3.1: ":path [...] MUST NOT be empty for "http" or "https" URIs"; for
+                    // CONNECT it must be absent, which `into_request` checks.
+                    self.path = remembered(&mut self.memo.path, value, PathAndQuery::as_str, |v| {
+                        (!v.is_empty()).then(|| PathAndQuery::try_from(v).ok())?
+                    });
+                    self.malformed |= self.path.is_none();
+                    return;
+                }
                 _ => {
                     self.malformed = true;
                     return;
                 }
             };
-            if slot.is_some() {
-                self.malformed = true;
-                return;
-            }
-            *slot = Some(Bytes::copy_from_slice(value));
+        }
+        let position = self.regular;
+        self.regular += 1;
+        if let Some((known_name, known_value)) = self.memo.fields.get(position)
+            && known_name.as_str().as_bytes() == name
+            && known_value.as_bytes() == value
+        {
+            // Checked when it was remembered; never `content-length`.
+            self.headers.append(known_name.clone(), known_value.clone());
             return;
         }
-        self.regular_seen = true;
         // §8.2: "A field name MUST NOT contain characters in the ranges 0x00-0x20, 0x41-0x5a,
         // or 0x7f-0xff (all ranges inclusive)."
         if name.is_empty() || name.iter().any(|&b| !NAME_OK[usize::from(b)]) {
@@ -1646,6 +1695,16 @@ impl Fields {
                 }
             }
         }
+        if self.request && !content_length && position <= self.memo.fields.len() {
+            let entry = (name.clone(), value.clone());
+            if position == self.memo.fields.len() {
+                if position < MEMO_FIELDS {
+                    self.memo.fields.push(entry);
+                }
+            } else {
+                self.memo.fields[position] = entry;
+            }
+        }
         self.headers.append(name, value);
     }
 
@@ -1664,11 +1723,7 @@ impl Fields {
             parts.authority = Some(self.authority?);
         } else {
             let (scheme, path) = (self.scheme?, self.path?);
-            // §8.3.1: ":path [...] MUST NOT be empty for "http" or "https" URIs".
-            if path.is_empty() {
-                return None;
-            }
-            parts.path_and_query = Some(http::uri::PathAndQuery::from_maybe_shared(path).ok()?);
+            parts.path_and_query = Some(path);
             // Without :authority the target is origin-form; `Host` names the authority.
             if let Some(authority) = self.authority {
                 parts.scheme = Some(scheme);
@@ -1885,6 +1940,66 @@ mod tests {
             assert_eq!(e.reason, Reason::PROTOCOL_ERROR);
             assert_eq!(goaway(&mut conn), Some((0, Reason::PROTOCOL_ERROR)));
             assert!(conn.ended().is_some());
+        }
+    }
+
+    /// Fields equal to the last request's at the same position are shared from the memo; any
+    /// other field is checked as if nothing were remembered, and `content-length` always is.
+    #[test]
+    fn repeated_fields_are_reused_and_changed_ones_checked_again() {
+        let mut conn = open(Settings::default());
+        let head = |path: &str, fields: &[(&str, &str)]| {
+            let mut all = vec![
+                (":method", "POST"),
+                (":scheme", "https"),
+                (":authority", "example.com"),
+                (":path", path),
+            ];
+            all.extend_from_slice(fields);
+            block(&all)
+        };
+        let first = head("/a?x=1", &[("user-agent", "ua/1"), ("content-length", "0")]);
+        feed(&mut conn, headers(1, &first, true)).unwrap();
+        let (_, parts, _) = request(&mut conn);
+        assert_eq!(parts.uri.path_and_query().unwrap().as_str(), "/a?x=1");
+        assert_eq!(parts.headers["user-agent"], "ua/1");
+
+        // The same head again: the same request, from the memo.
+        feed(&mut conn, headers(3, &first, true)).unwrap();
+        let (id, parts, _) = request(&mut conn);
+        assert_eq!(id, 3);
+        assert_eq!(parts.uri.to_string(), "https://example.com/a?x=1");
+        assert_eq!(parts.headers["user-agent"], "ua/1");
+        assert_eq!(parts.headers["content-length"], "0");
+
+        // A changed value at a remembered position is parsed anew.
+        let changed = head("/b", &[("user-agent", "ua/2"), ("accept", "*/*")]);
+        feed(&mut conn, headers(5, &changed, true)).unwrap();
+        let (_, parts, _) = request(&mut conn);
+        assert_eq!(parts.uri.path(), "/b");
+        assert_eq!(parts.headers["user-agent"], "ua/2");
+        assert_eq!(parts.headers["accept"], "*/*");
+
+        // A forbidden field where an allowed one was remembered is still malformed, and so is
+        // an empty or invalid :path after a valid one.
+        for (id, bad) in [
+            (7, head("/b", &[("connection", "close")])),
+            (9, head("/b", &[("user-agent", "ua/2"), ("Accept", "*/*")])),
+            (11, head("", &[])),
+            (13, head("/b c", &[])),
+        ] {
+            feed(&mut conn, headers(id, &bad, true)).unwrap();
+            assert_eq!(resets(&mut conn), [(id, Reason::PROTOCOL_ERROR)]);
+            assert!(conn.next_event().is_none());
+        }
+
+        // content-length is checked against the DATA every time, remembered or not.
+        let with_body = head("/b", &[("user-agent", "ua/2"), ("content-length", "5")]);
+        for id in [15, 17] {
+            feed(&mut conn, headers(id, &with_body, false)).unwrap();
+            let _ = request(&mut conn);
+            feed(&mut conn, frame(frame::DATA, frame::END_STREAM, id, b"abc")).unwrap();
+            assert_eq!(resets(&mut conn), [(id, Reason::PROTOCOL_ERROR)]);
         }
     }
 

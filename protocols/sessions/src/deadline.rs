@@ -3,7 +3,7 @@
 //! Most steps of a busy connection are: a write the socket has room for, a TLS flush, a
 //! request head already received, a cached answer. `tokio::time::timeout` reads the clock and
 //! makes a timer entry every time, ready or not, so the step is polled once first and the
-//! timer is armed only if it must wait.
+//! timer is armed (and its room allocated) only if it must wait.
 
 use std::future::{Future, poll_fn};
 use std::task::Poll;
@@ -18,7 +18,9 @@ pub(crate) async fn within<T>(limit: Duration, future: impl Future<Output = T>) 
     if let Poll::Ready(output) = poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await {
         return Some(output);
     }
-    timeout(limit, future).await.ok()
+    // Boxed: the timer makes a future several times the size of most steps, and keeping it
+    // inline would make every future that waits on a step that large, ready or not.
+    Box::pin(timeout(limit, future)).await.ok()
 }
 
 #[cfg(test)]

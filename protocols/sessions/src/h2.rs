@@ -443,6 +443,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     // Reset by the client before we got to it.
                     return;
                 }
+                let Ok(head) = Head::new(head) else {
+                    // RFC 9113 §8.3.1: a Host that contradicts :authority makes the request
+                    // malformed.
+                    self.conn.borrow_mut().reset(id, Reason::PROTOCOL_ERROR);
+                    return;
+                };
                 let stream = StreamCtx {
                     conn: Rc::clone(&self.conn),
                     this: Rc::clone(&self.this),
@@ -491,16 +497,9 @@ impl Drop for StreamCtx {
 
 impl StreamCtx {
     /// Answer one request: build it, route it, send the response, log it.
-    async fn serve(self, parts: http::request::Parts, end_stream: bool) {
+    async fn serve(self, head: Head, end_stream: bool) {
         let this = Rc::clone(&self.this);
         let env = &this.env;
-        let Ok(head) = Head::new(parts) else {
-            // RFC 9113 §8.3.1: a Host that contradicts :authority makes the request malformed.
-            self.conn
-                .borrow_mut()
-                .reset(self.id, Reason::PROTOCOL_ERROR);
-            return;
-        };
         let is_head = head.is_head();
         let log_facts = head.log_facts(env.access_log.as_ref());
         let mut body_open = !end_stream;
@@ -528,7 +527,12 @@ impl StreamCtx {
                     Bytes::new(),
                     Some(rx),
                 );
-                let (response, fed) = tokio::join!(env.router.call(req), self.feed(tx, limit));
+                // Boxed, as the other rare paths below are (bodies, files, streams, multipart,
+                // timers): the future every stream allocates, which holds the largest of its
+                // paths, shrinks from 2.1 to 1.3 KiB.
+                let (response, fed) =
+                    Box::pin(async { tokio::join!(env.router.call(req), self.feed(tx, limit)) })
+                        .await;
                 if fed == Fed::TooLarge {
                     error_response(StatusCode::PAYLOAD_TOO_LARGE)
                 } else {
@@ -536,7 +540,12 @@ impl StreamCtx {
                 }
             }
         } else {
-            match self.read_body(&head, body_open).await {
+            let body = if body_open {
+                Box::pin(self.read_body(&head)).await
+            } else {
+                Ok(Bytes::new())
+            };
+            match body {
                 Ok(bytes) => {
                     body_open = false;
                     let req =
@@ -560,7 +569,7 @@ impl StreamCtx {
             facts.record(log, this.peer, "HTTP/2.0", status, sent.unwrap_or(0));
         }
         if body_open && sent.is_some() && !self.conn.borrow().recv_finished(self.id) {
-            self.discard_body().await;
+            Box::pin(self.discard_body()).await;
         }
         // Dropping `self` finishes the stream (see `Drop`).
     }
@@ -590,11 +599,19 @@ impl StreamCtx {
         match result {
             Ok(sent) => Some(sent),
             Err(e) => {
-                tracing::debug!(peer = %self.this.peer, error = %e, "HTTP/2 response not delivered");
-                self.conn.borrow_mut().reset(self.id, Reason::CANCEL);
+                self.give_up(&e);
                 None
             }
         }
+    }
+
+    /// Reset a stream whose response cannot be completed. Out of line, so the logging's
+    /// temporaries take no room in the future of every response.
+    #[cold]
+    #[inline(never)]
+    fn give_up(&self, e: &SendError) {
+        tracing::debug!(peer = %self.this.peer, error = %e, "HTTP/2 response not delivered");
+        self.conn.borrow_mut().reset(self.id, Reason::CANCEL);
     }
 
     /// The next piece of the request body, bounded by `timeouts.body` per pause.
@@ -654,10 +671,7 @@ impl StreamCtx {
     }
 
     /// Collect the request body, bounded by `limits.max_body` and, per pause, `timeouts.body`.
-    async fn read_body(&self, head: &Head, open: bool) -> Result<Bytes, BodyError> {
-        if !open {
-            return Ok(Bytes::new());
-        }
+    async fn read_body(&self, head: &Head) -> Result<Bytes, BodyError> {
         let max_body = self.this.env.limits.max_body;
         // The connection has already checked that Content-Length is a number, and checks the
         // DATA against it (RFC 9113 §8.1.1): a mismatch resets the stream.
@@ -705,6 +719,23 @@ impl StreamCtx {
 
     /// Send the response head and body. Returns the body bytes sent.
     async fn send_response(&self, response: Response, is_head: bool) -> Result<u64, SendError> {
+        let Some(body) = self.send_head(response, is_head)? else {
+            return Ok(0);
+        };
+        let len = body.len();
+        let result = match body {
+            Body::Stream(stream_body) => return Box::pin(self.stream(stream_body)).await,
+            Body::Empty | Body::Upgrade(_) => self.data(Bytes::new(), true),
+            Body::Bytes(bytes) => self.bytes(bytes, true).await,
+            Body::File(range) => Box::pin(self.file(&range, true)).await,
+            Body::Parts(parts) => Box::pin(self.parts(parts)).await,
+        };
+        result.map(|()| len)
+    }
+
+    /// Queue the response head; the body that follows it, or `None` when there is none to
+    /// send. Not async, so what the head needs is gone before the body is awaited.
+    fn send_head(&self, response: Response, is_head: bool) -> Result<Option<Body>, SendError> {
         let Response {
             status,
             mut headers,
@@ -746,31 +777,19 @@ impl StreamCtx {
                 }
             })
             .map_err(SendError::Reset)?;
-        if no_data {
-            return Ok(0);
-        }
-        let len = body.len();
-        let result = match body {
-            Body::Stream(stream_body) => return self.stream(stream_body).await,
-            Body::Empty | Body::Upgrade(_) => self.data(Bytes::new(), true),
-            Body::Bytes(bytes) => self.bytes(bytes, true).await,
-            Body::File(range) => self.file(&range, true).await,
-            Body::Parts(parts) => {
-                let last = parts.len().saturating_sub(1);
-                let mut result = Ok(());
-                for (i, part) in parts.into_iter().enumerate() {
-                    result = match part {
-                        BodyPart::Bytes(bytes) => self.bytes(bytes, i == last).await,
-                        BodyPart::File(range) => self.file(&range, i == last).await,
-                    };
-                    if result.is_err() {
-                        break;
-                    }
-                }
-                result
+        Ok((!no_data).then_some(body))
+    }
+
+    /// A multipart body, part after part.
+    async fn parts(&self, parts: Vec<BodyPart>) -> Result<(), SendError> {
+        let last = parts.len().saturating_sub(1);
+        for (i, part) in parts.into_iter().enumerate() {
+            match part {
+                BodyPart::Bytes(bytes) => self.bytes(bytes, i == last).await?,
+                BodyPart::File(range) => self.file(&range, i == last).await?,
             }
-        };
-        result.map(|()| len)
+        }
+        Ok(())
     }
 
     fn data(&self, data: Bytes, end: bool) -> Result<(), SendError> {

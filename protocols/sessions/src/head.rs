@@ -82,11 +82,12 @@ impl Head {
     }
 
     /// What the access log keeps, taken before the head goes to the router; `None` when there
-    /// is no access log (nothing is copied then).
-    pub fn log_facts(&self, log: Option<&AccessLog>) -> Option<LogFacts> {
+    /// is no access log (nothing is copied then). Boxed: a request's future holds it across
+    /// every wait, and without a log it then takes one word there.
+    pub fn log_facts(&self, log: Option<&AccessLog>) -> Option<Box<LogFacts>> {
         log?;
         let path = self.path();
-        Some(LogFacts {
+        Some(Box::new(LogFacts {
             method: self.method.clone(),
             target: match self.query() {
                 Some(q) => format!("{path}?{q}"),
@@ -96,7 +97,7 @@ impl Head {
             user_agent: header_string(&self.headers, header::USER_AGENT),
             host: self.host.clone(),
             started: Instant::now(),
-        })
+        }))
     }
 
     /// The services' request.

@@ -44,7 +44,7 @@ use switchyard_services::message::{
     Body, BodyPart, BodySender, BodyStream, FileRange, Frame, Response,
 };
 use switchyard_services::metrics::{self, Proto};
-use switchyard_wire::h2::{Conn, Ended, Event, Reason, Recv, Settings};
+use switchyard_wire::h2::{Conn, Ended, Event, Known, Reason, Recv, Settings};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep, sleep};
@@ -187,7 +187,15 @@ struct Driver<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn poll(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
-        self.conn.borrow_mut().set_driver(cx.waker());
+        // While the driver runs, what streams queue (those it polls in place included) wakes
+        // nobody: the loop below writes it before it returns.
+        self.conn.borrow_mut().enter(cx.waker());
+        let result = self.drive(cx);
+        self.conn.borrow_mut().leave();
+        result
+    }
+
+    fn drive(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
         loop {
             let mut progress = false;
             // Read, unless frames already wait for a client that does not read them.
@@ -767,13 +775,16 @@ impl StreamCtx {
                         }
                     }
                 }
-                w.field("server", b"switchyard");
-                w.field("date", http_date().as_bytes());
+                w.known(Known::Server, b"switchyard");
+                with_http_date(|date| w.known(Known::Date, date));
                 if let Some(len) = content_length {
-                    w.field("content-length", itoa::Buffer::new().format(len).as_bytes());
+                    w.known(
+                        Known::ContentLength,
+                        itoa::Buffer::new().format(len).as_bytes(),
+                    );
                 }
                 if let Some(alt_svc) = alt_svc {
-                    w.field("alt-svc", alt_svc.as_bytes());
+                    w.known(Known::AltSvc, alt_svc.as_bytes());
                 }
             })
             .map_err(SendError::Reset)?;

@@ -373,6 +373,27 @@ fn name_info(name: &str) -> (Option<usize>, Option<usize>) {
     }
 }
 
+/// A field every response of a session carries, named without a string comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    Server,
+    Date,
+    ContentLength,
+    AltSvc,
+}
+
+impl Known {
+    /// The name, and what [`name_info`] says of it.
+    fn info(self) -> (&'static str, Option<usize>, Option<usize>) {
+        match self {
+            Known::Server => ("server", Some(0), Some(54)),
+            Known::Date => ("date", Some(1), Some(33)),
+            Known::ContentLength => ("content-length", None, Some(28)),
+            Known::AltSvc => ("alt-svc", Some(3), None),
+        }
+    }
+}
+
 /// Largest entry the encoder inserts; longer values go as literals and leave the table to the
 /// short, repeated ones.
 const MAX_INDEXED_ENTRY: usize = 256;
@@ -448,6 +469,23 @@ impl Encoder {
     /// One regular field. `name` must be lowercase (as `http::HeaderName` is).
     pub fn field(&mut self, name: &str, value: &[u8], out: &mut BytesMut) {
         let (slot, static_index) = name_info(name);
+        self.encode(name, slot, static_index, value, out);
+    }
+
+    /// One of the fields a session adds to every response, without looking its name up.
+    pub fn known(&mut self, field: Known, value: &[u8], out: &mut BytesMut) {
+        let (name, slot, static_index) = field.info();
+        self.encode(name, slot, static_index, value, out);
+    }
+
+    fn encode(
+        &mut self,
+        name: &str,
+        slot: Option<usize>,
+        static_index: Option<usize>,
+        value: &[u8],
+        out: &mut BytesMut,
+    ) {
         if let Some(slot) = slot {
             let size = name.len() + value.len() + ENTRY_OVERHEAD;
             if size <= MAX_INDEXED_ENTRY && size <= self.max_size {
@@ -583,6 +621,32 @@ mod tests {
         list.iter()
             .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    /// A known field is encoded exactly as the same field by name, and decodes to it.
+    #[test]
+    fn known_fields_agree_with_their_names() {
+        for (known, value) in [
+            (Known::Server, "switchyard"),
+            (Known::Date, "Fri, 04 Dec 2026 23:24:04 GMT"),
+            (Known::ContentLength, "1024"),
+            (Known::AltSvc, "h3=\":443\"; ma=86400"),
+        ] {
+            let (name, slot, static_index) = known.info();
+            assert_eq!((slot, static_index), name_info(name), "{name}");
+            let (mut by_name, mut by_known) = (Encoder::default(), Encoder::default());
+            let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+            for _ in 0..2 {
+                by_name.field(name, value.as_bytes(), &mut a);
+                by_known.known(known, value.as_bytes(), &mut b);
+            }
+            assert_eq!(a, b, "{name}");
+            let mut decoder = Decoder::new(4096);
+            assert_eq!(
+                fields(&mut decoder, &a).unwrap(),
+                pairs(&[(name, value), (name, value)])
+            );
+        }
     }
 
     #[test]

@@ -27,7 +27,7 @@ use http::{Method, Request, Uri, Version};
 
 use super::frame::{self, Header, Reason};
 use crate::h1::fields::is_tchar;
-use crate::hpack::{Decoder, Encoder, HpackError};
+use crate::hpack::{Decoder, Encoder, HpackError, Known};
 
 /// What a connection announces and enforces.
 #[derive(Debug, Clone)]
@@ -267,6 +267,9 @@ pub struct Conn {
     data_queued: bool,
     /// The session's driver, woken when there is something to write.
     driver: Option<Waker>,
+    /// The driver is running (between [`Conn::enter`] and [`Conn::leave`]): it writes before
+    /// it waits, so what is queued meanwhile needs no wakeup.
+    driving: bool,
     /// Where response header blocks are encoded before they are framed.
     block_buf: BytesMut,
     /// What the last request head parsed to, for the next one to reuse.
@@ -284,6 +287,11 @@ impl FieldWriter<'_> {
     /// One field; `name` lowercase.
     pub fn field(&mut self, name: &str, value: &[u8]) {
         self.encoder.field(name, value, self.block);
+    }
+
+    /// One of the fields the session adds to every response.
+    pub fn known(&mut self, field: Known, value: &[u8]) {
+        self.encoder.known(field, value, self.block);
     }
 }
 
@@ -348,6 +356,7 @@ impl Conn {
             error_resets: 0,
             data_queued: false,
             driver: None,
+            driving: false,
             block_buf: BytesMut::with_capacity(256),
             memo: Memo::default(),
         }
@@ -355,16 +364,25 @@ impl Conn {
 
     // ---- the session's view -------------------------------------------------------------
 
-    /// Remember the driver's waker: sends from stream tasks wake it. What the driver does
-    /// itself (`recv`, `start_shutdown`) wakes nobody: the driver goes on to write anyway.
-    pub fn set_driver(&mut self, waker: &Waker) {
+    /// The driver starts a poll; `waker` is woken by sends made outside it (stream tasks).
+    /// What is done while it runs (`recv`, `start_shutdown`, and the streams it polls in
+    /// place) wakes nobody: the driver writes before it waits anyway.
+    pub fn enter(&mut self, waker: &Waker) {
         if !self.driver.as_ref().is_some_and(|w| w.will_wake(waker)) {
             self.driver = Some(waker.clone());
         }
+        self.driving = true;
+    }
+
+    /// The driver's poll is over: sends wake it again.
+    pub fn leave(&mut self) {
+        self.driving = false;
     }
 
     fn wake_driver(&mut self) {
-        if let Some(w) = &self.driver {
+        if let Some(w) = &self.driver
+            && !self.driving
+        {
             w.wake_by_ref();
         }
     }

@@ -5,5 +5,6 @@
 pub mod conn;
 pub mod frame;
 
+pub use crate::hpack::Known;
 pub use conn::{Conn, ConnError, Ended, Event, FieldWriter, Recv, Settings};
 pub use frame::Reason;

@@ -166,13 +166,16 @@ same_files() {
     local name
     for name in "$@"; do
         if ! cmp -s "$dir/$name" "$WWW/$name"; then
-            echo "$name differs from the served file"
+            # What a rare failure needs to be told apart: a short file (the stream ended
+            # early) or different bytes, and what the client said last.
+            echo "$name differs from the served file: $(stat -c %s "$dir/$name" 2>/dev/null || echo no) of $(stat -c %s "$WWW/$name") bytes; $(cmp "$dir/$name" "$WWW/$name" 2>&1 | head -n 1)"
+            [[ -f $WORK/ng.out ]] && grep -v '^\s*$' "$WORK/ng.out" | tail -n 5 | sed 's/^/    client: /'
             return 1
         fi
     done
 }
 fresh_dir() {
-    rm -rf "$WORK/dl"
+    rm -rf "$WORK/dl" "$WORK/ng.out"
     mkdir -p "$WORK/dl"
 }
 ng_status_count() { grep -c ':status: 200' "$WORK/ng.out"; }

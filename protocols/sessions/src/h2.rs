@@ -37,7 +37,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 use http::{StatusCode, Version};
 use switchyard_conf::Http2Config;
 use switchyard_services::message::{
@@ -973,28 +973,6 @@ pub(crate) fn strip_connection_fields(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
-thread_local! {
-    /// The `Date` value of the current second, shared by every response of this thread.
-    static DATE: RefCell<(u64, Option<HeaderValue>)> = const { RefCell::new((u64::MAX, None)) };
-}
-
-/// The current IMF-fixdate as a header value, rebuilt at most once per second per thread (a
-/// clone is a reference-count bump).
-pub(crate) fn http_date() -> HeaderValue {
-    let secs = crate::date::unix_secs();
-    DATE.with(|cell| {
-        let mut cached = cell.borrow_mut();
-        if cached.0 != secs || cached.1.is_none() {
-            let value = with_http_date(HeaderValue::from_bytes).ok();
-            *cached = (secs, value);
-        }
-        cached
-            .1
-            .clone()
-            .unwrap_or_else(|| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     //! The session against `h2`'s own client over an in-memory pipe, serving this crate's
@@ -1004,6 +982,7 @@ mod tests {
 
     use h2::client;
     use http::Method;
+    use http::header::HeaderValue;
     use switchyard_conf::Limits;
 
     use super::*;

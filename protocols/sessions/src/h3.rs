@@ -42,10 +42,11 @@ use switchyard_services::metrics::{self, Proto};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
+use crate::date::http_date;
 use crate::deadline::within;
 use crate::driven::Driven;
 use crate::env::{ConnGuard, SessionEnv};
-use crate::h2::{http_date, strip_connection_fields};
+use crate::h2::strip_connection_fields;
 use crate::head::Head;
 
 /// The most bytes of a file read at once and handed to QUIC: a file is never in memory beyond

@@ -341,17 +341,17 @@ const INDEXED: usize = 10;
 /// static table, if it is there. One `match` answers both.
 fn name_info(name: &str) -> (Option<usize>, Option<usize>) {
     match name {
-        "server" => (Some(0), Some(54)),
-        "date" => (Some(1), Some(33)),
+        "server" => Known::Server.index(),
+        "date" => Known::Date.index(),
         "content-type" => (Some(2), Some(31)),
-        "alt-svc" => (Some(3), None),
+        "alt-svc" => Known::AltSvc.index(),
         "accept-ranges" => (Some(4), Some(18)),
         "last-modified" => (Some(5), Some(44)),
         "etag" => (Some(6), Some(34)),
         "vary" => (Some(7), Some(59)),
         "cache-control" => (Some(8), Some(24)),
         "content-encoding" => (Some(9), Some(26)),
-        "content-length" => (None, Some(28)),
+        "content-length" => Known::ContentLength.index(),
         "content-range" => (None, Some(30)),
         "location" => (None, Some(46)),
         "allow" => (None, Some(22)),
@@ -383,13 +383,25 @@ pub enum Known {
 }
 
 impl Known {
-    /// The name, and what [`name_info`] says of it.
+    /// The name, its [`INDEXED`] slot and its static-table index ([`name_info`] answers the
+    /// same for the name from here).
     fn info(self) -> (&'static str, Option<usize>, Option<usize>) {
+        let (slot, static_index) = self.index();
+        let name = match self {
+            Known::Server => "server",
+            Known::Date => "date",
+            Known::ContentLength => "content-length",
+            Known::AltSvc => "alt-svc",
+        };
+        (name, slot, static_index)
+    }
+
+    const fn index(self) -> (Option<usize>, Option<usize>) {
         match self {
-            Known::Server => ("server", Some(0), Some(54)),
-            Known::Date => ("date", Some(1), Some(33)),
-            Known::ContentLength => ("content-length", None, Some(28)),
-            Known::AltSvc => ("alt-svc", Some(3), None),
+            Known::Server => (Some(0), Some(54)),
+            Known::Date => (Some(1), Some(33)),
+            Known::ContentLength => (None, Some(28)),
+            Known::AltSvc => (Some(3), None),
         }
     }
 }

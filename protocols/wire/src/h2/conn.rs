@@ -1519,22 +1519,27 @@ struct Memo {
     fields: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// `value` parsed, or the memo's own when it was parsed from the same bytes; a new parse is
-/// remembered in its place.
-fn remembered<T: Clone>(
+/// Fill `slot`, a pseudo-header field that may appear once, with `value` parsed, or with the
+/// memo's own when it was parsed from the same bytes; a new parse is remembered in its place.
+/// False when the field is repeated or does not parse: the request is malformed.
+fn set_remembered<T: Clone>(
+    slot: &mut Option<T>,
     memo: &mut Option<T>,
     value: &[u8],
     text: fn(&T) -> &str,
     parse: impl FnOnce(&[u8]) -> Option<T>,
-) -> Option<T> {
-    if let Some(known) = memo
-        && text(known).as_bytes() == value
-    {
-        return Some(known.clone());
+) -> bool {
+    if slot.is_some() {
+        return false;
     }
-    let parsed = parse(value)?;
-    *memo = Some(parsed.clone());
-    Some(parsed)
+    *slot = match memo {
+        Some(known) if text(known).as_bytes() == value => Some(known.clone()),
+        _ => parse(value),
+    };
+    if let Some(parsed) = slot {
+        *memo = Some(parsed.clone());
+    }
+    slot.is_some()
 }
 
 /// The fields of one header block, checked as they are decoded (RFC 9113 §8.2, §8.3).
@@ -1632,28 +1637,20 @@ impl Fields {
                     return;
                 }
                 b"authority" => {
-                    if self.authority.is_some() {
-                        self.malformed = true;
-                        return;
-                    }
-                    self.authority =
-                        remembered(&mut self.memo.authority, value, Authority::as_str, |v| {
-                            Authority::try_from(v).ok()
-                        });
-                    self.malformed |= self.authority.is_none();
+                    let (slot, memo) = (&mut self.authority, &mut self.memo.authority);
+                    self.malformed |= !set_remembered(slot, memo, value, Authority::as_str, |v| {
+                        Authority::try_from(v).ok()
+                    });
                     return;
                 }
                 b"path" => {
-                    if self.path.is_some() {
-                        self.malformed = true;
-                        return;
-                    }
                     // §8.3.1: ":path [...] MUST NOT be empty for "http" or "https" URIs"; for
                     // CONNECT it must be absent, which `into_request` checks.
-                    self.path = remembered(&mut self.memo.path, value, PathAndQuery::as_str, |v| {
-                        (!v.is_empty()).then(|| PathAndQuery::try_from(v).ok())?
-                    });
-                    self.malformed |= self.path.is_none();
+                    let (slot, memo) = (&mut self.path, &mut self.memo.path);
+                    self.malformed |=
+                        !set_remembered(slot, memo, value, PathAndQuery::as_str, |v| {
+                            (!v.is_empty()).then(|| PathAndQuery::try_from(v).ok())?
+                        });
                     return;
                 }
                 _ => {

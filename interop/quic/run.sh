@@ -13,7 +13,9 @@
 # proxy (interop/quic/impair.py): transferloss (2 % loss each way), handshakeloss (30 % loss,
 # many short connections), transfercorruption (2 % of datagrams with a flipped byte) and
 # blackhole (1.5 s of total loss mid-transfer); hostile (malformed hq and h3 requests, each
-# refused on its own stream while the connection serves the next). Every download is compared byte for byte with
+# refused on its own stream while the connection serves the next); h3conformance (RFC 9114 /
+# RFC 9204 frame, stream and QPACK violations written byte by byte over aioquic's QUIC,
+# interop/quic/h3_conformance.py, each with its exact error code). Every download is compared byte for byte with
 # the served file. aioquic speaks hq-interop (HTTP/0.9) as the runner does, except in http3;
 # gtlsclient speaks h3 only. A case is skipped only with a printed reason.
 #
@@ -32,7 +34,7 @@ AIOQUIC_VERSION=1.7.2
 CLIENTS=("$@")
 ((${#CLIENTS[@]})) || CLIENTS=(aioquic ngtcp2)
 ALL_CASES="handshake transfer multiplexing chacha20 retry resumption zerortt http3 keyupdate ipv6 v2
-transferloss handshakeloss transfercorruption blackhole hostile artifacts"
+transferloss handshakeloss transfercorruption blackhole hostile h3conformance artifacts"
 CASES=${CASES:-$ALL_CASES}
 HANDSHAKES=${HANDSHAKES:-20}
 
@@ -474,6 +476,15 @@ case_hostile() {
         timeout 60 "$PY" "$HERE/hostile.py" --alpn "$alpn" "https://127.0.0.1:$MAIN_PORT/small" \
             "$WWW/small" >"$WORK/hostile.json" 2>&1 || { echo "$alpn: $(cat "$WORK/hostile.json")"; return 1; }
     done
+}
+
+case_h3conformance() {
+    # Every HTTP/3 byte written by the case: each violation must get its RFC error code (a
+    # connection error, or a stream error after which the connection still serves a GET).
+    [[ $1 == aioquic ]] || { echo "gtlsclient sends only well-formed frames"; return 2; }
+    timeout 300 "$PY" "$HERE/h3_conformance.py" "https://127.0.0.1:$MAIN_PORT/small" "$WWW/small" \
+        >"$WORK/h3conf.out" 2>&1 || { grep -v '^PASS' "$WORK/h3conf.out"; return 1; }
+    tail -1 "$WORK/h3conf.out"
 }
 
 case_artifacts() {

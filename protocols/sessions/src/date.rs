@@ -3,7 +3,6 @@
 use std::cell::RefCell;
 use std::time::{Duration, UNIX_EPOCH};
 
-use http::HeaderValue;
 use rustix::time::ClockId;
 
 thread_local! {
@@ -33,28 +32,6 @@ pub fn with_http_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
 /// Seconds since the Unix epoch, from the coarse realtime clock (see [`with_http_date`]).
 pub(crate) fn unix_secs() -> u64 {
     u64::try_from(rustix::time::clock_gettime(ClockId::RealtimeCoarse).tv_sec).unwrap_or(0)
-}
-
-thread_local! {
-    /// The `Date` value of the current second, shared by every response of this thread.
-    static DATE_VALUE: RefCell<(u64, Option<HeaderValue>)> = const { RefCell::new((u64::MAX, None)) };
-}
-
-/// The current IMF-fixdate as a header value, rebuilt at most once per second per thread (a
-/// clone is a reference-count bump).
-pub(crate) fn http_date() -> HeaderValue {
-    let secs = unix_secs();
-    DATE_VALUE.with(|cell| {
-        let mut cached = cell.borrow_mut();
-        if cached.0 != secs || cached.1.is_none() {
-            let value = with_http_date(HeaderValue::from_bytes).ok();
-            *cached = (secs, value);
-        }
-        cached
-            .1
-            .clone()
-            .unwrap_or_else(|| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
-    })
 }
 
 #[cfg(test)]

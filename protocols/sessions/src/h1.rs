@@ -46,6 +46,7 @@ use crate::deadline::within;
 use crate::driven::Driven;
 use crate::env::{ConnGuard, SessionEnv};
 use crate::h2::H2Session;
+use crate::head::never_has_content;
 use crate::io::{Prefixed, SpliceStreamOne, Transport};
 use crate::spare;
 
@@ -582,10 +583,7 @@ impl H1Conn {
             shared,
             body,
         } = response;
-        // RFC 9110 §6.4.1: 1xx, 204 and 304 responses never carry content.
-        let bodiless = status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
+        let bodiless = never_has_content(status);
         let framing = if bodiless {
             Framing::None
         } else {

@@ -37,23 +37,22 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName};
+use http::header;
 use http::{StatusCode, Version};
 use switchyard_conf::Http2Config;
 use switchyard_services::message::{
     Body, BodyPart, BodySender, BodyStream, FileRange, Frame, Response,
 };
 use switchyard_services::metrics::{self, Proto};
-use switchyard_wire::h2::{Conn, Ended, Event, Known, Reason, Recv, Settings};
+use switchyard_wire::h2::{Conn, Ended, Event, Reason, Recv, Settings};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep, sleep};
 
-use crate::date::with_http_date;
 use crate::deadline::within;
 use crate::driven::Driven;
 use crate::env::{ConnGuard, SessionEnv};
-use crate::head::Head;
+use crate::head::{Head, Outgoing};
 use crate::spare;
 
 /// Most request bytes read and dropped after an early answer before the stream is reset.
@@ -744,51 +743,16 @@ impl StreamCtx {
     /// Queue the response head; the body that follows it, or `None` when there is none to
     /// send. Not async, so what the head needs is gone before the body is awaited.
     fn send_head(&self, response: Response, is_head: bool) -> Result<Option<Body>, SendError> {
-        let Response {
-            status,
-            mut headers,
-            shared,
-            body,
-        } = response;
-        // RFC 9110 §6.4.1: 1xx, 204 and 304 responses never carry content.
-        let bodiless = status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
-        strip_connection_fields(&mut headers);
-        let content_length = if bodiless { None } else { body.known_len() };
-        let no_data = bodiless || is_head || body.is_empty();
+        let outgoing = Outgoing::new(response, is_head);
+        let no_data = outgoing.body.as_ref().is_none_or(Body::is_empty);
         let alt_svc = self.this.env.alt_svc.as_ref();
-        // The fields go to the encoder from where they are: the response's own map, then the
-        // shared ones it does not override, then ours. No map is built or copied.
         self.conn
             .borrow_mut()
-            .send_head_with(self.id, status.as_u16(), no_data, |w| {
-                for (name, value) in &headers {
-                    if name != header::SERVER && name != header::DATE && name != header::ALT_SVC {
-                        w.field(name.as_str(), value.as_bytes());
-                    }
-                }
-                if let Some(shared) = &shared {
-                    for (name, value) in shared.map() {
-                        if headers.is_empty() || !headers.contains_key(name) {
-                            w.field(name.as_str(), value.as_bytes());
-                        }
-                    }
-                }
-                w.known(Known::Server, b"switchyard");
-                with_http_date(|date| w.known(Known::Date, date));
-                if let Some(len) = content_length {
-                    w.known(
-                        Known::ContentLength,
-                        itoa::Buffer::new().format(len).as_bytes(),
-                    );
-                }
-                if let Some(alt_svc) = alt_svc {
-                    w.known(Known::AltSvc, alt_svc.as_bytes());
-                }
+            .send_head_with(self.id, outgoing.status.as_u16(), no_data, |w| {
+                outgoing.fields(w, alt_svc);
             })
             .map_err(SendError::Reset)?;
-        Ok((!no_data).then_some(body))
+        Ok(outgoing.body.filter(|_| !no_data))
     }
 
     /// A multipart body, part after part.
@@ -940,39 +904,6 @@ fn error_response(status: StatusCode) -> Response {
     }
 }
 
-/// RFC 9113 §8.2.2: "An endpoint MUST NOT generate an HTTP/2 message containing
-/// connection-specific header fields. [...] Connection, Proxy-Connection, Keep-Alive,
-/// Transfer-Encoding, and Upgrade" and "TE [...] MUST NOT contain any value other than
-/// 'trailers'". Also drops `Content-Length`, which the session derives from the body.
-pub(crate) fn strip_connection_fields(headers: &mut HeaderMap) {
-    // One pass over the names (no hashing) answers the usual case, where services set none of
-    // these; the removals below run only when one is present. `Date` and `Server` need no
-    // removal: the caller `insert`s them, which replaces every earlier value.
-    let connection_specific = |name: &HeaderName| {
-        name == header::CONNECTION
-            || name == header::TRANSFER_ENCODING
-            || name == header::UPGRADE
-            || name == header::TE
-            || name == header::CONTENT_LENGTH
-            || name == "keep-alive"
-            || name == "proxy-connection"
-    };
-    if !headers.keys().any(connection_specific) {
-        return;
-    }
-    for name in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::TE,
-        header::CONTENT_LENGTH,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-}
-
 #[cfg(test)]
 mod tests {
     //! The session against `h2`'s own client over an in-memory pipe, serving this crate's
@@ -982,11 +913,12 @@ mod tests {
 
     use h2::client;
     use http::Method;
-    use http::header::HeaderValue;
+    use http::header::{HeaderMap, HeaderName, HeaderValue};
     use switchyard_conf::Limits;
 
     use super::*;
     use crate::env::ConnTracker;
+    use crate::head::strip_connection_fields;
     use crate::testing::env;
 
     /// Start a session on one end of a pipe and hand the client a connection on the other.

@@ -1,65 +1,78 @@
-//! The HTTP/3 session actor (RFC 9114), over `h3` and `h3-quinn`.
+//! The HTTP/3 session actor (RFC 9114), over quinn, with our own framing and QPACK.
 //!
 //! One [`H3Session`] per QUIC connection whose ALPN is `h3`. QUIC (quinn) owns packets, loss
-//! recovery, flow control and stream limits; `h3` owns frames, QPACK and the control streams;
-//! this module turns each request stream into a [`Request`], routes it, and writes the
+//! recovery, flow control and stream limits; `switchyard_wire::h3` reads and writes the frames
+//! and field sections (sans-IO); this module moves bytes between the two, turns each request
+//! stream into a [`Request`](switchyard_services::message::Request), routes it, and writes the
 //! [`Response`] back. It decides nothing about what a request means, so ranges, conditionals,
 //! precompressed variants and limits behave exactly as over HTTP/1.1 and HTTP/2.
 //!
-//! The driver is one future: it accepts request streams from `h3` (which also drives the
-//! control stream) and runs each stream's work as a local task in a [`JoinSet`] it owns, so all
-//! of them are aborted when the session ends.
+//! Streams:
+//! * our control stream, opened first, carries SETTINGS (SETTINGS_MAX_FIELD_SECTION_SIZE =
+//!   `limits.max_header_bytes`; the QPACK table capacity stays 0) and, on drain, GOAWAY;
+//! * the client's control stream and QPACK streams are read by tasks of their own, and every
+//!   violation of RFC 9114 §6.2 / RFC 9204 §4.2 ends the connection with the RFC's code;
+//! * each request stream is served by its own future, polled once where it is accepted and
+//!   given a task only if it must wait (most answers are a cached file, ready at once).
 //!
 //! Bounds: streams beyond `quic.max_streams_bidi` are withheld by QUIC (MAX_STREAMS is raised
-//! as streams finish); a request body is collected up to `limits.max_body` (413 beyond), each
-//! pause bounded by `timeouts.body`; header sections beyond `limits.max_header_bytes` are
-//! refused by `h3` (SETTINGS_MAX_FIELD_SECTION_SIZE); a response holds at most [`SEND_CHUNK`]
-//! bytes of a file in memory per stream, and a stream whose client grants no window for
-//! `timeouts.send` is reset. On drain the session sends GOAWAY, lets the accepted requests
-//! finish, then closes the connection with H3_NO_ERROR.
+//! as streams finish); a request head must arrive within `timeouts.header`, and its HEADERS
+//! frame within `limits.max_header_bytes` (431 beyond, as the field section's size when
+//! decoded); a request body is collected up to `limits.max_body` (413 beyond), each pause
+//! bounded by `timeouts.body`; a response holds at most [`SEND_CHUNK`] bytes of a file in
+//! memory per stream, and a stream whose client grants no window for `timeouts.send` is
+//! reset. On drain the session sends GOAWAY, lets the accepted requests finish, then closes the
+//! connection with H3_NO_ERROR.
 //!
 //! Early data (RFC 8470, RFC 9114 §10.9): a request that arrives before the handshake is
 //! complete came in 0-RTT and may be a replay. Only GET and HEAD are served from it; anything
 //! else is answered 425 Too Early, and the client retries it after the handshake.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
+use std::pin::pin;
 use std::rc::Rc;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use h3::error::{Code, StreamError};
-use h3::server::RequestStream;
-use http::header::{self, HeaderValue};
-use http::{Method, StatusCode, Version};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, StatusCode, Version};
+use quinn::{RecvStream, SendStream, VarInt};
 use switchyard_services::message::{Body, BodyPart, FileRange, Frame, Response};
 use switchyard_services::metrics::{self, Proto};
+use switchyard_wire::h3::{self as wire, Code, Control, H3Error, Part, RequestReader, UniKind};
+use switchyard_wire::h3::{frame, qpack};
 use tokio::task::JoinSet;
-use tokio::time::timeout;
 
-use crate::date::http_date;
 use crate::deadline::within;
 use crate::driven::Driven;
 use crate::env::{ConnGuard, SessionEnv};
-use crate::h2::strip_connection_fields;
-use crate::head::Head;
+use crate::head::{Head, Outgoing, strip_connection_fields};
 
 /// The most bytes of a file read at once and handed to QUIC: a file is never in memory beyond
 /// one such chunk per stream.
 pub(crate) const SEND_CHUNK: usize = 64 * 1024;
+/// The most bytes asked of QUIC in one read of a stream.
+const READ_CHUNK: usize = 64 * 1024;
+/// Bodies up to this size travel in the same write as their frame header (one copy); larger
+/// ones are handed to QUIC as they are.
+const COPY_MAX: usize = 4 * 1024;
 /// After GOAWAY, how long accepted requests may take before the connection is closed anyway
 /// (`timeouts.shutdown` bounds the whole process).
 const DRAIN_GRACE: Duration = Duration::from_secs(30);
+/// Finished response streams kept before the first pruning (see `H3Conn::lingering`).
+const LINGER_PRUNE: usize = 64;
 
 /// RFC 9114 §8.1: H3_NO_ERROR (0x0100), the code of a graceful close.
-pub(crate) const H3_NO_ERROR: quinn::VarInt = quinn::VarInt::from_u32(0x0100);
+pub(crate) const H3_NO_ERROR: VarInt = VarInt::from_u32(0x0100);
 
-type Stream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+fn varint(code: Code) -> VarInt {
+    VarInt::from_u64(code.0).unwrap_or(VarInt::MAX)
+}
 
 /// Whether the TLS handshake of a QUIC connection is complete: until it is, requests arrive in
 /// 0-RTT (early data). Set by the endpoint when quinn's `ZeroRttAccepted` resolves.
@@ -84,85 +97,92 @@ pub struct H3Session;
 impl H3Session {
     /// Start a session on an accepted QUIC connection that negotiated ALPN `h3`.
     pub fn start(
-        conn: quinn::Connection,
+        quic: quinn::Connection,
         handshake: Handshake,
         env: Rc<SessionEnv>,
         guard: ConnGuard,
     ) {
-        let peer = conn.remote_address();
         let session = H3Conn {
-            peer,
+            peer: quic.remote_address(),
+            quic,
             env,
             handshake,
+            decoder: RefCell::default(),
+            opened: Cell::default(),
+            lingering: RefCell::default(),
             _guard: guard,
         };
-        Driven::start("H3Session", session.run(conn));
+        Driven::start("H3Session", session.run());
     }
 }
 
 /// What every stream of one connection shares.
 struct H3Conn {
     peer: SocketAddr,
+    quic: quinn::Connection,
     env: Rc<SessionEnv>,
     handshake: Handshake,
+    /// QPACK decoding (no table: scratch space and recent Huffman strings).
+    decoder: RefCell<wire::Decoder>,
+    /// Which of the client's critical streams are open: control, QPACK encoder, decoder.
+    opened: Cell<[bool; 3]>,
+    /// Response streams whose end is queued but perhaps not yet acknowledged. Closing the
+    /// connection discards what QUIC has not delivered, so a graceful close waits for these.
+    lingering: RefCell<Vec<SendStream>>,
     /// Counts this connection until the driver returns.
     _guard: ConnGuard,
 }
 
 impl H3Conn {
-    async fn run(self, quic: quinn::Connection) {
+    async fn run(self) {
         let peer = self.peer;
         let env = self.env.clone();
-        let mut builder = h3::server::builder();
-        // RFC 9114 §4.2.2: SETTINGS_MAX_FIELD_SECTION_SIZE; larger header sections are refused.
-        builder.max_field_section_size(env.limits.max_header_bytes as u64);
-        let setup = builder.build::<_, Bytes>(h3_quinn::Connection::new(quic.clone()));
-        let mut conn = match timeout(env.timeouts.header, setup).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "HTTP/3 connection setup failed");
-                quic.close(H3_NO_ERROR, b"");
-                return;
-            }
-            Err(_elapsed) => {
-                tracing::debug!(%peer, "HTTP/3 connection setup timed out");
-                quic.close(H3_NO_ERROR, b"");
-                return;
-            }
-        };
+        let quic = self.quic.clone();
+        // §6.2.1: "Each side MUST initiate a single control stream at the beginning of the
+        // connection and send its SETTINGS frame as the first frame on this stream."
+        let max_field_section = env.limits.max_header_bytes as u64;
+        let mut control =
+            match within(env.timeouts.header, open_control(&quic, max_field_section)).await {
+                Some(Ok(send)) => send,
+                Some(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "HTTP/3 control stream not opened");
+                    quic.close(H3_NO_ERROR, b"");
+                    return;
+                }
+                None => {
+                    tracing::debug!(%peer, "HTTP/3 control stream not opened in time");
+                    quic.close(varint(Code::H3_STREAM_CREATION_ERROR), b"");
+                    return;
+                }
+            };
         let this = Rc::new(self);
         let mut drain = env.drain.watch();
-        let mut streams: JoinSet<()> = JoinSet::new();
+        let mut requests: JoinSet<()> = JoinSet::new();
+        let mut others: JoinSet<()> = JoinSet::new();
         let mut closing = false;
+        // The ID after the last request stream accepted: what GOAWAY names (§5.2).
+        let mut next_id = 0u64;
         // Armed when the drain starts.
         let grace = tokio::time::sleep(DRAIN_GRACE);
         tokio::pin!(grace);
         loop {
             tokio::select! {
                 biased;
-                accepted = conn.accept() => match accepted {
-                    Ok(Some(resolver)) => {
-                        let this = Rc::clone(&this);
-                        let work = async move {
-                            match within(this.env.timeouts.header, resolver.resolve_request()).await {
-                                Some(Ok((request, stream))) => this.serve_stream(request, stream).await,
-                                Some(Err(e)) => {
-                                    tracing::debug!(peer = %this.peer, error = %e, "HTTP/3 request refused");
-                                }
-                                None => {
-                                    tracing::debug!(peer = %this.peer, "HTTP/3 request headers timed out");
-                                }
-                            }
-                        };
-                        // Most answers are ready at once (a cached file): poll the stream's work
-                        // here first, and give it a task of its own only if it must wait.
-                        let mut work = Box::pin(work);
+                accepted = quic.accept_bi() => match accepted {
+                    Ok((mut send, mut recv)) => {
+                        if closing {
+                            // §5.2: past the GOAWAY identifier; the client may retry it
+                            // elsewhere.
+                            let _ = send.reset(varint(Code::H3_REQUEST_REJECTED));
+                            let _ = recv.stop(varint(Code::H3_REQUEST_REJECTED));
+                            continue;
+                        }
+                        next_id = u64::from(recv.id()) + 4;
+                        let mut work = Box::pin(Rc::clone(&this).serve_stream(send, recv));
                         if !poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx).is_ready())).await {
-                            streams.spawn_local(work);
+                            requests.spawn_local(work);
                         }
                     }
-                    // GOAWAY exchanged and every accepted request is done.
-                    Ok(None) => break,
                     // Also how a client's normal close is reported (an application close with
                     // code 0 or H3_NO_ERROR, or the idle timeout): not worth more than debug.
                     Err(e) => {
@@ -170,24 +190,52 @@ impl H3Conn {
                         break;
                     }
                 },
-                Some(done) = streams.join_next(), if !streams.is_empty() => {
+                accepted = quic.accept_uni() => match accepted {
+                    Ok(recv) => {
+                        others.spawn_local(Rc::clone(&this).uni_stream(recv));
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "HTTP/3 connection ended");
+                        break;
+                    }
+                },
+                Some(done) = requests.join_next(), if !requests.is_empty() => {
                     if let Err(e) = done
                         && e.is_panic()
                     {
                         tracing::error!(%peer, "an HTTP/3 stream task panicked");
                     }
-                }
-                () = drain.as_mut(), if !closing => {
-                    // RFC 9114 §5.2: "a server that is attempting to gracefully shut down a
-                    // connection [...] sends a GOAWAY frame"; requests on streams below its
-                    // identifier are still answered.
-                    closing = true;
-                    grace.as_mut().reset(tokio::time::Instant::now() + DRAIN_GRACE);
-                    if let Err(e) = conn.shutdown(1).await {
-                        tracing::debug!(%peer, error = %e, "HTTP/3 GOAWAY not sent");
+                    if closing && requests.is_empty() {
                         break;
                     }
-                    tracing::debug!(%peer, open = streams.len(), "HTTP/3 GOAWAY sent: draining");
+                }
+                Some(done) = others.join_next(), if !others.is_empty() => {
+                    if let Err(e) = done
+                        && e.is_panic()
+                    {
+                        tracing::error!(%peer, "an HTTP/3 control stream task panicked");
+                    }
+                }
+                () = drain.as_mut(), if !closing => {
+                    // §5.2: "a server that is attempting to gracefully shut down a connection
+                    // [...] sends a GOAWAY frame"; requests on streams below its identifier are
+                    // still answered.
+                    closing = true;
+                    grace.as_mut().reset(tokio::time::Instant::now() + DRAIN_GRACE);
+                    let mut goaway = BytesMut::new();
+                    frame::put_goaway(&mut goaway, next_id);
+                    match within(env.timeouts.send, control.write_chunk(goaway.freeze())).await {
+                        Some(Ok(())) => {}
+                        Some(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "HTTP/3 GOAWAY not sent");
+                            break;
+                        }
+                        None => break,
+                    }
+                    tracing::debug!(%peer, open = requests.len(), "HTTP/3 GOAWAY sent: draining");
+                    if requests.is_empty() {
+                        break;
+                    }
                 }
                 () = &mut grace, if closing => {
                     tracing::debug!(%peer, "HTTP/3 requests still running after GOAWAY grace");
@@ -195,7 +243,23 @@ impl H3Conn {
                 }
             }
         }
-        streams.abort_all();
+        requests.abort_all();
+        if closing {
+            // Every response is written; wait (within the grace) until the client has them.
+            let lingering = std::mem::take(&mut *this.lingering.borrow_mut());
+            let delivered = async {
+                for send in lingering {
+                    let _ = send.stopped().await;
+                }
+            };
+            if tokio::time::timeout_at(grace.deadline(), delivered)
+                .await
+                .is_err()
+            {
+                tracing::debug!(%peer, "HTTP/3 responses still unacknowledged after GOAWAY grace");
+            }
+        }
+        others.abort_all();
         let stats = quic.stats();
         tracing::debug!(
             %peer,
@@ -206,21 +270,162 @@ impl H3Conn {
             sent_packets = stats.path.sent_packets,
             "HTTP/3 connection done"
         );
-        // RFC 9114 §5.2: "Once all accepted requests have been processed, the server can close
-        // the connection" with H3_NO_ERROR.
+        // §5.2: "Once all accepted requests have been processed, the server can close the
+        // connection" with H3_NO_ERROR. (A connection already closed keeps its first code.)
         quic.close(H3_NO_ERROR, b"");
+        drop(control);
     }
 
-    /// Answer one request stream: build the request, route it, send the response, log it.
-    async fn serve_stream(self: Rc<Self>, request: http::Request<()>, mut stream: Stream) {
+    /// End the connection: a protocol error of the client's (§8).
+    fn fail(&self, error: H3Error) {
+        tracing::debug!(
+            peer = %self.peer,
+            code = error.code().0,
+            what = error.what(),
+            "HTTP/3 connection error"
+        );
+        self.quic
+            .close(varint(error.code()), error.what().as_bytes());
+    }
+
+    /// A unidirectional stream the client opened: its type, then, for the control and QPACK
+    /// streams, everything it carries until the connection ends.
+    async fn uni_stream(self: Rc<Self>, mut recv: RecvStream) {
+        let mut buf = BytesMut::new();
+        let kind = loop {
+            if let Some(kind) = wire::uni_kind(&mut buf) {
+                break kind;
+            }
+            // §6.2: "A receiver MUST tolerate unidirectional streams being closed or reset
+            // prior to the reception of the unidirectional stream header."
+            match recv.read_chunk(READ_CHUNK, true).await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+                Ok(None) | Err(_) => return,
+            }
+        };
+        let slot = match kind {
+            UniKind::Control => 0,
+            UniKind::QpackEncoder => 1,
+            UniKind::QpackDecoder => 2,
+            UniKind::Push => {
+                return self.fail(H3Error::Connection(
+                    Code::H3_STREAM_CREATION_ERROR,
+                    "client opened a push stream",
+                ));
+            }
+            UniKind::Other(kind) => {
+                // §6.2: "the recipient MUST either abort reading of the stream or discard
+                // incoming data without further processing"; H3_STREAM_CREATION_ERROR is the
+                // code to abort with.
+                tracing::trace!(peer = %self.peer, kind, "unknown unidirectional stream");
+                let _ = recv.stop(varint(Code::H3_STREAM_CREATION_ERROR));
+                return;
+            }
+        };
+        let mut opened = self.opened.get();
+        if opened[slot] {
+            // §6.2.1, RFC 9204 §4.2: only one of each.
+            return self.fail(H3Error::Connection(
+                Code::H3_STREAM_CREATION_ERROR,
+                "second control or QPACK stream",
+            ));
+        }
+        opened[slot] = true;
+        self.opened.set(opened);
+        let mut control = wire::ControlReader::default();
+        loop {
+            let checked = match kind {
+                UniKind::Control => loop {
+                    match control.next(&mut buf) {
+                        Ok(Some(Control::Settings {
+                            max_field_section_size,
+                        })) => {
+                            tracing::trace!(peer = %self.peer, ?max_field_section_size, "HTTP/3 client SETTINGS");
+                        }
+                        Ok(Some(Control::Goaway(id))) => {
+                            tracing::debug!(peer = %self.peer, id, "HTTP/3 client going away");
+                        }
+                        Ok(None) => break Ok(()),
+                        Err(e) => break Err(e),
+                    }
+                },
+                UniKind::QpackEncoder => qpack::encoder_instructions(&mut buf),
+                _ => qpack::decoder_instructions(&mut buf),
+            };
+            if let Err(e) = checked {
+                return self.fail(e);
+            }
+            match recv.read_chunk(READ_CHUNK, true).await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+                // §6.2.1: "If either control stream is closed at any point, this MUST be
+                // treated as a connection error of type H3_CLOSED_CRITICAL_STREAM"; RFC 9204
+                // §4.2 says the same of the QPACK streams.
+                Ok(None) | Err(quinn::ReadError::Reset(_)) => {
+                    return self.fail(H3Error::Connection(
+                        Code::H3_CLOSED_CRITICAL_STREAM,
+                        "client closed a critical stream",
+                    ));
+                }
+                // The connection is gone.
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Answer one request stream: read the head, route the request, send the response, log.
+    async fn serve_stream(self: Rc<Self>, mut send: SendStream, recv: RecvStream) {
         let env = &self.env;
-        // Sampled when the headers arrived: requests that came in before the handshake
-        // completed are early data.
+        let mut incoming = Incoming {
+            recv,
+            buf: BytesMut::new(),
+            reader: RequestReader::new(env.limits.max_header_bytes as u64),
+            ended: false,
+        };
+        let section = match within(env.timeouts.header, incoming.next()).await {
+            Some(Ok(Some(Part::Headers(section)))) => Some(section),
+            // §4.2.2: a head larger than the limit is answered 431.
+            Some(Ok(Some(Part::TooLarge))) => None,
+            Some(Ok(_)) => return,
+            Some(Err(e)) => return self.failed(e, &mut send, &mut incoming.recv),
+            None => {
+                tracing::debug!(peer = %self.peer, "HTTP/3 request head timed out");
+                let e = H3Error::Stream(Code::H3_REQUEST_INCOMPLETE, "request head timed out");
+                return self.failed(Fail::H3(e), &mut send, &mut incoming.recv);
+            }
+        };
+        // Sampled when the head arrived: requests that came in before the handshake completed
+        // are early data.
         let early = !self.handshake.is_complete();
-        let (parts, ()) = request.into_parts();
-        let Ok(head) = Head::new(parts) else {
-            stream.stop_stream(Code::H3_MESSAGE_ERROR);
-            return;
+        let decoded = match &section {
+            Some(section) => {
+                let limit = u32::try_from(env.limits.max_header_bytes).unwrap_or(u32::MAX);
+                wire::decode_request(&mut self.decoder.borrow_mut(), section, limit)
+            }
+            None => Ok(None),
+        };
+        let (head, content_length) = match decoded {
+            Ok(Some((parts, content_length))) => match Head::new(parts) {
+                Ok(head) => (head, content_length),
+                Err(_mismatch) => {
+                    let e = H3Error::Stream(Code::H3_MESSAGE_ERROR, ":authority and Host differ");
+                    return self.failed(Fail::H3(e), &mut send, &mut incoming.recv);
+                }
+            },
+            Ok(None) => {
+                let response = Response::text(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "431 Request Header Fields Too Large\n",
+                );
+                self.stop_reading(&mut incoming);
+                let result = self.send_response(send, response, false).await;
+                metrics::response(
+                    Proto::Http3,
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    result.unwrap_or(0),
+                );
+                return;
+            }
+            Err(e) => return self.failed(Fail::H3(e), &mut send, &mut incoming.recv),
         };
         let is_head = head.is_head();
         let log_facts = head.log_facts(env.access_log.as_ref());
@@ -232,21 +437,22 @@ impl H3Conn {
             // processing a request that might be replayed."
             Response::text(StatusCode::TOO_EARLY, "425 Too Early\n")
         } else {
-            match self.read_body(&head, &mut stream).await {
+            match self.read_body(&mut incoming, content_length).await {
                 Ok(body) => {
                     let req = head.into_request(Version::HTTP_3, "https", self.peer, body, None);
                     env.router.call(req).await
                 }
                 Err(BodyError::Answer(status)) => error_response(status),
-                Err(BodyError::Stream(e)) => {
-                    tracing::debug!(peer = %self.peer, error = %e, "HTTP/3 request body failed");
-                    return;
+                Err(BodyError::Fail(e)) => {
+                    return self.failed(e, &mut send, &mut incoming.recv);
                 }
             }
         };
+        // §4.1: a response may complete before the request did; the rest is not wanted.
+        self.stop_reading(&mut incoming);
 
         let status = response.status;
-        let sent = match self.send_response(&mut stream, response, is_head).await {
+        let sent = match self.send_response(send, response, is_head).await {
             Ok(sent) => Some(sent),
             Err(e) => {
                 tracing::debug!(peer = %self.peer, error = %e, "HTTP/3 response not delivered");
@@ -259,146 +465,328 @@ impl H3Conn {
         }
     }
 
-    /// Collect the request body, bounded by `limits.max_body` and, per pause, `timeouts.body`.
-    async fn read_body(&self, head: &Head, stream: &mut Stream) -> Result<Bytes, BodyError> {
+    /// Keep a finished response stream until the client acknowledges it (see `lingering`).
+    /// The list is pruned of acknowledged streams whenever it doubles.
+    fn linger(&self, send: SendStream) {
+        let mut lingering = self.lingering.borrow_mut();
+        lingering.push(send);
+        if lingering.len() >= LINGER_PRUNE && lingering.len().is_power_of_two() {
+            let waker = Waker::noop();
+            let mut cx = Context::from_waker(waker);
+            lingering.retain_mut(|send| pin!(send.stopped()).poll(&mut cx).is_pending());
+        }
+    }
+
+    /// A request stream failed: a connection error closes the connection; a stream error
+    /// aborts both directions of this stream with its code (§8); a lost stream needs nothing.
+    fn failed(&self, fail: Fail, send: &mut SendStream, recv: &mut RecvStream) {
+        match fail {
+            Fail::H3(e @ H3Error::Connection(..)) => self.fail(e),
+            Fail::H3(H3Error::Stream(code, what)) => {
+                tracing::debug!(peer = %self.peer, code = code.0, what, "HTTP/3 request refused");
+                let _ = recv.stop(varint(code));
+                let _ = send.reset(varint(code));
+            }
+            Fail::Read(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "HTTP/3 request not received");
+                let _ = send.reset(varint(Code::H3_REQUEST_CANCELLED));
+            }
+        }
+    }
+
+    /// §4.1: "the server MAY abort reading the request stream, send a complete response, and
+    /// cleanly close the sending part of the stream. The error code H3_NO_ERROR SHOULD be used
+    /// when requesting that the client stop sending on the request stream."
+    fn stop_reading(&self, incoming: &mut Incoming) {
+        if !incoming.ended {
+            let _ = incoming.recv.stop(varint(Code::H3_NO_ERROR));
+            incoming.ended = true;
+        }
+    }
+
+    /// Collect the request body, bounded by `limits.max_body` and, per pause, `timeouts.body`;
+    /// check its trailers and its length against Content-Length.
+    async fn read_body(
+        &self,
+        incoming: &mut Incoming,
+        content_length: Option<u64>,
+    ) -> Result<Bytes, BodyError> {
         let max_body = self.env.limits.max_body;
-        let announced = head.content_length();
-        if announced.is_some_and(|len| len > max_body) {
+        if content_length.is_some_and(|len| len > max_body) {
             return Err(BodyError::Answer(StatusCode::PAYLOAD_TOO_LARGE));
         }
         let mut collected = BytesMut::new();
         loop {
-            let chunk = match timeout(self.env.timeouts.body, stream.recv_data()).await {
-                Err(_elapsed) => return Err(BodyError::Answer(StatusCode::REQUEST_TIMEOUT)),
-                Ok(Ok(None)) => break,
-                Ok(Ok(Some(chunk))) => chunk,
-                Ok(Err(e)) => return Err(BodyError::Stream(e)),
-            };
-            let mut chunk = chunk;
-            if (collected.len() + chunk.remaining()) as u64 > max_body {
-                return Err(BodyError::Answer(StatusCode::PAYLOAD_TOO_LARGE));
-            }
-            while chunk.has_remaining() {
-                let n = chunk.chunk().len();
-                collected.extend_from_slice(chunk.chunk());
-                chunk.advance(n);
+            match within(self.env.timeouts.body, incoming.next()).await {
+                None => return Err(BodyError::Answer(StatusCode::REQUEST_TIMEOUT)),
+                Some(Err(e)) => return Err(BodyError::Fail(e)),
+                Some(Ok(None)) => break,
+                Some(Ok(Some(Part::Data(data)))) => {
+                    if (collected.len() + data.len()) as u64 > max_body {
+                        return Err(BodyError::Answer(StatusCode::PAYLOAD_TOO_LARGE));
+                    }
+                    if collected.is_empty() {
+                        collected = BytesMut::from(data);
+                    } else {
+                        collected.extend_from_slice(&data);
+                    }
+                }
+                Some(Ok(Some(Part::Headers(trailers)))) => {
+                    // The trailers are checked (a malformed section is H3_MESSAGE_ERROR) and,
+                    // like HTTP/2's request trailers, not passed on.
+                    let limit = u32::try_from(self.env.limits.max_header_bytes).unwrap_or(u32::MAX);
+                    wire::decode_trailers(&mut self.decoder.borrow_mut(), &trailers, limit)
+                        .map_err(|e| BodyError::Fail(Fail::H3(e)))?;
+                }
+                Some(Ok(Some(Part::TooLarge))) => {}
             }
         }
-        // RFC 9114 §4.1.2: a content-length that does not match the DATA received makes the
-        // request malformed.
-        if announced.is_some_and(|len| len != collected.len() as u64) {
-            stream.stop_stream(Code::H3_MESSAGE_ERROR);
-            return Err(BodyError::Answer(StatusCode::BAD_REQUEST));
+        // §4.1.2: a content-length that does not match the DATA received makes the request
+        // malformed.
+        if content_length.is_some_and(|len| len != collected.len() as u64) {
+            return Err(BodyError::Fail(Fail::H3(H3Error::Stream(
+                Code::H3_MESSAGE_ERROR,
+                "content-length does not match the body",
+            ))));
         }
         Ok(collected.freeze())
     }
 
-    /// Send the response head and body. Returns the body bytes sent.
+    /// Send the response head and body, then end the stream. Returns the body bytes sent.
     async fn send_response(
         &self,
-        stream: &mut Stream,
+        mut send: SendStream,
         response: Response,
         is_head: bool,
     ) -> Result<u64, SendError> {
-        let mut response = response;
-        // Shared fields are copied into the map the protocol library takes.
-        let mut headers = response.take_headers();
-        let Response { status, body, .. } = response;
-        // RFC 9110 §6.4.1: 1xx, 204 and 304 responses never carry content.
-        let bodiless = status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
-        strip_connection_fields(&mut headers);
-        headers.insert(header::SERVER, HeaderValue::from_static("switchyard"));
-        headers.insert(header::DATE, http_date());
-        if let (false, Some(len)) = (bodiless, body.known_len()) {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        }
-        let mut head = http::Response::new(());
-        *head.status_mut() = status;
-        *head.headers_mut() = headers;
-        let send_timeout = self.env.timeouts.send;
-        bounded(send_timeout, stream.send_response(head)).await?;
-        let len = body.len();
-        if !(bodiless || is_head || body.is_empty()) {
-            let result = send_body(stream, body, send_timeout).await;
-            if let Err(e) = &result
-                && !matches!(e, SendError::H3(_))
-            {
+        let outgoing = Outgoing::new(response, is_head);
+        let mut out = QuicOut::new(&mut send, self.env.timeouts.send, true);
+        let alt_svc = self.env.alt_svc.as_ref();
+        qpack::put_headers_frame(&mut out.pending, Some(outgoing.status.as_u16()), |w| {
+            outgoing.fields(w, alt_svc);
+        });
+        let body = outgoing.body.unwrap_or(Body::Empty);
+        match out.finish(body).await {
+            Ok(sent) => {
+                let _ = send.finish();
+                self.linger(send);
+                Ok(sent)
+            }
+            Err(e) => {
                 // The response cannot be completed: reset the stream, not finish it.
-                stream.stop_stream(Code::H3_INTERNAL_ERROR);
-                return Err(result.unwrap_err());
+                let _ = send.reset(varint(Code::H3_INTERNAL_ERROR));
+                Err(e)
             }
-            result?;
         }
-        bounded(send_timeout, stream.finish()).await?;
-        Ok(if bodiless || is_head { 0 } else { len })
     }
 }
 
-/// Await a send, failing with [`SendError::Stalled`] after `limit`.
-async fn bounded<T>(
-    limit: Duration,
-    send: impl Future<Output = Result<T, StreamError>>,
-) -> Result<T, SendError> {
-    match within(limit, send).await {
-        None => Err(SendError::Stalled),
-        Some(result) => result.map_err(SendError::H3),
-    }
+/// Open our control stream and send its type and SETTINGS.
+async fn open_control(quic: &quinn::Connection, max_field_section: u64) -> io::Result<SendStream> {
+    let mut send = quic.open_uni().await.map_err(io::Error::other)?;
+    // Ahead of responses on the connection: SETTINGS first, GOAWAY promptly.
+    let _ = send.set_priority(1);
+    let mut out = BytesMut::with_capacity(16);
+    frame::put_varint(&mut out, frame::CONTROL_STREAM);
+    frame::put_settings(
+        &mut out,
+        &[(frame::SETTINGS_MAX_FIELD_SECTION_SIZE, max_field_section)],
+    );
+    send.write_chunk(out.freeze())
+        .await
+        .map_err(io::Error::from)?;
+    Ok(send)
 }
 
-async fn send_body(stream: &mut Stream, body: Body, limit: Duration) -> Result<(), SendError> {
-    match body {
-        Body::Empty => Ok(()),
-        Body::Bytes(bytes) => bounded(limit, stream.send_data(bytes)).await,
-        Body::File(range) => send_file(stream, &range, limit).await,
-        Body::Parts(parts) => {
-            for part in parts {
-                match part {
-                    BodyPart::Bytes(bytes) => bounded(limit, stream.send_data(bytes)).await?,
-                    BodyPart::File(range) => send_file(stream, &range, limit).await?,
+/// The receiving half of a request stream, read frame by frame.
+struct Incoming {
+    recv: RecvStream,
+    buf: BytesMut,
+    reader: RequestReader,
+    /// The client finished the stream, or we stopped reading it.
+    ended: bool,
+}
+
+impl Incoming {
+    /// The next part of the request; `None` at its end (checked to be complete).
+    async fn next(&mut self) -> Result<Option<Part>, Fail> {
+        loop {
+            if let Some(part) = self.reader.next(&mut self.buf).map_err(Fail::H3)? {
+                return Ok(Some(part));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            match self.recv.read_chunk(READ_CHUNK, true).await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+                Ok(None) => {
+                    self.ended = true;
+                    self.reader.finish(&self.buf).map_err(Fail::H3)?;
+                    return Ok(None);
                 }
+                Err(e) => return Err(Fail::Read(e)),
             }
-            Ok(())
         }
-        Body::Stream(mut body) => {
-            // A proxied body: DATA as it arrives, then the trailers (RFC 9114 §4.1).
-            while let Some(frame) = body.frame().await {
-                match frame.map_err(SendError::Io)? {
-                    Frame::Data(bytes) => bounded(limit, stream.send_data(bytes)).await?,
-                    Frame::Trailers(trailers) => {
-                        bounded(limit, stream.send_trailers(trailers)).await?
+    }
+}
+
+/// How a request stream failed.
+#[derive(Debug)]
+enum Fail {
+    H3(H3Error),
+    /// The stream was reset by the client, or the connection went away.
+    Read(quinn::ReadError),
+}
+
+/// Writes a response body to a QUIC stream, as HTTP/3 DATA frames (`framed`) or as the bare
+/// bytes of `hq-interop`. Small pieces gather in `pending` with their frame headers and go out
+/// in one write; a large piece follows what is pending in the same write, as its own chunk.
+/// Every write waits for QUIC's flow control, bounded by `limit`.
+pub(crate) struct QuicOut<'s> {
+    send: &'s mut SendStream,
+    pub(crate) pending: BytesMut,
+    limit: Duration,
+    framed: bool,
+}
+
+impl<'s> QuicOut<'s> {
+    pub(crate) fn new(send: &'s mut SendStream, limit: Duration, framed: bool) -> QuicOut<'s> {
+        QuicOut {
+            send,
+            pending: BytesMut::new(),
+            limit,
+            framed,
+        }
+    }
+
+    /// Write the whole body; returns its length. Some of it may still be pending.
+    async fn body(&mut self, body: Body) -> Result<u64, SendError> {
+        match body {
+            Body::Empty => Ok(0),
+            Body::Bytes(bytes) => {
+                let len = bytes.len() as u64;
+                self.data(bytes).await?;
+                Ok(len)
+            }
+            Body::File(range) => {
+                self.file(&range).await?;
+                Ok(range.len)
+            }
+            Body::Parts(parts) => {
+                let mut sent = 0;
+                for part in parts {
+                    sent += part.len();
+                    match part {
+                        BodyPart::Bytes(bytes) => self.data(bytes).await?,
+                        BodyPart::File(range) => self.file(&range).await?,
                     }
                 }
+                Ok(sent)
             }
-            Ok(())
+            Body::Stream(mut body) => {
+                // A proxied body: DATA as it arrives, then the trailers (RFC 9114 §4.1).
+                let mut sent = 0;
+                while let Some(frame) = body.frame().await {
+                    match frame.map_err(SendError::Io)? {
+                        Frame::Data(bytes) => {
+                            sent += bytes.len() as u64;
+                            self.data(bytes).await?;
+                            // A streamed body goes out as it comes.
+                            self.flush().await?;
+                        }
+                        Frame::Trailers(trailers) if self.framed => self.trailers(trailers),
+                        // HTTP/0.9 has no trailers.
+                        Frame::Trailers(_) => {}
+                    }
+                }
+                Ok(sent)
+            }
+            // HTTP/3 has no Upgrade (RFC 9114 §4.2); a tunnel answer cannot be carried.
+            Body::Upgrade(_) => Err(SendError::Io(io::Error::other(
+                "an upgrade cannot be answered over QUIC",
+            ))),
         }
-        // HTTP/3 has no Upgrade (RFC 9114 §4.2); a tunnel answer cannot be carried.
-        Body::Upgrade(_) => Err(SendError::Io(io::Error::other(
-            "an upgrade cannot be answered over HTTP/3",
-        ))),
     }
-}
 
-/// Send a file range with positional reads, [`SEND_CHUNK`] bytes at a time; each chunk waits
-/// for QUIC to take it (flow control) before the next is read.
-async fn send_file(
-    stream: &mut Stream,
-    range: &FileRange,
-    limit: Duration,
-) -> Result<(), SendError> {
-    let mut offset = range.offset;
-    let stop = range.offset + range.len;
-    while offset < stop {
-        let n = read_chunk(range, offset, stop)?;
-        offset += n.len() as u64;
-        bounded(limit, stream.send_data(n)).await?;
+    /// Write the whole body and whatever is still pending; returns the body's length. The
+    /// caller finishes the stream.
+    pub(crate) async fn finish(&mut self, body: Body) -> Result<u64, SendError> {
+        let sent = self.body(body).await?;
+        self.flush().await?;
+        Ok(sent)
     }
-    Ok(())
+
+    fn frame_header(&mut self, len: u64) {
+        if self.framed {
+            frame::put_frame_header(&mut self.pending, frame::DATA, len);
+        }
+    }
+
+    async fn data(&mut self, bytes: Bytes) -> Result<(), SendError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.frame_header(bytes.len() as u64);
+        if bytes.len() <= COPY_MAX {
+            self.pending.extend_from_slice(&bytes);
+            return Ok(());
+        }
+        self.write(bytes).await
+    }
+
+    /// A file range as one DATA frame, read [`SEND_CHUNK`] bytes at a time: each chunk waits
+    /// for QUIC to take it before the next is read.
+    async fn file(&mut self, range: &FileRange) -> Result<(), SendError> {
+        if range.len == 0 {
+            return Ok(());
+        }
+        self.frame_header(range.len);
+        let mut offset = range.offset;
+        let stop = range.offset + range.len;
+        while offset < stop {
+            let chunk = read_chunk(range, offset, stop)?;
+            offset += chunk.len() as u64;
+            self.write(chunk).await?;
+        }
+        Ok(())
+    }
+
+    fn trailers(&mut self, mut trailers: HeaderMap) {
+        strip_connection_fields(&mut trailers);
+        qpack::put_headers_frame(&mut self.pending, None, |w| {
+            for (name, value) in &trailers {
+                w.field(name.as_str(), value.as_bytes());
+            }
+        });
+    }
+
+    /// Write what is pending, then `bytes`.
+    async fn write(&mut self, bytes: Bytes) -> Result<(), SendError> {
+        if self.pending.is_empty() {
+            return self.write_chunks(&mut [bytes]).await;
+        }
+        let pending = self.pending.split().freeze();
+        self.write_chunks(&mut [pending, bytes]).await
+    }
+
+    async fn flush(&mut self) -> Result<(), SendError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = self.pending.split().freeze();
+        self.write_chunks(&mut [pending]).await
+    }
+
+    async fn write_chunks(&mut self, chunks: &mut [Bytes]) -> Result<(), SendError> {
+        match within(self.limit, self.send.write_all_chunks(chunks)).await {
+            None => Err(SendError::Stalled),
+            Some(result) => result.map_err(|e| SendError::Io(e.into())),
+        }
+    }
 }
 
 /// Read the next chunk of `range` at `offset` (at most [`SEND_CHUNK`] bytes, not past `stop`).
-pub(crate) fn read_chunk(range: &FileRange, offset: u64, stop: u64) -> Result<Bytes, SendError> {
+fn read_chunk(range: &FileRange, offset: u64, stop: u64) -> Result<Bytes, SendError> {
     let n = usize::try_from(stop - offset)
         .unwrap_or(usize::MAX)
         .min(SEND_CHUNK);
@@ -422,30 +810,29 @@ pub(crate) fn read_chunk(range: &FileRange, offset: u64, stop: u64) -> Result<By
 /// Why a request body was not collected.
 #[derive(Debug)]
 enum BodyError {
-    /// Answer with this status instead of routing (413, 408, 400).
+    /// Answer with this status instead of routing (413, 408).
     Answer(StatusCode),
-    /// The stream failed (reset by the client, or a protocol error).
-    Stream(StreamError),
+    /// The stream failed.
+    Fail(Fail),
 }
 
 /// Why a response was not completed.
 #[derive(Debug)]
 pub(crate) enum SendError {
-    /// The stream or connection failed (the client reset it, or it went away).
-    H3(StreamError),
     /// The client granted no window for `timeouts.send`.
     Stalled,
     FileShrank,
+    /// Writing to the stream (the client stopped it, or the connection is gone), or reading
+    /// the file.
     Io(io::Error),
 }
 
 impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SendError::H3(e) => write!(f, "{e}"),
             SendError::Stalled => f.write_str("client granted no flow-control window in time"),
             SendError::FileShrank => f.write_str("file shrank while being sent"),
-            SendError::Io(e) => write!(f, "reading the file: {e}"),
+            SendError::Io(e) => write!(f, "{e}"),
         }
     }
 }

@@ -1,16 +1,18 @@
 //! A request head as HTTP/2 and HTTP/3 deliver it: pseudo-header fields already parsed (by
-//! `switchyard_wire::h2` or by `h3`) into an `http::Request`. Both sessions turn it into the services' [`Request`] the same
+//! `switchyard_wire::h2` or `switchyard_wire::h3`) into an `http::Request`. Both sessions turn it into the services' [`Request`] the same
 //! way, and keep the same facts for the access log.
 
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
-use switchyard_services::message::{BodyStream, Request};
+use switchyard_services::message::{Body, BodyStream, Request, Response, SharedFields};
+use switchyard_wire::h2::Known;
 
 use crate::access_log::{AccessEntry, AccessLog};
+use crate::date::with_http_date;
 
 /// The fields of one request head, with the authority settled.
 pub(crate) struct Head {
@@ -167,4 +169,146 @@ fn header_string(headers: &HeaderMap, name: HeaderName) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+/// RFC 9110 §6.4.1: 1xx, 204 and 304 responses never carry content.
+pub(crate) fn never_has_content(status: StatusCode) -> bool {
+    status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
+/// A response as HTTP/2 and HTTP/3 send it: without connection-specific fields, with the
+/// Content-Length it announces, and with its body only when one is sent.
+pub(crate) struct Outgoing {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub shared: Option<std::sync::Arc<SharedFields>>,
+    pub content_length: Option<u64>,
+    /// `None` for a response to HEAD and for a status that never carries content.
+    pub body: Option<Body>,
+}
+
+impl Outgoing {
+    pub fn new(response: Response, is_head: bool) -> Outgoing {
+        let Response {
+            status,
+            mut headers,
+            shared,
+            body,
+        } = response;
+        let bodiless = never_has_content(status);
+        strip_connection_fields(&mut headers);
+        Outgoing {
+            status,
+            headers,
+            shared,
+            content_length: if bodiless { None } else { body.known_len() },
+            body: (!(bodiless || is_head)).then_some(body),
+        }
+    }
+
+    /// Write the head's fields (see [`write_response_fields`]).
+    pub fn fields(&self, w: &mut impl FieldSink, alt_svc: Option<&HeaderValue>) {
+        write_response_fields(
+            w,
+            &self.headers,
+            self.shared.as_deref(),
+            self.content_length,
+            alt_svc,
+        );
+    }
+}
+
+/// A response encoder's field writer: HPACK's (HTTP/2) or QPACK's (HTTP/3).
+pub(crate) trait FieldSink {
+    fn field(&mut self, name: &str, value: &[u8]);
+    fn known(&mut self, field: Known, value: &[u8]);
+}
+
+impl FieldSink for switchyard_wire::h2::FieldWriter<'_> {
+    fn field(&mut self, name: &str, value: &[u8]) {
+        switchyard_wire::h2::FieldWriter::field(self, name, value);
+    }
+
+    fn known(&mut self, field: Known, value: &[u8]) {
+        switchyard_wire::h2::FieldWriter::known(self, field, value);
+    }
+}
+
+impl FieldSink for switchyard_wire::h3::FieldWriter<'_> {
+    fn field(&mut self, name: &str, value: &[u8]) {
+        switchyard_wire::h3::FieldWriter::field(self, name, value);
+    }
+
+    fn known(&mut self, field: Known, value: &[u8]) {
+        switchyard_wire::h3::FieldWriter::known(self, field, value);
+    }
+}
+
+/// A response head's fields, given to the encoder from where they are: the response's own
+/// map, then the shared fields it does not override, then the session's (`Server`, `Date`,
+/// `Content-Length`, `Alt-Svc`). No map is built or copied. `headers` has had its
+/// connection-specific fields removed ([`strip_connection_fields`]).
+fn write_response_fields(
+    w: &mut impl FieldSink,
+    headers: &HeaderMap,
+    shared: Option<&SharedFields>,
+    content_length: Option<u64>,
+    alt_svc: Option<&HeaderValue>,
+) {
+    for (name, value) in headers {
+        if name != header::SERVER && name != header::DATE && name != header::ALT_SVC {
+            w.field(name.as_str(), value.as_bytes());
+        }
+    }
+    if let Some(shared) = shared {
+        for (name, value) in shared.map() {
+            if headers.is_empty() || !headers.contains_key(name) {
+                w.field(name.as_str(), value.as_bytes());
+            }
+        }
+    }
+    w.known(Known::Server, b"switchyard");
+    with_http_date(|date| w.known(Known::Date, date));
+    if let Some(len) = content_length {
+        w.known(
+            Known::ContentLength,
+            itoa::Buffer::new().format(len).as_bytes(),
+        );
+    }
+    if let Some(alt_svc) = alt_svc {
+        w.known(Known::AltSvc, alt_svc.as_bytes());
+    }
+}
+
+/// Remove the fields HTTP/2 and HTTP/3 forbid (RFC 9113 §8.2.2, RFC 9114 §4.2) and
+/// `Content-Length`, which the session sets from the body.
+pub(crate) fn strip_connection_fields(headers: &mut HeaderMap) {
+    // One pass over the names (no hashing) answers the usual case, where services set none of
+    // these; the removals below run only when one is present. `Date`, `Server` and `Alt-Svc`
+    // need no removal: [`write_response_fields`] skips them.
+    let connection_specific = |name: &HeaderName| {
+        name == header::CONNECTION
+            || name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == header::TE
+            || name == header::CONTENT_LENGTH
+            || name == "keep-alive"
+            || name == "proxy-connection"
+    };
+    if !headers.keys().any(connection_specific) {
+        return;
+    }
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::TE,
+        header::CONTENT_LENGTH,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
 }

@@ -15,7 +15,7 @@ use std::time::{Instant as StdInstant, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, Version};
-use switchyard_services::message::{Body, BodyPart, FileRange, Frame, Request};
+use switchyard_services::message::Request;
 use switchyard_services::metrics::{self, Proto};
 use switchyard_wire::hq::{HqRequest, MAX_REQUEST, parse_request};
 use tokio::task::JoinSet;
@@ -24,7 +24,7 @@ use tokio::time::timeout;
 use crate::access_log::AccessEntry;
 use crate::driven::Driven;
 use crate::env::{ConnGuard, SessionEnv};
-use crate::h3::{H3_NO_ERROR, SendError, read_chunk};
+use crate::h3::{H3_NO_ERROR, QuicOut, SendError};
 
 /// Reset code for a refused or failed request (the value of H3_REQUEST_REJECTED).
 const REJECTED: quinn::VarInt = quinn::VarInt::from_u32(0x10b);
@@ -117,7 +117,9 @@ async fn serve_stream(
     let response = env.router.call(request).await;
     let status = response.status;
     let result = if status == StatusCode::OK {
-        send_body(&mut send, response.body, &env).await
+        QuicOut::new(&mut send, env.timeouts.send, false)
+            .finish(response.body)
+            .await
     } else {
         Err(SendError::Stalled)
     };
@@ -150,57 +152,4 @@ async fn serve_stream(
             host: None,
         });
     }
-}
-
-/// Write the body; each write waits for QUIC's flow control, bounded by `timeouts.send`.
-async fn send_body(
-    send: &mut quinn::SendStream,
-    body: Body,
-    env: &SessionEnv,
-) -> Result<u64, SendError> {
-    let len = body.len();
-    let limit = env.timeouts.send;
-    let write = async |send: &mut quinn::SendStream, bytes: Bytes| match timeout(
-        limit,
-        send.write_chunk(bytes),
-    )
-    .await
-    {
-        Err(_elapsed) => Err(SendError::Stalled),
-        Ok(Err(e)) => Err(SendError::Io(e.into())),
-        Ok(Ok(())) => Ok(()),
-    };
-    let file = async |send: &mut quinn::SendStream, range: FileRange| {
-        let stop = range.offset + range.len;
-        let mut offset = range.offset;
-        while offset < stop {
-            let chunk = read_chunk(&range, offset, stop)?;
-            offset += chunk.len() as u64;
-            write(send, chunk).await?;
-        }
-        Ok::<(), SendError>(())
-    };
-    match body {
-        Body::Empty => {}
-        Body::Bytes(bytes) => write(send, bytes).await?,
-        Body::File(range) => file(send, range).await?,
-        Body::Parts(parts) => {
-            for part in parts {
-                match part {
-                    BodyPart::Bytes(bytes) => write(send, bytes).await?,
-                    BodyPart::File(range) => file(send, range).await?,
-                }
-            }
-        }
-        // HTTP/0.9 has no trailers: the data alone.
-        Body::Stream(mut body) => {
-            while let Some(frame) = body.frame().await {
-                if let Frame::Data(bytes) = frame.map_err(SendError::Io)? {
-                    write(send, bytes).await?;
-                }
-            }
-        }
-        Body::Upgrade(_) => {}
-    }
-    Ok(len)
 }

@@ -131,7 +131,7 @@ const RECENT_STRINGS: usize = 4;
 const RECENT_MAX_LEN: usize = 128;
 
 #[derive(Debug, Default)]
-struct Recent {
+pub(crate) struct Recent {
     /// (coded, decoded)
     slots: [(Vec<u8>, Vec<u8>); RECENT_STRINGS],
     next: usize,
@@ -195,11 +195,11 @@ impl Decoder {
                 // §6.2.1: literal with incremental indexing.
                 let index = integer(&mut rest, 6)?;
                 let name: Box<[u8]> = match index {
-                    0 => string(&mut rest, &mut self.name_buf, &mut self.recent)?.into(),
+                    0 => string(&mut rest, 7, &mut self.name_buf, &mut self.recent)?.into(),
                     index => self.entry(index)?.0.into(),
                 };
                 let value: Box<[u8]> =
-                    string(&mut rest, &mut self.value_buf, &mut self.recent)?.into();
+                    string(&mut rest, 7, &mut self.value_buf, &mut self.recent)?.into();
                 field(&name, &value);
                 self.insert(name, value);
             } else if first & 0x20 != 0 {
@@ -227,10 +227,10 @@ impl Decoder {
                     ..
                 } = self;
                 let name = match index {
-                    0 => string(&mut rest, name_buf, recent)?,
+                    0 => string(&mut rest, 7, name_buf, recent)?,
                     index => entry(entries, index)?.0,
                 };
-                let value = string(&mut rest, value_buf, recent)?;
+                let value = string(&mut rest, 7, value_buf, recent)?;
                 field(name, value);
             }
             seen_field = true;
@@ -288,14 +288,16 @@ fn entry(dynamic: &VecDeque<Entry>, index: usize) -> Result<(&[u8], &[u8]), Hpac
 }
 
 /// A string literal (§5.2), consumed from `rest`: the raw bytes of the block, or the Huffman
-/// decoding of them in `scratch`.
-fn string<'r, 'b: 'r, 's: 'r>(
+/// decoding of them in `scratch`. Its length has a `prefix`-bit prefix, the bit above it being
+/// the Huffman flag: 7 in HPACK; QPACK also has names with a 3-bit prefix (RFC 9204 §4.1.2).
+pub(crate) fn string<'r, 'b: 'r, 's: 'r>(
     rest: &mut &'b [u8],
+    prefix: u8,
     scratch: &'s mut Vec<u8>,
     recent: &mut Recent,
 ) -> Result<&'r [u8], HpackError> {
-    let huffman = rest.first().is_some_and(|b| b & 0x80 != 0);
-    let len = integer(rest, 7)?;
+    let huffman = rest.first().is_some_and(|b| b & (1 << prefix) != 0);
+    let len = integer(rest, prefix)?;
     let Some((bytes, after)) = rest.split_at_checked(len) else {
         return Err(HpackError::Truncated);
     };
@@ -538,7 +540,7 @@ impl Encoder {
 }
 
 /// §5.1: `value` with an N-bit prefix, the other bits of the first octet being `flags`.
-fn put_integer(out: &mut BytesMut, flags: u8, prefix: u8, value: usize) {
+pub(crate) fn put_integer(out: &mut BytesMut, flags: u8, prefix: u8, value: usize) {
     let mask = (1usize << prefix) - 1;
     if value < mask {
         out.put_u8(flags | value as u8);
@@ -580,9 +582,10 @@ fn put_string(out: &mut BytesMut, bytes: &[u8]) {
 }
 
 /// §5.1: an integer with an N-bit prefix, consumed from `rest`.
-fn integer(rest: &mut &[u8], prefix: u8) -> Result<usize, HpackError> {
+pub(crate) fn integer(rest: &mut &[u8], prefix: u8) -> Result<usize, HpackError> {
     let (&first, mut tail) = rest.split_first().ok_or(HpackError::Integer)?;
-    let mask = (1u8 << prefix) - 1;
+    // QPACK's Required Insert Count has a prefix of all 8 bits (RFC 9204 §4.5.1.1).
+    let mask = ((1u16 << prefix) - 1) as u8;
     let mut value = usize::from(first & mask);
     if value == usize::from(mask) {
         // Continuation octets, 7 bits each, least significant first. No legitimate value

@@ -64,7 +64,7 @@ const COPY_MAX: usize = 4 * 1024;
 /// After GOAWAY, how long accepted requests may take before the connection is closed anyway
 /// (`timeouts.shutdown` bounds the whole process).
 const DRAIN_GRACE: Duration = Duration::from_secs(30);
-/// Finished response streams kept before the first pruning (see `H3Conn::lingering`).
+/// Finished response streams kept before the first pruning (see [`Lingering`]).
 const LINGER_PRUNE: usize = 64;
 
 /// RFC 9114 §8.1: H3_NO_ERROR (0x0100), the code of a graceful close.
@@ -126,9 +126,8 @@ struct H3Conn {
     decoder: RefCell<wire::Decoder>,
     /// Which of the client's critical streams are open: control, QPACK encoder, decoder.
     opened: Cell<[bool; 3]>,
-    /// Response streams whose end is queued but perhaps not yet acknowledged. Closing the
-    /// connection discards what QUIC has not delivered, so a graceful close waits for these.
-    lingering: RefCell<Vec<SendStream>>,
+    /// Finished response streams, for a graceful close to wait for.
+    lingering: RefCell<Lingering>,
     /// Counts this connection until the driver returns.
     _guard: ConnGuard,
 }
@@ -247,12 +246,7 @@ impl H3Conn {
         if closing {
             // Every response is written; wait (within the grace) until the client has them.
             let lingering = std::mem::take(&mut *this.lingering.borrow_mut());
-            let delivered = async {
-                for send in lingering {
-                    let _ = send.stopped().await;
-                }
-            };
-            if tokio::time::timeout_at(grace.deadline(), delivered)
+            if tokio::time::timeout_at(grace.deadline(), lingering.delivered())
                 .await
                 .is_err()
             {
@@ -465,18 +459,6 @@ impl H3Conn {
         }
     }
 
-    /// Keep a finished response stream until the client acknowledges it (see `lingering`).
-    /// The list is pruned of acknowledged streams whenever it doubles.
-    fn linger(&self, send: SendStream) {
-        let mut lingering = self.lingering.borrow_mut();
-        lingering.push(send);
-        if lingering.len() >= LINGER_PRUNE && lingering.len().is_power_of_two() {
-            let waker = Waker::noop();
-            let mut cx = Context::from_waker(waker);
-            lingering.retain_mut(|send| pin!(send.stopped()).poll(&mut cx).is_pending());
-        }
-    }
-
     /// A request stream failed: a connection error closes the connection; a stream error
     /// aborts both directions of this stream with its code (§8); a lost stream needs nothing.
     fn failed(&self, fail: Fail, send: &mut SendStream, recv: &mut RecvStream) {
@@ -569,7 +551,7 @@ impl H3Conn {
         match out.finish(body).await {
             Ok(sent) => {
                 let _ = send.finish();
-                self.linger(send);
+                self.lingering.borrow_mut().push(send);
                 Ok(sent)
             }
             Err(e) => {
@@ -596,6 +578,31 @@ async fn open_control(quic: &quinn::Connection, max_field_section: u64) -> io::R
         .await
         .map_err(io::Error::from)?;
     Ok(send)
+}
+
+/// Response streams whose end is queued but perhaps not yet acknowledged. Closing a connection
+/// discards what QUIC has not delivered, so a graceful close first waits for these. Streams the
+/// client has acknowledged are pruned whenever the list doubles.
+#[derive(Default)]
+pub(crate) struct Lingering(Vec<SendStream>);
+
+impl Lingering {
+    pub(crate) fn push(&mut self, send: SendStream) {
+        self.0.push(send);
+        let len = self.0.len();
+        if len >= LINGER_PRUNE && len.is_power_of_two() {
+            let mut cx = Context::from_waker(Waker::noop());
+            self.0
+                .retain_mut(|send| pin!(send.stopped()).poll(&mut cx).is_pending());
+        }
+    }
+
+    /// Until the client has acknowledged (or stopped) every stream.
+    pub(crate) async fn delivered(self) {
+        for send in self.0 {
+            let _ = send.stopped().await;
+        }
+    }
 }
 
 /// The receiving half of a request stream, read frame by frame.

@@ -24,7 +24,7 @@ use tokio::time::timeout;
 use crate::access_log::AccessEntry;
 use crate::driven::Driven;
 use crate::env::{ConnGuard, SessionEnv};
-use crate::h3::{H3_NO_ERROR, QuicOut, SendError};
+use crate::h3::{H3_NO_ERROR, Lingering, QuicOut, SendError};
 
 /// Reset code for a refused or failed request (the value of H3_REQUEST_REJECTED).
 const REJECTED: quinn::VarInt = quinn::VarInt::from_u32(0x10b);
@@ -42,7 +42,8 @@ impl HqSession {
 async fn run(conn: quinn::Connection, env: Rc<SessionEnv>, _guard: ConnGuard) {
     let peer = conn.remote_address();
     let mut drain = env.drain.watch();
-    let mut streams: JoinSet<()> = JoinSet::new();
+    let mut streams: JoinSet<Option<quinn::SendStream>> = JoinSet::new();
+    let mut lingering = Lingering::default();
     loop {
         tokio::select! {
             accepted = conn.accept_bi() => match accepted {
@@ -54,10 +55,20 @@ async fn run(conn: quinn::Connection, env: Rc<SessionEnv>, _guard: ConnGuard) {
                     break;
                 }
             },
-            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+            Some(done) = streams.join_next(), if !streams.is_empty() => {
+                if let Ok(Some(send)) = done {
+                    lingering.push(send);
+                }
+            }
             () = drain.as_mut() => {
-                // No more requests: finish the ones in flight, then close.
-                while streams.join_next().await.is_some() {}
+                // No more requests: finish the ones in flight and let the client have every
+                // answer (closing discards what QUIC has not delivered), then close.
+                while let Some(done) = streams.join_next().await {
+                    if let Ok(Some(send)) = done {
+                        lingering.push(send);
+                    }
+                }
+                let _ = timeout(env.timeouts.send, lingering.delivered()).await;
                 conn.close(H3_NO_ERROR, b"");
                 break;
             }
@@ -70,7 +81,7 @@ async fn serve_stream(
     mut recv: quinn::RecvStream,
     peer: SocketAddr,
     env: Rc<SessionEnv>,
-) {
+) -> Option<quinn::SendStream> {
     let started = StdInstant::now();
     let mut buf = Vec::with_capacity(256);
     let path = loop {
@@ -80,11 +91,11 @@ async fn serve_stream(
             Ok(Ok(None)) => fin = true,
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "hq request not received");
-                return;
+                return None;
             }
             Err(_elapsed) => {
                 let _ = send.reset(REJECTED);
-                return;
+                return None;
             }
         }
         match parse_request(&buf, fin) {
@@ -94,7 +105,7 @@ async fn serve_stream(
                 tracing::debug!(%peer, error = ?e, "hq request refused");
                 let _ = send.reset(REJECTED);
                 let _ = recv.stop(REJECTED);
-                return;
+                return None;
             }
         }
     };
@@ -123,10 +134,10 @@ async fn serve_stream(
     } else {
         Err(SendError::Stalled)
     };
-    let sent = match result {
+    let sent = match &result {
         Ok(n) => {
             let _ = send.finish();
-            n
+            *n
         }
         Err(e) => {
             if status == StatusCode::OK {
@@ -152,4 +163,6 @@ async fn serve_stream(
             host: None,
         });
     }
+    // Kept until the client has it, should the connection be closed by a drain.
+    result.is_ok().then_some(send)
 }

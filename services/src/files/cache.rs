@@ -283,20 +283,22 @@ pub struct Variant {
     pub modified: SystemTime,
     /// When `id` was last confirmed by a `stat` ([`FileCache::now_ms`]), or [`NEVER_CHECKED`].
     pub checked: AtomicU64,
+    /// Whether the route has precompressed siblings, so its answers depend on Accept-Encoding.
+    pub varies: bool,
     /// The fields of a 200 answer with this variant: [`Variant::range_headers`] and
     /// Content-Type, made once with the route.
     pub ok_fields: Arc<SharedFields>,
 }
 
 impl Variant {
-    /// ETag, Last-Modified and, when a precompressed sibling may be chosen, `Vary:
+    /// ETag, Last-Modified and, when the route has a precompressed sibling to choose, `Vary:
     /// Accept-Encoding` (RFC 9110 §12.5.5; §15.4.5 asks for it on a 304 too): what a 304 or 412
     /// about this variant carries.
-    pub fn validator_headers(&self, precompressed: bool) -> HeaderMap {
+    pub fn validator_headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::with_capacity(8);
         headers.insert(ETAG, self.etag.clone());
         headers.insert(LAST_MODIFIED, self.last_modified.clone());
-        if precompressed {
+        if self.varies {
             // Field names are case-insensitive; in lowercase this is QPACK's static entry 59,
             // which HTTP/3 sends as one byte instead of a Huffman-coded string.
             headers.insert(VARY, HeaderValue::from_static("accept-encoding"));
@@ -306,8 +308,8 @@ impl Variant {
 
     /// [`Variant::validator_headers`], Accept-Ranges and the Content-Encoding of a
     /// precompressed sibling: the fields every answer with content shares.
-    pub fn range_headers(&self, precompressed: bool) -> HeaderMap {
-        let mut headers = self.validator_headers(precompressed);
+    pub fn range_headers(&self) -> HeaderMap {
+        let mut headers = self.validator_headers();
         headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         if let Some(encoding) = self.encoding {
             headers.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding.token()));

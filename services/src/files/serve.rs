@@ -293,14 +293,7 @@ fn build_route(
 ) -> Route {
     let now = SystemTime::now();
     let content_type = representation::content_type(name);
-    let mut variants = vec![variant(
-        found,
-        None,
-        content_type.clone(),
-        now,
-        cfg.precompressed,
-    )];
-    let mut encodings = Vec::new();
+    let mut siblings = Vec::new();
     if cfg.precompressed {
         for encoding in Encoding::ALL {
             let sibling = format!("{name}{}", encoding.suffix());
@@ -308,16 +301,23 @@ fn build_route(
                 continue;
             };
             if found.meta.is_file() {
-                variants.push(variant(
-                    found,
-                    Some(encoding),
-                    content_type.clone(),
-                    now,
-                    cfg.precompressed,
-                ));
-                encodings.push(encoding);
+                siblings.push((encoding, found));
             }
         }
+    }
+    // The answer depends on Accept-Encoding only when there is a sibling to choose: only then
+    // does it carry `Vary: Accept-Encoding` (as nginx's gzip_static does).
+    let varies = !siblings.is_empty();
+    let encodings = siblings.iter().map(|(encoding, _)| *encoding).collect();
+    let mut variants = vec![variant(found, None, content_type.clone(), now, varies)];
+    for (encoding, found) in siblings {
+        variants.push(variant(
+            found,
+            Some(encoding),
+            content_type.clone(),
+            now,
+            varies,
+        ));
     }
     Route {
         raw_path: req.path.as_str().into(),
@@ -332,7 +332,7 @@ fn variant(
     encoding: Option<Encoding>,
     content_type: HeaderValue,
     now: SystemTime,
-    precompressed: bool,
+    varies: bool,
 ) -> Variant {
     let id = FileId::of(&found.meta);
     let etag = representation::etag(&id, encoding);
@@ -347,9 +347,10 @@ fn variant(
         last_modified: representation::http_date(modified),
         modified,
         checked: AtomicU64::new(NEVER_CHECKED),
+        varies,
         ok_fields: Arc::new(SharedFields::new(HeaderMap::new())),
     };
-    let mut ok_headers = variant.range_headers(precompressed);
+    let mut ok_headers = variant.range_headers();
     ok_headers.insert(CONTENT_TYPE, variant.content_type.clone());
     variant.ok_fields = Arc::new(SharedFields::new(ok_headers));
     variant
@@ -428,7 +429,7 @@ fn respond(
             // §15.4.5: a 304 carries the ETag, Vary (and Last-Modified to guide caches); no content.
             return Ok(Response {
                 status: StatusCode::NOT_MODIFIED,
-                headers: variant.validator_headers(cfg.precompressed),
+                headers: variant.validator_headers(),
                 shared: None,
                 body: Body::Empty,
             });
@@ -436,7 +437,7 @@ fn respond(
         Precondition::Failed => {
             return Ok(Response {
                 status: StatusCode::PRECONDITION_FAILED,
-                headers: variant.validator_headers(cfg.precompressed),
+                headers: variant.validator_headers(),
                 shared: None,
                 body: Body::Empty,
             });
@@ -470,7 +471,7 @@ fn respond(
         Some(RangeOutcome::Unsatisfiable) => {
             // §15.5.17: "a server generating a 416 ... SHOULD generate a Content-Range header
             // field specifying the current length of the selected representation".
-            let mut headers = variant.range_headers(cfg.precompressed);
+            let mut headers = variant.range_headers();
             insert_string(&mut headers, CONTENT_RANGE, range::unsatisfied_range(len));
             Ok(Response {
                 status: StatusCode::RANGE_NOT_SATISFIABLE,
@@ -480,7 +481,7 @@ fn respond(
             })
         }
         Some(RangeOutcome::Partial(ranges)) => Ok(partial(
-            variant.range_headers(cfg.precompressed),
+            variant.range_headers(),
             variant,
             &source,
             &ranges,

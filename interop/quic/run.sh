@@ -15,7 +15,9 @@
 # blackhole (1.5 s of total loss mid-transfer); hostile (malformed hq and h3 requests, each
 # refused on its own stream while the connection serves the next); h3conformance (RFC 9114 /
 # RFC 9204 frame, stream and QPACK violations written byte by byte over aioquic's QUIC,
-# interop/quic/h3_conformance.py, each with its exact error code). Every download is compared byte for byte with
+# interop/quic/h3_conformance.py, each with its exact error code); drain (SIGTERM to a server
+# of its own during a 64 MiB download with small client windows, hq-interop with aioquic and
+# HTTP/3 with gtlsclient: the download completes, then the server exits 0). Every download is compared byte for byte with
 # the served file. aioquic speaks hq-interop (HTTP/0.9) as the runner does, except in http3;
 # gtlsclient speaks h3 only. A case is skipped only with a printed reason.
 #
@@ -34,7 +36,7 @@ AIOQUIC_VERSION=1.7.2
 CLIENTS=("$@")
 ((${#CLIENTS[@]})) || CLIENTS=(aioquic ngtcp2)
 ALL_CASES="handshake transfer multiplexing chacha20 retry resumption zerortt http3 keyupdate ipv6 v2
-transferloss handshakeloss transfercorruption blackhole hostile h3conformance artifacts"
+transferloss handshakeloss transfercorruption blackhole hostile h3conformance drain artifacts"
 CASES=${CASES:-$ALL_CASES}
 HANDSHAKES=${HANDSHAKES:-20}
 
@@ -71,6 +73,7 @@ head -c $((2 * 1024 * 1024)) /dev/urandom >"$WWW/f2m"
 head -c $((3 * 1024 * 1024)) /dev/urandom >"$WWW/f3m"
 head -c $((5 * 1024 * 1024)) /dev/urandom >"$WWW/f5m"
 head -c $((1024 * 1024)) /dev/urandom >"$WWW/f1m"
+head -c $((64 * 1024 * 1024)) /dev/urandom >"$WWW/f64m"
 "$PY" - "$WWW/multi" <<'PY'
 import os, sys
 d = sys.argv[1]
@@ -485,6 +488,47 @@ case_h3conformance() {
     timeout 300 "$PY" "$HERE/h3_conformance.py" "https://127.0.0.1:$MAIN_PORT/small" "$WWW/small" \
         >"$WORK/h3conf.out" 2>&1 || { grep -v '^PASS' "$WORK/h3conf.out"; return 1; }
     tail -1 "$WORK/h3conf.out"
+}
+
+case_drain() {
+    # SIGTERM during a download: the answer is finished and acknowledged before the connection
+    # closes (closing discards what QUIC has not delivered), then the server exits 0.
+    fresh_dir
+    local name=DRAIN_$1 pid port client status
+    start_server "$name" --listen 127.0.0.1:0
+    pid=${PIDS[-1]}
+    port=$(eval echo "\$${name}_PORT")
+    if [[ $1 == aioquic ]]; then
+        aq "$port" --alpn hq-interop --window 131072 --out "$WORK/dl" -- /f64m &
+    else
+        ng 127.0.0.1 "$port" --max-data=128K --max-stream-data-bidi-local=128K --max-window=128K \
+            --max-stream-window=128K --download "$WORK/dl" -- /f64m &
+    fi
+    client=$!
+    # Signalled once 1 MiB has arrived: gtlsclient writes the file as it receives, aioquic
+    # says so on stderr.
+    local i
+    received() {
+        if [[ $1 == aioquic ]]; then grep -q '^progress: 1 MiB' "$WORK/aq.err" 2>/dev/null
+        else (($(stat -c %s "$WORK/dl/f64m" 2>/dev/null || echo 0) >= 1048576)); fi
+    }
+    for ((i = 0; i < 1000; i++)); do
+        received "$1" && break
+        kill -0 "$client" 2>/dev/null || break
+        sleep 0.01
+    done
+    if ! kill -0 "$client" 2>/dev/null || [[ -f $WORK/dl/f64m && $1 == aioquic ]] ||
+        (($(stat -c %s "$WORK/dl/f64m" 2>/dev/null || echo 0) >= 64 * 1048576)); then
+        echo "the download ended before the signal: nothing was drained"
+        kill "$pid"
+        return 1
+    fi
+    kill -TERM "$pid"
+    wait "$client" || { echo "client failed"; [[ -f $WORK/aq.json ]] && cat "$WORK/aq.json"; return 1; }
+    wait "$pid"
+    status=$?
+    ((status == 0)) || { echo "server exited $status after SIGTERM"; return 1; }
+    same_files "$WORK/dl" f64m
 }
 
 case_artifacts() {

@@ -282,8 +282,11 @@ fn write_response_fields(
     }
 }
 
-/// Remove the fields HTTP/2 and HTTP/3 forbid (RFC 9113 §8.2.2, RFC 9114 §4.2) and
-/// `Content-Length`, which the session sets from the body.
+/// RFC 9113 §8.2.2: "An endpoint MUST NOT generate an HTTP/2 message containing
+/// connection-specific header fields. [...] Connection, Proxy-Connection, Keep-Alive,
+/// Transfer-Encoding, and Upgrade" and "TE [...] MUST NOT contain any value other than
+/// 'trailers'"; RFC 9114 §4.2 says the same of HTTP/3. Also drops `Content-Length`, which the
+/// session derives from the body.
 pub(crate) fn strip_connection_fields(headers: &mut HeaderMap) {
     // One pass over the names (no hashing) answers the usual case, where services set none of
     // these; the removals below run only when one is present. `Date`, `Server` and `Alt-Svc`

@@ -28,6 +28,19 @@ fn skip(left: &mut u64, buf: &mut BytesMut) -> bool {
     *left == 0
 }
 
+/// The payload of the frame at the front of `buf` (its header `header` octets, its payload
+/// `len`, already bounded by the caller), consumed with its header; `None`, with room reserved
+/// for the rest, while `buf` holds only part of it.
+fn whole_frame(buf: &mut BytesMut, header: usize, len: u64) -> Option<BytesMut> {
+    let total = header + len as usize;
+    if buf.len() < total {
+        buf.reserve(total - buf.len());
+        return None;
+    }
+    let _ = buf.split_to(header);
+    Some(buf.split_to(len as usize))
+}
+
 /// One part of a request, in the order the client sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Part {
@@ -112,17 +125,14 @@ impl RequestReader {
                             "trailer section too large",
                         ));
                     }
-                    let total = header + len as usize;
-                    if buf.len() < total {
-                        buf.reserve(total - buf.len());
+                    let Some(section) = whole_frame(buf, header, len) else {
                         return Ok(None);
-                    }
-                    let _ = buf.split_to(header);
+                    };
                     self.phase = match self.phase {
                         Phase::Head => Phase::Body,
                         _ => Phase::Trailers,
                     };
-                    return Ok(Some(Part::Headers(buf.split_to(len as usize).freeze())));
+                    return Ok(Some(Part::Headers(section.freeze())));
                 }
                 DATA => {
                     // §4.1: "Receipt of an invalid sequence of frames MUST be treated as a
@@ -227,13 +237,9 @@ impl ControlReader {
                     "control frame too long",
                 ));
             }
-            let total = header + len as usize;
-            if buf.len() < total {
-                buf.reserve(total - buf.len());
+            let Some(payload) = whole_frame(buf, header, len) else {
                 return Ok(None);
-            }
-            let _ = buf.split_to(header);
-            let payload = buf.split_to(len as usize);
+            };
             match kind {
                 SETTINGS => {
                     if self.settings_seen {

@@ -103,15 +103,33 @@ curl --version | head -n 1
 
 # Later steps still run after a failed one (so one run shows every problem); the script exits
 # non-zero at the end if any step failed. Only a failed build stops at once: nothing can be tested.
+# Each step's output is also kept in target/ci-logs, so that the closing summary can repeat the
+# lines that say why a step failed: a CI log is often read from its tail.
 FAILED=()
+FAILED_LOGS=()
+LOGS=$ROOT/target/ci-logs
+mkdir -p "$LOGS"
+rm -f "$LOGS"/step-*.log
+STEP_NO=0
 step() {
     local name=$1
     shift
     section "$name"
-    if ! "$@"; then
+    STEP_NO=$((STEP_NO + 1))
+    local log=$LOGS/step-$STEP_NO.log
+    if ! "$@" 2>&1 | tee "$log"; then
         FAILED+=("$name")
+        FAILED_LOGS+=("$log")
         printf '\n**** FAILED: %s\n' "$name"
     fi
+}
+# why LOG: the lines of a failed step that name what failed (harness verdicts, failed tests,
+# panics, compiler errors), then the step's last lines.
+why() {
+    grep -E '^(FAIL |---- |test .* FAILED|thread .* panicked|error(\[|:)|FAILED|.*differs from)' "$1" |
+        tail -n 40 | sed 's/^/    /'
+    echo "    ... last lines:"
+    tail -n 15 "$1" | sed 's/^/    /'
 }
 
 section "build: cargo build --release -p switchyard"
@@ -147,7 +165,10 @@ fi
 
 if ((${#FAILED[@]})); then
     section "FAILED (${#FAILED[@]}):"
-    printf '  %s\n' "${FAILED[@]}"
+    for i in "${!FAILED[@]}"; do
+        printf '  %s\n' "${FAILED[$i]}"
+        why "${FAILED_LOGS[$i]}"
+    done
     exit 1
 fi
 section "all checks passed ($ROOT)"

@@ -180,7 +180,7 @@ same_files() {
     done
 }
 fresh_dir() {
-    rm -rf "$WORK/dl" "$WORK/ng.out"
+    rm -rf "$WORK/dl" "$WORK/ng.out" "$WORK/aq.json" "$WORK/aq.err"
     mkdir -p "$WORK/dl"
 }
 ng_status_count() { grep -c ':status: 200' "$WORK/ng.out"; }
@@ -512,11 +512,24 @@ case_drain() {
         if [[ $1 == aioquic ]]; then grep -q '^progress: 1 MiB' "$WORK/aq.err" 2>/dev/null
         else (($(stat -c %s "$WORK/dl/f64m" 2>/dev/null || echo 0) >= 1048576)); fi
     }
+    # What a failure needs to be understood: the client's and the server's last words.
+    say_why() {
+        echo "$1"
+        [[ -s $WORK/aq.err ]] && tail -n 3 "$WORK/aq.err" | sed 's/^/    client: /'
+        [[ -s $WORK/aq.json ]] && sed 's/^/    client: /' "$WORK/aq.json"
+        [[ -s $WORK/ng.out ]] && grep -v '^\s*$' "$WORK/ng.out" | tail -n 3 | sed 's/^/    client: /'
+        tail -n 4 "$WORK/$name.err" | sed 's/^/    server: /'
+    }
     for ((i = 0; i < 1000; i++)); do
         received "$1" && break
         kill -0 "$client" 2>/dev/null || break
         sleep 0.01
     done
+    if ! received "$1"; then
+        say_why "no 1 MiB received after ${i}0 ms"
+        kill "$client" "$pid" 2>/dev/null
+        return 1
+    fi
     if ! kill -0 "$client" 2>/dev/null || [[ -f $WORK/dl/f64m && $1 == aioquic ]] ||
         (($(stat -c %s "$WORK/dl/f64m" 2>/dev/null || echo 0) >= 64 * 1048576)); then
         echo "the download ended before the signal: nothing was drained"
@@ -524,7 +537,7 @@ case_drain() {
         return 1
     fi
     kill -TERM "$pid"
-    wait "$client" || { echo "client failed"; [[ -f $WORK/aq.json ]] && cat "$WORK/aq.json"; return 1; }
+    wait "$client" || { say_why "client failed"; return 1; }
     wait "$pid"
     status=$?
     ((status == 0)) || { echo "server exited $status after SIGTERM"; return 1; }

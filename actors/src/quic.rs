@@ -16,7 +16,7 @@
 //! therefore disabled. All endpoints share the token key (a Retry token from one is valid at
 //! another) and the stateless-reset key.
 //!
-//! Drain: the acceptor stops taking connections (new ones are refused by quinn); sessions send
+//! Drain: the acceptor refuses new connections (CONNECTION_REFUSED); sessions send
 //! GOAWAY and close once their requests are done. quinn-udp provides GSO/GRO and ECN.
 
 use std::cell::Cell;
@@ -342,12 +342,20 @@ async fn accept_loop(
         let guard = ConnGuard::new(open.clone(), tracker.clone());
         actix_rt::spawn(handshake(incoming, setup.clone(), env.clone(), guard, slot));
     }
-    // New connection attempts are refused from now on; existing ones carry on.
-    endpoint.set_server_config(None);
-    tracing::debug!("QUIC endpoint no longer accepts connections");
-    // The endpoint (and its socket) lives until its connections are gone and their closes are
-    // sent, so the last CONNECTION_CLOSE frames reach the clients.
-    endpoint.wait_idle().await;
+    // Draining: existing connections carry on; a new one is refused with CONNECTION_REFUSED, so
+    // its client learns at once (as from a closed TCP port) instead of waiting for its idle
+    // timeout, which is all that an endpoint without a server config would give it: quinn
+    // answers an unknown Initial with a stateless reset that no handshaking client can read.
+    //
+    // The endpoint and its socket stay until the process exits, even once this worker's
+    // connections are gone: closing one socket of the SO_REUSEPORT group would make the kernel
+    // re-spread datagrams over the rest, and another worker's connections could land on an
+    // endpoint that does not know them.
+    tracing::debug!("QUIC endpoint refuses new connections");
+    while let Some(incoming) = endpoint.accept().await {
+        tracing::debug!(peer = %incoming.remote_address(), "draining: QUIC connection refused");
+        incoming.refuse();
+    }
 }
 
 /// One place in `quic.max_connections`, released when the connection is gone.

@@ -342,7 +342,34 @@ fn sigterm_lets_an_http3_download_finish_with_goaway_then_exits_0() {
         assert!(Instant::now() < deadline, "download did not start");
         std::thread::sleep(Duration::from_millis(5));
     }
+    // The client is frozen, so its answer cannot finish and the drain is held open: a new
+    // connection meanwhile is refused at once (not left to time out), and the frozen one then
+    // carries on.
+    freeze(&child, Signal::STOP);
     server.signal(Signal::TERM);
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while !server.stderr().contains("draining:") {
+        assert!(Instant::now() < deadline, "no drain after SIGTERM");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let started = Instant::now();
+    let (_, text) = gtlsclient(&server, &["--handshake-timeout=5s"], &["/large.bin"]);
+    assert!(
+        statuses(&text).is_empty(),
+        "a new connection was served while draining: {}",
+        tail(&text)
+    );
+    assert!(
+        text.contains("CONNECTION_REFUSED"),
+        "a new connection was not refused while draining: {}",
+        tail(&text)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "refusal took {:?}",
+        started.elapsed()
+    );
+    freeze(&child, Signal::CONT);
     let status = child.wait().expect("gtlsclient");
     let text = std::fs::read_to_string(scratch.path().join("client.log")).unwrap_or_default();
     assert!(status.success(), "client failed: {}", tail(&text));
@@ -359,6 +386,14 @@ fn sigterm_lets_an_http3_download_finish_with_goaway_then_exits_0() {
         server.stderr().contains("HTTP/3 GOAWAY sent: draining"),
         "the connection was not sent GOAWAY"
     );
+}
+
+/// Send `signal` (STOP or CONT) to a client started under `timeout`, which runs it in a process
+/// group of its own: the group is signalled, so the client itself is frozen or resumed.
+fn freeze(child: &std::process::Child, signal: Signal) {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"))
+        .expect("non-zero pid");
+    rustix::process::kill_process_group(pid, signal).expect("signal the client");
 }
 
 fn tail(text: &str) -> String {

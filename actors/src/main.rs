@@ -7,6 +7,7 @@ mod acceptor;
 mod quic;
 mod seeding;
 mod server;
+mod udp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

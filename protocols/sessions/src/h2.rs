@@ -151,6 +151,7 @@ impl H2Conn {
             drain: env.drain.watch(),
             read_closed: false,
             last_active: Instant::now(),
+            unflushed: false,
         };
         poll_fn(|cx| driver.poll(cx)).await;
     }
@@ -182,6 +183,8 @@ struct Driver<S> {
     read_closed: bool,
     /// When the last stream ended; the keep-alive timer re-arms from here.
     last_active: Instant,
+    /// Bytes went to `io` and no flush has completed since (a TLS stream may hold them).
+    unflushed: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -409,12 +412,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
             if conn.out.is_empty() {
                 drop(conn);
-                if wrote {
-                    // TLS: push the records out; a no-op on TCP.
+                if wrote || self.unflushed {
+                    // TLS: push the records out; a no-op on TCP. A TLS stream takes bytes
+                    // while the socket is full and holds them: until a flush completes, every
+                    // wakeup (the socket draining among them) flushes again, or the end of an
+                    // answer would wait for the next event, as late as the keep-alive timer.
                     return match Pin::new(&mut self.io).poll_flush(cx) {
-                        Poll::Ready(Ok(())) => Poll::Ready(Ok(true)),
+                        Poll::Ready(Ok(())) => {
+                            self.unflushed = false;
+                            Poll::Ready(Ok(wrote))
+                        }
                         Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                        Poll::Pending => Poll::Ready(Ok(true)),
+                        Poll::Pending => {
+                            self.unflushed = true;
+                            Poll::Ready(Ok(wrote))
+                        }
                     };
                 }
                 return Poll::Ready(Ok(false));
@@ -431,6 +443,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     if wrote {
                         let _ = Pin::new(&mut self.io).poll_flush(cx);
                     }
+                    // Bytes are still queued, so the next wakeup writes (and then flushes).
+                    self.unflushed = true;
                     return Poll::Pending;
                 }
             }
@@ -924,6 +938,18 @@ mod tests {
     /// Start a session on one end of a pipe and hand the client a connection on the other.
     async fn connect(env: Rc<SessionEnv>, client: &client::Builder) -> client::SendRequest<Bytes> {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        connect_over(ours, theirs, env, client).await
+    }
+
+    async fn connect_over<S>(
+        ours: tokio::io::DuplexStream,
+        theirs: S,
+        env: Rc<SessionEnv>,
+        client: &client::Builder,
+    ) -> client::SendRequest<Bytes>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + 'static,
+    {
         let guard = ConnGuard::new(Rc::default(), Arc::new(ConnTracker::default()));
         let peer: SocketAddr = "127.0.0.1:40000".parse().expect("literal address");
         H2Session::start(theirs, peer, "http", env, guard);
@@ -1027,6 +1053,99 @@ mod tests {
                 parts.headers.get(header::CONTENT_LENGTH),
                 Some(&HeaderValue::from(body.len()))
             );
+        });
+    }
+
+    /// A stream that keeps what it is given and passes it on as room allows, as TLS does with
+    /// its records: `poll_write` takes bytes while the socket is full, and only `poll_flush` (or
+    /// a later write) moves them on.
+    struct Buffering<S> {
+        inner: S,
+        held: Vec<u8>,
+    }
+
+    /// What [`Buffering`] holds before `poll_write` must wait (rustls's default is 64 KiB).
+    const HELD_MAX: usize = 16 * 1024;
+
+    impl<S: AsyncWrite + Unpin> Buffering<S> {
+        fn push(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+            while !self.held.is_empty() {
+                match Pin::new(&mut self.inner).poll_write(cx, &self.held) {
+                    Poll::Ready(Ok(n)) => drop(self.held.drain(..n)),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl<S: AsyncWrite + Unpin> AsyncWrite for Buffering<S> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut TaskContext<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            if self.held.len() >= HELD_MAX {
+                std::task::ready!(self.push(cx))?;
+            }
+            let take = buf.len().min(HELD_MAX - self.held.len());
+            self.held.extend_from_slice(&buf[..take]);
+            // Whatever fits goes now; the rest stays held, and the caller is told all went.
+            let _ = self.push(cx);
+            Poll::Ready(Ok(take))
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+            std::task::ready!(self.push(cx))?;
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut TaskContext<'_>,
+        ) -> Poll<io::Result<()>> {
+            std::task::ready!(self.push(cx))?;
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    impl<S: AsyncRead + Unpin> AsyncRead for Buffering<S> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut TaskContext<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    #[test]
+    fn bytes_a_tls_stream_holds_are_flushed_when_the_socket_drains() {
+        // A narrow pipe is full whenever the last DATA frame is written, so the stream holds
+        // it; the driver must flush again once the client has read and room appears, not
+        // leave the end of the answer waiting for the next event (the keep-alive timer).
+        run(async {
+            let limits = Limits {
+                small_file_max: 0,
+                ..Limits::default()
+            };
+            let (ours, theirs) = tokio::io::duplex(1024);
+            let theirs = Buffering {
+                inner: theirs,
+                held: Vec::new(),
+            };
+            let mut send = connect_over(ours, theirs, env(limits), &client::Builder::new()).await;
+            let want = std::fs::read("src/h2.rs").expect("read src/h2.rs");
+            for _ in 0..3 {
+                let req = request(Method::GET, "/src/h2.rs", &[]);
+                let answer =
+                    tokio::time::timeout(Duration::from_secs(10), exchange(&mut send, req, None))
+                        .await
+                        .expect("the end of the answer never came")
+                        .expect("GET");
+                assert!(answer.1 == want, "body differs from the file");
+            }
         });
     }
 

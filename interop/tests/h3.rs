@@ -52,6 +52,14 @@ fn gtlsclient(server: &Server, args: &[&str], paths: &[&str]) -> (Output, String
     (out, text)
 }
 
+/// [`gtlsclient`] saving each answer's body in a new directory, which is returned too.
+fn download(server: &Server, paths: &[&str]) -> (Output, String, tempfile::TempDir) {
+    let dl = tempfile::tempdir().expect("scratch");
+    let dir = dl.path().to_str().expect("utf-8 path");
+    let (out, text) = gtlsclient(server, &["--no-http-dump", "--download", dir], paths);
+    (out, text, dl)
+}
+
 fn statuses(text: &str) -> Vec<&str> {
     text.lines()
         .filter_map(|l| l.split(":status: ").nth(1))
@@ -100,13 +108,7 @@ fn files_are_served_over_http3_byte_for_byte() {
     let big = pseudo_random(3 * 1024 * 1024 + 17, 5);
     www.file("big.bin", &big);
     let server = Server::serve(www.root()).start();
-    let dl = tempfile::tempdir().expect("scratch");
-    let dir = dl.path().to_str().expect("utf-8 path");
-    let (out, text) = gtlsclient(
-        &server,
-        &["--no-http-dump", "--download", dir],
-        &["/hello.txt", "/big.bin", "/missing"],
-    );
+    let (out, text, dl) = download(&server, &["/hello.txt", "/big.bin", "/missing"]);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("Negotiated ALPN is h3"), "{text}");
     let mut got = statuses(&text);
@@ -128,13 +130,7 @@ fn a_loopback_path_carries_datagrams_far_larger_than_ethernet_allows() {
     let big = pseudo_random(8 * 1024 * 1024, 41);
     www.file("big.bin", &big);
     let server = Server::serve(www.root()).start();
-    let dl = tempfile::tempdir().expect("scratch");
-    let dir = dl.path().to_str().expect("utf-8 path");
-    let (out, text) = gtlsclient(
-        &server,
-        &["--no-http-dump", "--download", dir],
-        &["/big.bin"],
-    );
+    let (out, text, dl) = download(&server, &["/big.bin"]);
     assert!(out.status.success(), "{}", tail(&text));
     assert_eq!(sha256_file(&dl.path().join("big.bin")), sha256(&big));
     // gtlsclient: "Received packet: local=... remote=... ecn=0x2 16384 bytes"

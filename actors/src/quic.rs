@@ -143,7 +143,6 @@ impl rustls::server::ProducesTickets for StatefulTicketsOnly {
     }
 }
 
-/// Transport parameters and local tuning from `[quic]`.
 /// The largest UDP payload Path MTU Discovery probes for on a loopback path, whose MTU is 64 KiB:
 /// the bound of one UDP send ([`crate::udp::MAX_SEND`]). Elsewhere quinn's default of 1452
 /// bytes holds (a 1500-byte Ethernet MTU less the IPv6 and UDP headers).
@@ -169,6 +168,7 @@ impl Path {
     }
 }
 
+/// Transport parameters and local tuning from `[quic]`, for a connection on `path`.
 fn transport(config: &QuicConfig, path: Path) -> Result<TransportConfig, String> {
     let varint = |name: &str, v: u64| {
         VarInt::from_u64(v).map_err(|_| format!("quic.{name}: {v} does not fit a QUIC varint"))
@@ -429,16 +429,22 @@ async fn handshake(
 ) {
     let peer = incoming.remote_address();
     let path = Path::of(peer);
-    let accepted = match &setup.config.qlog_dir {
-        Some(dir) => match qlog_server_config(&setup, dir, &incoming, path) {
-            Ok(config) => incoming.accept_with(Arc::new(config)),
-            Err(e) => {
+    let qlog = setup
+        .config
+        .qlog_dir
+        .as_deref()
+        .map(|dir| qlog_server_config(&setup, dir, &incoming, path));
+    let accepted = match qlog {
+        Some(Ok(config)) => incoming.accept_with(Arc::new(config)),
+        other => {
+            if let Some(Err(e)) = other {
                 tracing::warn!(%peer, error = %e, "qlog not written for this connection");
-                incoming.accept()
             }
-        },
-        None if path == Path::Loopback => incoming.accept_with(setup.loopback.clone()),
-        None => incoming.accept(),
+            match path {
+                Path::Loopback => incoming.accept_with(setup.loopback.clone()),
+                Path::Network => incoming.accept(),
+            }
+        }
     };
     let mut connecting = match accepted {
         Ok(connecting) => connecting,

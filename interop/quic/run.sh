@@ -36,7 +36,7 @@ AIOQUIC_VERSION=1.7.2
 CLIENTS=("$@")
 ((${#CLIENTS[@]})) || CLIENTS=(aioquic ngtcp2)
 ALL_CASES="handshake transfer multiplexing chacha20 retry resumption zerortt http3 keyupdate ipv6 v2
-transferloss handshakeloss transfercorruption blackhole hostile h3conformance drain artifacts"
+transferloss handshakeloss transfercorruption blackhole hostile h3conformance drain endpoint artifacts"
 CASES=${CASES:-$ALL_CASES}
 HANDSHAKES=${HANDSHAKES:-20}
 
@@ -542,6 +542,62 @@ case_drain() {
     status=$?
     ((status == 0)) || { echo "server exited $status after SIGTERM"; return 1; }
     same_files "$WORK/dl" f64m
+}
+
+case_endpoint() {
+    # interop/run_endpoint.sh, the interop runner's server contract, run outside a container
+    # (WWW, CERTS, PORT and SWITCHYARD point it at ours): a case it does not support and a
+    # client role exit 127; TESTCASE=retry starts a server that asks every client to retry and
+    # writes the key log and qlog where SSLKEYLOGFILE and QLOGDIR say.
+    fresh_dir
+    local script=$ROOT/interop/run_endpoint.sh certs=$WORK/certs
+    if [[ ! -f $certs/priv.key ]]; then
+        mkdir -p "$certs"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+            -subj /CN=server -keyout "$certs/priv.key" -out "$certs/cert.pem" >/dev/null 2>&1 ||
+            { echo "openssl could not make a certificate"; return 1; }
+    fi
+    local bad rc
+    for bad in "server v2" "server connectionmigration" "server nonsense" "client handshake"; do
+        read -r role testcase <<<"$bad"
+        # A case wrongly accepted would start a server: the timeout ends it (exit 124).
+        ROLE=$role TESTCASE=$testcase WWW=$WWW CERTS=$certs PORT=0 SWITCHYARD=$BIN \
+            timeout 10 bash "$script" >/dev/null 2>&1 </dev/null
+        rc=$?
+        ((rc == 127)) || { echo "ROLE=$role TESTCASE=$testcase: exit $rc, not 127"; return 1; }
+    done
+    local out=$WORK/endpoint.out qlog=$WORK/endpoint-qlog keys=$WORK/endpoint.keys pid port i
+    rm -rf "$qlog" "$keys"
+    ROLE=server TESTCASE=retry WWW=$WWW CERTS=$certs PORT=0 SWITCHYARD=$BIN QLOGDIR=$qlog \
+        SSLKEYLOGFILE=$keys bash "$script" >"$out" 2>"$WORK/endpoint.err" </dev/null &
+    pid=$! # the server itself: the script execs it
+    for ((i = 0; i < 100; i++)); do
+        grep -q 'listening on 0.0.0.0:' "$out" && break
+        sleep 0.1
+    done
+    port=$(grep -m1 'listening on 0.0.0.0:' "$out" | sed 's/.*://')
+    if [[ -z $port ]]; then
+        echo "the endpoint did not start: $(tail -n 3 "$WORK/endpoint.err")"
+        kill "$pid" 2>/dev/null
+        return 1
+    fi
+    local served=0 retried=False
+    if [[ $1 == aioquic ]]; then
+        aq "$port" --alpn hq-interop --out "$WORK/dl" -- /small && served=1
+        retried=$(aqv retry)
+    else
+        ng 127.0.0.1 "$port" --download "$WORK/dl" -- /small && served=1
+        ng_retry_seen && retried=True
+    fi
+    kill "$pid"
+    wait "$pid"
+    ((served)) || { echo "not served: $(tail -n 3 "$WORK/endpoint.err")"; return 1; }
+    [[ $retried == True ]] || { echo "TESTCASE=retry did not ask for a Retry"; return 1; }
+    same_files "$WORK/dl" small || return 1
+    grep -q '^CLIENT_HANDSHAKE_TRAFFIC_SECRET ' "$keys" 2>/dev/null ||
+        { echo "no secrets in \$SSLKEYLOGFILE"; return 1; }
+    [[ -n $(find "$qlog" -name '*.sqlog' -size +0 2>/dev/null) ]] || { echo "no qlog in \$QLOGDIR"; return 1; }
+    echo "127 for v2, connectionmigration, an unknown case and ROLE=client; retry served with key log and qlog"
 }
 
 case_artifacts() {

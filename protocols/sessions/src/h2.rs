@@ -443,8 +443,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     if wrote {
                         let _ = Pin::new(&mut self.io).poll_flush(cx);
                     }
-                    // Bytes are still queued, so the next wakeup writes (and then flushes).
-                    self.unflushed = true;
+                    // No need to mark `unflushed`: bytes are still queued, and the write that
+                    // empties the queue sets `wrote`, which flushes.
                     return Poll::Pending;
                 }
             }

@@ -75,6 +75,9 @@ const READ_BUFFER: usize = 8 * 1024;
 const BODY_READ_STEP: usize = 64 * 1024;
 /// Largest single `sendfile` call; the loop continues until the range is sent.
 const SENDFILE_CHUNK: usize = 1 << 20;
+/// Smallest file range sent with the socket corked: below it, the two extra system calls cost
+/// more than the part-filled segments they avoid.
+const CORK_MIN: u64 = 64 * 1024;
 /// Largest piece of a file read into memory at once when `sendfile` cannot be used (TLS).
 const FILE_CHUNK: usize = 64 * 1024;
 /// RFC 7540 §3.2: "HTTP/1.1 101 Switching Protocols" and the protocol switched to.
@@ -825,12 +828,28 @@ impl H1Conn {
     }
 
     /// Send a file range: by `sendfile(2)` on a plain socket, in bounded chunks otherwise.
+    ///
+    /// A large range on a plain socket is sent corked (`TCP_CORK`, nginx's `tcp_nopush`): the
+    /// head shares the first segment with the body, and no segment leaves part-filled between
+    /// two `sendfile` calls. Measured on loopback with curl, a 64 MiB download took 37 ms
+    /// uncorked and 31–33 ms corked (nginx: 31 ms).
     async fn write_file(&mut self, range: &FileRange) -> io::Result<()> {
-        self.flush().await?;
-        match &self.stream {
-            Transport::Plain(_) => self.sendfile(range).await,
-            Transport::Tls(_) => self.write_file_chunks(range).await,
+        let Transport::Plain(tcp) = &self.stream else {
+            self.flush().await?;
+            return self.write_file_chunks(range).await;
+        };
+        let corked = range.len >= CORK_MIN && rustix::net::sockopt::set_tcp_cork(tcp, true).is_ok();
+        let mut sent = self.flush().await;
+        if sent.is_ok() {
+            sent = self.sendfile(range).await;
         }
+        if corked {
+            if let Transport::Plain(tcp) = &self.stream {
+                // Uncorking pushes out the last, part-filled segment at once.
+                let _ = rustix::net::sockopt::set_tcp_cork(tcp, false);
+            }
+        }
+        sent
     }
 
     /// Positional reads of at most [`FILE_CHUNK`] into one reused buffer, each written out
@@ -1053,5 +1072,56 @@ mod tests {
         );
         let size = std::mem::size_of_val(&conn.run());
         assert!(size <= 2304, "H1Conn::run future is {size} bytes");
+    }
+
+    /// A large file goes out corked, and the socket is uncorked once it is sent: left corked,
+    /// the last part-filled segment of every answer would wait 200 ms for the kernel's timer.
+    #[actix_rt::test]
+    async fn a_corked_file_answer_leaves_the_socket_uncorked() {
+        use std::os::fd::AsFd;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let dir = tempfile::tempdir().expect("temporary directory");
+        // Larger than CORK_MIN, and not a whole number of loopback segments.
+        let want: Vec<u8> = (0..100_003u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.path().join("big.bin"), &want).expect("write the file");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        let (server, peer) = listener.accept().await.expect("accept");
+        let probe = server.as_fd().try_clone_to_owned().expect("dup the socket");
+        let guard = ConnGuard::new(Rc::default(), Arc::new(ConnTracker::default()));
+        let limits = Limits {
+            small_file_max: 0,
+            ..Limits::default()
+        };
+        let conn = H1Conn::new(
+            Transport::Plain(server),
+            peer,
+            BytesMut::new(),
+            crate::testing::env_at(dir.path(), limits),
+            guard,
+        );
+        actix_rt::spawn(conn.run());
+        for _ in 0..2 {
+            client
+                .write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+                .await
+                .expect("send the request");
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                head.push(client.read_u8().await.expect("read the head"));
+            }
+            let head = String::from_utf8(head).expect("an ASCII head");
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            assert!(head.contains("Content-Length: 100003\r\n"), "{head}");
+            let mut body = vec![0; want.len()];
+            client.read_exact(&mut body).await.expect("read the body");
+            assert!(body == want, "body differs from the file");
+            assert!(
+                !rustix::net::sockopt::tcp_cork(&probe).expect("read TCP_CORK"),
+                "the socket is still corked after the answer"
+            );
+        }
     }
 }

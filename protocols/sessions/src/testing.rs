@@ -15,8 +15,13 @@ use crate::env::{Drain, SessionEnv};
 /// The environment of one worker serving the crate directory (the tests' working directory).
 /// Call it inside an actix system: it starts the worker's files service.
 pub(crate) fn env(limits: Limits) -> Rc<SessionEnv> {
+    env_at(Path::new("."), limits)
+}
+
+/// The environment of one worker serving `root`.
+pub(crate) fn env_at(root: &Path, limits: Limits) -> Rc<SessionEnv> {
     let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
-    let config = Config::serve_dir(Path::new("."), addr).expect("cwd is a directory");
+    let config = Config::serve_dir(root, addr).expect("root is a directory");
     let limits = Arc::new(limits);
     let cache = FileCache::new(limits.file_cache_bytes);
     let files = FilesService::new(cache.clone(), limits.clone(), None).start_bounded();

@@ -11,7 +11,8 @@
 #   ROUNDS x  wrk -t2 -c256 -d10s on the 1 KiB file      (requests/s)
 #   ROUNDS x DOWNLOADS x  curl download of the 64 MiB file (bytes/s)
 # (the order of servers rotates each round) and prints medians, the ratios switchyard/nginx and
-# switchyard/h2o (of the medians, and the median of the per-round ratios), Switchyard's idle RSS, and
+# switchyard/h2o (of the medians, and the median of the per-round ratios), each server's CPU time
+# per request during the wrk runs (from /proc, whole process), Switchyard's idle RSS, and
 # each server's RSS while 10,000 keep-alive connections sit idle (interop/bench/idle_conns.py).
 #
 # Not a CI test: numbers depend on the machine. Results go to stdout and interop/bench/out/.
@@ -153,17 +154,28 @@ done
 
 # ---- wrk on 1 KiB -----------------------------------------------------------------------------
 
-declare -A RPS=() MBPS=() ERRS=()
-for s in "${SERVERS[@]}"; do RPS[$s]=""; MBPS[$s]=""; ERRS[$s]=""; done
+declare -A RPS=() CPU=() MBPS=() ERRS=()
+for s in "${SERVERS[@]}"; do RPS[$s]=""; CPU[$s]=""; MBPS[$s]=""; ERRS[$s]=""; done
+
+server_pid() {
+    case $1 in
+    nginx) echo "$NGINX_PID" ;;
+    h2o) echo "$H2O_PID" ;;
+    switchyard) echo "$SY_PID" ;;
+    esac
+}
 
 for round in $(seq 1 "$ROUNDS"); do
     for s in $(in_turn "$round"); do
         out="$RUN_DIR/wrk-$s-$round.txt"
         log "round $round/$ROUNDS: wrk -t2 -c$CONNS -d$DURATION $s"
+        cpu=$(cpu_us "$(server_pid "$s")")
         wrk -t2 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:${PORT[$s]}/1k.bin" >"$out" 2>&1 || true
+        cpu=$(($(cpu_us "$(server_pid "$s")") - cpu))
         rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
         [[ -n "$rps" ]] || { log "wrk gave no Requests/sec for $s:"; cat "$out" >&2; rps=0; }
         RPS[$s]+="$rps "
+        CPU[$s]+="$(per_request "$cpu" "$(awk '/ requests in / {print $1}' "$out")") "
         non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
         sockerr=$(grep -o 'Socket errors:.*' "$out" || true)
         if [[ -n "$non2xx" || -n "$sockerr" ]]; then
@@ -257,6 +269,8 @@ summary() {
             has "$other" || continue
             echo "switchyard/$other: 1KiB req/s $(ratio "$sy_rps" "$(median <<<"${RPS[$other]}")") (median of per-round ratios $(paired_ratio "${RPS[switchyard]}" "${RPS[$other]}")), 64MiB $(ratio "$sy_mbps" "$(median <<<"${MBPS[$other]}")") (per-round $(paired_ratio "${MBPS[switchyard]}" "${MBPS[$other]}"))"
         done
+        echo "server CPU per 1 KiB request (user + system, whole process; wrk runs beside it):"
+        cpu_table CPU "${SERVERS[@]}"
         echo "targets: 1KiB req/s >= 1.00 x h2o; 64MiB >= 1.00 x nginx; idle RSS <= 15 MB; $IDLE_CONNS connections, no errors"
         echo
         echo "switchyard RSS idle at start: $(mb "$SY_IDLE_RSS")"

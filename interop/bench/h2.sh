@@ -18,8 +18,9 @@
 #             (h2o and switchyard only: nginx cannot speak h2c on a port that also takes TLS, so it
 #             is skipped there)
 # and prints medians, the ratios switchyard/h2o and switchyard/nginx (of the medians, and the
-# median of the per-round ratios, which pairs runs made back to back), the targets of issue 3 and
-# every failed request, wrong protocol or short download.
+# median of the per-round ratios, which pairs runs made back to back), each server's CPU time per
+# request in the request-rate runs (from /proc, whole process), the targets of issue 3 and every
+# failed request, wrong protocol or short download.
 #
 # Not a CI test: numbers depend on the machine, and the load generators share its cores with the
 # servers. Results go to stdout and interop/bench/out/. Every server is started by this script as a
@@ -198,20 +199,36 @@ done
 
 # Per server, space-separated runs: H2 (h2load over TLS), H2C (h2load cleartext), H1 (wrk over TLS)
 # in requests/s, DL (64 MiB over h2) in MiB/s; TLSINFO the negotiated TLS version and cipher.
-declare -A H2=() H2C=() H1=() DL=() ERRS=() TLSINFO=()
-for s in "${SERVERS[@]}"; do H2[$s]=""; H2C[$s]=""; H1[$s]=""; DL[$s]=""; ERRS[$s]=""; TLSINFO[$s]=""; done
+# H2_CPU, H2C_CPU and H1_CPU the server's CPU microseconds per request in the same runs.
+declare -A H2=() H2C=() H1=() DL=() ERRS=() TLSINFO=() H2_CPU=() H2C_CPU=() H1_CPU=()
+for s in "${SERVERS[@]}"; do
+    H2[$s]=""; H2C[$s]=""; H1[$s]=""; DL[$s]=""; ERRS[$s]=""; TLSINFO[$s]=""
+    H2_CPU[$s]=""; H2C_CPU[$s]=""; H1_CPU[$s]=""
+done
+
+server_pid() {
+    case $1 in
+    nginx) echo "$NGINX_PID" ;;
+    h2o) echo "$H2O_PID" ;;
+    switchyard) echo "$SY_PID" ;;
+    esac
+}
 
 # h2load against URL $3 for server $1 in round $4, test label $2 ("h2" or "h2c", also the protocol
-# h2load must report); appends requests/s to the array named $5 and any failure to ERRS.
+# h2load must report); appends requests/s to the array named $5, the server's CPU per request to
+# the one named $6, and any failure to ERRS.
 run_h2load() {
-    local s=$1 label=$2 url=$3 round=$4 out rps proto counts codes f e t
-    local -n runs=$5
+    local s=$1 label=$2 url=$3 round=$4 out rps proto counts codes f e t cpu
+    local -n runs=$5 cpu_runs=$6
     out="$RUN_DIR/h2load-$label-$s-$round.txt"
     log "round $round/$ROUNDS: h2load -c$H2_CONNS -m$H2_STREAMS -D$DURATION $url ($s)"
+    cpu=$(cpu_us "$(server_pid "$s")")
     h2load -c"$H2_CONNS" -m"$H2_STREAMS" -D"$DURATION" "$url" >"$out" 2>&1 || true
+    cpu=$(($(cpu_us "$(server_pid "$s")") - cpu))
     rps=$(awk '/^finished in/ {print $4}' "$out")
     [[ -n "$rps" ]] || { log "h2load gave no req/s for $s:"; tail -n 5 "$out" >&2; rps=0; }
     runs[$s]+="$rps "
+    cpu_runs[$s]+="$(per_request "$cpu" "$(awk '/^requests:/ {print $8}' "$out")") "
     proto=$(awk '/^Application protocol:/ {print $3}' "$out")
     # "requests: T total, S started, D done, OK succeeded, F failed, E errored, X timeout"
     counts=$(awk '/^requests:/ {print $10, $12, $14}' "$out")
@@ -241,13 +258,16 @@ run_downloads() {
 }
 
 run_wrk() {
-    local s=$1 round=$2 out rps non2xx sockerr
+    local s=$1 round=$2 out rps non2xx sockerr cpu
     out="$RUN_DIR/wrk-tls-$s-$round.txt"
     log "round $round/$ROUNDS: wrk -t2 -c$CONNS -d$DURATION https (HTTP/1.1) $s"
+    cpu=$(cpu_us "$(server_pid "$s")")
     wrk -t2 -c"$CONNS" -d"$DURATION" --latency "https://127.0.0.1:${PORT[$s]}/1k.bin" >"$out" 2>&1 || true
+    cpu=$(($(cpu_us "$(server_pid "$s")") - cpu))
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
     [[ -n "$rps" ]] || { log "wrk gave no Requests/sec for $s:"; cat "$out" >&2; rps=0; }
     H1[$s]+="$rps "
+    H1_CPU[$s]+="$(per_request "$cpu" "$(awk '/ requests in / {print $1}' "$out")") "
     non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
     sockerr=$(grep -o 'Socket errors:.*' "$out" || true)
     if [[ -n "$non2xx" || -n "$sockerr" ]]; then
@@ -257,7 +277,7 @@ run_wrk() {
 
 for round in $(seq 1 "$ROUNDS"); do
     for s in $(in_turn "$round"); do
-        run_h2load "$s" h2 "https://127.0.0.1:${PORT[$s]}/1k.bin" "$round" H2
+        run_h2load "$s" h2 "https://127.0.0.1:${PORT[$s]}/1k.bin" "$round" H2 H2_CPU
     done
     for s in $(in_turn "$round"); do
         run_downloads "$s" "$round"
@@ -266,7 +286,7 @@ for round in $(seq 1 "$ROUNDS"); do
         run_wrk "$s" "$round"
     done
     for s in "${H2C_SERVERS[@]}"; do
-        run_h2load "$s" h2c "http://127.0.0.1:${H2C_PORT[$s]}/1k.bin" "$round" H2C
+        run_h2load "$s" h2c "http://127.0.0.1:${H2C_PORT[$s]}/1k.bin" "$round" H2C H2C_CPU
     done
 done
 
@@ -291,7 +311,7 @@ table() {
         done
         [[ -n "$line" ]] && echo "$line"
     fi
-    echo
+    return 0
 }
 
 # target LABEL RUNS-ARRAY OTHER: "met" when the switchyard median is at least the other's.
@@ -318,12 +338,19 @@ summary() {
     done
     echo
     table "h2load -c$H2_CONNS -m$H2_STREAMS -D$DURATION, /1k.bin, HTTP/2 over TLS (ALPN h2)" H2 req/s %.0f "${SERVERS[@]}"
+    cpu_table H2_CPU "${SERVERS[@]}"
+    echo
     table "curl --http2, /64m.bin over TLS, $DOWNLOADS per round" DL MiB/s %.1f "${SERVERS[@]}"
+    echo
     table "wrk -t2 -c$CONNS -d$DURATION, /1k.bin, HTTP/1.1 keep-alive over TLS" H1 req/s %.0f "${SERVERS[@]}"
+    cpu_table H1_CPU "${SERVERS[@]}"
+    echo
     if ((${#H2C_SERVERS[@]})); then
         local title="h2load -c$H2_CONNS -m$H2_STREAMS -D$DURATION, /1k.bin, h2c prior knowledge (h2o on its cleartext port"
         has nginx && title+="; nginx skipped: no h2c on a port that takes TLS"
         table "$title)" H2C req/s %.0f "${H2C_SERVERS[@]}"
+        cpu_table H2C_CPU "${H2C_SERVERS[@]}"
+        echo
     fi
     echo "targets (issue 3), switchyard median / other median:"
     target "h2load requests/s (HTTP/2 over TLS) >= 1.0 x h2o" H2 h2o

@@ -47,6 +47,43 @@ paired_ratio() {
     awk -v m="$(median <<<"$out")" 'BEGIN {printf "%.2f", m}'
 }
 
+# CPU time (user + system) that process $1 and its child processes (nginx's workers) have used
+# so far, in microseconds. Read around a load run, the difference over the requests served is
+# what the server spent on each; unlike requests/s it does not depend on how much of the shared
+# machine the load generator got.
+CLK_TCK=$(getconf CLK_TCK)
+cpu_us() {
+    local pid ticks=0
+    for pid in $1 $(pgrep -P "$1" || true); do
+        # After the command name (which may hold spaces): utime and stime are the 12th and 13th.
+        ticks=$((ticks + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
+    done
+    echo $((ticks * 1000000 / CLK_TCK))
+}
+
+# Microseconds of CPU per request: $1 microseconds over $2 requests.
+per_request() { awk -v c="$1" -v n="$2" 'BEGIN {if (n > 0) printf "%.2f", c / n; else print 0}'; }
+
+# CPU-per-request lines: the name of the runs array (space-separated, round order), then the
+# servers. Prints each server's median and runs, then nginx/switchyard, h2o/switchyard and
+# nginx-proxy/switchyard for those present (above 1: Switchyard spends less per request).
+cpu_table() {
+    local -n cpu=$1
+    shift
+    local s line=""
+    for s in "$@"; do
+        printf "  %-12s %8s us/request of server CPU  (%s)\n" "$s" "$(median <<<"${cpu[$s]}")" "${cpu[$s]% }"
+    done
+    if [[ " $* " == *" switchyard "* ]]; then
+        for s in "$@"; do
+            [[ "$s" == nginx || "$s" == h2o || "$s" == nginx-proxy ]] || continue
+            line+="  $s/switchyard $(ratio "$(median <<<"${cpu[$s]}")" "$(median <<<"${cpu[switchyard]}")") (per-round $(paired_ratio "${cpu[$s]}" "${cpu[switchyard]}"))"
+        done
+        [[ -n "$line" ]] && echo "  CPU per request,$line"
+    fi
+    return 0
+}
+
 # The servers of SERVERS in the order for round $1: rotated by one each round, so no server is
 # always measured first (a position that measured 10-15 % slower on a shared machine).
 in_turn() {

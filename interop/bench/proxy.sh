@@ -14,7 +14,8 @@
 # then, interleaved and rotated each round, ROUNDS x `wrk -t2 -cCONNS -dDURATION` on the 1 KiB
 # file through each proxy. For every run the member's accepted connections and requests are read
 # before and after, giving the upstream connection reuse (1 - new connections / requests).
-# Prints medians, the ratio switchyard/nginx-proxy, and reuse for each.
+# Prints medians, the ratio switchyard/nginx-proxy, reuse, and each proxy's CPU time per request
+# (from /proc: what the proxy itself spends, whatever share of the machine wrk and the member get).
 #
 # Not a CI test: numbers depend on the machine. Results go to stdout and interop/bench/out/.
 # Every server is started by this script and stopped by its PID.
@@ -107,10 +108,12 @@ nginx_conf nginx-proxy 2 "
     }"
 "$NGINX" -c "$TMP/nginx-proxy.conf" -p "$TMP" -e "$TMP/nginx-proxy-error.log" >"$RUN_DIR/nginx-proxy.log" 2>&1 &
 PIDS+=($!)
+declare -A SERVER_PID=([nginx-proxy]=$!)
 
 start_switchyard_process "$RUN_DIR/switchyard" proxy --listen 127.0.0.1:0 --workers 2 \
     --to "127.0.0.1:$MEMBER_PORT"
 PORT[switchyard]=$SY_PORT
+SERVER_PID[switchyard]=$SY_PID
 
 # The cache and static-file comparison: one process, two locations on the same file.
 SYC_PORT=$(free_port)
@@ -141,6 +144,8 @@ members = ["127.0.0.1:$MEMBER_PORT"]
 EOF
 RUST_LOG=warn "$SWITCHYARD" run -c "$TMP/cache.toml" >"$TMP/switchyard-cache.stdout" 2>"$RUN_DIR/switchyard-cache.stderr" &
 PIDS+=($!)
+SERVER_PID[sy-cache-hit]=$!
+SERVER_PID[sy-static]=$!
 PORT[sy-cache-hit]=$SYC_PORT
 PORT[sy-static]=$SYC_PORT
 declare -A URLPATH=([nginx-proxy]=/1k.bin [switchyard]=/1k.bin [sy-cache-hit]=/cached/1k.bin [sy-static]=/1k.bin)
@@ -157,14 +162,16 @@ done
 
 # ---- runs ------------------------------------------------------------------------------------
 
-declare -A RPS=() REUSE=() ERRS=()
-for s in "${SERVERS[@]}"; do RPS[$s]=""; REUSE[$s]=""; ERRS[$s]=""; done
+declare -A RPS=() CPU=() REUSE=() ERRS=()
+for s in "${SERVERS[@]}"; do RPS[$s]=""; CPU[$s]=""; REUSE[$s]=""; ERRS[$s]=""; done
 
 for round in $(seq 1 "$ROUNDS"); do
     while read -r s; do
         read -r a0 r0 < <(member_counts)
         out="$RUN_DIR/wrk-$s-$round.txt"
+        cpu=$(cpu_us "${SERVER_PID[$s]}")
         wrk -t2 -c"$CONNS" -d"$DURATION" "http://127.0.0.1:${PORT[$s]}${URLPATH[$s]}" >"$out"
+        cpu=$(($(cpu_us "${SERVER_PID[$s]}") - cpu))
         read -r a1 r1 < <(member_counts)
         rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
         errs=$(awk '/Non-2xx|Socket errors/ {print}' "$out" | tr '\n' ' ')
@@ -173,6 +180,7 @@ for round in $(seq 1 "$ROUNDS"); do
         reqs=$((r1 - r0 - 1))
         reuse=$(awk -v c="$conns" -v r="$reqs" 'BEGIN {if (r > 0) printf "%.4f", 100 * (1 - c / r); else print 0}')
         RPS[$s]+="$rps "
+        CPU[$s]+="$(per_request "$cpu" "$(awk '/ requests in / {print $1}' "$out")") "
         REUSE[$s]+="$reuse "
         [[ -n "$errs" ]] && ERRS[$s]+="round $round: $errs; "
         log "round $round $s: $rps req/s, member: $conns new connections for $reqs requests (reuse $reuse %)"
@@ -188,4 +196,7 @@ done
     done
     echo "switchyard / nginx-proxy: $(ratio "$(median <<<"${RPS[switchyard]:-}")" "$(median <<<"${RPS[nginx-proxy]:-}")")"
     echo "cache hits / switchyard static files: $(ratio "$(median <<<"${RPS[sy-cache-hit]:-}")" "$(median <<<"${RPS[sy-static]:-}")") (upstream reuse does not apply to these two: hits never reach the member)"
+    echo "proxy CPU per request (user + system of the proxy process; wrk and the member run beside it):"
+    cpu_table CPU "${SERVERS[@]}"
+    echo "  CPU per request, cache hit / static file: $(ratio "$(median <<<"${CPU[sy-cache-hit]:-}")" "$(median <<<"${CPU[sy-static]:-}")")"
 } | tee "$SUMMARY"

@@ -12,7 +12,7 @@
 #   ROUNDS x DOWNLOADS x  curl download of the 64 MiB file (bytes/s)
 # (the order of servers rotates each round) and prints medians, the ratios switchyard/nginx and
 # switchyard/h2o (of the medians, and the median of the per-round ratios), each server's CPU time
-# per request during the wrk runs (from /proc, whole process), Switchyard's idle RSS, and
+# per request during the wrk runs and per download (scheduler run time of all its threads), Switchyard's idle RSS, and
 # each server's RSS while 10,000 keep-alive connections sit idle (interop/bench/idle_conns.py).
 #
 # Not a CI test: numbers depend on the machine. Results go to stdout and interop/bench/out/.
@@ -154,8 +154,8 @@ done
 
 # ---- wrk on 1 KiB -----------------------------------------------------------------------------
 
-declare -A RPS=() CPU=() MBPS=() ERRS=()
-for s in "${SERVERS[@]}"; do RPS[$s]=""; CPU[$s]=""; MBPS[$s]=""; ERRS[$s]=""; done
+declare -A RPS=() CPU=() MBPS=() DL_CPU=() ERRS=()
+for s in "${SERVERS[@]}"; do RPS[$s]=""; CPU[$s]=""; MBPS[$s]=""; DL_CPU[$s]=""; ERRS[$s]=""; done
 
 server_pid() {
     case $1 in
@@ -191,12 +191,14 @@ done
 for round in $(seq 1 $((ROUNDS * DOWNLOADS))); do
     for s in $(in_turn "$round"); do
         log "download $round/$((ROUNDS * DOWNLOADS)): curl 64 MiB from $s"
+        cpu=$(cpu_us "$(server_pid "$s")")
         read -r speed size code < <(curl -s -o /dev/null -w '%{speed_download} %{size_download} %{http_code}\n' \
             "http://127.0.0.1:${PORT[$s]}/64m.bin")
         if [[ "$code" != 200 || "$size" != $((64 * 1024 * 1024)) ]]; then
             ERRS[$s]+="[64 MiB round $round: status $code, $size bytes] "
         fi
         MBPS[$s]+="$(awk -v b="$speed" 'BEGIN {printf "%.1f", b / 1048576}') "
+        DL_CPU[$s]+="$(per_request $(($(cpu_us "$(server_pid "$s")") - cpu)) 1000) "
     done
 done
 
@@ -269,8 +271,10 @@ summary() {
             has "$other" || continue
             echo "switchyard/$other: 1KiB req/s $(ratio "$sy_rps" "$(median <<<"${RPS[$other]}")") (median of per-round ratios $(paired_ratio "${RPS[switchyard]}" "${RPS[$other]}")), 64MiB $(ratio "$sy_mbps" "$(median <<<"${MBPS[$other]}")") (per-round $(paired_ratio "${MBPS[switchyard]}" "${MBPS[$other]}"))"
         done
-        echo "server CPU per 1 KiB request (user + system, whole process; wrk runs beside it):"
+        echo "server CPU per 1 KiB request (on-CPU time of all its threads; wrk runs beside it):"
         cpu_table CPU "${SERVERS[@]}"
+        echo "server CPU per 64 MiB download:"
+        CPU_UNIT="ms/download" cpu_table DL_CPU "${SERVERS[@]}"
         echo "targets: 1KiB req/s >= 1.00 x h2o; 64MiB >= 1.00 x nginx; idle RSS <= 15 MB; $IDLE_CONNS connections, no errors"
         echo
         echo "switchyard RSS idle at start: $(mb "$SY_IDLE_RSS")"

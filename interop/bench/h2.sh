@@ -19,7 +19,7 @@
 #             is skipped there)
 # and prints medians, the ratios switchyard/h2o and switchyard/nginx (of the medians, and the
 # median of the per-round ratios, which pairs runs made back to back), each server's CPU time per
-# request in the request-rate runs (from /proc, whole process), the targets of issue 3 and every
+# request and per download (scheduler run time of all its threads), the targets of issue 3 and every
 # failed request, wrong protocol or short download.
 #
 # Not a CI test: numbers depend on the machine, and the load generators share its cores with the
@@ -199,11 +199,12 @@ done
 
 # Per server, space-separated runs: H2 (h2load over TLS), H2C (h2load cleartext), H1 (wrk over TLS)
 # in requests/s, DL (64 MiB over h2) in MiB/s; TLSINFO the negotiated TLS version and cipher.
-# H2_CPU, H2C_CPU and H1_CPU the server's CPU microseconds per request in the same runs.
-declare -A H2=() H2C=() H1=() DL=() ERRS=() TLSINFO=() H2_CPU=() H2C_CPU=() H1_CPU=()
+# H2_CPU, H2C_CPU and H1_CPU the server's CPU microseconds per request in the same runs, DL_CPU
+# its CPU milliseconds per download.
+declare -A H2=() H2C=() H1=() DL=() ERRS=() TLSINFO=() H2_CPU=() H2C_CPU=() H1_CPU=() DL_CPU=()
 for s in "${SERVERS[@]}"; do
     H2[$s]=""; H2C[$s]=""; H1[$s]=""; DL[$s]=""; ERRS[$s]=""; TLSINFO[$s]=""
-    H2_CPU[$s]=""; H2C_CPU[$s]=""; H1_CPU[$s]=""
+    H2_CPU[$s]=""; H2C_CPU[$s]=""; H1_CPU[$s]=""; DL_CPU[$s]=""
 done
 
 server_pid() {
@@ -243,9 +244,10 @@ run_h2load() {
 }
 
 run_downloads() {
-    local s=$1 round=$2 i speed version size code
+    local s=$1 round=$2 i speed version size code cpu
     for i in $(seq 1 "$DOWNLOADS"); do
         log "round $round/$ROUNDS: curl --http2 64 MiB $i/$DOWNLOADS from $s"
+        cpu=$(cpu_us "$(server_pid "$s")")
         read -r speed version size code < <(curl -sk --http2 -o /dev/null \
             -w '%{speed_download} %{http_version} %{size_download} %{http_code}\n' \
             "https://127.0.0.1:${PORT[$s]}/64m.bin" || echo "0 none 0 000")
@@ -254,6 +256,7 @@ run_downloads() {
             ERRS[$s]+="[64 MiB round $round/$i: HTTP version $version, status $code, $size bytes] "
         fi
         DL[$s]+="$(awk -v b="$speed" 'BEGIN {printf "%.1f", b / 1048576}') "
+        DL_CPU[$s]+="$(per_request $(($(cpu_us "$(server_pid "$s")") - cpu)) 1000) "
     done
 }
 
@@ -341,6 +344,7 @@ summary() {
     cpu_table H2_CPU "${SERVERS[@]}"
     echo
     table "curl --http2, /64m.bin over TLS, $DOWNLOADS per round" DL MiB/s %.1f "${SERVERS[@]}"
+    CPU_UNIT="ms/download" cpu_table DL_CPU "${SERVERS[@]}"
     echo
     table "wrk -t2 -c$CONNS -d$DURATION, /1k.bin, HTTP/1.1 keep-alive over TLS" H1 req/s %.0f "${SERVERS[@]}"
     cpu_table H1_CPU "${SERVERS[@]}"

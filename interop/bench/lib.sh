@@ -47,39 +47,40 @@ paired_ratio() {
     awk -v m="$(median <<<"$out")" 'BEGIN {printf "%.2f", m}'
 }
 
-# CPU time (user + system) that process $1 and its child processes (nginx's workers) have used
-# so far, in microseconds. Read around a load run, the difference over the requests served is
-# what the server spent on each; unlike requests/s it does not depend on how much of the shared
-# machine the load generator got.
-CLK_TCK=$(getconf CLK_TCK)
+# CPU time that process $1 and its child processes (nginx's workers) have used so far, in
+# microseconds: the sum over their threads of the scheduler's run time (nanosecond resolution,
+# where /proc/PID/stat counts 10 ms ticks). Read around a load run, the difference over the
+# requests served is what the server spent on each; unlike requests/s it does not depend on how
+# much of the shared machine the load generator got.
 cpu_us() {
-    local pid ticks=0
+    local pid ns=0 t
     for pid in $1 $(pgrep -P "$1" || true); do
-        # After the command name (which may hold spaces): utime and stime are the 12th and 13th.
-        ticks=$((ticks + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
+        for t in /proc/"$pid"/task/*/schedstat; do
+            ns=$((ns + $(cut -d' ' -f1 "$t" 2>/dev/null || echo 0)))
+        done
     done
-    echo $((ticks * 1000000 / CLK_TCK))
+    echo $((ns / 1000))
 }
 
 # Microseconds of CPU per request: $1 microseconds over $2 requests.
 per_request() { awk -v c="$1" -v n="$2" 'BEGIN {if (n > 0) printf "%.2f", c / n; else print 0}'; }
 
 # CPU-per-request lines: the name of the runs array (space-separated, round order), then the
-# servers. Prints each server's median and runs, then nginx/switchyard, h2o/switchyard and
+# servers; CPU_UNIT names the unit (default us/request). Prints each server's median and runs, then nginx/switchyard, h2o/switchyard and
 # nginx-proxy/switchyard for those present (above 1: Switchyard spends less per request).
 cpu_table() {
     local -n cpu=$1
     shift
     local s line=""
     for s in "$@"; do
-        printf "  %-12s %8s us/request of server CPU  (%s)\n" "$s" "$(median <<<"${cpu[$s]}")" "${cpu[$s]% }"
+        printf "  %-12s %8s %s of server CPU  (%s)\n" "$s" "$(median <<<"${cpu[$s]}")" "${CPU_UNIT:-us/request}" "${cpu[$s]% }"
     done
     if [[ " $* " == *" switchyard "* ]]; then
         for s in "$@"; do
             [[ "$s" == nginx || "$s" == h2o || "$s" == nginx-proxy ]] || continue
             line+="  $s/switchyard $(ratio "$(median <<<"${cpu[$s]}")" "$(median <<<"${cpu[switchyard]}")") (per-round $(paired_ratio "${cpu[$s]}" "${cpu[switchyard]}"))"
         done
-        [[ -n "$line" ]] && echo "  CPU per request,$line"
+        [[ -n "$line" ]] && echo "  server CPU,$line"
     fi
     return 0
 }

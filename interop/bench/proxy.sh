@@ -15,7 +15,7 @@
 # file through each proxy. For every run the member's accepted connections and requests are read
 # before and after, giving the upstream connection reuse (1 - new connections / requests).
 # Prints medians, the ratio switchyard/nginx-proxy, reuse, and each proxy's CPU time per request
-# (from /proc: what the proxy itself spends, whatever share of the machine wrk and the member get).
+# (scheduler run time of its threads: what the proxy itself spends, whatever share of the machine wrk and the member get).
 #
 # Not a CI test: numbers depend on the machine. Results go to stdout and interop/bench/out/.
 # Every server is started by this script and stopped by its PID.
@@ -196,7 +196,7 @@ done
     done
     echo "switchyard / nginx-proxy: $(ratio "$(median <<<"${RPS[switchyard]:-}")" "$(median <<<"${RPS[nginx-proxy]:-}")")"
     echo "cache hits / switchyard static files: $(ratio "$(median <<<"${RPS[sy-cache-hit]:-}")" "$(median <<<"${RPS[sy-static]:-}")") (upstream reuse does not apply to these two: hits never reach the member)"
-    echo "proxy CPU per request (user + system of the proxy process; wrk and the member run beside it):"
+    echo "proxy CPU per request (on-CPU time of all its threads; wrk and the member run beside it):"
     cpu_table CPU "${SERVERS[@]}"
     echo "  CPU per request, cache hit / static file: $(ratio "$(median <<<"${CPU[sy-cache-hit]:-}")" "$(median <<<"${CPU[sy-static]:-}")")"
 } | tee "$SUMMARY"

@@ -30,7 +30,6 @@ use std::fmt;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll};
@@ -67,6 +66,9 @@ const SEND_BUFFER: usize = 256 * 1024;
 /// Bytes of frames the driver lets pile up for the socket before it stops reading and framing
 /// more; also the most it hands the socket in one write.
 const OUT_HIGH: usize = 256 * 1024;
+/// Most slices handed to one vectored write: at 16 KiB frames, `OUT_HIGH` is 32 (a header and
+/// a payload for each).
+const WRITE_SLICES: usize = 64;
 /// Free room the read buffer has before each read: a frame header and a full default frame
 /// fit, so a busy connection reads many frames per call.
 const READ_MIN: usize = 16 * 1024 + 9;
@@ -279,7 +281,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             return;
         }
         spare::give(std::mem::take(&mut self.rbuf));
-        spare::give(std::mem::take(&mut conn.out));
+        spare::give(conn.out.take_buf());
     }
 
     /// Hand the bytes read to the connection.
@@ -288,8 +290,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if conn.out.capacity() == 0 {
             // Given back while idle: answers to what was just read are written into a spare
             // one, not into a buffer that grows by reallocation.
-            conn.out = spare::take();
-            conn.out.reserve(WRITE_MIN);
+            conn.out.set_buf(spare::take());
+            conn.out.buf().reserve(WRITE_MIN);
         }
         if let Err(e) = conn.recv(&mut self.rbuf, std::time::Instant::now()) {
             let level_info = e.reason == Reason::ENHANCE_YOUR_CALM;
@@ -431,10 +433,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
                 return Poll::Ready(Ok(false));
             }
-            match Pin::new(&mut self.io).poll_write(cx, &conn.out) {
+            // Frames and the payloads kept by reference in one `writev` (or one pass of the TLS
+            // layer, which copies them into its records).
+            let mut slices = [io::IoSlice::new(&[]); WRITE_SLICES];
+            let count = conn.out.chunks_vectored(&mut slices);
+            match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
-                    bytes::Buf::advance(&mut conn.out, n);
+                    conn.out.advance(n);
                     wrote = true;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -847,22 +853,14 @@ impl StreamCtx {
             let n = usize::try_from(stop - offset)
                 .unwrap_or(usize::MAX)
                 .min(SEND_CHUNK);
-            let mut buf = BytesMut::zeroed(n);
-            let mut filled = 0;
-            while filled < n {
-                match range
-                    .file
-                    .read_at(&mut buf[filled..], offset + filled as u64)
-                {
-                    // The file shrank under us: the response cannot be completed.
-                    Ok(0) => return Err(SendError::FileShrank),
-                    Ok(read) => filled += read,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(SendError::Io(e)),
-                }
-            }
+            let chunk = match crate::io::read_file_chunk(&range.file, offset, n) {
+                Ok(Some(chunk)) => chunk,
+                // The file shrank under us: the response cannot be completed.
+                Ok(None) => return Err(SendError::FileShrank),
+                Err(e) => return Err(SendError::Io(e)),
+            };
             offset += n as u64;
-            self.data(buf.freeze(), end && offset == stop)?;
+            self.data(chunk, end && offset == stop)?;
         }
         Ok(())
     }

@@ -33,7 +33,6 @@ use std::fmt;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::FileExt;
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -797,21 +796,11 @@ fn read_chunk(range: &FileRange, offset: u64, stop: u64) -> Result<Bytes, SendEr
     let n = usize::try_from(stop - offset)
         .unwrap_or(usize::MAX)
         .min(SEND_CHUNK);
-    let mut buf = BytesMut::zeroed(n);
-    let mut filled = 0;
-    while filled < n {
-        match range
-            .file
-            .read_at(&mut buf[filled..], offset + filled as u64)
-        {
-            // The file shrank under us: the response cannot be completed.
-            Ok(0) => return Err(SendError::FileShrank),
-            Ok(read) => filled += read,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(SendError::Io(e)),
-        }
+    match crate::io::read_file_chunk(&range.file, offset, n) {
+        Ok(Some(chunk)) => Ok(chunk),
+        Ok(None) => Err(SendError::FileShrank),
+        Err(e) => Err(SendError::Io(e)),
     }
-    Ok(buf.freeze())
 }
 
 /// Why a request body was not collected.

@@ -9,7 +9,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// `AsyncWrite` for a wrapper that only changes how reads behave: every write call goes
@@ -49,6 +49,24 @@ macro_rules! delegate_async_write {
             }
         }
     };
+}
+
+/// The `len` octets of `file` at `offset`, in a fresh buffer that `pread` fills without its
+/// being zeroed first. `Ok(None)` when the file ends before them: it shrank while being sent.
+pub fn read_file_chunk(file: &std::fs::File, offset: u64, len: usize) -> io::Result<Option<Bytes>> {
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        let at = offset + buf.len() as u64;
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at) {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // The allocation may be larger than asked for, and `pread` fills what there is.
+    buf.truncate(len);
+    Ok(Some(Bytes::from(buf)))
 }
 
 /// A stream whose reads first return `prefix`, then the inner stream's bytes. Writes go
@@ -91,6 +109,37 @@ delegate_async_write!(Prefixed, inner);
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn file_chunks_are_read_exactly_and_a_short_file_is_told() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("f");
+        let content: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&path, &content).expect("write");
+        let file = std::fs::File::open(&path).expect("open");
+        for (offset, len) in [
+            (0, 1),
+            (0, 65_536),
+            (1_000, 65_536),
+            (199_999, 1),
+            (100, 199_900),
+        ] {
+            let chunk = read_file_chunk(&file, offset, len)
+                .expect("read")
+                .expect("in the file");
+            let at = offset as usize;
+            assert!(
+                chunk == content[at..at + len],
+                "chunk at {offset}, {len} octets"
+            );
+        }
+        assert!(
+            read_file_chunk(&file, 199_000, 1_001)
+                .expect("read")
+                .is_none()
+        );
+        assert!(read_file_chunk(&file, 300_000, 10).expect("read").is_none());
+    }
 
     #[tokio::test]
     async fn replays_the_prefix_then_reads_the_stream() {

@@ -78,7 +78,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         conn.write_data(1 << 20);
-        check_frames(&mut conn.out);
+        check_frames(&mut conn.out.take_all());
         if failed {
             assert!(conn.ended().is_some());
             let mut more = BytesMut::from(&b"\0\0\0\x06\0\0\0\0\0"[..]);

@@ -25,6 +25,7 @@ use http::Version;
 use http::header::HeaderMap;
 
 use super::frame::{self, Header, Reason};
+use super::out::Output;
 use crate::head::{Fields, Memo};
 use crate::hpack::{Decoder, Encoder, HpackError, Known};
 
@@ -236,7 +237,7 @@ impl std::fmt::Debug for Conn {
 pub struct Conn {
     settings: Settings,
     /// Frames to write, in order.
-    pub out: BytesMut,
+    pub out: Output,
     events: VecDeque<Event>,
     preface_left: usize,
     first_frame: bool,
@@ -299,14 +300,15 @@ impl Conn {
     /// connection window beyond its default) are queued at once: RFC 9113 §3.4, "the server
     /// connection preface [...] MUST be the first frame the server sends".
     pub fn new(settings: Settings) -> Conn {
-        let mut out = BytesMut::with_capacity(128);
+        let mut out = Output::default();
+        out.buf().reserve(128);
         let max_frame = settings
             .max_frame_size
             .clamp(frame::MIN_MAX_FRAME as u32, (1 << 24) - 1);
         let stream_window = i64::from(settings.stream_window).min(frame::MAX_WINDOW);
         let conn_window = i64::from(settings.connection_window).min(frame::MAX_WINDOW);
         frame::put_settings(
-            &mut out,
+            out.buf(),
             &[
                 (
                     frame::SETTINGS_MAX_CONCURRENT_STREAMS,
@@ -321,7 +323,7 @@ impl Conn {
             ],
         );
         if conn_window > frame::DEFAULT_WINDOW {
-            frame::put_window_update(&mut out, 0, (conn_window - frame::DEFAULT_WINDOW) as u32);
+            frame::put_window_update(out.buf(), 0, (conn_window - frame::DEFAULT_WINDOW) as u32);
         }
         let settings = Settings {
             max_frame_size: max_frame,
@@ -429,8 +431,8 @@ impl Conn {
             return;
         }
         self.shutdown_started = true;
-        frame::put_goaway(&mut self.out, (1 << 31) - 1, Reason::NO_ERROR);
-        frame::put_ping(&mut self.out, SHUTDOWN_PING, false);
+        frame::put_goaway(self.out.buf(), (1 << 31) - 1, Reason::NO_ERROR);
+        frame::put_ping(self.out.buf(), SHUTDOWN_PING, false);
     }
 
     // ---- reading ------------------------------------------------------------------------
@@ -458,7 +460,7 @@ impl Conn {
         // §5.4.1: "the last stream identifier that the sender of the GOAWAY frame might have
         // taken some action on".
         self.ended.get_or_insert(Ended::Error(e.reason));
-        frame::put_goaway(&mut self.out, self.last_stream, e.reason);
+        frame::put_goaway(self.out.buf(), self.last_stream, e.reason);
         for stream in &mut self.streams {
             stream.wake();
         }
@@ -612,7 +614,7 @@ impl Conn {
 
     /// §5.4.2: reset a stream for the client's error. Too many of them end the connection.
     fn stream_error(&mut self, id: u32, reason: Reason) -> Result<(), ConnError> {
-        frame::put_rst_stream(&mut self.out, id, reason);
+        frame::put_rst_stream(self.out.buf(), id, reason);
         if let Some(i) = self.stream_index(id) {
             self.close_stream(i, true);
         } else if self.closed_state(id).is_none() {
@@ -1029,7 +1031,7 @@ impl Conn {
                 _ => {}
             }
         }
-        frame::put_settings_ack(&mut self.out);
+        frame::put_settings_ack(self.out.buf());
         Ok(())
     }
 
@@ -1042,13 +1044,13 @@ impl Conn {
         };
         if h.flags & frame::ACK != 0 {
             if data == SHUTDOWN_PING && self.shutdown_started && self.goaway_last.is_none() {
-                frame::put_goaway(&mut self.out, self.last_stream, Reason::NO_ERROR);
+                frame::put_goaway(self.out.buf(), self.last_stream, Reason::NO_ERROR);
                 self.goaway_last = Some(self.last_stream);
             }
             return Ok(());
         }
         self.count(Flood::Ping, now)?;
-        frame::put_ping(&mut self.out, data, true);
+        frame::put_ping(self.out.buf(), data, true);
         Ok(())
     }
 
@@ -1115,7 +1117,7 @@ impl Conn {
 
     fn flush_connection_window(&mut self) {
         if self.unreleased >= self.settings.connection_window / 2 && self.unreleased > 0 {
-            frame::put_window_update(&mut self.out, 0, self.unreleased);
+            frame::put_window_update(self.out.buf(), 0, self.unreleased);
             self.recv_window += i64::from(self.unreleased);
             self.unreleased = 0;
         }
@@ -1131,7 +1133,7 @@ impl Conn {
             let stream = &mut self.streams[i];
             stream.unreleased = stream.unreleased.saturating_add(n as u32);
             if !stream.recv_closed && stream.unreleased >= half && stream.unreleased > 0 {
-                frame::put_window_update(&mut self.out, id, stream.unreleased);
+                frame::put_window_update(self.out.buf(), id, stream.unreleased);
                 stream.recv_window += i64::from(stream.unreleased);
                 stream.unreleased = 0;
             }
@@ -1236,7 +1238,7 @@ impl Conn {
             encoder: &mut self.encoder,
             block: &mut block,
         });
-        frame::put_header_block(&mut self.out, id, &block, end_stream, self.peer_max_frame);
+        frame::put_header_block(self.out.buf(), id, &block, end_stream, self.peer_max_frame);
         self.block_buf = block;
         if !interim {
             self.streams[i].send = if end_stream {
@@ -1275,10 +1277,11 @@ impl Conn {
             // at once (a small response costs no queue and no second pass). Otherwise queued,
             // which is what makes the writer wait in `poll_send_room`.
             let flags = if end { frame::END_STREAM } else { 0 };
-            frame::put_header(&mut self.out, data.len(), frame::DATA, flags, id);
-            self.out.extend_from_slice(&data);
-            stream.send_window -= data.len() as i64;
-            self.send_window -= data.len() as i64;
+            let len = data.len();
+            frame::put_header(self.out.buf(), len, frame::DATA, flags, id);
+            self.out.put_payload(data);
+            stream.send_window -= len as i64;
+            self.send_window -= len as i64;
             if end {
                 self.after_send_done(i);
             }
@@ -1365,7 +1368,7 @@ impl Conn {
     /// Reset stream `id` now.
     pub fn reset(&mut self, id: u32, reason: Reason) {
         if let Some(i) = self.stream_index(id) {
-            frame::put_rst_stream(&mut self.out, id, reason);
+            frame::put_rst_stream(self.out.buf(), id, reason);
             let stream = &self.streams[i];
             let mut give_back = stream.unreleased as usize;
             for item in &stream.recv {
@@ -1422,7 +1425,7 @@ impl Conn {
                             self.encoder
                                 .field(name.as_str(), value.as_bytes(), &mut block);
                         }
-                        frame::put_header_block(&mut self.out, id, &block, true, max_frame);
+                        frame::put_header_block(self.out.buf(), id, &block, true, max_frame);
                         progress = true;
                     }
                     Out::Data(data, end) => {
@@ -1434,9 +1437,8 @@ impl Conn {
                         }
                         let last = n == data.len();
                         let flags = if last && *end { frame::END_STREAM } else { 0 };
-                        frame::put_header(&mut self.out, n, frame::DATA, flags, id);
-                        self.out.extend_from_slice(&data[..n]);
-                        data.advance(n);
+                        frame::put_header(self.out.buf(), n, frame::DATA, flags, id);
+                        self.out.put_payload(data.split_to(n));
                         stream.send_window -= n as i64;
                         self.send_window -= n as i64;
                         stream.queued -= n;
@@ -1568,7 +1570,7 @@ mod tests {
     }
 
     fn goaway(conn: &mut Conn) -> Option<(u32, Reason)> {
-        frames(&mut conn.out)
+        frames(&mut conn.out.take_all())
             .into_iter()
             .find(|f| f.0 == frame::GOAWAY)
             .map(|f| {
@@ -1580,7 +1582,7 @@ mod tests {
     }
 
     fn resets(conn: &mut Conn) -> Vec<(u32, Reason)> {
-        frames(&mut conn.out)
+        frames(&mut conn.out.take_all())
             .into_iter()
             .filter(|f| f.0 == frame::RST_STREAM)
             .map(|f| (f.2, code(&f.3, 0)))
@@ -1601,7 +1603,7 @@ mod tests {
     #[test]
     fn our_settings_come_first_and_the_clients_are_acknowledged() {
         let mut conn = Conn::new(Settings::default());
-        let ours = frames(&mut conn.out.clone());
+        let ours = frames(&mut conn.out.to_bytes());
         assert_eq!(ours[0].0, frame::SETTINGS);
         assert_eq!((ours[1].0, ours[1].2), (frame::WINDOW_UPDATE, 0));
         conn.out.clear();
@@ -1614,7 +1616,7 @@ mod tests {
             conn.recv(&mut buf, Instant::now()).unwrap();
         }
         assert!(buf.is_empty());
-        let out = frames(&mut conn.out);
+        let out = frames(&mut conn.out.take_all());
         assert_eq!(out, vec![(frame::SETTINGS, frame::ACK, 0, vec![])]);
     }
 
@@ -1633,7 +1635,7 @@ mod tests {
             .unwrap();
         // Small and within the windows: framed at once, nothing left queued.
         assert!(!conn.wants_write());
-        let out = frames(&mut conn.out);
+        let out = frames(&mut conn.out.take_all());
         assert_eq!(out.len(), 2);
         assert_eq!((out[0].0, out[0].1), (frame::HEADERS, frame::END_HEADERS));
         assert_eq!(
@@ -1659,7 +1661,7 @@ mod tests {
         conn.send_data(1, Bytes::from(vec![7u8; 100_000]), true)
             .unwrap();
         conn.write_data(1 << 20);
-        let sent: usize = frames(&mut conn.out)
+        let sent: usize = frames(&mut conn.out.take_all())
             .iter()
             .filter(|f| f.0 == frame::DATA)
             .map(|f| f.3.len())
@@ -1674,11 +1676,42 @@ mod tests {
         update.extend(frame(frame::WINDOW_UPDATE, 0, 1, &50_000u32.to_be_bytes()));
         feed(&mut conn, update).unwrap();
         conn.write_data(1 << 20);
-        let rest = frames(&mut conn.out);
+        let rest = frames(&mut conn.out.take_all());
         let sent: usize = rest.iter().map(|f| f.3.len()).sum();
         assert_eq!(sent, 100_000 - 65_535);
         assert_eq!(rest.last().unwrap().1, frame::END_STREAM);
         assert!(conn.poll_sent(1, &mut cx).is_ready());
+    }
+
+    /// A body is framed without being copied: each DATA payload goes to the write as a slice
+    /// of the `Bytes` the stream handed in, between frame headers written to the buffer.
+    #[test]
+    fn long_data_payloads_are_written_from_the_bytes_handed_in() {
+        let mut conn = open(Settings::default());
+        feed(&mut conn, headers(1, &get("/"), true)).unwrap();
+        request(&mut conn);
+        conn.send_head(1, 200, &HeaderMap::new(), false).unwrap();
+        let body = Bytes::from((0..40_000u32).map(|i| i as u8).collect::<Vec<_>>());
+        conn.send_data(1, body.clone(), true).unwrap();
+        conn.write_data(1 << 20);
+        let mut slices = [std::io::IoSlice::new(&[]); 16];
+        let n = conn.out.chunks_vectored(&mut slices);
+        // Frames of at most 16,384 octets: three payloads, each a slice into `body`.
+        let span = body.as_ptr_range();
+        let by_reference: Vec<usize> = slices[..n]
+            .iter()
+            .filter(|s| span.contains(&s.as_ptr()))
+            .map(|s| s.len())
+            .collect();
+        assert_eq!(by_reference, [16_384, 16_384, 40_000 - 2 * 16_384]);
+        let out = frames(&mut conn.out.take_all());
+        let data: Vec<u8> = out
+            .iter()
+            .filter(|f| f.0 == frame::DATA)
+            .flat_map(|f| f.3.iter().copied())
+            .collect();
+        assert!(data == body, "the DATA frames do not carry the body");
+        assert_eq!(out.last().unwrap().1, frame::END_STREAM);
     }
 
     #[test]
@@ -1831,7 +1864,7 @@ mod tests {
         }
         assert_eq!(read, 40_000);
         // Half the stream's window taken: it is updated (the connection's is far larger).
-        let updates: Vec<_> = frames(&mut conn.out)
+        let updates: Vec<_> = frames(&mut conn.out.take_all())
             .into_iter()
             .filter(|f| f.0 == frame::WINDOW_UPDATE)
             .map(|f| (f.2, u32::from_be_bytes(f.3[..].try_into().unwrap())))
@@ -1870,7 +1903,7 @@ mod tests {
         let mut conn = open(Settings::default());
         feed(&mut conn, frame(frame::PING, 0, 0, b"12345678")).unwrap();
         assert_eq!(
-            frames(&mut conn.out),
+            frames(&mut conn.out.take_all()),
             vec![(frame::PING, frame::ACK, 0, b"12345678".to_vec())]
         );
         let mut input = BytesMut::new();
@@ -1918,7 +1951,7 @@ mod tests {
         feed(&mut conn, headers(1, &get("/"), true)).unwrap();
         request(&mut conn);
         conn.start_shutdown();
-        let out = frames(&mut conn.out);
+        let out = frames(&mut conn.out.take_all());
         assert_eq!(out[0].0, frame::GOAWAY);
         assert_eq!(
             u32::from_be_bytes(out[0].3[..4].try_into().unwrap()),

@@ -49,9 +49,10 @@ use switchyard_conf::CacheConfig;
 use super::collapse::{Flights, Role};
 use super::directives::CacheControl;
 use super::policy::{
-    CacheStatus, Fwd, NotStorable, Verdict, base_key, client_not_modified, fill_request_headers,
-    invalidated_locations, invalidates, merge_not_modified, not_modified_headers,
-    revalidation_headers, secondary_key, storable, strip_unstorable, vary_names,
+    CACHE_STATUS, CacheStatus, Fwd, NotStorable, Verdict, base_key, base_key_into,
+    client_not_modified, fill_request_headers, invalidated_locations, invalidates,
+    merge_not_modified, not_modified_headers, revalidation_headers, secondary_key, storable,
+    strip_unstorable, vary_names,
 };
 use super::store::{Entry, Lookup, Store};
 use crate::message::{Body, Request, Response};
@@ -223,7 +224,21 @@ impl CacheLayer {
         if req.method != Method::GET && req.method != Method::HEAD {
             return None;
         }
-        let Lookup::Hit(entry) = self.inner.store.get(&key_of(req), &req.headers) else {
+        thread_local! {
+            /// The key of the last lookup: its allocation serves every hit of the thread.
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        let lookup = KEY.with_borrow_mut(|key| {
+            base_key_into(
+                key,
+                req.scheme,
+                req.host.as_deref().unwrap_or(""),
+                &req.path,
+                req.query.as_deref(),
+            );
+            self.inner.store.get(key, &req.headers)
+        });
+        let Lookup::Hit(entry) = lookup else {
             return None;
         };
         let now = self.now();
@@ -559,7 +574,24 @@ impl CacheLayer {
             ttl: Some(entry.freshness.ttl(now)),
             ..Default::default()
         };
-        self.respond_at(req_headers, entry, status, now)
+        if entry.status == StatusCode::OK && client_not_modified(req_headers, &entry.headers) {
+            return self.respond_at(req_headers, entry, status, now);
+        }
+        // The common hit: the stored fields pre-rendered, `Age` and `Cache-Status` as made
+        // for this second.
+        status.count();
+        let (age, cache_status) = entry.hit_fields(now);
+        let mut headers = HeaderMap::with_capacity(2);
+        headers.insert(AGE, age);
+        if let Some(cache_status) = cache_status {
+            headers.insert(CACHE_STATUS, cache_status);
+        }
+        Response {
+            status: entry.status,
+            headers,
+            shared: Some(entry.shared.clone()),
+            body: body_of(entry.body.clone()),
+        }
     }
 
     /// [`CacheLayer::respond`] with the clock already read.

@@ -388,7 +388,13 @@ pub struct CacheStatus {
 impl CacheStatus {
     /// The field member, e.g. `switchyard; fwd=uri-miss; fwd-status=200; stored`.
     pub fn member(&self) -> String {
-        let mut s = String::from("switchyard");
+        let mut s = String::with_capacity(64);
+        self.push_member(&mut s);
+        s
+    }
+
+    fn push_member(&self, s: &mut String) {
+        s.push_str("switchyard");
         if self.hit {
             s.push_str("; hit");
         }
@@ -415,7 +421,6 @@ impl CacheStatus {
             s.push_str("; detail=");
             s.push_str(detail);
         }
-        s
     }
 
     /// Add this member after those of caches closer to the origin (RFC 9211 §2: "the
@@ -427,9 +432,22 @@ impl CacheStatus {
 
     /// Set `Cache-Status` in `headers` to `theirs` (the stored response's own, from caches
     /// closer to the origin) followed by this member. Every answer of the cache layer passes
-    /// here once, so this is also where its outcome is counted ([`crate::metrics`]).
+    /// here once (or through [`CacheStatus::count`]), so this is also where its outcome is
+    /// counted ([`crate::metrics`]).
     pub fn append_after(&self, theirs: Option<&HeaderValue>, headers: &mut HeaderMap) {
+        self.count();
+        if let Some(value) = self.value_after(theirs) {
+            headers.insert(CACHE_STATUS, value);
+        }
+    }
+
+    /// Count this outcome in the metrics.
+    pub fn count(&self) {
         crate::metrics::cache_outcome(self.hit, self.fwd, self.stored, self.collapsed);
+    }
+
+    /// The `Cache-Status` value: `theirs` followed by this member.
+    pub fn value_after(&self, theirs: Option<&HeaderValue>) -> Option<HeaderValue> {
         let mut value = match theirs.and_then(|v| v.to_str().ok()) {
             Some(theirs) if !theirs.trim().is_empty() => {
                 let mut v = String::with_capacity(theirs.len() + 64);
@@ -439,10 +457,9 @@ impl CacheStatus {
             }
             _ => String::with_capacity(64),
         };
-        value.push_str(&self.member());
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(CACHE_STATUS, value);
-        }
+        self.push_member(&mut value);
+        // Takes the string's buffer as it is (validated, not copied).
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
     }
 }
 
@@ -491,9 +508,15 @@ pub fn secondary_key(vary: &[HeaderName], req_headers: &HeaderMap) -> String {
 /// The primary cache key (§2): scheme, lowercased host (with port) and target. GET and HEAD
 /// share it.
 pub fn base_key(scheme: &str, host: &str, path: &str, query: Option<&str>) -> String {
-    let mut key = String::with_capacity(
-        scheme.len() + 3 + host.len() + path.len() + query.map_or(0, |q| q.len() + 1),
-    );
+    let mut key = String::new();
+    base_key_into(&mut key, scheme, host, path, query);
+    key
+}
+
+/// [`base_key`], written into `key` (cleared first), whose allocation can serve again.
+pub fn base_key_into(key: &mut String, scheme: &str, host: &str, path: &str, query: Option<&str>) {
+    key.clear();
+    key.reserve(scheme.len() + 3 + host.len() + path.len() + query.map_or(0, |q| q.len() + 1));
     key.push_str(scheme);
     key.push_str("://");
     let at = key.len();
@@ -504,7 +527,6 @@ pub fn base_key(scheme: &str, host: &str, path: &str, query: Option<&str>) -> St
         key.push('?');
         key.push_str(q);
     }
-    key
 }
 
 /// Request header fields that a cache forwarding on its own behalf replaces or drops: the

@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -21,7 +21,7 @@ use moka::sync::Cache;
 use switchyard_conf::CacheConfig;
 
 use super::disk::{DiskStore, Record};
-use super::policy::{CACHE_STATUS, Freshness, Rules, secondary_key};
+use super::policy::{CACHE_STATUS, CacheStatus, Freshness, Rules, secondary_key};
 use crate::message::SharedFields;
 
 /// Most variants (secondary keys) kept per URI.
@@ -45,6 +45,26 @@ pub struct Entry {
     pub upstream_status: Option<HeaderValue>,
     pub body: Bytes,
     pub freshness: Freshness,
+    /// `Age` and `Cache-Status` of a fresh hit, made again only when the age (in whole
+    /// seconds, which also fixes the `ttl`) has changed: most hits allocate nothing for them.
+    hit_fields: HitMemo,
+}
+
+/// See [`Entry::hit_fields`]. A clone of an entry starts with an empty memo.
+#[derive(Debug, Default)]
+struct HitMemo(Mutex<Option<HitFields>>);
+
+impl Clone for HitMemo {
+    fn clone(&self) -> HitMemo {
+        HitMemo::default()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct HitFields {
+    age_secs: u64,
+    age: HeaderValue,
+    cache_status: Option<HeaderValue>,
 }
 
 impl Entry {
@@ -76,7 +96,31 @@ impl Entry {
             upstream_status,
             body,
             freshness,
+            hit_fields: HitMemo::default(),
         }
+    }
+
+    /// The `Age` and `Cache-Status` (RFC 9211 `hit` and `ttl`, after the stored response's
+    /// own) of a fresh hit at `now`.
+    pub fn hit_fields(&self, now: SystemTime) -> (HeaderValue, Option<HeaderValue>) {
+        let age_secs = self.freshness.current_age(now);
+        let mut memo = self.hit_fields.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(fields) = memo.as_ref().filter(|f| f.age_secs == age_secs) {
+            return (fields.age.clone(), fields.cache_status.clone());
+        }
+        let status = CacheStatus {
+            hit: true,
+            ttl: Some(self.freshness.ttl(now)),
+            ..Default::default()
+        };
+        let fields = HitFields {
+            age_secs,
+            age: HeaderValue::from(age_secs),
+            cache_status: status.value_after(self.upstream_status.as_ref()),
+        };
+        let answer = (fields.age.clone(), fields.cache_status.clone());
+        *memo = Some(fields);
+        answer
     }
 
     fn from_record(record: Record, rules: &Rules) -> Entry {
@@ -335,6 +379,44 @@ mod tests {
         ));
         assert!(store.remove("k"));
         assert!(!store.remove("k"));
+    }
+
+    #[test]
+    fn hit_fields_follow_the_age_and_are_made_once_a_second() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut headers = HeaderMap::new();
+        headers.insert("cache-control", HeaderValue::from_static("max-age=60"));
+        headers.insert(AGE, HeaderValue::from_static("5"));
+        headers.insert(CACHE_STATUS, HeaderValue::from_static("origin-cache; hit"));
+        let entry = Entry::new(
+            "k".to_owned(),
+            String::new(),
+            Vec::new(),
+            StatusCode::OK,
+            headers,
+            Bytes::from_static(b"x"),
+            t,
+            t,
+            &Rules::default(),
+        );
+        let (age, status) = entry.hit_fields(t + Duration::from_millis(300));
+        assert_eq!(age, "5");
+        let status = status.expect("a Cache-Status");
+        assert_eq!(status, "origin-cache; hit, switchyard; hit; ttl=55");
+        // Later in the same second: the same values, not made again.
+        let (again, status_again) = entry.hit_fields(t + Duration::from_millis(900));
+        assert_eq!(again, "5");
+        assert_eq!(
+            status_again.expect("a Cache-Status").as_bytes().as_ptr(),
+            status.as_bytes().as_ptr()
+        );
+        // Ten seconds on.
+        let (age, status) = entry.hit_fields(t + Duration::from_secs(10));
+        assert_eq!(age, "15");
+        assert_eq!(
+            status.expect("a Cache-Status"),
+            "origin-cache; hit, switchyard; hit; ttl=45"
+        );
     }
 
     #[test]

@@ -157,14 +157,6 @@ done
 declare -A RPS=() CPU=() MBPS=() DL_CPU=() ERRS=()
 for s in "${SERVERS[@]}"; do RPS[$s]=""; CPU[$s]=""; MBPS[$s]=""; DL_CPU[$s]=""; ERRS[$s]=""; done
 
-server_pid() {
-    case $1 in
-    nginx) echo "$NGINX_PID" ;;
-    h2o) echo "$H2O_PID" ;;
-    switchyard) echo "$SY_PID" ;;
-    esac
-}
-
 for round in $(seq 1 "$ROUNDS"); do
     for s in $(in_turn "$round"); do
         out="$RUN_DIR/wrk-$s-$round.txt"

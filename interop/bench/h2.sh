@@ -207,14 +207,6 @@ for s in "${SERVERS[@]}"; do
     H2_CPU[$s]=""; H2C_CPU[$s]=""; H1_CPU[$s]=""; DL_CPU[$s]=""
 done
 
-server_pid() {
-    case $1 in
-    nginx) echo "$NGINX_PID" ;;
-    h2o) echo "$H2O_PID" ;;
-    switchyard) echo "$SY_PID" ;;
-    esac
-}
-
 # h2load against URL $3 for server $1 in round $4, test label $2 ("h2" or "h2c", also the protocol
 # h2load must report); appends requests/s to the array named $5, the server's CPU per request to
 # the one named $6, and any failure to ERRS.

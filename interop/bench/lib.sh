@@ -62,6 +62,16 @@ cpu_us() {
     echo $((ns / 1000))
 }
 
+# The PID a script recorded for server $1 (nginx, h2o or switchyard) in NGINX_PID, H2O_PID or
+# SY_PID.
+server_pid() {
+    case $1 in
+    nginx) echo "$NGINX_PID" ;;
+    h2o) echo "$H2O_PID" ;;
+    switchyard) echo "$SY_PID" ;;
+    esac
+}
+
 # Microseconds of CPU per request: $1 microseconds over $2 requests.
 per_request() { awk -v c="$1" -v n="$2" 'BEGIN {if (n > 0) printf "%.2f", c / n; else print 0}'; }
 

@@ -75,8 +75,8 @@ const READ_BUFFER: usize = 8 * 1024;
 const BODY_READ_STEP: usize = 64 * 1024;
 /// Largest single `sendfile` call; the loop continues until the range is sent.
 const SENDFILE_CHUNK: usize = 1 << 20;
-/// Smallest file range sent with the socket corked: below it, the two extra system calls cost
-/// more than the part-filled segments they avoid.
+/// Smallest file range sent with the socket corked: a smaller one leaves in a segment or two,
+/// and corking it would only add two system calls.
 const CORK_MIN: u64 = 64 * 1024;
 /// Largest piece of a file read into memory at once when `sendfile` cannot be used (TLS).
 const FILE_CHUNK: usize = 64 * 1024;

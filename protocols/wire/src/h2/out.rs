@@ -10,7 +10,9 @@ use bytes::{Buf, Bytes, BytesMut};
 
 /// Payloads at least this long are queued by reference. A shorter one is copied into the
 /// buffer: cheaper than one more slice in the write, and a small response stays one
-/// contiguous write.
+/// contiguous write. A payload kept by reference keeps the allocation it is a slice of (a
+/// file chunk, at most 64 KiB) until it is written; with this minimum, a writer that stops
+/// framing at N octets holds at most N / 4096 of them.
 pub const BY_REFERENCE_MIN: usize = 4096;
 
 /// See the module docs.

@@ -49,10 +49,10 @@ use switchyard_conf::CacheConfig;
 use super::collapse::{Flights, Role};
 use super::directives::CacheControl;
 use super::policy::{
-    CACHE_STATUS, CacheStatus, Fwd, NotStorable, Verdict, base_key, base_key_into,
-    client_not_modified, fill_request_headers, invalidated_locations, invalidates,
-    merge_not_modified, not_modified_headers, revalidation_headers, secondary_key, storable,
-    strip_unstorable, vary_names,
+    CACHE_STATUS, CacheStatus, Fwd, NotStorable, Verdict, base_key_into, client_not_modified,
+    fill_request_headers, invalidated_locations, invalidates, merge_not_modified,
+    not_modified_headers, revalidation_headers, secondary_key, storable, strip_unstorable,
+    vary_names,
 };
 use super::store::{Entry, Lookup, Store};
 use crate::message::{Body, Request, Response};
@@ -174,12 +174,20 @@ impl Parts {
 
 /// The primary key of a request.
 fn key_of(req: &Request) -> String {
-    base_key(
+    let mut key = String::new();
+    write_key_of(&mut key, req);
+    key
+}
+
+/// [`key_of`], written into `key` (cleared first).
+fn write_key_of(key: &mut String, req: &Request) {
+    base_key_into(
+        key,
         req.scheme,
         req.host.as_deref().unwrap_or(""),
         &req.path,
         req.query.as_deref(),
-    )
+    );
 }
 
 impl CacheLayer {
@@ -229,13 +237,7 @@ impl CacheLayer {
             static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
         let lookup = KEY.with_borrow_mut(|key| {
-            base_key_into(
-                key,
-                req.scheme,
-                req.host.as_deref().unwrap_or(""),
-                &req.path,
-                req.query.as_deref(),
-            );
+            write_key_of(key, req);
             self.inner.store.get(key, &req.headers)
         });
         let Lookup::Hit(entry) = lookup else {
@@ -575,23 +577,12 @@ impl CacheLayer {
             ..Default::default()
         };
         if entry.status == StatusCode::OK && client_not_modified(req_headers, &entry.headers) {
-            return self.respond_at(req_headers, entry, status, now);
+            return not_modified(entry, status, entry.freshness.current_age(now));
         }
-        // The common hit: the stored fields pre-rendered, `Age` and `Cache-Status` as made
-        // for this second.
+        // The common hit: `Age` and `Cache-Status` as made for this second.
         status.count();
         let (age, cache_status) = entry.hit_fields(now);
-        let mut headers = HeaderMap::with_capacity(2);
-        headers.insert(AGE, age);
-        if let Some(cache_status) = cache_status {
-            headers.insert(CACHE_STATUS, cache_status);
-        }
-        Response {
-            status: entry.status,
-            headers,
-            shared: Some(entry.shared.clone()),
-            body: body_of(entry.body.clone()),
-        }
+        stored(entry, age, cache_status)
     }
 
     /// [`CacheLayer::respond`] with the clock already read.
@@ -604,28 +595,11 @@ impl CacheLayer {
     ) -> Response {
         let age = entry.freshness.current_age(now);
         if entry.status == StatusCode::OK && client_not_modified(req_headers, &entry.headers) {
-            let mut headers = not_modified_headers(&entry.headers);
-            headers.insert(AGE, HeaderValue::from(age));
-            status.append_to(&mut headers);
-            return Response {
-                status: StatusCode::NOT_MODIFIED,
-                headers,
-                shared: None,
-                body: Body::Empty,
-            };
+            return not_modified(entry, status, age);
         }
-        // The stored fields go as one pre-rendered set (framing is the session's business, so
-        // the set has none); only `Age` and `Cache-Status` are made per response.
-        let mut headers = HeaderMap::with_capacity(2);
-        // RFC 9111 §5.1: "a cache SHOULD generate an Age header field" with the current age.
-        headers.insert(AGE, HeaderValue::from(age));
-        status.append_after(entry.upstream_status.as_ref(), &mut headers);
-        Response {
-            status: entry.status,
-            headers,
-            shared: Some(entry.shared.clone()),
-            body: body_of(entry.body.clone()),
-        }
+        status.count();
+        let cache_status = status.value_after(entry.upstream_status.as_ref());
+        stored(entry, HeaderValue::from(age), cache_status)
     }
 
     /// Store in memory and, when configured, on disk.
@@ -711,6 +685,38 @@ impl CacheLayer {
 /// Whether `method` is PURGE (the cache answers it; it never goes upstream).
 pub fn is_purge(method: &Method) -> bool {
     method.as_str().eq_ignore_ascii_case("PURGE")
+}
+
+/// A stored response as it is, with `age` and `cache_status` its only fields made per
+/// response.
+fn stored(entry: &Entry, age: HeaderValue, cache_status: Option<HeaderValue>) -> Response {
+    // The stored fields go as one pre-rendered set (framing is the session's business, so
+    // the set has none).
+    let mut headers = HeaderMap::with_capacity(2);
+    // RFC 9111 §5.1: "a cache SHOULD generate an Age header field" with the current age.
+    headers.insert(AGE, age);
+    if let Some(cache_status) = cache_status {
+        headers.insert(CACHE_STATUS, cache_status);
+    }
+    Response {
+        status: entry.status,
+        headers,
+        shared: Some(entry.shared.clone()),
+        body: body_of(entry.body.clone()),
+    }
+}
+
+/// The 304 for a client that has the stored 200 already.
+fn not_modified(entry: &Entry, status: CacheStatus, age: u64) -> Response {
+    let mut headers = not_modified_headers(&entry.headers);
+    headers.insert(AGE, HeaderValue::from(age));
+    status.append_to(&mut headers);
+    Response {
+        status: StatusCode::NOT_MODIFIED,
+        headers,
+        shared: None,
+        body: Body::Empty,
+    }
 }
 
 fn body_of(bytes: Bytes) -> Body {

@@ -6,7 +6,7 @@
 //!
 //! ```toml
 //! [quic]
-//! enabled = true               # UDP on every listen address, Alt-Svc on HTTP/1.1 and HTTP/2
+//! enabled = true               # UDP on every listen address, Alt-Svc over TLS
 //! retry = "above 1000/s"       # "never" | "always" | "above N/s" new connections per second
 //! max_connections = 10000      # QUIC connections of the process; more are refused
 //! idle_timeout = "30s"         # max_idle_timeout transport parameter

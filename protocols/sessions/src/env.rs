@@ -28,8 +28,8 @@ pub struct SessionEnv {
     pub http2: Arc<switchyard_conf::Http2Config>,
     /// The seeded torrents, tracker and upload slots; `None` when `[torrent]` is disabled.
     pub torrent: Option<Arc<switchyard_services::torrent::TorrentStore>>,
-    /// `Alt-Svc: h3=":PORT"; ma=86400` for every HTTP/1.1 and HTTP/2 response of this
-    /// listener while its port also answers QUIC (RFC 7838, RFC 9114 §3.1.1).
+    /// `Alt-Svc: h3=":PORT"; ma=86400` while this listener's port also answers QUIC
+    /// (RFC 7838, RFC 9114 §3.1.1). Sent through [`SessionEnv::alt_svc`], on TLS only.
     pub alt_svc: Option<http::HeaderValue>,
 }
 
@@ -38,6 +38,13 @@ impl SessionEnv {
     pub fn alt_svc_for(port: u16) -> http::HeaderValue {
         let value = format!("h3=\":{port}\"; ma=86400");
         http::HeaderValue::from_str(&value).unwrap_or(http::HeaderValue::from_static("clear"))
+    }
+
+    /// The Alt-Svc value for a response on a connection of `scheme`: HTTP/3 serves `https`
+    /// origins only (RFC 9114 §3.1), and clients ignore an alternative learned in clear, so a
+    /// cleartext response does not carry one.
+    pub fn alt_svc(&self, scheme: &str) -> Option<&http::HeaderValue> {
+        self.alt_svc.as_ref().filter(|_| scheme == "https")
     }
 
     pub fn draining(&self) -> bool {

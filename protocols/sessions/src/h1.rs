@@ -620,7 +620,7 @@ impl H1Conn {
                 keep_alive,
                 &ServerFields {
                     date,
-                    alt_svc: self.env.alt_svc.as_ref(),
+                    alt_svc: self.env.alt_svc(self.stream.scheme()),
                 },
             )
         });
@@ -983,7 +983,7 @@ impl H1Conn {
                 false,
                 &ServerFields {
                     date,
-                    alt_svc: self.env.alt_svc.as_ref(),
+                    alt_svc: self.env.alt_svc(self.stream.scheme()),
                 },
             )
         });

@@ -765,7 +765,7 @@ impl StreamCtx {
     fn send_head(&self, response: Response, is_head: bool) -> Result<Option<Body>, SendError> {
         let outgoing = Outgoing::new(response, is_head);
         let no_data = outgoing.body.as_ref().is_none_or(Body::is_empty);
-        let alt_svc = self.this.env.alt_svc.as_ref();
+        let alt_svc = self.this.env.alt_svc(self.this.scheme);
         self.conn
             .borrow_mut()
             .send_head_with(self.id, outgoing.status.as_u16(), no_data, |w| {

@@ -653,16 +653,9 @@ pub fn invalidated_locations(headers: &HeaderMap, scheme: &str, host: &str) -> V
 /// comparison), else `If-Modified-Since` against `Last-Modified`.
 pub fn client_not_modified(req_headers: &HeaderMap, stored: &HeaderMap) -> bool {
     if req_headers.contains_key(IF_NONE_MATCH) {
-        let Some(etag) = stored.get(ETAG) else {
-            return false;
-        };
-        return req_headers
-            .get_all(IF_NONE_MATCH)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .any(|tag| tag == "*" || etag_weak_eq(tag.as_bytes(), etag.as_bytes()));
+        // The same list rules as for files; a stored response without an ETag matches `*` only.
+        let etag = stored.get(ETAG).and_then(|v| v.to_str().ok());
+        return crate::files::conditional::none_match_matches(req_headers, etag.unwrap_or(""));
     }
     // The stored date is parsed only when the client sent one to compare it with.
     let Some(since) = http_date(req_headers, &IF_MODIFIED_SINCE) else {

@@ -626,6 +626,9 @@ fn client_preconditions_on_served_responses() {
         (&[("if-none-match", "\"x\", W/\"v1\"")], true),
         (&[("if-none-match", "*")], true),
         (&[("if-none-match", "\"x\"")], false),
+        // An entity-tag may hold a comma; `*` inside a list is an error, not a wildcard.
+        (&[("if-none-match", "\"v1,x\"")], false),
+        (&[("if-none-match", "\"x\", *")], false),
         // If-None-Match takes precedence over If-Modified-Since.
         (
             &[
@@ -644,6 +647,15 @@ fn client_preconditions_on_served_responses() {
         ),
         (&[("if-modified-since", "garbage")], false),
     ];
+    let untagged = headers(&[("last-modified", &date(100))]);
+    assert!(client_not_modified(
+        &headers(&[("if-none-match", "*")]),
+        &untagged
+    ));
+    assert!(!client_not_modified(
+        &headers(&[("if-none-match", "\"v1\"")]),
+        &untagged
+    ));
     for (req, want) in cases {
         assert_eq!(
             client_not_modified(&headers(req), &stored),

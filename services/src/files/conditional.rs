@@ -107,23 +107,29 @@ fn if_match(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 /// §13.1.2: `If-None-Match` is *false* (the list matches) when it is `*` or any listed tag
-/// matches by weak comparison. Returns whether it matched.
-fn none_match_matches(headers: &HeaderMap, etag: &str) -> bool {
+/// matches by weak comparison. Returns whether it matched. An empty `etag` (none stored)
+/// matches only `*`.
+pub(crate) fn none_match_matches(headers: &HeaderMap, etag: &str) -> bool {
     tag_list_any(headers, &IF_NONE_MATCH, |tag| weak_eq(tag, etag))
 }
 
-/// Whether `*` or any entity-tag in every value of `name` satisfies `pred`. A value that does
-/// not parse stops the scan of that value (its valid tags before the error still count).
+/// Whether the field is `*` or any entity-tag in every value of `name` satisfies `pred`.
+/// `*` counts only as the whole field (§13.1.1: `"*" / #entity-tag`); inside a list it is an
+/// error like any other. A value that does not parse stops the scan of that value (its valid
+/// tags before the error still count).
 fn tag_list_any(headers: &HeaderMap, name: &HeaderName, pred: impl Fn(&str) -> bool) -> bool {
+    let mut values = headers.get_all(name).iter();
+    if let (Some(only), None) = (values.next(), values.next())
+        && only.as_bytes().trim_ascii() == b"*"
+    {
+        return true;
+    }
     for value in headers.get_all(name) {
         let mut rest = value.as_bytes();
         loop {
             rest = skip_separators(rest);
             if rest.is_empty() {
                 break;
-            }
-            if rest[0] == b'*' {
-                return true;
             }
             let Some((tag, after)) = parse_tag(rest) else {
                 break;
@@ -231,6 +237,11 @@ mod tests {
             (&[("if-match", "\"x\"")], true, Failed),
             (&[("if-match", "W/\"abc-10\"")], true, Failed),
             (&[("if-match", "garbage")], true, Failed),
+            // `*` is the whole field or an error: a list holding it does not match everything
+            (&[("if-match", " * ")], true, Proceed),
+            (&[("if-match", "\"x\", *")], true, Failed),
+            (&[("if-match", "*"), ("if-match", "\"x\"")], true, Failed),
+            (&[("if-match", "*, \"abc-10\"")], true, Failed),
             (&[("if-match", "")], true, Failed),
             // step 1 beats everything after it
             (
@@ -270,6 +281,8 @@ mod tests {
             (&[("if-none-match", "\"x\"")], true, Proceed),
             (&[("if-none-match", "\"abc-1\"")], true, Proceed),
             (&[("if-none-match", "abc-10")], true, Proceed),
+            (&[("if-none-match", "W/\"x\", *, \"")], true, Proceed),
+            (&[("if-none-match", "\"abc-10\", *")], true, NotModified),
             // step 3 wins over step 4: a non-matching If-None-Match disables If-Modified-Since
             (
                 &[("if-none-match", "\"x\""), ("if-modified-since", LATER)],

@@ -158,6 +158,12 @@ class Client(QuicConnectionProtocol):
         _, block = self.encoder.encode(sid, headers)
         return block
 
+    def head(self, sid: int) -> list[tuple[bytes, bytes]]:
+        for kind, payload in frames(bytes(self.received.get(sid, b""))):
+            if kind == HEADERS:
+                return self.decoder.feed_header(sid, payload)[1]
+        return []
+
     def response(self, sid: int) -> tuple[int | None, bytes]:
         status, body = None, bytearray()
         for kind, payload in frames(bytes(self.received.get(sid, b""))):
@@ -288,6 +294,10 @@ def cases(authority: bytes, path: bytes) -> list[Case]:
         Case("HEADERS frame over the field section limit", ("status", 431),
              lambda c: c.bidi(frame(HEADERS, b"\x00\x00\xd1\xd7\x25x-big"
                                     + prefixed(0x00, 7, 70000) + b"a" * 70000))),
+        # §4.2.2: "An implementation that has received this parameter SHOULD NOT send an HTTP
+        # message header that exceeds the indicated size." 300 octets cannot hold the file's head.
+        Case("response head within the client's field section limit", ("head within", 300),
+             lambda c: (control(c, settings((0x6, 300))), request(c))),
         # §9, §6.2, §7.2.8: what a server must ignore.
         Case("unknown frame types and settings are ignored", ("served",),
              lambda c: (control(c, settings((0x6, 65536), (0x1F * 5 + 0x21, 7)) + frame(GREASE_FRAME, b"abc")),
@@ -295,6 +305,13 @@ def cases(authority: bytes, path: bytes) -> list[Case]:
                         c.uni(varint(0x02) + b"\x20"), c.uni(varint(0x03) + b"\x44"))),
     ]
     return out
+
+
+def request_on(c: Client, authority: bytes, path: bytes) -> int:
+    """A GET for `path` on a new request stream; returns its id."""
+    sid = c._quic.get_next_available_stream_id()
+    c.send(sid, frame(HEADERS, c.section(sid, request_headers(authority, path))), True)
+    return sid
 
 
 async def run_case(case: Case, host: str, port: int, authority: bytes, path: bytes,
@@ -316,14 +333,24 @@ async def run_case(case: Case, host: str, port: int, authority: bytes, path: byt
                 return False, f"stream not reset (answered {c.response(sid)[0]})"
             if c.resets[sid] != case.expect[1]:
                 return False, f"stream reset with {hex(c.resets[sid])}"
+        elif kind == "head within":
+            # The SETTINGS travel on their own stream: the first answer may predate them. The
+            # second request is sent after the first answer arrived, when they have been read.
+            await c.until(lambda: sid in c.ended or sid in c.resets)
+            second = request_on(c, authority, path)
+            await c.until(lambda: second in c.ended or second in c.resets)
+            fields = c.head(second)
+            size = sum(len(n) + len(v) + 32 for n, v in fields)
+            status = dict(fields).get(b":status", b"none").decode()
+            ok = bool(fields) and size <= case.expect[1]
+            return ok, f"second answer {status} with a head of {size} octets"
         elif kind == "status":
             await c.until(lambda: sid in c.ended or sid in c.resets)
             status, _ = c.response(sid)
             if status != case.expect[1]:
                 return False, f"answered {status}, reset {c.resets.get(sid)}"
         # The connection still serves a GET.
-        good = c._quic.get_next_available_stream_id()
-        c.send(good, frame(HEADERS, c.section(good, request_headers(authority, path))), True)
+        good = request_on(c, authority, path)
         await c.until(lambda: good in c.ended or good in c.resets)
         status, body = c.response(good)
         if c.terminated is not None:
@@ -344,7 +371,8 @@ async def main_async(args) -> int:
                 run_case(case, url.hostname, url.port, authority, path, expected), 30)
         except Exception as e:  # a case that breaks the client is a failure, not a crash
             ok, detail = False, f"{type(e).__name__}: {e}"
-        want = " ".join(hex(x) if isinstance(x, int) and case.expect[0] != "status" else str(x)
+        decimal = case.expect[0] in ("status", "head within")
+        want = " ".join(hex(x) if isinstance(x, int) and not decimal else str(x)
                         for x in case.expect)
         print(f"{'PASS' if ok else 'FAIL'}  {case.name:55} expect {want:14} {detail}")
         passed += ok

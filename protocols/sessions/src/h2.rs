@@ -589,8 +589,9 @@ impl StreamCtx {
             }
         };
 
-        let status = response.status;
-        let sent = self.deliver(response, is_head).await;
+        let outgoing = self.outgoing(response, is_head);
+        let status = outgoing.status;
+        let sent = self.deliver(outgoing).await;
         metrics::response(Proto::Http2, status, sent.unwrap_or(0));
         if let (Some(log), Some(facts)) = (&env.access_log, log_facts) {
             facts.record(log, this.peer, "HTTP/2.0", status, sent.unwrap_or(0));
@@ -603,8 +604,9 @@ impl StreamCtx {
 
     /// Answer with `response` without routing (431).
     async fn answer(self, response: Response) {
-        let status = response.status;
-        let sent = self.deliver(response, false).await;
+        let outgoing = self.outgoing(response, false);
+        let status = outgoing.status;
+        let sent = self.deliver(outgoing).await;
         metrics::response(Proto::Http2, status, sent.unwrap_or(0));
     }
 
@@ -612,8 +614,8 @@ impl StreamCtx {
     /// wait. The body bytes sent, or `None` when the stream had to be given up: then it is
     /// reset with CANCEL (RFC 9113 §8.1: a response that cannot be completed ends with
     /// RST_STREAM).
-    async fn deliver(&self, response: Response, is_head: bool) -> Option<u64> {
-        let result = match self.send_response(response, is_head).await {
+    async fn deliver(&self, outgoing: Outgoing) -> Option<u64> {
+        let result = match self.send_response(outgoing).await {
             Ok(sent) => {
                 let flushed = poll_fn(|cx| self.conn.borrow_mut().poll_sent(self.id, cx));
                 match within(self.this.env.timeouts.send, flushed).await {
@@ -745,8 +747,8 @@ impl StreamCtx {
     }
 
     /// Send the response head and body. Returns the body bytes sent.
-    async fn send_response(&self, response: Response, is_head: bool) -> Result<u64, SendError> {
-        let Some(body) = self.send_head(response, is_head)? else {
+    async fn send_response(&self, outgoing: Outgoing) -> Result<u64, SendError> {
+        let Some(body) = self.send_head(outgoing)? else {
             return Ok(0);
         };
         let len = body.len();
@@ -760,12 +762,19 @@ impl StreamCtx {
         result.map(|()| len)
     }
 
+    /// The response as it will be sent: its head within the client's
+    /// SETTINGS_MAX_HEADER_LIST_SIZE (see [`Outgoing::within`]).
+    fn outgoing(&self, response: Response, is_head: bool) -> Outgoing {
+        let limit = self.conn.borrow().peer_max_header_list_size();
+        let alt_svc = self.this.env.alt_svc(self.this.scheme);
+        Outgoing::new(response, is_head).within(limit.map(u64::from), alt_svc)
+    }
+
     /// Queue the response head; the body that follows it, or `None` when there is none to
     /// send. Not async, so what the head needs is gone before the body is awaited.
-    fn send_head(&self, response: Response, is_head: bool) -> Result<Option<Body>, SendError> {
-        let outgoing = Outgoing::new(response, is_head);
-        let no_data = outgoing.body.as_ref().is_none_or(Body::is_empty);
+    fn send_head(&self, outgoing: Outgoing) -> Result<Option<Body>, SendError> {
         let alt_svc = self.this.env.alt_svc(self.this.scheme);
+        let no_data = outgoing.body.as_ref().is_none_or(Body::is_empty);
         self.conn
             .borrow_mut()
             .send_head_with(self.id, outgoing.status.as_u16(), no_data, |w| {

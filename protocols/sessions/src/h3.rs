@@ -108,6 +108,7 @@ impl H3Session {
             handshake,
             decoder: RefCell::default(),
             opened: Cell::default(),
+            max_field_section: Cell::default(),
             lingering: RefCell::default(),
             _guard: guard,
         };
@@ -125,6 +126,8 @@ struct H3Conn {
     decoder: RefCell<wire::Decoder>,
     /// Which of the client's critical streams are open: control, QPACK encoder, decoder.
     opened: Cell<[bool; 3]>,
+    /// The client's SETTINGS_MAX_FIELD_SECTION_SIZE, once its SETTINGS arrived (§4.2.2).
+    max_field_section: Cell<Option<u64>>,
     /// Finished response streams, for a graceful close to wait for.
     lingering: RefCell<Lingering>,
     /// Counts this connection until the driver returns.
@@ -334,6 +337,7 @@ impl H3Conn {
                             max_field_section_size,
                         })) => {
                             tracing::trace!(peer = %self.peer, ?max_field_section_size, "HTTP/3 client SETTINGS");
+                            self.max_field_section.set(max_field_section_size);
                         }
                         Ok(Some(Control::Goaway(id))) => {
                             tracing::debug!(peer = %self.peer, id, "HTTP/3 client going away");
@@ -410,12 +414,10 @@ impl H3Conn {
                     "431 Request Header Fields Too Large\n",
                 );
                 self.stop_reading(&mut incoming);
-                let result = self.send_response(send, response, false).await;
-                metrics::response(
-                    Proto::Http3,
-                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    result.unwrap_or(0),
-                );
+                let outgoing = self.outgoing(response, false);
+                let status = outgoing.status;
+                let result = self.send_response(send, outgoing).await;
+                metrics::response(Proto::Http3, status, result.unwrap_or(0));
                 return;
             }
             Err(e) => return self.failed(Fail::H3(e), &mut send, &mut incoming.recv),
@@ -444,8 +446,9 @@ impl H3Conn {
         // §4.1: a response may complete before the request did; the rest is not wanted.
         self.stop_reading(&mut incoming);
 
-        let status = response.status;
-        let sent = match self.send_response(send, response, is_head).await {
+        let outgoing = self.outgoing(response, is_head);
+        let status = outgoing.status;
+        let sent = match self.send_response(send, outgoing).await {
             Ok(sent) => Some(sent),
             Err(e) => {
                 tracing::debug!(peer = %self.peer, error = %e, "HTTP/3 response not delivered");
@@ -533,16 +536,21 @@ impl H3Conn {
         Ok(collected.freeze())
     }
 
+    /// The response as it will be sent: its head within the client's
+    /// SETTINGS_MAX_FIELD_SECTION_SIZE once its SETTINGS arrived (see [`Outgoing::within`]).
+    fn outgoing(&self, response: Response, is_head: bool) -> Outgoing {
+        Outgoing::new(response, is_head)
+            .within(self.max_field_section.get(), self.env.alt_svc.as_ref())
+    }
+
     /// Send the response head and body, then end the stream. Returns the body bytes sent.
     async fn send_response(
         &self,
         mut send: SendStream,
-        response: Response,
-        is_head: bool,
+        outgoing: Outgoing,
     ) -> Result<u64, SendError> {
-        let outgoing = Outgoing::new(response, is_head);
-        let mut out = QuicOut::new(&mut send, self.env.timeouts.send, true);
         let alt_svc = self.env.alt_svc.as_ref();
+        let mut out = QuicOut::new(&mut send, self.env.timeouts.send, true);
         qpack::put_headers_frame(&mut out.pending, Some(outgoing.status.as_u16()), |w| {
             outgoing.fields(w, alt_svc);
         });

@@ -208,6 +208,37 @@ impl Outgoing {
         }
     }
 
+    /// This response, if its head fits in `limit`; otherwise a bare 500 without content.
+    ///
+    /// `limit` is what the client said it accepts: HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE or
+    /// HTTP/3 SETTINGS_MAX_FIELD_SECTION_SIZE, both counted as name + value + 32 octets per
+    /// field. RFC 9113 §6.5.2 and RFC 9114 §4.2.2: a sender SHOULD NOT exceed it, "as the peer
+    /// will likely refuse to process it". A 500 tells the client what a refused head would
+    /// not; the original body (a file, a member's stream) is dropped unread.
+    pub fn within(self, limit: Option<u64>, alt_svc: Option<&HeaderValue>) -> Outgoing {
+        let Some(limit) = limit else {
+            return self;
+        };
+        let mut size = SectionSize(STATUS_FIELD_SIZE);
+        self.fields(&mut size, alt_svc);
+        if size.0 <= limit {
+            return self;
+        }
+        tracing::debug!(
+            status = self.status.as_u16(),
+            size = size.0,
+            limit,
+            "response head over the client's header list limit: answering 500"
+        );
+        Outgoing {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            headers: HeaderMap::new(),
+            shared: None,
+            content_length: Some(0),
+            body: self.body.map(|_| Body::Empty),
+        }
+    }
+
     /// Write the head's fields (see [`write_response_fields`]).
     pub fn fields(&self, w: &mut impl FieldSink, alt_svc: Option<&HeaderValue>) {
         write_response_fields(
@@ -224,6 +255,22 @@ impl Outgoing {
 pub(crate) trait FieldSink {
     fn field(&mut self, name: &str, value: &[u8]);
     fn known(&mut self, field: Known, value: &[u8]);
+}
+
+/// `:status` as a header list counts it: 7 octets of name, 3 of value, 32 of overhead.
+const STATUS_FIELD_SIZE: u64 = 7 + 3 + 32;
+
+/// A header list's size as HPACK and QPACK limits count it (RFC 7541 §4.1).
+struct SectionSize(u64);
+
+impl FieldSink for SectionSize {
+    fn field(&mut self, name: &str, value: &[u8]) {
+        self.0 += (name.len() + value.len() + 32) as u64;
+    }
+
+    fn known(&mut self, field: Known, value: &[u8]) {
+        self.field(field.name(), value);
+    }
 }
 
 impl FieldSink for switchyard_wire::h2::FieldWriter<'_> {
@@ -314,4 +361,51 @@ pub(crate) fn strip_connection_fields(headers: &mut HeaderMap) {
     }
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `x-a: b` and a 3-octet body: 42 (`:status`) + 36 (`x-a`) + 48 (`server: switchyard`)
+    /// + 65 (`date`, always 29 octets) + 47 (`content-length: 3`) = 238.
+    fn small() -> Response {
+        let mut response = Response::text(StatusCode::OK, "abc");
+        response.headers = HeaderMap::new();
+        response
+            .headers
+            .insert("x-a", HeaderValue::from_static("b"));
+        response
+    }
+
+    #[test]
+    fn a_head_over_the_clients_limit_becomes_a_bare_500() {
+        let fits = Outgoing::new(small(), false).within(Some(238), None);
+        assert_eq!(fits.status, StatusCode::OK);
+        assert_eq!(fits.headers.len(), 1);
+        assert_eq!(fits.content_length, Some(3));
+        assert!(matches!(fits.body, Some(Body::Bytes(_))));
+
+        let over = Outgoing::new(small(), false).within(Some(237), None);
+        assert_eq!(over.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(over.headers.is_empty() && over.shared.is_none());
+        assert_eq!(over.content_length, Some(0));
+        assert!(matches!(over.body, Some(Body::Empty)));
+
+        // Alt-Svc counts: 7 + 15 + 32 more.
+        let alt_svc = HeaderValue::from_static("h3=\":443\"; ma=9");
+        let with = Outgoing::new(small(), false).within(Some(238 + 54), Some(&alt_svc));
+        assert_eq!(with.status, StatusCode::OK);
+        let with = Outgoing::new(small(), false).within(Some(238 + 53), Some(&alt_svc));
+        assert_eq!(with.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn without_a_limit_or_for_head_nothing_else_changes() {
+        let any = Outgoing::new(small(), false).within(None, None);
+        assert_eq!((any.status, any.content_length), (StatusCode::OK, Some(3)));
+        let head = Outgoing::new(small(), true).within(Some(100), None);
+        assert_eq!(head.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(head.body.is_none(), "a HEAD answer still has no body");
+    }
 }

@@ -385,6 +385,11 @@ pub enum Known {
 }
 
 impl Known {
+    /// The field name, lowercase.
+    pub fn name(self) -> &'static str {
+        self.info().0
+    }
+
     /// The name, its [`INDEXED`] slot and its static-table index ([`name_info`] answers the
     /// same for the name from here).
     fn info(self) -> (&'static str, Option<usize>, Option<usize>) {

@@ -252,6 +252,8 @@ pub struct Conn {
     block: Option<Block>,
     peer_window: i64,
     peer_max_frame: usize,
+    /// The client's SETTINGS_MAX_HEADER_LIST_SIZE, when it sent one (§6.5.2: advisory).
+    peer_max_header_list: Option<u32>,
     send_window: i64,
     recv_window: i64,
     unreleased: u32,
@@ -345,6 +347,7 @@ impl Conn {
             block: None,
             peer_window: frame::DEFAULT_WINDOW,
             peer_max_frame: frame::MIN_MAX_FRAME,
+            peer_max_header_list: None,
             send_window: frame::DEFAULT_WINDOW,
             recv_window: conn_window,
             unreleased: 0,
@@ -417,6 +420,12 @@ impl Conn {
     /// Whether DATA or trailers wait for [`Conn::write_data`].
     pub fn wants_write(&self) -> bool {
         self.data_queued
+    }
+
+    /// The largest header list the client said it accepts (SETTINGS_MAX_HEADER_LIST_SIZE,
+    /// counted as in HPACK: name and value octets plus 32 per field), if it said.
+    pub fn peer_max_header_list_size(&self) -> Option<u32> {
+        self.peer_max_header_list
     }
 
     /// Whether stream `id` is still there (not reset, not finished).
@@ -1028,6 +1037,7 @@ impl Conn {
                     }
                     self.peer_max_frame = value as usize;
                 }
+                frame::SETTINGS_MAX_HEADER_LIST_SIZE => self.peer_max_header_list = Some(value),
                 _ => {}
             }
         }
@@ -1608,7 +1618,14 @@ mod tests {
         assert_eq!((ours[1].0, ours[1].2), (frame::WINDOW_UPDATE, 0));
         conn.out.clear();
         let mut input = BytesMut::from(&frame::PREFACE[..]);
-        put_settings(&mut input, &[(frame::SETTINGS_MAX_FRAME_SIZE, 32768)]);
+        put_settings(
+            &mut input,
+            &[
+                (frame::SETTINGS_MAX_FRAME_SIZE, 32768),
+                (frame::SETTINGS_MAX_HEADER_LIST_SIZE, 300),
+            ],
+        );
+        assert_eq!(conn.peer_max_header_list_size(), None);
         // Byte by byte: the session keeps what was not taken for the next read.
         let mut buf = BytesMut::new();
         for byte in input {
@@ -1618,6 +1635,7 @@ mod tests {
         assert!(buf.is_empty());
         let out = frames(&mut conn.out.take_all());
         assert_eq!(out, vec![(frame::SETTINGS, frame::ACK, 0, vec![])]);
+        assert_eq!(conn.peer_max_header_list_size(), Some(300));
     }
 
     #[test]

@@ -173,6 +173,24 @@ def _(t):
     return Outcome(expected, "SETTINGS ACK, connection usable")
 
 
+@case("http2/6.5.2", "a response head stays within SETTINGS_MAX_HEADER_LIST_SIZE")
+def _(t):
+    # "An implementation that has received this parameter SHOULD NOT send an HTTP message
+    # header that exceeds the indicated size." 300 octets cannot hold a file's head (type,
+    # validators, date, length, ...); the answer must be one that fits, not the usual head.
+    limit = 300
+    c = ready(t, {wire.MAX_HEADER_LIST_SIZE: limit})
+    c.request(1)
+    expected = f"a response head of at most {limit} octets (name + value + 32 per field)"
+    ev = c.read_until(lambda ev: ev.is_(wire.HEADERS, 1) or ev.is_(wire.RST_STREAM, 1), expected)
+    if ev.is_(wire.RST_STREAM):
+        raise Mismatch(expected, ev.describe())
+    size = sum(len(n) + len(v) + 32 for n, v in ev.fields)
+    if size > limit:
+        raise Mismatch(expected, f"{ev.describe()} of {size} octets")
+    return Outcome(expected, f"{ev.describe()} of {size} octets")
+
+
 @case("http2/6.5.3", "SETTINGS with values is acknowledged")
 def _(t):
     c = ready(t)

@@ -579,10 +579,14 @@ impl CacheLayer {
         if entry.status == StatusCode::OK && client_not_modified(req_headers, &entry.headers) {
             return not_modified(entry, status, entry.freshness.current_age(now));
         }
-        // The common hit: `Age` and `Cache-Status` as made for this second.
+        // The common hit: every field as made for this second.
         status.count();
-        let (age, cache_status) = entry.hit_fields(now);
-        stored(entry, age, cache_status)
+        Response {
+            status: entry.status,
+            headers: HeaderMap::new(),
+            shared: Some(entry.hit_fields(now)),
+            body: body_of(entry.body.clone()),
+        }
     }
 
     /// [`CacheLayer::respond`] with the clock already read.

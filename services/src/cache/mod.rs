@@ -4,7 +4,7 @@
 //!   and times (no clock, no I/O), what may be stored, for how long, when a stored response may
 //!   answer, how to revalidate it and what `Cache-Status` says. Everything the RFCs decide is
 //!   there and table-tested.
-//! * [`store`] keeps entries: a memory tier bounded in bytes (moka) over an optional
+//! * [`store`] keeps entries: a memory tier bounded in bytes (`quick_cache`) over an optional
 //!   [`disk`] tier (one file per entry, atomic writes, an index rebuilt at start, LRU eviction).
 //! * [`collapse`] makes concurrent misses for one URI share one upstream request.
 //! * [`layer`] ties them into [`CacheLayer::handle`], the one call the proxy makes per request

@@ -177,9 +177,17 @@ impl Entry {
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 32)
             .sum();
-        // The shared set holds the fields again: as a map and as rendered lines.
+        // The shared set holds the fields again: as a map and as rendered lines; a hit's memo
+        // once more (lines, and a map after an HTTP/2 or HTTP/3 hit).
         let shared = headers + self.shared.lines().len();
-        self.body.len() + headers + shared + self.base.len() + self.secondary.len() + ENTRY_OVERHEAD
+        let memo = shared + 64;
+        self.body.len()
+            + headers
+            + shared
+            + memo
+            + self.base.len()
+            + self.secondary.len()
+            + ENTRY_OVERHEAD
     }
 }
 

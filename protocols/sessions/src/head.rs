@@ -401,7 +401,7 @@ mod tests {
     }
 
     #[test]
-    fn without_a_limit_or_for_head_nothing_else_changes() {
+    fn without_a_limit_nothing_changes_and_a_head_answer_stays_bodiless() {
         let any = Outgoing::new(small(), false).within(None, None);
         assert_eq!((any.status, any.content_length), (StatusCode::OK, Some(3)));
         let head = Outgoing::new(small(), true).within(Some(100), None);

@@ -540,7 +540,7 @@ impl H3Conn {
     /// SETTINGS_MAX_FIELD_SECTION_SIZE once its SETTINGS arrived (see [`Outgoing::within`]).
     fn outgoing(&self, response: Response, is_head: bool) -> Outgoing {
         Outgoing::new(response, is_head)
-            .within(self.max_field_section.get(), self.env.alt_svc.as_ref())
+            .within(self.max_field_section.get(), self.env.alt_svc("https"))
     }
 
     /// Send the response head and body, then end the stream. Returns the body bytes sent.
@@ -549,7 +549,7 @@ impl H3Conn {
         mut send: SendStream,
         outgoing: Outgoing,
     ) -> Result<u64, SendError> {
-        let alt_svc = self.env.alt_svc.as_ref();
+        let alt_svc = self.env.alt_svc("https");
         let mut out = QuicOut::new(&mut send, self.env.timeouts.send, true);
         qpack::put_headers_frame(&mut out.pending, Some(outgoing.status.as_u16()), |w| {
             outgoing.fields(w, alt_svc);

@@ -49,13 +49,13 @@ use switchyard_conf::CacheConfig;
 use super::collapse::{Flights, Role};
 use super::directives::CacheControl;
 use super::policy::{
-    CACHE_STATUS, CacheStatus, Fwd, NotStorable, Verdict, base_key_into, client_not_modified,
+    CacheStatus, Fwd, NotStorable, Verdict, base_key_into, client_not_modified,
     fill_request_headers, invalidated_locations, invalidates, merge_not_modified,
     not_modified_headers, revalidation_headers, secondary_key, storable, strip_unstorable,
     vary_names,
 };
 use super::store::{Entry, Lookup, Store};
-use crate::message::{Body, Request, Response};
+use crate::message::{Body, Request, Response, SharedFields};
 
 /// A complete upstream response, as the cache consumes it.
 #[derive(Debug, Clone)]
@@ -581,12 +581,7 @@ impl CacheLayer {
         }
         // The common hit: every field as made for this second.
         status.count();
-        Response {
-            status: entry.status,
-            headers: HeaderMap::new(),
-            shared: Some(entry.hit_fields(now)),
-            body: body_of(entry.body.clone()),
-        }
+        stored(entry, entry.hit_fields(now))
     }
 
     /// [`CacheLayer::respond`] with the clock already read.
@@ -603,7 +598,7 @@ impl CacheLayer {
         }
         status.count();
         let cache_status = status.value_after(entry.upstream_status.as_ref());
-        stored(entry, HeaderValue::from(age), cache_status)
+        stored(entry, entry.fields_with(age, cache_status.as_ref()))
     }
 
     /// Store in memory and, when configured, on disk.
@@ -691,21 +686,12 @@ pub fn is_purge(method: &Method) -> bool {
     method.as_str().eq_ignore_ascii_case("PURGE")
 }
 
-/// A stored response as it is, with `age` and `cache_status` its only fields made per
-/// response.
-fn stored(entry: &Entry, age: HeaderValue, cache_status: Option<HeaderValue>) -> Response {
-    // The stored fields go as one pre-rendered set (framing is the session's business, so
-    // the set has none).
-    let mut headers = HeaderMap::with_capacity(2);
-    // RFC 9111 §5.1: "a cache SHOULD generate an Age header field" with the current age.
-    headers.insert(AGE, age);
-    if let Some(cache_status) = cache_status {
-        headers.insert(CACHE_STATUS, cache_status);
-    }
+/// A stored response as it is, with `fields` ([`Entry::fields_with`]) its fields.
+fn stored(entry: &Entry, fields: Arc<SharedFields>) -> Response {
     Response {
         status: entry.status,
-        headers,
-        shared: Some(entry.shared.clone()),
+        headers: HeaderMap::new(),
+        shared: Some(fields),
         body: body_of(entry.body.clone()),
     }
 }

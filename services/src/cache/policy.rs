@@ -684,8 +684,8 @@ pub fn not_modified_headers(stored: &HeaderMap) -> HeaderMap {
 }
 
 /// Weak comparison of two entity-tags (RFC 9110 §8.8.3.2): `W/` prefixes ignored.
-fn etag_weak_eq(a: &[u8], b: &[u8]) -> bool {
-    let strip = |t: &[u8]| -> Vec<u8> { t.strip_prefix(b"W/").unwrap_or(t).trim_ascii().to_vec() };
+fn etag_weak_eq<'a>(a: &'a [u8], b: &'a [u8]) -> bool {
+    let strip = |t: &'a [u8]| -> &'a [u8] { t.strip_prefix(b"W/").unwrap_or(t).trim_ascii() };
     strip(a) == strip(b)
 }
 

@@ -120,6 +120,22 @@ impl Entry {
             ttl: Some(self.freshness.ttl(now)),
             ..Default::default()
         };
+        let cache_status = status.value_after(self.upstream_status.as_ref());
+        let fields = self.fields_with(age_secs, cache_status.as_ref());
+        *memo = Some(HitFields {
+            age_secs,
+            fields: fields.clone(),
+        });
+        fields
+    }
+
+    /// The stored fields, then `Age: age_secs` and `Cache-Status` (when there is one), as one
+    /// set: what every answer made from this entry sends besides the session's own fields.
+    pub fn fields_with(
+        &self,
+        age_secs: u64,
+        cache_status: Option<&HeaderValue>,
+    ) -> Arc<SharedFields> {
         let stored = self.shared.lines();
         let mut lines = Vec::with_capacity(stored.len() + 64);
         lines.extend_from_slice(stored);
@@ -129,19 +145,14 @@ impl Entry {
             b"age",
             itoa::Buffer::new().format(age_secs).as_bytes(),
         );
-        if let Some(value) = status.value_after(self.upstream_status.as_ref()) {
+        if let Some(value) = cache_status {
             put_field(
                 &mut lines,
                 CACHE_STATUS.as_str().as_bytes(),
                 value.as_bytes(),
             );
         }
-        let fields = Arc::new(SharedFields::from_lines(lines));
-        *memo = Some(HitFields {
-            age_secs,
-            fields: fields.clone(),
-        });
-        fields
+        Arc::new(SharedFields::from_lines(lines))
     }
 
     fn from_record(record: Record, rules: &Rules) -> Entry {

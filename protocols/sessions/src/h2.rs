@@ -411,6 +411,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             let mut conn = self.conn.borrow_mut();
             if conn.out.len() < OUT_HIGH && conn.wants_write() {
                 conn.write_data(OUT_HIGH);
+                if conn.take_held() {
+                    // A more urgent stream's writer was woken to queue more: be polled again
+                    // after it ran (tasks run in the order they were woken).
+                    cx.waker().wake_by_ref();
+                }
             }
             if conn.out.is_empty() {
                 drop(conn);

@@ -30,6 +30,7 @@ pub mod hpack;
 pub mod hq;
 pub mod mse;
 pub mod peer;
+pub mod priority;
 pub mod response;
 pub mod sniff;
 

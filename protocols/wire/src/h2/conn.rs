@@ -28,6 +28,7 @@ use super::frame::{self, Header, Reason};
 use super::out::Output;
 use crate::head::{Fields, Memo};
 use crate::hpack::{Decoder, Encoder, HpackError, Known};
+use crate::priority::Priority;
 
 /// What a connection announces and enforces.
 #[derive(Debug, Clone)]
@@ -157,6 +158,11 @@ struct Stream {
     queue: VecDeque<Out>,
     queued: usize,
     send_window: i64,
+    /// RFC 9218: from the request's `priority` field, or a PRIORITY_UPDATE frame.
+    priority: Priority,
+    /// Its writer, which waited for room, was woken by the last framing pass: more of the
+    /// response is coming at once.
+    refill: bool,
     /// Sent once the queue is empty (a response complete while the request is still coming).
     reset_after_send: Option<Reason>,
     reader: Option<Waker>,
@@ -178,6 +184,8 @@ impl Stream {
             queue: VecDeque::new(),
             queued: 0,
             send_window,
+            priority: Priority::default(),
+            refill: false,
             reset_after_send: None,
             reader: None,
             writer: None,
@@ -217,6 +225,9 @@ enum Purpose {
     /// (or, for `None`, ignored).
     Discard(Option<Reason>),
 }
+
+/// RFC 9218 §5.
+const PRIORITY_FIELD: &str = "priority";
 
 /// How many closed stream ids are remembered, to tell a closed stream from one never opened.
 const CLOSED_MEMORY: usize = 256;
@@ -267,6 +278,17 @@ pub struct Conn {
     error_resets: usize,
     /// Whether some stream has DATA or trailers queued.
     data_queued: bool,
+    /// PRIORITY_UPDATEs for streams not opened yet (RFC 9218 §7.1), applied when they open.
+    pending_priority: Vec<(u32, Priority)>,
+    /// The incremental stream that sent last: its peers of the same urgency go next.
+    incremental_last: u32,
+    /// [`Conn::write_data`]'s order of streams, kept for its allocation.
+    order: Vec<(u8, bool, u32, usize)>,
+    /// A framing pass stopped short for a more urgent stream's refill.
+    held: bool,
+    /// The session was told so ([`Conn::take_held`]) and lets the writers run before its next
+    /// poll; a refill still not queued by then is not waited for again.
+    refills_due: bool,
     /// The session's driver, woken when there is something to write.
     driver: Option<Waker>,
     /// The driver is running (between [`Conn::enter`] and [`Conn::leave`]): it writes before
@@ -322,6 +344,8 @@ impl Conn {
                     frame::SETTINGS_MAX_HEADER_LIST_SIZE,
                     settings.max_header_list_size,
                 ),
+                // We schedule by RFC 9218's signals, not RFC 7540's dependency tree.
+                (frame::SETTINGS_NO_RFC7540_PRIORITIES, 1),
             ],
         );
         if conn_window > frame::DEFAULT_WINDOW {
@@ -359,6 +383,11 @@ impl Conn {
             counts: [0; 5],
             error_resets: 0,
             data_queued: false,
+            pending_priority: Vec::new(),
+            incremental_last: 0,
+            order: Vec::new(),
+            held: false,
+            refills_due: false,
             driver: None,
             driving: false,
             block_buf: BytesMut::with_capacity(256),
@@ -376,6 +405,13 @@ impl Conn {
             self.driver = Some(waker.clone());
         }
         self.driving = true;
+        if std::mem::take(&mut self.refills_due) {
+            // The woken writers have run: whatever they queued is there now, and a writer
+            // that queued nothing (its source is slow) must not hold the others back.
+            for stream in &mut self.streams {
+                stream.refill = false;
+            }
+        }
     }
 
     /// The driver's poll is over: sends wake it again.
@@ -562,6 +598,7 @@ impl Conn {
             }
             frame::WINDOW_UPDATE => self.window_update(h, &payload),
             frame::CONTINUATION => self.continuation(h, payload),
+            frame::PRIORITY_UPDATE => self.priority_update(h, &payload, now),
             // §5.5: "Implementations MUST ignore unknown or unsupported values in all
             // extensible protocol elements."
             _ => Ok(()),
@@ -907,6 +944,20 @@ impl Conn {
                 }
                 stream.content_length = content_length;
                 stream.recv_closed = block.end_stream;
+                stream.priority = match self.pending_priority.iter().position(|p| p.0 == id) {
+                    // The frame came after the client chose the field's value: it wins.
+                    Some(at) => self.pending_priority.swap_remove(at).1,
+                    None => Priority::from_fields(
+                        head.headers
+                            .get_all(PRIORITY_FIELD)
+                            .iter()
+                            .map(|v| v.as_bytes()),
+                    ),
+                };
+                if !self.pending_priority.is_empty() {
+                    // Streams below this one that were never opened never will be (§5.1.1).
+                    self.pending_priority.retain(|p| p.0 > id);
+                }
                 self.streams.push(stream);
                 self.events.push_back(Event::Request {
                     id,
@@ -934,6 +985,58 @@ impl Conn {
             return self.stream_error(h.stream, Reason::PROTOCOL_ERROR);
         }
         // Priorities are advisory (§5.3, deprecated by RFC 9113); we serve in arrival order.
+        Ok(())
+    }
+
+    /// RFC 9218 §7.1: a new priority for a request stream, open or not opened yet.
+    fn priority_update(
+        &mut self,
+        h: Header,
+        payload: &[u8],
+        now: Instant,
+    ) -> Result<(), ConnError> {
+        if h.stream != 0 {
+            return Err(conn_err(
+                Reason::PROTOCOL_ERROR,
+                "PRIORITY_UPDATE on a stream",
+            ));
+        }
+        self.count(Flood::Priority, now)?;
+        let Some((id, value)) = payload.split_first_chunk::<4>() else {
+            return Err(conn_err(
+                Reason::FRAME_SIZE_ERROR,
+                "PRIORITY_UPDATE shorter than 4",
+            ));
+        };
+        let id = u32::from_be_bytes(*id) & 0x7fff_ffff;
+        if id == 0 {
+            return Err(conn_err(
+                Reason::PROTOCOL_ERROR,
+                "PRIORITY_UPDATE for stream 0",
+            ));
+        }
+        let priority = Priority::parse(value);
+        if let Some(i) = self.stream_index(id) {
+            self.streams[i].priority = priority;
+        } else if id % 2 == 1 && id > self.last_stream {
+            if let Some(p) = self.pending_priority.iter_mut().find(|p| p.0 == id) {
+                p.1 = priority;
+            } else {
+                // "The number of streams that have been prioritized but remain in the idle
+                // state plus the number of active streams [...] MUST NOT exceed the value of
+                // the SETTINGS_MAX_CONCURRENT_STREAMS parameter."
+                if self.pending_priority.len() + self.streams.len()
+                    >= self.settings.max_concurrent_streams as usize
+                {
+                    return Err(conn_err(
+                        Reason::PROTOCOL_ERROR,
+                        "PRIORITY_UPDATE for more idle streams than may be open",
+                    ));
+                }
+                self.pending_priority.push((id, priority));
+            }
+        }
+        // Closed streams, and push streams we never promised: nothing to reprioritise.
         Ok(())
     }
 
@@ -1038,6 +1141,13 @@ impl Conn {
                     self.peer_max_frame = value as usize;
                 }
                 frame::SETTINGS_MAX_HEADER_LIST_SIZE => self.peer_max_header_list = Some(value),
+                frame::SETTINGS_NO_RFC7540_PRIORITIES if value > 1 => {
+                    // RFC 9218 §2.1.
+                    return Err(conn_err(
+                        Reason::PROTOCOL_ERROR,
+                        "SETTINGS_NO_RFC7540_PRIORITIES above 1",
+                    ));
+                }
                 _ => {}
             }
         }
@@ -1274,18 +1384,21 @@ impl Conn {
         if stream.send != SendState::Open {
             return Err(Reason::INTERNAL_ERROR);
         }
+        stream.refill = false;
         if end {
             stream.send = SendState::Done;
         }
         let window = stream.send_window.min(self.send_window);
         if stream.queue.is_empty()
+            && !self.data_queued
             && data.len() <= self.peer_max_frame
             && data.len() as i64 <= window
             && self.out.len() < self.settings.send_buffer
         {
-            // Nothing queued before it, the windows have room and the socket keeps up: framed
-            // at once (a small response costs no queue and no second pass). Otherwise queued,
-            // which is what makes the writer wait in `poll_send_room`.
+            // Nothing queued on the connection, the windows have room and the socket keeps
+            // up: framed at once (a small response costs no queue and no second pass).
+            // Otherwise queued, to take its turn in `write_data` by priority; a queue is also
+            // what makes the writer wait in `poll_send_room`.
             let flags = if end { frame::END_STREAM } else { 0 };
             let len = data.len();
             frame::put_header(self.out.buf(), len, frame::DATA, flags, id);
@@ -1405,83 +1518,161 @@ impl Conn {
     }
 
     /// Frame queued DATA and trailers into `out`, as the windows allow, until `out` holds
-    /// `limit` octets. Streams take turns one frame at a time.
+    /// `limit` octets.
+    ///
+    /// Streams go in the order RFC 9218 §10 recommends: a more urgent response before a less
+    /// urgent one; among responses of one urgency, those the client does not use
+    /// incrementally one at a time in stream order, then the incremental ones taking turns a
+    /// frame at a time. A stream that cannot send (its queue empty, or no window) gives way to
+    /// the next, so no bandwidth is left unused.
+    ///
+    /// With one exception: a stream whose queue this pass emptied while its writer waited for
+    /// room (a file being read, a member's response arriving faster than the client takes
+    /// it) is about to queue more. Framing the less urgent streams meanwhile would hand them
+    /// the bandwidth each time the urgent queue runs dry, so the pass stops there, once per
+    /// refill, and [`Conn::take_held`] tells the session to let that writer run first.
     pub fn write_data(&mut self, limit: usize) {
         if !self.data_queued {
             return;
         }
-        let max_frame = self.peer_max_frame;
-        loop {
-            let mut progress = false;
-            let mut i = 0;
-            while i < self.streams.len() {
-                if self.out.len() >= limit {
-                    return;
+        let mut order = std::mem::take(&mut self.order);
+        order.clear();
+        order.extend(
+            self.streams
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.queue.is_empty() || s.refill)
+                .map(|(i, s)| (s.priority.urgency, s.priority.incremental, s.id, i)),
+        );
+        order.sort_unstable();
+        let mut group = 0;
+        'pass: while group < order.len() && self.out.len() < limit {
+            let urgency = order[group].0;
+            let end = order[group..]
+                .iter()
+                .position(|o| o.0 != urgency)
+                .map_or(order.len(), |n| group + n);
+            let incremental = order[group..end]
+                .iter()
+                .position(|o| o.1)
+                .map_or(end, |n| group + n);
+            for &(_, _, _, i) in &order[group..incremental] {
+                while self.out.len() < limit && self.send_frame(i) {}
+                if self.refilling(i) {
+                    break 'pass;
                 }
-                let stream = &mut self.streams[i];
-                let id = stream.id;
-                let Some(front) = stream.queue.front_mut() else {
-                    i += 1;
-                    continue;
-                };
-                match front {
-                    Out::Trailers(_) => {
-                        let Some(Out::Trailers(trailers)) = stream.queue.pop_front() else {
-                            unreachable!()
-                        };
-                        let mut block = BytesMut::with_capacity(64);
-                        self.encoder.begin(&mut block);
-                        for (name, value) in &trailers {
-                            self.encoder
-                                .field(name.as_str(), value.as_bytes(), &mut block);
-                        }
-                        frame::put_header_block(self.out.buf(), id, &block, true, max_frame);
-                        progress = true;
-                    }
-                    Out::Data(data, end) => {
-                        let window = stream.send_window.min(self.send_window).max(0) as usize;
-                        let n = data.len().min(max_frame).min(window);
-                        if n == 0 && !data.is_empty() {
-                            i += 1;
-                            continue;
-                        }
-                        let last = n == data.len();
-                        let flags = if last && *end { frame::END_STREAM } else { 0 };
-                        frame::put_header(self.out.buf(), n, frame::DATA, flags, id);
-                        self.out.put_payload(data.split_to(n));
-                        stream.send_window -= n as i64;
-                        self.send_window -= n as i64;
-                        stream.queued -= n;
-                        if last {
-                            stream.queue.pop_front();
-                        }
-                        if stream.queued < self.settings.send_buffer
-                            && let Some(w) = stream.writer.take()
-                        {
-                            w.wake();
-                        }
-                        progress = true;
-                    }
-                }
-                if self.streams[i].queue.is_empty() && self.streams[i].send == SendState::Done {
-                    let before = self.streams.len();
-                    self.after_send_done(i);
-                    if self.streams.len() < before {
-                        // swap_remove moved another stream here.
-                        continue;
-                    }
-                }
-                i += 1;
             }
-            if !progress {
-                break;
+            // Incremental streams: round robin, starting after the one that sent last.
+            let turn = &mut order[incremental..end];
+            let first = turn.partition_point(|o| o.2 <= self.incremental_last);
+            turn.rotate_left(first);
+            loop {
+                let mut progress = false;
+                for &(_, _, id, i) in &order[incremental..end] {
+                    if self.out.len() >= limit {
+                        break;
+                    }
+                    if self.send_frame(i) {
+                        self.incremental_last = id;
+                        progress = true;
+                    }
+                }
+                if !progress || self.out.len() >= limit {
+                    break;
+                }
+            }
+            let mut refilling = false;
+            for &(_, _, _, i) in &order[incremental..end] {
+                refilling |= self.refilling(i);
+            }
+            if refilling {
+                break 'pass;
+            }
+            group = end;
+        }
+        // Streams whose response is now complete. Nothing above removed a stream, so the
+        // indices hold; taken from the highest down, each removal (`swap_remove`) moves only a
+        // stream already looked at.
+        order.sort_unstable_by_key(|o| std::cmp::Reverse(o.3));
+        for &(_, _, _, i) in &order {
+            if self.streams[i].queue.is_empty() && self.streams[i].send == SendState::Done {
+                self.after_send_done(i);
             }
         }
+        self.order = order;
         self.data_queued = self.streams.iter().any(|s| match s.queue.front() {
             Some(Out::Data(d, _)) => d.is_empty() || (s.send_window > 0 && self.send_window > 0),
             Some(Out::Trailers(_)) => true,
             None => false,
         });
+    }
+
+    /// Whether the stream at index `i` ran dry with more of its response about to be queued
+    /// (until the session's next poll, see [`Conn::enter`]); if so the pass holds for it.
+    fn refilling(&mut self, i: usize) -> bool {
+        let stream = &self.streams[i];
+        if stream.refill && stream.queue.is_empty() && stream.send == SendState::Open {
+            self.held = true;
+            return true;
+        }
+        false
+    }
+
+    /// Whether [`Conn::write_data`] stopped short to let a more urgent stream's writer queue
+    /// more: the session should then let that writer run (yield, waking itself) and frame
+    /// again in its next poll, rather than wait for the socket or a timer.
+    pub fn take_held(&mut self) -> bool {
+        let held = std::mem::take(&mut self.held);
+        self.refills_due |= held;
+        held
+    }
+
+    /// Frame the next DATA frame (as the windows allow) or the trailers of the stream at
+    /// index `i`; `false` if it has nothing it can send now.
+    fn send_frame(&mut self, i: usize) -> bool {
+        let max_frame = self.peer_max_frame;
+        let stream = &mut self.streams[i];
+        let id = stream.id;
+        match stream.queue.front_mut() {
+            None => false,
+            Some(Out::Trailers(_)) => {
+                let Some(Out::Trailers(trailers)) = stream.queue.pop_front() else {
+                    unreachable!()
+                };
+                let mut block = BytesMut::with_capacity(64);
+                self.encoder.begin(&mut block);
+                for (name, value) in &trailers {
+                    self.encoder
+                        .field(name.as_str(), value.as_bytes(), &mut block);
+                }
+                frame::put_header_block(self.out.buf(), id, &block, true, max_frame);
+                true
+            }
+            Some(Out::Data(data, end)) => {
+                let window = stream.send_window.min(self.send_window).max(0) as usize;
+                let n = data.len().min(max_frame).min(window);
+                if n == 0 && !data.is_empty() {
+                    return false;
+                }
+                let last = n == data.len();
+                let flags = if last && *end { frame::END_STREAM } else { 0 };
+                frame::put_header(self.out.buf(), n, frame::DATA, flags, id);
+                self.out.put_payload(data.split_to(n));
+                stream.send_window -= n as i64;
+                self.send_window -= n as i64;
+                stream.queued -= n;
+                if last {
+                    stream.queue.pop_front();
+                }
+                if stream.queued < self.settings.send_buffer
+                    && let Some(w) = stream.writer.take()
+                {
+                    w.wake();
+                    stream.refill = true;
+                }
+                true
+            }
+        }
     }
 }
 
@@ -1608,6 +1799,305 @@ mod tests {
             }) => (id, head, end_stream),
             other => panic!("expected a request, got {other:?}"),
         }
+    }
+
+    /// A connection whose client opened its windows wide: only priorities order the DATA.
+    fn open_wide() -> Conn {
+        let mut conn = open(Settings::default());
+        let mut input = BytesMut::new();
+        put_settings(
+            &mut input,
+            &[(frame::SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20)],
+        );
+        input.extend(frame(
+            frame::WINDOW_UPDATE,
+            0,
+            0,
+            &(8u32 << 20).to_be_bytes(),
+        ));
+        feed(&mut conn, input).unwrap();
+        conn.out.clear();
+        conn
+    }
+
+    /// Open stream `id` with a `priority` field (none if empty) and queue `len` octets of
+    /// response for it.
+    fn respond(conn: &mut Conn, id: u32, priority: &str, len: usize) {
+        answer(conn, id, priority);
+        conn.send_data(id, Bytes::from(vec![0u8; len]), true)
+            .unwrap();
+    }
+
+    /// Open stream `id` with a `priority` field (none if empty) and send the response head.
+    fn answer(conn: &mut Conn, id: u32, priority: &str) {
+        let mut fields = vec![
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":authority", "localhost"),
+            (":path", "/"),
+        ];
+        if !priority.is_empty() {
+            fields.push(("priority", priority));
+        }
+        feed(conn, headers(id, &block(&fields), true)).unwrap();
+        request(conn);
+        conn.send_head(id, 200, &HeaderMap::new(), false).unwrap();
+    }
+
+    /// The streams of the DATA frames written, one entry per run of frames of one stream.
+    fn data_runs(conn: &mut Conn, limit: usize) -> Vec<u32> {
+        conn.write_data(limit);
+        let mut runs: Vec<u32> = Vec::new();
+        for f in frames(&mut conn.out.take_all()) {
+            if f.0 == frame::DATA && runs.last() != Some(&f.2) {
+                runs.push(f.2);
+            }
+        }
+        runs
+    }
+
+    fn priority_update(id: u32, value: &str) -> BytesMut {
+        let mut payload = id.to_be_bytes().to_vec();
+        payload.extend_from_slice(value.as_bytes());
+        frame(frame::PRIORITY_UPDATE, 0, 0, &payload)
+    }
+
+    #[test]
+    fn we_announce_that_rfc_7540_priorities_are_not_used() {
+        let conn = Conn::new(Settings::default());
+        let ours = frames(&mut conn.out.to_bytes());
+        let settings: Vec<(u16, u32)> = ours[0]
+            .3
+            .chunks(6)
+            .map(|p| {
+                (
+                    u16::from_be_bytes([p[0], p[1]]),
+                    u32::from_be_bytes([p[2], p[3], p[4], p[5]]),
+                )
+            })
+            .collect();
+        assert!(settings.contains(&(frame::SETTINGS_NO_RFC7540_PRIORITIES, 1)));
+        // RFC 9218 §2.1: the client's value must be 0 or 1.
+        let mut conn = open(Settings::default());
+        let mut input = BytesMut::new();
+        put_settings(&mut input, &[(frame::SETTINGS_NO_RFC7540_PRIORITIES, 1)]);
+        feed(&mut conn, input).unwrap();
+        let mut input = BytesMut::new();
+        put_settings(&mut input, &[(frame::SETTINGS_NO_RFC7540_PRIORITIES, 2)]);
+        assert!(feed(&mut conn, input).is_err());
+        assert_eq!(goaway(&mut conn), Some((0, Reason::PROTOCOL_ERROR)));
+    }
+
+    #[test]
+    fn more_urgent_responses_go_first() {
+        let mut conn = open_wide();
+        respond(&mut conn, 1, "u=5", 40_000);
+        respond(&mut conn, 3, "u=1", 40_000);
+        respond(&mut conn, 5, "", 40_000);
+        respond(&mut conn, 7, "u=7, i", 40_000);
+        assert_eq!(data_runs(&mut conn, 1 << 20), [3, 5, 1, 7]);
+        assert_eq!(conn.active_streams(), 0);
+    }
+
+    #[test]
+    fn one_urgency_is_served_in_stream_order_or_in_turns_if_incremental() {
+        // Not incremental (the default): one response after the other, oldest first.
+        let mut conn = open_wide();
+        respond(&mut conn, 1, "", 40_000);
+        respond(&mut conn, 3, "u=3", 40_000);
+        assert_eq!(data_runs(&mut conn, 1 << 20), [1, 3]);
+        // Incremental: a frame each in turn.
+        let mut conn = open_wide();
+        respond(&mut conn, 1, "i", 40_000);
+        respond(&mut conn, 3, "i", 40_000);
+        assert_eq!(data_runs(&mut conn, 1 << 20), [1, 3, 1, 3, 1, 3]);
+        // Both kinds: the non-incremental ones first, then the others share.
+        let mut conn = open_wide();
+        respond(&mut conn, 1, "i", 20_000);
+        respond(&mut conn, 3, "", 20_000);
+        respond(&mut conn, 5, "i", 20_000);
+        respond(&mut conn, 7, "", 20_000);
+        assert_eq!(data_runs(&mut conn, 1 << 20), [3, 7, 1, 5, 1, 5]);
+    }
+
+    /// The turns continue across calls: with room for one frame per call, each incremental
+    /// stream gets one.
+    #[test]
+    fn incremental_turns_continue_from_one_write_to_the_next() {
+        let mut conn = open_wide();
+        respond(&mut conn, 1, "i", 40_000);
+        respond(&mut conn, 3, "i", 40_000);
+        respond(&mut conn, 5, "i", 40_000);
+        conn.out.clear();
+        let mut order = Vec::new();
+        for _ in 0..6 {
+            order.extend(data_runs(&mut conn, 1));
+        }
+        assert_eq!(order, [1, 3, 5, 1, 3, 5]);
+    }
+
+    /// A stream that cannot send (no window) does not hold back the less urgent ones.
+    #[test]
+    fn a_blocked_urgent_stream_lets_the_others_send() {
+        let mut conn = open(Settings::default());
+        respond(&mut conn, 1, "u=0", 100_000);
+        respond(&mut conn, 3, "u=6", 10_000);
+        // Stream 1 takes the whole 65,535-octet connection window, then stream 3 waits.
+        assert_eq!(data_runs(&mut conn, 1 << 20), [1]);
+        // The client opens the connection window but not stream 1's: stream 3 goes.
+        feed(
+            &mut conn,
+            frame(frame::WINDOW_UPDATE, 0, 0, &(1u32 << 20).to_be_bytes()),
+        )
+        .unwrap();
+        assert_eq!(data_runs(&mut conn, 1 << 20), [3]);
+        feed(
+            &mut conn,
+            frame(frame::WINDOW_UPDATE, 0, 1, &(1u32 << 20).to_be_bytes()),
+        )
+        .unwrap();
+        assert_eq!(data_runs(&mut conn, 1 << 20), [1]);
+        assert_eq!(conn.active_streams(), 0);
+    }
+
+    /// A small response of a less urgent stream is not framed ahead of queued, more urgent
+    /// data.
+    #[test]
+    fn a_short_response_waits_its_turn_behind_queued_data() {
+        let mut conn = open_wide();
+        respond(&mut conn, 1, "u=1", 40_000);
+        respond(&mut conn, 3, "u=6", 100);
+        assert_eq!(data_runs(&mut conn, 1 << 20), [1, 3]);
+        // With nothing queued, a short response is framed at once.
+        respond(&mut conn, 5, "u=6", 100);
+        assert!(!conn.wants_write());
+        let out = frames(&mut conn.out.take_all());
+        assert!(out.iter().any(|f| f.0 == frame::DATA && f.2 == 5));
+    }
+
+    /// A more urgent stream whose queue ran dry while its writer was about to queue more
+    /// holds the others back until the session's next poll, and no longer.
+    #[test]
+    fn a_draining_urgent_stream_is_waited_for_until_the_next_poll() {
+        let mut conn = open_wide();
+        answer(&mut conn, 1, "u=0");
+        for _ in 0..4 {
+            conn.send_data(1, Bytes::from(vec![1u8; 64 << 10]), false)
+                .unwrap();
+        }
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        // The writer waits for room.
+        assert!(conn.poll_send_room(1, &mut cx).is_pending());
+        respond(&mut conn, 3, "u=7", 100_000);
+        conn.out.clear();
+        conn.enter(waker);
+        // Stream 1's queue empties, its writer is woken: stream 3 waits.
+        assert_eq!(data_runs(&mut conn, 1 << 20), [1]);
+        assert!(conn.take_held());
+        // Later passes of the same poll still wait.
+        assert_eq!(data_runs(&mut conn, 1 << 20), Vec::<u32>::new());
+        assert!(conn.take_held());
+        conn.leave();
+        // The writer queued more before the next poll: it goes first.
+        conn.send_data(1, Bytes::from(vec![1u8; 1000]), false)
+            .unwrap();
+        conn.enter(waker);
+        assert_eq!(data_runs(&mut conn, 1 << 20), [1, 3]);
+        assert!(!conn.take_held());
+        conn.leave();
+    }
+
+    /// A writer that was woken but queues nothing by the next poll (a slow source) does not
+    /// hold the other streams back.
+    #[test]
+    fn a_slow_urgent_source_is_not_waited_for() {
+        let mut conn = open_wide();
+        answer(&mut conn, 1, "u=0");
+        for _ in 0..4 {
+            conn.send_data(1, Bytes::from(vec![1u8; 64 << 10]), false)
+                .unwrap();
+        }
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(conn.poll_send_room(1, &mut cx).is_pending());
+        respond(&mut conn, 3, "u=7", 100_000);
+        conn.out.clear();
+        conn.enter(waker);
+        assert_eq!(data_runs(&mut conn, 1 << 20), [1]);
+        assert!(conn.take_held());
+        conn.leave();
+        conn.enter(waker);
+        assert_eq!(data_runs(&mut conn, 1 << 20), [3]);
+        conn.leave();
+    }
+
+    #[test]
+    fn priority_update_reorders_open_streams_and_waits_for_idle_ones() {
+        let mut conn = open_wide();
+        respond(&mut conn, 1, "u=2", 40_000);
+        respond(&mut conn, 3, "u=4", 40_000);
+        // Stream 3 becomes the most urgent; stream 5, not yet opened, the least, whatever its
+        // field says when it comes.
+        let mut input = priority_update(3, "u=0");
+        input.extend(priority_update(5, "u=7"));
+        feed(&mut conn, input).unwrap();
+        respond(&mut conn, 5, "u=0", 40_000);
+        assert_eq!(data_runs(&mut conn, 1 << 20), [3, 1, 5]);
+        // An update for a closed stream, or a push stream that never was, is ignored.
+        let mut input = priority_update(1, "u=0");
+        input.extend(priority_update(2, "u=0"));
+        feed(&mut conn, input).unwrap();
+        assert!(conn.ended().is_none());
+    }
+
+    #[test]
+    fn malformed_priority_updates_are_connection_errors() {
+        let cases: Vec<(BytesMut, Reason)> = vec![
+            (
+                frame(frame::PRIORITY_UPDATE, 0, 1, &1u32.to_be_bytes()),
+                Reason::PROTOCOL_ERROR,
+            ),
+            (priority_update(0, "u=1"), Reason::PROTOCOL_ERROR),
+            (
+                frame(frame::PRIORITY_UPDATE, 0, 0, &[0, 0, 1]),
+                Reason::FRAME_SIZE_ERROR,
+            ),
+        ];
+        for (input, want) in cases {
+            let mut conn = open(Settings::default());
+            assert!(feed(&mut conn, input).is_err());
+            assert_eq!(goaway(&mut conn), Some((0, want)));
+        }
+        // Idle streams prioritised beyond SETTINGS_MAX_CONCURRENT_STREAMS.
+        let mut conn = open(Settings {
+            max_concurrent_streams: 4,
+            ..Settings::default()
+        });
+        respond(&mut conn, 1, "", 100_000);
+        let mut input = BytesMut::new();
+        for id in [3, 5, 7] {
+            input.extend(priority_update(id, "u=1"));
+        }
+        feed(&mut conn, input).unwrap();
+        // Updating one already waiting does not count twice.
+        feed(&mut conn, priority_update(7, "u=2")).unwrap();
+        assert!(feed(&mut conn, priority_update(9, "u=1")).is_err());
+        assert_eq!(goaway(&mut conn).map(|g| g.1), Some(Reason::PROTOCOL_ERROR));
+    }
+
+    /// Updates for ids the client skipped are forgotten once a higher stream opens.
+    #[test]
+    fn updates_for_skipped_streams_are_dropped() {
+        let mut conn = open(Settings {
+            max_concurrent_streams: 2,
+            ..Settings::default()
+        });
+        feed(&mut conn, priority_update(1, "u=1")).unwrap();
+        respond(&mut conn, 3, "", 10);
+        assert!(conn.pending_priority.is_empty());
+        feed(&mut conn, priority_update(5, "u=1")).unwrap();
+        assert_eq!(conn.pending_priority.len(), 1);
     }
 
     #[test]

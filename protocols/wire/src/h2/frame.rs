@@ -24,6 +24,8 @@ pub const PING: u8 = 0x6;
 pub const GOAWAY: u8 = 0x7;
 pub const WINDOW_UPDATE: u8 = 0x8;
 pub const CONTINUATION: u8 = 0x9;
+/// RFC 9218 §7.1.
+pub const PRIORITY_UPDATE: u8 = 0x10;
 
 pub const END_STREAM: u8 = 0x1;
 pub const ACK: u8 = 0x1;
@@ -37,6 +39,8 @@ pub const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
 pub const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
 pub const SETTINGS_MAX_FRAME_SIZE: u16 = 0x5;
 pub const SETTINGS_MAX_HEADER_LIST_SIZE: u16 = 0x6;
+/// RFC 9218 §2.1: 1 says the sender ignores RFC 7540's priority signals.
+pub const SETTINGS_NO_RFC7540_PRIORITIES: u16 = 0x9;
 
 /// An error code (§7).
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -1975,20 +1975,25 @@ mod tests {
         assert!(out.iter().any(|f| f.0 == frame::DATA && f.2 == 5));
     }
 
-    /// A more urgent stream whose queue ran dry while its writer was about to queue more
-    /// holds the others back until the session's next poll, and no longer.
-    #[test]
-    fn a_draining_urgent_stream_is_waited_for_until_the_next_poll() {
+    /// Stream 1 (u=0) with a full queue and its writer waiting for room; its response goes on.
+    fn urgent_writer_waiting() -> Conn {
         let mut conn = open_wide();
         answer(&mut conn, 1, "u=0");
         for _ in 0..4 {
             conn.send_data(1, Bytes::from(vec![1u8; 64 << 10]), false)
                 .unwrap();
         }
-        let waker = std::task::Waker::noop();
-        let mut cx = Context::from_waker(waker);
-        // The writer waits for room.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(conn.poll_send_room(1, &mut cx).is_pending());
+        conn
+    }
+
+    /// A more urgent stream whose queue ran dry while its writer was about to queue more
+    /// holds the others back until the session's next poll, and no longer.
+    #[test]
+    fn a_draining_urgent_stream_is_waited_for_until_the_next_poll() {
+        let mut conn = urgent_writer_waiting();
+        let waker = std::task::Waker::noop();
         respond(&mut conn, 3, "u=7", 100_000);
         conn.out.clear();
         conn.enter(waker);
@@ -2012,15 +2017,8 @@ mod tests {
     /// hold the other streams back.
     #[test]
     fn a_slow_urgent_source_is_not_waited_for() {
-        let mut conn = open_wide();
-        answer(&mut conn, 1, "u=0");
-        for _ in 0..4 {
-            conn.send_data(1, Bytes::from(vec![1u8; 64 << 10]), false)
-                .unwrap();
-        }
+        let mut conn = urgent_writer_waiting();
         let waker = std::task::Waker::noop();
-        let mut cx = Context::from_waker(waker);
-        assert!(conn.poll_send_room(1, &mut cx).is_pending());
         respond(&mut conn, 3, "u=7", 100_000);
         conn.out.clear();
         conn.enter(waker);

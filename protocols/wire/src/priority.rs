@@ -57,29 +57,19 @@ impl Priority {
     }
 
     /// The parameters of the `priority` fields of a request, joined as one list.
-    pub fn from_fields<'a>(values: impl Iterator<Item = &'a [u8]>) -> Priority {
-        let mut joined: Option<Vec<u8>> = None;
-        let mut single: Option<&[u8]> = None;
-        for v in values {
-            match (&mut joined, single) {
-                (None, None) => single = Some(v),
-                (None, Some(first)) => {
-                    let mut j = first.to_vec();
-                    j.push(b',');
-                    j.extend_from_slice(v);
-                    joined = Some(j);
-                }
-                (Some(j), _) => {
-                    j.push(b',');
-                    j.extend_from_slice(v);
-                }
-            }
+    pub fn from_fields<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Priority {
+        let Some(first) = values.next() else {
+            return Priority::default();
+        };
+        let Some(second) = values.next() else {
+            return Priority::parse(first);
+        };
+        let mut joined = first.to_vec();
+        for v in std::iter::once(second).chain(values) {
+            joined.push(b',');
+            joined.extend_from_slice(v);
         }
-        match (joined, single) {
-            (Some(j), _) => Priority::parse(&j),
-            (None, Some(v)) => Priority::parse(v),
-            (None, None) => Priority::default(),
-        }
+        Priority::parse(&joined)
     }
 }
 

@@ -226,8 +226,8 @@ enum Purpose {
     Discard(Option<Reason>),
 }
 
-/// RFC 9218 §5.
-const PRIORITY_FIELD: &str = "priority";
+/// RFC 9218 §5. A constant name: looking it up in each request's map parses nothing.
+const PRIORITY_FIELD: http::HeaderName = http::HeaderName::from_static("priority");
 
 /// How many closed stream ids are remembered, to tell a closed stream from one never opened.
 const CLOSED_MEMORY: usize = 256;
@@ -1581,11 +1581,7 @@ impl Conn {
                     break;
                 }
             }
-            let mut refilling = false;
-            for &(_, _, _, i) in &order[incremental..end] {
-                refilling |= self.refilling(i);
-            }
-            if refilling {
+            if order[incremental..end].iter().any(|o| self.refilling(o.3)) {
                 break 'pass;
             }
             group = end;

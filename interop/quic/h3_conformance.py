@@ -1,6 +1,6 @@
 """HTTP/3 conformance cases (RFC 9114, RFC 9204) against a running server, over aioquic's QUIC.
 
-    python3 h3_conformance.py https://127.0.0.1:PORT/small EXPECTED_FILE
+    python3 h3_conformance.py https://127.0.0.1:PORT/small EXPECTED_FILE [--large /PATH]
 
 aioquic carries the QUIC packets; every HTTP/3 byte (stream types, frames, field sections) is
 written here, so the cases can break the rules a real HTTP/3 library never breaks. Field sections
@@ -11,7 +11,12 @@ Each case runs on a connection of its own and expects one exact outcome:
   stream CODE   the server resets this request stream with this code, and a GET on the same
                 connection is still answered with the file;
   status N      the request is answered with this status;
-  served        unknown frame and stream types are ignored: the GET is answered with the file.
+  served        unknown frame and stream types are ignored: the GET is answered with the file;
+  first N       RFC 9218 (with --large, a resource of 1 MiB or more): two requests for it sent
+                together, with priorities; request N (0 or 1) must end before the other has 3/4
+                of its body. (Sharing the bandwidth, the other would have about all of it; a
+                response the server began before it read the urgent request keeps what it sent,
+                up to some hundreds of KiB on loopback.)
 Prints one line per case and a summary; exits 0 when every case has its outcome.
 """
 
@@ -45,6 +50,7 @@ QPACK_ENCODER_STREAM_ERROR = 0x201
 QPACK_DECODER_STREAM_ERROR = 0x202
 
 DATA, HEADERS, CANCEL_PUSH, SETTINGS, GOAWAY, MAX_PUSH_ID = 0x0, 0x1, 0x3, 0x4, 0x7, 0xD
+PRIORITY_UPDATE, PRIORITY_UPDATE_PUSH = 0xF0700, 0xF0701  # RFC 9218 §7.2
 GREASE_FRAME = 0x1F * 3 + 0x21
 WAIT = 10.0
 
@@ -106,6 +112,8 @@ class Client(QuicConnectionProtocol):
         self.ended: set[int] = set()
         self.resets: dict[int, int] = {}
         self.terminated: ConnectionTerminated | None = None
+        # For each stream that ended: how many octets every stream had received by then.
+        self.at_end: dict[int, dict[int, int]] = {}
         self.changed = asyncio.Event()
         self.encoder = Encoder()
         self.decoder = Decoder(0, 0)
@@ -115,6 +123,7 @@ class Client(QuicConnectionProtocol):
             self.received.setdefault(event.stream_id, bytearray()).extend(event.data)
             if event.end_stream:
                 self.ended.add(event.stream_id)
+                self.at_end[event.stream_id] = {k: len(v) for k, v in self.received.items()}
         elif isinstance(event, StreamReset):
             self.resets[event.stream_id] = event.error_code
         elif isinstance(event, ConnectionTerminated):
@@ -185,7 +194,7 @@ def request_headers(authority: bytes, path: bytes, method: bytes = b"GET", extra
             (b":path", path), *extra]
 
 
-def cases(authority: bytes, path: bytes) -> list[Case]:
+def cases(authority: bytes, path: bytes, large: bytes | None = None) -> list[Case]:
     def headers_frame(c: Client, sid: int, fields) -> bytes:
         return frame(HEADERS, c.section(sid, fields))
 
@@ -298,12 +307,48 @@ def cases(authority: bytes, path: bytes) -> list[Case]:
         # message header that exceeds the indicated size." 300 octets cannot hold the file's head.
         Case("response head within the client's field section limit", ("head within", 300),
              lambda c: (control(c, settings((0x6, 300))), request(c))),
+        # RFC 9218 §7.2: PRIORITY_UPDATE belongs on the control stream, names a request stream
+        # (or a push within MAX_PUSH_ID), and may come before the request it names.
+        Case("PRIORITY_UPDATE on a request stream", ("conn", H3_FRAME_UNEXPECTED),
+             lambda c: request(c, end=False, more=frame(PRIORITY_UPDATE, varint(0) + b"u=1"))),
+        Case("PRIORITY_UPDATE for a unidirectional stream", ("conn", H3_ID_ERROR),
+             lambda c: control(c, good_settings + frame(PRIORITY_UPDATE, varint(2) + b"u=1"))),
+        Case("PRIORITY_UPDATE for a push beyond MAX_PUSH_ID", ("conn", H3_ID_ERROR),
+             lambda c: control(c, good_settings + frame(PRIORITY_UPDATE_PUSH, varint(0) + b"u=1"))),
+        Case("PRIORITY_UPDATE without an element ID", ("conn", H3_FRAME_ERROR),
+             lambda c: control(c, good_settings + frame(PRIORITY_UPDATE, b""))),
+        Case("PRIORITY_UPDATE for a request not yet sent, then the request", ("status", 200),
+             lambda c: (control(c, good_settings + frame(PRIORITY_UPDATE, varint(next_bidi(c)) + b"u=6, i")),
+                        request(c, extra=[(b"priority", b"u=0")]))),
         # §9, §6.2, §7.2.8: what a server must ignore.
         Case("unknown frame types and settings are ignored", ("served",),
              lambda c: (control(c, settings((0x6, 65536), (0x1F * 5 + 0x21, 7)) + frame(GREASE_FRAME, b"abc")),
                         c.uni(varint(0x1F * 2 + 0x21) + b"anything"),
                         c.uni(varint(0x02) + b"\x20"), c.uni(varint(0x03) + b"\x44"))),
     ]
+    if large is not None:
+        def pair(first: bytes | None, second: bytes | None, update: bytes | None = None):
+            def act(c: Client):
+                sids = []
+                for value in (first, second):
+                    sid = next_bidi(c)
+                    extra = [(b"priority", value)] if value is not None else []
+                    fields = request_headers(authority, large, extra=extra)
+                    c._quic.send_stream_data(sid, headers_frame(c, sid, fields), end_stream=True)
+                    sids.append(sid)
+                if update is not None:
+                    c._quic.send_stream_data(c._quic.get_next_available_stream_id(is_unidirectional=True),
+                                             varint(0x00) + good_settings
+                                             + frame(PRIORITY_UPDATE, varint(sids[1]) + update))
+                c.transmit()  # one flight: the server reads both requests together
+            return act
+        # RFC 9218 §10: the more urgent response first, whatever the request order.
+        out += [
+            Case("u=0 is served before u=7 requested first", ("first", 1),
+                 pair(b"u=7", b"u=0")),
+            Case("PRIORITY_UPDATE makes the second request the more urgent", ("first", 1),
+                 pair(b"u=2", b"u=4", update=b"u=0")),
+        ]
     return out
 
 
@@ -344,6 +389,19 @@ async def run_case(case: Case, host: str, port: int, authority: bytes, path: byt
             status = dict(fields).get(b":status", b"none").decode()
             ok = bool(fields) and size <= case.expect[1]
             return ok, f"second answer {status} with a head of {size} octets"
+        elif kind == "first":
+            a, b = before, before + 4
+            await c.until(lambda: {a, b} <= c.ended or bool(c.resets))
+            if not {a, b} <= c.ended:
+                return False, f"responses not complete (resets {c.resets})"
+            # The one that ended while the other was still incomplete.
+            done = a if c.at_end[a].get(b, 0) < len(c.received[b]) else b
+            other = b if done == a else a
+            had, full = c.at_end[done].get(other, 0), len(c.received[other])
+            detail = f"stream {done} ended first, stream {other} then had {had} of {full} octets"
+            if done != (a, b)[case.expect[1]] or had * 4 >= full * 3:
+                return False, detail
+            return True, detail
         elif kind == "status":
             await c.until(lambda: sid in c.ended or sid in c.resets)
             status, _ = c.response(sid)
@@ -365,13 +423,14 @@ async def main_async(args) -> int:
     authority, path = url.netloc.encode(), url.path.encode()
     expected = open(args.expected, "rb").read()
     passed = failed = 0
-    for case in cases(authority, path):
+    large = args.large.encode() if args.large else None
+    for case in cases(authority, path, large):
         try:
             ok, detail = await asyncio.wait_for(
                 run_case(case, url.hostname, url.port, authority, path, expected), 30)
         except Exception as e:  # a case that breaks the client is a failure, not a crash
             ok, detail = False, f"{type(e).__name__}: {e}"
-        decimal = case.expect[0] in ("status", "head within")
+        decimal = case.expect[0] in ("status", "head within", "first")
         want = " ".join(hex(x) if isinstance(x, int) and not decimal else str(x)
                         for x in case.expect)
         print(f"{'PASS' if ok else 'FAIL'}  {case.name:55} expect {want:14} {detail}")
@@ -385,6 +444,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
     parser.add_argument("expected")
+    parser.add_argument("--large", help="path of a resource of 1 MiB or more, for RFC 9218 cases")
     return asyncio.run(main_async(parser.parse_args()))
 
 

@@ -24,11 +24,16 @@
 //! reset. On drain the session sends GOAWAY, lets the accepted requests finish, then closes the
 //! connection with H3_NO_ERROR.
 //!
+//! Priorities (RFC 9218): each response stream gets the QUIC send priority of its request's
+//! `priority` field, changed later by the client's PRIORITY_UPDATE frames (see
+//! [`quic_priority`]); quinn sends the most urgent stream first and shares among equals.
+//!
 //! Early data (RFC 8470, RFC 9114 §10.9): a request that arrives before the handshake is
 //! complete came in 0-RTT and may be a replay. Only GET and HEAD are served from it; anything
 //! else is answered 425 Too Early, and the client retries it after the handshake.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::io;
@@ -45,6 +50,7 @@ use switchyard_services::message::{Body, BodyPart, FileRange, Frame, Response};
 use switchyard_services::metrics::{self, Proto};
 use switchyard_wire::h3::{self as wire, Code, Control, H3Error, Part, RequestReader, UniKind};
 use switchyard_wire::h3::{frame, qpack};
+use switchyard_wire::priority::Priority;
 use tokio::task::JoinSet;
 
 use crate::deadline::within;
@@ -109,6 +115,7 @@ impl H3Session {
             decoder: RefCell::default(),
             opened: Cell::default(),
             max_field_section: Cell::default(),
+            priorities: RefCell::default(),
             lingering: RefCell::default(),
             _guard: guard,
         };
@@ -128,6 +135,8 @@ struct H3Conn {
     opened: Cell<[bool; 3]>,
     /// The client's SETTINGS_MAX_FIELD_SECTION_SIZE, once its SETTINGS arrived (§4.2.2).
     max_field_section: Cell<Option<u64>>,
+    /// PRIORITY_UPDATEs on their way to the request streams they name.
+    priorities: RefCell<Priorities>,
     /// Finished response streams, for a graceful close to wait for.
     lingering: RefCell<Lingering>,
     /// Counts this connection until the driver returns.
@@ -342,6 +351,11 @@ impl H3Conn {
                         Ok(Some(Control::Goaway(id))) => {
                             tracing::debug!(peer = %self.peer, id, "HTTP/3 client going away");
                         }
+                        Ok(Some(Control::Priority { stream, priority })) => {
+                            if let Err(e) = self.priorities.borrow_mut().update(stream, priority) {
+                                break Err(e);
+                            }
+                        }
                         Ok(None) => break Ok(()),
                         Err(e) => break Err(e),
                     }
@@ -372,6 +386,7 @@ impl H3Conn {
     /// Answer one request stream: read the head, route the request, send the response, log.
     async fn serve_stream(self: Rc<Self>, mut send: SendStream, recv: RecvStream) {
         let env = &self.env;
+        let slot = PrioritySlot::open(&self.priorities, u64::from(send.id()));
         let mut incoming = Incoming {
             recv,
             buf: BytesMut::new(),
@@ -416,7 +431,7 @@ impl H3Conn {
                 self.stop_reading(&mut incoming);
                 let outgoing = self.outgoing(response, false);
                 let status = outgoing.status;
-                let result = self.send_response(send, outgoing).await;
+                let result = self.send_response(send, outgoing, None).await;
                 metrics::response(Proto::Http3, status, result.unwrap_or(0));
                 return;
             }
@@ -424,6 +439,12 @@ impl H3Conn {
         };
         let is_head = head.is_head();
         let log_facts = head.log_facts(env.access_log.as_ref());
+        // RFC 9218: a PRIORITY_UPDATE that came before the head was sent after it.
+        let priority = slot
+            .update
+            .take()
+            .unwrap_or_else(|| Priority::of_request(&head.headers));
+        let _ = send.set_priority(quic_priority(priority, slot.id));
 
         let response = if !head.routable() {
             Response::text(StatusCode::BAD_REQUEST, "400 Bad Request\n")
@@ -448,7 +469,20 @@ impl H3Conn {
 
         let outgoing = self.outgoing(response, is_head);
         let status = outgoing.status;
-        let sent = match self.send_response(send, outgoing).await {
+        if outgoing
+            .body
+            .as_ref()
+            .is_some_and(|b| b.len() > SEND_CHUNK as u64)
+        {
+            // A long response waits one turn before its first byte is handed to QUIC: requests
+            // that came in the same flight are read meanwhile and have their priorities, so a
+            // more urgent one among them is not queued behind this one's body.
+            tokio::task::yield_now().await;
+            if let Some(priority) = slot.update.take() {
+                let _ = send.set_priority(quic_priority(priority, slot.id));
+            }
+        }
+        let sent = match self.send_response(send, outgoing, Some(&slot)).await {
             Ok(sent) => Some(sent),
             Err(e) => {
                 tracing::debug!(peer = %self.peer, error = %e, "HTTP/3 response not delivered");
@@ -548,9 +582,11 @@ impl H3Conn {
         &self,
         mut send: SendStream,
         outgoing: Outgoing,
+        priority: Option<&PrioritySlot<'_>>,
     ) -> Result<u64, SendError> {
         let alt_svc = self.env.alt_svc("https");
         let mut out = QuicOut::new(&mut send, self.env.timeouts.send, true);
+        out.priority = priority.map(|slot| (&*slot.update, slot.id));
         qpack::put_headers_frame(&mut out.pending, Some(outgoing.status.as_u16()), |w| {
             outgoing.fields(w, alt_svc);
         });
@@ -573,8 +609,8 @@ impl H3Conn {
 /// Open our control stream and send its type and SETTINGS.
 async fn open_control(quic: &quinn::Connection, max_field_section: u64) -> io::Result<SendStream> {
     let mut send = quic.open_uni().await.map_err(io::Error::other)?;
-    // Ahead of responses on the connection: SETTINGS first, GOAWAY promptly.
-    let _ = send.set_priority(1);
+    // Ahead of every response on the connection: SETTINGS first, GOAWAY promptly.
+    let _ = send.set_priority(i32::MAX);
     let mut out = BytesMut::with_capacity(16);
     frame::put_varint(&mut out, frame::CONTROL_STREAM);
     frame::put_settings(
@@ -652,6 +688,85 @@ enum Fail {
     Read(quinn::ReadError),
 }
 
+/// The QUIC send priority of a response stream (quinn sends higher values first, and shares
+/// among equal ones). Each urgency (RFC 9218 §4.1) has a band of its own, the most urgent on
+/// top; within a band a non-incremental response ranks by its place in the request order,
+/// earlier first, above the incremental ones, which rank alike and so share the bandwidth
+/// (§10). Beyond 2^24 requests on one connection the order saturates: later ones share.
+fn quic_priority(priority: Priority, stream: u64) -> i32 {
+    const ORDER: i32 = 1 << 24;
+    let band = i32::from(7 - priority.urgency.min(7)) << 25;
+    if priority.incremental {
+        return band;
+    }
+    let order = i32::try_from(stream / 4)
+        .unwrap_or(ORDER - 1)
+        .min(ORDER - 1);
+    band + ORDER - order
+}
+
+/// PRIORITY_UPDATEs (RFC 9218 §7.2) for the request streams they name: a stream being served
+/// applies the latest one before its next write; one for a stream not yet accepted waits for
+/// it; one for a stream already done is dropped.
+#[derive(Debug, Default)]
+struct Priorities {
+    /// Streams being served and streams named before they were accepted.
+    slots: HashMap<u64, Rc<Cell<Option<Priority>>>>,
+    /// The id after the last request stream accepted.
+    next: u64,
+}
+
+impl Priorities {
+    fn update(&mut self, stream: u64, priority: Priority) -> Result<(), H3Error> {
+        if let Some(slot) = self.slots.get(&stream) {
+            slot.set(Some(priority));
+            return Ok(());
+        }
+        if stream < self.next {
+            return Ok(());
+        }
+        // The client may open at most `quic.max_streams_bidi` (at most MAX_STREAMS_BIDI) beyond
+        // those accepted: a stream past that cannot be opened yet, and naming it is the
+        // H3_ID_ERROR of §7.2. This also bounds the slots waiting for their stream.
+        if (stream - self.next) / 4 >= u64::from(switchyard_conf::MAX_STREAMS_BIDI) {
+            return Err(H3Error::Connection(
+                Code::H3_ID_ERROR,
+                "PRIORITY_UPDATE for a stream beyond the stream limit",
+            ));
+        }
+        self.slots
+            .insert(stream, Rc::new(Cell::new(Some(priority))));
+        Ok(())
+    }
+}
+
+/// A request stream's place in [`Priorities`], from its acceptance until it is done.
+struct PrioritySlot<'c> {
+    priorities: &'c RefCell<Priorities>,
+    id: u64,
+    /// A PRIORITY_UPDATE not yet applied.
+    update: Rc<Cell<Option<Priority>>>,
+}
+
+impl<'c> PrioritySlot<'c> {
+    fn open(priorities: &'c RefCell<Priorities>, id: u64) -> PrioritySlot<'c> {
+        let mut all = priorities.borrow_mut();
+        all.next = all.next.max(id + 4);
+        let update = Rc::clone(all.slots.entry(id).or_default());
+        PrioritySlot {
+            priorities,
+            id,
+            update,
+        }
+    }
+}
+
+impl Drop for PrioritySlot<'_> {
+    fn drop(&mut self) {
+        self.priorities.borrow_mut().slots.remove(&self.id);
+    }
+}
+
 /// Writes a response body to a QUIC stream, as HTTP/3 DATA frames (`framed`) or as the bare
 /// bytes of `hq-interop`. Small pieces gather in `pending` with their frame headers and go out
 /// in one write; a large piece follows what is pending in the same write, as its own chunk.
@@ -661,6 +776,9 @@ pub(crate) struct QuicOut<'s> {
     pub(crate) pending: BytesMut,
     limit: Duration,
     framed: bool,
+    /// Where the client's PRIORITY_UPDATEs for this stream arrive, and its id: applied before
+    /// each write.
+    priority: Option<(&'s Cell<Option<Priority>>, u64)>,
 }
 
 impl<'s> QuicOut<'s> {
@@ -670,6 +788,7 @@ impl<'s> QuicOut<'s> {
             pending: BytesMut::new(),
             limit,
             framed,
+            priority: None,
         }
     }
 
@@ -792,6 +911,11 @@ impl<'s> QuicOut<'s> {
     }
 
     async fn write_chunks(&mut self, chunks: &mut [Bytes]) -> Result<(), SendError> {
+        if let Some((update, id)) = self.priority
+            && let Some(priority) = update.take()
+        {
+            let _ = self.send.set_priority(quic_priority(priority, id));
+        }
         match within(self.limit, self.send.write_all_chunks(chunks)).await {
             None => Err(SendError::Stalled),
             Some(result) => result.map_err(|e| SendError::Io(e.into())),
@@ -847,5 +971,70 @@ fn error_response(status: StatusCode) -> Response {
         StatusCode::PAYLOAD_TOO_LARGE => Response::text(status, "413 Content Too Large\n"),
         StatusCode::REQUEST_TIMEOUT => Response::text(status, "408 Request Timeout\n"),
         _ => Response::text(StatusCode::BAD_REQUEST, "400 Bad Request\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(urgency: u8, incremental: bool) -> Priority {
+        Priority {
+            urgency,
+            incremental,
+        }
+    }
+
+    #[test]
+    fn quic_priorities_order_urgency_then_request_order_then_incremental() {
+        // Streams 0, 4, 8... in request order.
+        let order = [
+            quic_priority(p(0, false), 8),
+            quic_priority(p(0, false), 12),
+            quic_priority(p(0, true), 0),
+            quic_priority(p(1, false), 0),
+            quic_priority(p(3, false), 4),
+            quic_priority(p(3, true), 16),
+            quic_priority(p(7, false), 0),
+            quic_priority(p(7, true), 0),
+        ];
+        assert!(order.windows(2).all(|w| w[0] > w[1]), "{order:?}");
+        // Incremental responses of one urgency rank alike: quinn shares among them.
+        assert_eq!(quic_priority(p(5, true), 0), quic_priority(p(5, true), 400));
+        // Every response stays below our control stream, and the order saturates.
+        assert!(quic_priority(p(0, false), 0) < i32::MAX);
+        assert_eq!(
+            quic_priority(p(2, false), 4 << 24),
+            quic_priority(p(2, false), 4 << 30)
+        );
+        assert!(quic_priority(p(2, false), 4 << 30) > quic_priority(p(2, true), 0));
+    }
+
+    #[test]
+    fn updates_reach_their_stream_before_or_after_it_is_accepted() {
+        let all = RefCell::new(Priorities::default());
+        // Named before it is accepted: waiting for it.
+        all.borrow_mut().update(4, p(1, true)).unwrap();
+        let first = PrioritySlot::open(&all, 0);
+        let second = PrioritySlot::open(&all, 4);
+        assert_eq!(first.update.take(), None);
+        assert_eq!(second.update.take(), Some(p(1, true)));
+        // While it is served.
+        all.borrow_mut().update(0, p(6, false)).unwrap();
+        assert_eq!(first.update.take(), Some(p(6, false)));
+        // Done: forgotten, and a late update is dropped.
+        drop(first);
+        all.borrow_mut().update(0, p(0, false)).unwrap();
+        assert_eq!(all.borrow().slots.len(), 1);
+        drop(second);
+        assert!(all.borrow().slots.is_empty());
+        // Beyond the streams the client may open yet.
+        let limit = 8 + 4 * u64::from(switchyard_conf::MAX_STREAMS_BIDI);
+        all.borrow_mut().update(limit - 4, p(2, false)).unwrap();
+        let beyond = all.borrow_mut().update(limit, p(2, false));
+        assert!(matches!(
+            beyond,
+            Err(H3Error::Connection(Code::H3_ID_ERROR, _))
+        ));
     }
 }

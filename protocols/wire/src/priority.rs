@@ -8,6 +8,9 @@
 //! of the wrong type or out of range is ignored, and so are unknown ones; a value that does not
 //! parse as a Dictionary is ignored as a whole. So parsing never fails: it yields the defaults.
 
+/// The request field (§5). A constant name: looking it up in a request's map parses nothing.
+pub const FIELD: http::HeaderName = http::HeaderName::from_static("priority");
+
 /// A response's priority parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Priority {
@@ -54,6 +57,11 @@ impl Priority {
             }
         }
         p
+    }
+
+    /// The parameters of a request's `priority` fields.
+    pub fn of_request(headers: &http::HeaderMap) -> Priority {
+        Priority::from_fields(headers.get_all(FIELD).iter().map(|v| v.as_bytes()))
     }
 
     /// The parameters of the `priority` fields of a request, joined as one list.

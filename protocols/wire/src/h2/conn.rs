@@ -226,9 +226,6 @@ enum Purpose {
     Discard(Option<Reason>),
 }
 
-/// RFC 9218 §5. A constant name: looking it up in each request's map parses nothing.
-const PRIORITY_FIELD: http::HeaderName = http::HeaderName::from_static("priority");
-
 /// How many closed stream ids are remembered, to tell a closed stream from one never opened.
 const CLOSED_MEMORY: usize = 256;
 /// The payload of our shutdown PING (RFC 9113 §6.8: the second GOAWAY follows its ACK).
@@ -947,12 +944,7 @@ impl Conn {
                 stream.priority = match self.pending_priority.iter().position(|p| p.0 == id) {
                     // The frame came after the client chose the field's value: it wins.
                     Some(at) => self.pending_priority.swap_remove(at).1,
-                    None => Priority::from_fields(
-                        head.headers
-                            .get_all(PRIORITY_FIELD)
-                            .iter()
-                            .map(|v| v.as_bytes()),
-                    ),
+                    None => Priority::of_request(&head.headers),
                 };
                 if !self.pending_priority.is_empty() {
                     // Streams below this one that were never opened never will be (§5.1.1).

@@ -10,6 +10,9 @@ pub const SETTINGS: u64 = 0x4;
 pub const PUSH_PROMISE: u64 = 0x5;
 pub const GOAWAY: u64 = 0x7;
 pub const MAX_PUSH_ID: u64 = 0xd;
+/// RFC 9218 §7.2: a new priority for a request stream, or for a push.
+pub const PRIORITY_UPDATE_REQUEST: u64 = 0xf0700;
+pub const PRIORITY_UPDATE_PUSH: u64 = 0xf0701;
 
 /// §7.2.8: frame types of HTTP/2 with no HTTP/3 meaning (PRIORITY, PING, WINDOW_UPDATE,
 /// CONTINUATION); "Receipt of these frames MUST be treated as a connection error of type

@@ -7,9 +7,10 @@
 use bytes::{Bytes, BytesMut};
 
 use super::frame::{
-    self, CANCEL_PUSH, Code, DATA, GOAWAY, H3Error, HEADERS, MAX_PUSH_ID, PUSH_PROMISE, SETTINGS,
-    SETTINGS_MAX_FIELD_SECTION_SIZE, get_varint,
+    self, CANCEL_PUSH, Code, DATA, GOAWAY, H3Error, HEADERS, MAX_PUSH_ID, PRIORITY_UPDATE_PUSH,
+    PRIORITY_UPDATE_REQUEST, PUSH_PROMISE, SETTINGS, SETTINGS_MAX_FIELD_SECTION_SIZE, get_varint,
 };
+use crate::priority::Priority;
 
 fn unexpected(what: &'static str) -> H3Error {
     H3Error::Connection(Code::H3_FRAME_UNEXPECTED, what)
@@ -145,7 +146,14 @@ impl RequestReader {
                     self.data_left = len;
                 }
                 // §7.2.3-§7.2.7: control frames, and push promises, which only a server sends.
-                CANCEL_PUSH | SETTINGS | GOAWAY | MAX_PUSH_ID | PUSH_PROMISE => {
+                // RFC 9218 §7.2: PRIORITY_UPDATE "MUST be sent on the client control stream".
+                CANCEL_PUSH
+                | SETTINGS
+                | GOAWAY
+                | MAX_PUSH_ID
+                | PUSH_PROMISE
+                | PRIORITY_UPDATE_REQUEST
+                | PRIORITY_UPDATE_PUSH => {
                     return Err(unexpected("control frame on a request stream"));
                 }
                 kind if frame::is_http2_only(kind) => {
@@ -188,6 +196,8 @@ pub enum Control {
     Settings { max_field_section_size: Option<u64> },
     /// It is going away: it will not accept pushes from this ID on (§7.2.6).
     Goaway(u64),
+    /// RFC 9218 §7.2: request stream `stream` (open, or not opened yet) has a new priority.
+    Priority { stream: u64, priority: Priority },
 }
 
 /// The longest control frame payload read. SETTINGS and the single-integer frames are short;
@@ -222,7 +232,15 @@ impl ControlReader {
                     "control stream does not start with SETTINGS",
                 ));
             }
-            let known = matches!(kind, SETTINGS | GOAWAY | MAX_PUSH_ID | CANCEL_PUSH);
+            let known = matches!(
+                kind,
+                SETTINGS
+                    | GOAWAY
+                    | MAX_PUSH_ID
+                    | CANCEL_PUSH
+                    | PRIORITY_UPDATE_REQUEST
+                    | PRIORITY_UPDATE_PUSH
+            );
             if !known {
                 if matches!(kind, DATA | HEADERS | PUSH_PROMISE) || frame::is_http2_only(kind) {
                     return Err(unexpected("frame not allowed on the control stream"));
@@ -274,6 +292,38 @@ impl ControlReader {
                         ));
                     }
                     self.max_push_id = Some(id);
+                }
+                PRIORITY_UPDATE_REQUEST | PRIORITY_UPDATE_PUSH => {
+                    let Some((id, len)) = get_varint(&payload) else {
+                        return Err(H3Error::Connection(
+                            Code::H3_FRAME_ERROR,
+                            "PRIORITY_UPDATE without an element ID",
+                        ));
+                    };
+                    if kind == PRIORITY_UPDATE_PUSH {
+                        // RFC 9218 §7.2: a push ID beyond the client's MAX_PUSH_ID is an
+                        // H3_ID_ERROR. Within it there is nothing to do: we promise no pushes.
+                        if self.max_push_id.is_none_or(|max| id > max) {
+                            return Err(H3Error::Connection(
+                                Code::H3_ID_ERROR,
+                                "PRIORITY_UPDATE for a push ID beyond MAX_PUSH_ID",
+                            ));
+                        }
+                        continue;
+                    }
+                    // "...MUST be treated as a connection error of type H3_ID_ERROR" when the
+                    // ID is not that of a client-initiated bidirectional stream.
+                    if id % 4 != 0 {
+                        return Err(H3Error::Connection(
+                            Code::H3_ID_ERROR,
+                            "PRIORITY_UPDATE for a stream that is not a request stream",
+                        ));
+                    }
+                    let priority = Priority::parse(&payload[len..]);
+                    return Ok(Some(Control::Priority {
+                        stream: id,
+                        priority,
+                    }));
                 }
                 _ => {
                     // CANCEL_PUSH. §7.2.3: one "for a push ID that has not yet been mentioned by
@@ -457,6 +507,10 @@ mod tests {
             ),
             (frame(GOAWAY, b"\x00"), conn(Code::H3_FRAME_UNEXPECTED)),
             (
+                frame(PRIORITY_UPDATE_REQUEST, b"\x00u=1"),
+                conn(Code::H3_FRAME_UNEXPECTED),
+            ),
+            (
                 frame(PUSH_PROMISE, b"\x00"),
                 conn(Code::H3_FRAME_UNEXPECTED),
             ),
@@ -515,6 +569,10 @@ mod tests {
         ok.extend(frame(MAX_PUSH_ID, &[0x08]));
         ok.extend(frame(GOAWAY, &[0x08]));
         ok.extend(frame(GOAWAY, &[0x04]));
+        ok.extend(frame(PRIORITY_UPDATE_REQUEST, b"\x08u=1, i"));
+        ok.extend(frame(PRIORITY_UPDATE_REQUEST, b"\x40\x40"));
+        // A push within MAX_PUSH_ID: we promise none, so nothing to report.
+        ok.extend(frame(PRIORITY_UPDATE_PUSH, b"\x02u=0"));
         assert_eq!(
             control(&ok),
             Ok(vec![
@@ -523,6 +581,17 @@ mod tests {
                 },
                 Control::Goaway(8),
                 Control::Goaway(4),
+                Control::Priority {
+                    stream: 8,
+                    priority: Priority {
+                        urgency: 1,
+                        incremental: true
+                    }
+                },
+                Control::Priority {
+                    stream: 64,
+                    priority: Priority::default()
+                },
             ])
         );
         let after = |more: Vec<u8>| [settings.clone(), more].concat();
@@ -543,6 +612,32 @@ mod tests {
                 Code::H3_ID_ERROR,
             ),
             (after(frame(GOAWAY, &[0x40])), Code::H3_FRAME_ERROR),
+            (
+                after(frame(PRIORITY_UPDATE_REQUEST, b"")),
+                Code::H3_FRAME_ERROR,
+            ),
+            (
+                after(frame(PRIORITY_UPDATE_REQUEST, b"\x02u=1")),
+                Code::H3_ID_ERROR,
+            ),
+            (
+                after(frame(PRIORITY_UPDATE_REQUEST, b"\x01u=1")),
+                Code::H3_ID_ERROR,
+            ),
+            (
+                after(frame(PRIORITY_UPDATE_PUSH, b"\x00u=1")),
+                Code::H3_ID_ERROR,
+            ),
+            (
+                after(
+                    [
+                        frame(MAX_PUSH_ID, &[2]),
+                        frame(PRIORITY_UPDATE_PUSH, b"\x03"),
+                    ]
+                    .concat(),
+                ),
+                Code::H3_ID_ERROR,
+            ),
             (after(frame(GOAWAY, &[4, 4])), Code::H3_FRAME_ERROR),
             (
                 frame(SETTINGS, &[0x06, 0x01, 0x06, 0x02]),

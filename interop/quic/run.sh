@@ -15,7 +15,8 @@
 # blackhole (1.5 s of total loss mid-transfer); hostile (malformed hq and h3 requests, each
 # refused on its own stream while the connection serves the next); h3conformance (RFC 9114 /
 # RFC 9204 frame, stream and QPACK violations written byte by byte over aioquic's QUIC,
-# interop/quic/h3_conformance.py, each with its exact error code); drain (SIGTERM to a server
+# interop/quic/h3_conformance.py, each with its exact error code, and RFC 9218 priorities over
+# two 1 MiB downloads); drain (SIGTERM to a server
 # of its own during a 64 MiB download with small client windows, hq-interop with aioquic and
 # HTTP/3 with gtlsclient: the download completes, then the server exits 0). Every download is compared byte for byte with
 # the served file. aioquic speaks hq-interop (HTTP/0.9) as the runner does, except in http3;
@@ -485,7 +486,7 @@ case_h3conformance() {
     # Every HTTP/3 byte written by the case: each violation must get its RFC error code (a
     # connection error, or a stream error after which the connection still serves a GET).
     [[ $1 == aioquic ]] || { echo "gtlsclient sends only well-formed frames"; return 2; }
-    timeout 300 "$PY" "$HERE/h3_conformance.py" "https://127.0.0.1:$MAIN_PORT/small" "$WWW/small" \
+    timeout 300 "$PY" "$HERE/h3_conformance.py" "https://127.0.0.1:$MAIN_PORT/small" "$WWW/small" --large /f1m \
         >"$WORK/h3conf.out" 2>&1 || { grep -v '^PASS' "$WORK/h3conf.out"; return 1; }
     tail -1 "$WORK/h3conf.out"
 }
@@ -571,8 +572,11 @@ case_endpoint() {
     ROLE=server TESTCASE=retry WWW=$WWW CERTS=$certs PORT=0 SWITCHYARD=$BIN QLOGDIR=$qlog \
         SSLKEYLOGFILE=$keys bash "$script" >"$out" 2>"$WORK/endpoint.err" </dev/null &
     pid=$! # the server itself: the script execs it
-    for ((i = 0; i < 100; i++)); do
+    # Up to 30 s (it hashes ~2,000 files for seeding first, slow on a loaded machine), and no
+    # longer than the server lives.
+    for ((i = 0; i < 300; i++)); do
         grep -q 'listening on 0.0.0.0:' "$out" && break
+        kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
     port=$(grep -m1 'listening on 0.0.0.0:' "$out" | sed 's/.*://')

@@ -300,6 +300,31 @@ def _(t):
     return Outcome(expected, ev.describe())
 
 
+@case("http2/6.9.2", "SETTINGS_INITIAL_WINDOW_SIZE change that makes a stream window negative")
+def _(t):
+    c = ready(t, {wire.INITIAL_WINDOW_SIZE: 3})
+    c.request(1)
+    expected = "3 DATA octets; none while the window is -1 then 0; 1 octet once it is 1"
+    first = c.read_until(lambda ev: ev.is_(wire.DATA, 1) or ev.is_(wire.RST_STREAM, 1), expected)
+    if not first.is_(wire.DATA) or len(first.payload) != 3:
+        raise Mismatch(expected, first.describe())
+    # 3 - 3 sent = 0; lowering the initial size from 3 to 2 leaves -1 (RFC 9113 §6.9.2), and
+    # one octet of WINDOW_UPDATE brings it back to 0: the server must still send nothing.
+    probe = b"window:0"
+    c.send(wire.settings({wire.INITIAL_WINDOW_SIZE: 2}), wire.window_update(1, 1),
+           wire.ping(probe))
+    ev = c.read_until(lambda ev: ev.is_(wire.DATA, 1) or ev.is_(wire.RST_STREAM, 1)
+                      or (ev.is_(wire.PING) and ev.flags & wire.ACK and ev.payload == probe),
+                      expected)
+    if not ev.is_(wire.PING):
+        raise Mismatch(expected, ev.describe() + " while the stream window was 0")
+    c.send(wire.window_update(1, 1))
+    ev = c.read_until(lambda ev: ev.is_(wire.DATA, 1) or ev.is_(wire.RST_STREAM, 1), expected)
+    if not ev.is_(wire.DATA) or len(ev.payload) != 1:
+        raise Mismatch(expected, ev.describe())
+    return Outcome(expected, "3 octets, PING ACK with nothing before it, then " + ev.describe())
+
+
 @case("http2/6.9.2", "SETTINGS_INITIAL_WINDOW_SIZE change that overflows a stream window")
 def _(t):
     c = stalled(t, path=t.large_path)

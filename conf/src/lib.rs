@@ -79,6 +79,8 @@
 //! symlinks = "inside_root"      # "inside_root" (default) | "follow" | "refuse"
 //! dotfiles = "refuse"           # "refuse" (default) | "allow"
 //! precompressed = true          # serve x.br / x.zst / x.gz for x; default true
+//! sendfile = true               # large files on plain HTTP/1.1 by sendfile(2); false: read and
+//!                               # written in 64 KiB chunks (file systems where it misbehaves)
 //! seed = true                   # seed this location's files over BitTorrent; default true
 //! piece_length = "1MiB"         # this location's piece length; default [torrent]'s
 //! cache = false                 # responses go through the [cache]; needs it enabled

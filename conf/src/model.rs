@@ -264,6 +264,10 @@ pub struct FilesConfig {
     pub dotfiles: DotfilePolicy,
     /// Serve `x.br`, `x.zst`, `x.gz` for `x` when the client accepts that encoding.
     pub precompressed: bool,
+    /// Send large files on plain HTTP/1.1 connections by `sendfile(2)`; off: read and write them
+    /// in bounded chunks (for file systems whose `sendfile` is broken or slow, as nginx's
+    /// `sendfile off`).
+    pub sendfile: bool,
     /// Seed this location's files over BitTorrent (when `[torrent]` is enabled).
     pub seed: bool,
     /// Piece length for this location's torrents; `None`: `[torrent]`'s or the size heuristic.
@@ -280,6 +284,7 @@ impl FilesConfig {
             symlinks: SymlinkPolicy::default(),
             dotfiles: DotfilePolicy::default(),
             precompressed: true,
+            sendfile: true,
             seed: true,
             piece_length: None,
         }

@@ -127,6 +127,7 @@ pub(crate) struct RawLocation {
     pub symlinks: Option<Spanned<String>>,
     pub dotfiles: Option<Spanned<String>>,
     pub precompressed: Option<bool>,
+    pub sendfile: Option<bool>,
     pub seed: Option<bool>,
     pub piece_length: Option<Spanned<RawSize>>,
     pub proxy: Option<Spanned<String>>,

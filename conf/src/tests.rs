@@ -126,6 +126,7 @@ autoindex = true
 symlinks = "follow"
 dotfiles = "allow"
 precompressed = false
+sendfile = false
 [[vhost.location]]
 path = "/raw/"
 root = "www"
@@ -188,10 +189,12 @@ symlinks = "refuse"
             symlinks: SymlinkPolicy::Follow,
             dotfiles: DotfilePolicy::Allow,
             precompressed: false,
+            sendfile: false,
             seed: true,
             piece_length: None,
         }
     );
+    assert!(files(&vhost.locations[1]).sendfile);
     assert_eq!(files(&vhost.locations[1]).symlinks, SymlinkPolicy::Refuse);
     assert_eq!(files(&vhost.locations[1]).dotfiles, DotfilePolicy::Refuse);
 }
@@ -665,6 +668,7 @@ fn example_loads() {
             symlinks: SymlinkPolicy::Refuse,
             dotfiles: DotfilePolicy::Allow,
             precompressed: false,
+            sendfile: true,
             seed: true,
             piece_length: None,
         }
@@ -711,6 +715,50 @@ fn a_metrics_location_is_parsed_and_takes_no_files_or_proxy_keys() {
             err.contains(&format!(
                 "vhost[0].location[1].{key}: a metrics location serves the counters only"
             )),
+            "{extra}: {err}"
+        );
+    }
+}
+
+#[test]
+fn files_keys_on_a_proxy_location_and_proxy_keys_on_a_files_location_are_errors() {
+    let proxy = "[[upstream]]\nname = \"app\"\nmembers = [\"127.0.0.1:9\"]\n\
+                 [[vhost]]\n[[vhost.location]]\npath = \"/\"\nproxy = \"app\"\n";
+    let (_dir, config) = load_one(proxy);
+    assert!(matches!(
+        config.unwrap().vhosts[0].locations[0].handler,
+        Handler::Proxy(_)
+    ));
+    let files_only = [
+        "index = [\"a.html\"]",
+        "autoindex = true",
+        "symlinks = \"follow\"",
+        "dotfiles = \"allow\"",
+        "precompressed = false",
+        "sendfile = false",
+        "seed = false",
+        "piece_length = \"1MiB\"",
+    ];
+    let proxy_only = [
+        "strip_prefix = true",
+        "forwarded = false",
+        "max_body = \"1MiB\"",
+    ];
+    let cases = files_only
+        .map(|extra| {
+            (
+                proxy,
+                extra,
+                "only applies to locations serving files (root)",
+            )
+        })
+        .into_iter()
+        .chain(proxy_only.map(|extra| (SITE, extra, "only applies to proxy locations")));
+    for (base, extra, message) in cases {
+        let key = extra.split(' ').next().unwrap_or_default();
+        let err = error_of(&format!("{base}{extra}\n"));
+        assert!(
+            err.contains(&format!("vhost[0].location[0].{key}: {message}")),
             "{extra}: {err}"
         );
     }

@@ -745,6 +745,20 @@ fn host_name(raw: &str) -> Result<String, String> {
     Ok(name)
 }
 
+/// The keys of a location that only a files location takes, and whether each is set.
+fn files_only_keys(raw: &RawLocation) -> [(&'static str, bool); 8] {
+    [
+        ("index", raw.index.is_some()),
+        ("autoindex", raw.autoindex.is_some()),
+        ("symlinks", raw.symlinks.is_some()),
+        ("dotfiles", raw.dotfiles.is_some()),
+        ("precompressed", raw.precompressed.is_some()),
+        ("sendfile", raw.sendfile.is_some()),
+        ("seed", raw.seed.is_some()),
+        ("piece_length", raw.piece_length.is_some()),
+    ]
+}
+
 /// The keys of a location that only a proxy location takes, and whether each is set.
 fn proxy_only_keys(raw: &RawLocation) -> [(&'static str, bool); 5] {
     [
@@ -774,19 +788,16 @@ fn files_location(
     if let Some(metrics) = &raw.metrics
         && *metrics.get_ref()
     {
-        let files_keys = [
+        let handler_keys = [
             ("root", raw.root.is_some()),
             ("proxy", raw.proxy.is_some()),
             ("cache", raw.cache.is_some()),
-            ("index", raw.index.is_some()),
-            ("autoindex", raw.autoindex.is_some()),
-            ("symlinks", raw.symlinks.is_some()),
-            ("dotfiles", raw.dotfiles.is_some()),
-            ("precompressed", raw.precompressed.is_some()),
-            ("seed", raw.seed.is_some()),
-            ("piece_length", raw.piece_length.is_some()),
         ];
-        for (name, set) in files_keys.into_iter().chain(proxy_only_keys(raw)) {
+        let keys = handler_keys
+            .into_iter()
+            .chain(files_only_keys(raw))
+            .chain(proxy_only_keys(raw));
+        for (name, set) in keys {
             if set {
                 return Err(location.error(
                     &format!("{key}.{name}"),
@@ -807,6 +818,14 @@ fn files_location(
                 &format!("{key}.root"),
                 "a location has either root or proxy, not both",
             ));
+        }
+        for (name, set) in files_only_keys(raw) {
+            if set {
+                return Err(location.error(
+                    &format!("{key}.{name}"),
+                    "only applies to locations serving files (root)",
+                ));
+            }
         }
         let proxy_raw = crate::proxy::RawProxyLocation {
             proxy: Some(proxy),
@@ -858,6 +877,9 @@ fn files_location(
     }
     if let Some(precompressed) = raw.precompressed {
         files.precompressed = precompressed;
+    }
+    if let Some(sendfile) = raw.sendfile {
+        files.sendfile = sendfile;
     }
     if let Some(seed) = raw.seed {
         files.seed = seed;

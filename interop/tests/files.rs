@@ -1035,6 +1035,54 @@ fn large_file_range_from_the_middle_is_exact() {
     );
 }
 
+/// `rchar` and `wchar` of `/proc/PID/io`: bytes the process passed through read-like and
+/// write-like calls. `sendfile(2)` counts its bytes in both; `pread` counts in `rchar` only, and
+/// `send(2)` on a socket in neither.
+fn io_chars(pid: u32) -> (u64, u64) {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("/proc/PID/io");
+    let field = |name: &str| -> u64 {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {io}"))
+    };
+    (field("rchar:"), field("wchar:"))
+}
+
+#[test]
+fn sendfile_is_used_by_default_and_off_copies_through_user_space() {
+    const SIZE: usize = 8 * 1024 * 1024;
+    let www = site();
+    let data = pseudo_random(SIZE, 66);
+    www.file("large.bin", &data);
+    for (location, by_sendfile) in [("", true), ("sendfile = false", false)] {
+        let server = serve_location(&www, location);
+        let mut conn = server.connect();
+        // A first answer, so that start-up reads and writes are behind us.
+        assert_eq!(conn.request(&get("/hello.txt")).body, HELLO);
+        let (r0, w0) = io_chars(server.pid());
+        let resp = conn.request(&get("/large.bin"));
+        let (r1, w1) = io_chars(server.pid());
+        assert_eq!(resp.status, 200, "{location:?}");
+        assert!(
+            resp.body == data,
+            "{location:?}: body differs from the file"
+        );
+        let (read, written) = (r1 - r0, w1 - w0);
+        assert!(read >= SIZE as u64, "{location:?}: only {read} bytes read");
+        if by_sendfile {
+            assert!(
+                written >= SIZE as u64,
+                "sendfile not used: wchar +{written}"
+            );
+        } else {
+            assert!(written < SIZE as u64 / 8, "sendfile used: wchar +{written}");
+        }
+        // Keep-alive holds after the file either way.
+        assert_eq!(conn.request(&get("/hello.txt")).body, HELLO, "{location:?}");
+    }
+}
+
 // ---- virtual hosts ----------------------------------------------------------------------------
 
 #[test]

@@ -369,6 +369,10 @@ pub struct FileRange {
     pub file: Arc<File>,
     pub offset: u64,
     pub len: u64,
+    /// Whether a plain HTTP/1.1 session may send it by `sendfile(2)` (the location's
+    /// `sendfile`); otherwise it is read and written in bounded chunks, as on every other
+    /// transport.
+    pub sendfile: bool,
 }
 
 impl Body {

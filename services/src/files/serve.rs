@@ -359,7 +359,8 @@ fn variant(
 /// Where the chosen variant's bytes come from.
 enum Source {
     Memory(Bytes),
-    Disk(Arc<File>),
+    /// An open file, and whether the location lets sessions `sendfile(2)` it.
+    Disk(Arc<File>, bool),
 }
 
 impl Source {
@@ -369,10 +370,11 @@ impl Source {
             Source::Memory(bytes) => {
                 BodyPart::Bytes(bytes.slice(range.start as usize..range.end as usize))
             }
-            Source::Disk(file) => BodyPart::File(FileRange {
+            Source::Disk(file, sendfile) => BodyPart::File(FileRange {
                 file: file.clone(),
                 offset: range.start,
                 len: range.end - range.start,
+                sendfile: *sendfile,
             }),
         }
     }
@@ -444,7 +446,7 @@ fn respond(
         }
     }
     let source = match io {
-        Io::Allowed => match load(variant, limits, cache, cfg.symlinks) {
+        Io::Allowed => match load(variant, limits, cache, cfg) {
             Ok(source) => source,
             Err(Load::Stale) => return Err(Miss::Stale),
             Err(Load::Answer(response)) => return Ok(*response),
@@ -601,7 +603,7 @@ fn load(
     variant: &Variant,
     limits: &Limits,
     cache: &FileCache,
-    symlinks: SymlinkPolicy,
+    cfg: &FilesConfig,
 ) -> Result<Source, Load> {
     let small = variant.id.size <= limits.small_file_max;
     if small {
@@ -609,9 +611,9 @@ fn load(
             return Ok(Source::Memory(bytes));
         }
     }
-    let file = open_checked(variant, symlinks)?;
+    let file = open_checked(variant, cfg.symlinks)?;
     if !small {
-        return Ok(Source::Disk(Arc::new(file)));
+        return Ok(Source::Disk(Arc::new(file), cfg.sendfile));
     }
     let size = variant.id.size;
     let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));

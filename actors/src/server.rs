@@ -274,7 +274,16 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
             };
             let signal = signals
                 .wait(
-                    || reload(reload_from.as_deref(), &running, &tables, &proxy, &health),
+                    || {
+                        reload(
+                            reload_from.as_deref(),
+                            &running,
+                            &tables,
+                            &proxy,
+                            &health,
+                            &tls,
+                        )
+                    },
                     reopen_logs,
                 )
                 .await;
@@ -422,15 +431,19 @@ impl StopSignals {
     }
 }
 
-/// SIGHUP: read the configuration again and swap the routing snapshot. Open connections keep
-/// going; requests routed from now on see the new virtual hosts and locations. Listeners,
-/// workers, limits and timeouts are fixed at start and need a restart to change.
+/// SIGHUP: read the configuration again, then swap the routing snapshot, the upstream pools
+/// and the TLS certificates. Open connections keep going; requests routed from now on see the
+/// new virtual hosts and locations, handshakes from now on (TCP and QUIC) the new
+/// certificates. Everything is read and checked before anything changes: a reload applies
+/// whole or not at all. Listeners, workers, limits, timeouts and TLS session settings are fixed
+/// at start and need a restart to change.
 fn reload(
     source: Option<&std::path::Path>,
     running: &Config,
     tables: &[Arc<ArcSwap<RouteTable>>],
     proxy: &ProxyService,
     health: &actix::Addr<HealthActor>,
+    tls: &TlsTerminator,
 ) {
     let Some(path) = source else {
         tracing::info!("SIGHUP ignored: `serve` has no configuration file to reload");
@@ -441,21 +454,37 @@ fn reload(
             if new.listeners != running.listeners
                 || new.limits != running.limits
                 || new.timeouts != running.timeouts
+                || (new.tls.session_cache, new.tls.tickets)
+                    != (running.tls.session_cache, running.tls.tickets)
             {
                 tracing::warn!(
-                    "listeners, limits and timeouts changed on disk; they apply after a restart"
+                    "listeners, limits, timeouts or TLS session settings changed on disk; \
+                     they apply after a restart"
                 );
             }
+            let certificates = match tls.load_certificates(&new.tls) {
+                Ok(certificates) => certificates,
+                Err(e) => {
+                    tracing::error!(error = %e, "reload failed; keeping the running configuration");
+                    return;
+                }
+            };
             // Pools first, so that routes to a new pool find it.
             if let Err(e) = proxy.reload(&new.upstreams) {
                 tracing::error!(error = %e, "reload failed; keeping the running configuration");
                 return;
             }
             health.do_send(PoolsChanged);
+            let count = certificates.count();
+            tls.install(certificates);
             for table in tables {
                 table.store(Arc::new(RouteTable::new(&new)));
             }
-            tracing::info!(vhosts = new.vhosts.len(), "configuration reloaded");
+            tracing::info!(
+                vhosts = new.vhosts.len(),
+                certificates = count,
+                "configuration reloaded"
+            );
         }
         Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
     }

@@ -345,7 +345,11 @@ fn ranges_and_conditionals_behave_as_over_plain_http() {
 /// A keep-alive client over TLS (python's `ssl`): two requests with a pause shorter than the
 /// keep-alive timeout between them, then silence. Prints each status and how long after the
 /// second answer the server closed.
-const TLS_KEEPALIVE_CLIENT: &str = r#"
+/// Python: a TLS connection to 127.0.0.1:argv[1] (certificate not checked) and `get(path)`,
+/// which asks on it and returns the status once the whole body arrived.
+macro_rules! tls_client_py {
+    () => {
+        r#"
 import socket, ssl, sys, time
 ctx = ssl.create_default_context()
 ctx.check_hostname = False
@@ -362,7 +366,13 @@ def get(path):
     while len(body) < int(length[0]):
         body += s.recv(4096)
     return head.split(b" ")[1].decode()
-print(get("/a.txt"))
+"#
+    };
+}
+
+const TLS_KEEPALIVE_CLIENT: &str = concat!(
+    tls_client_py!(),
+    r#"print(get("/a.txt"))
 time.sleep(float(sys.argv[2]))
 print(get("/a.txt"))
 start = time.monotonic()
@@ -374,7 +384,8 @@ except (ssl.SSLError, ConnectionResetError):
 except socket.timeout:
     print("still open")
 print("closed after %.3f" % (time.monotonic() - start))
-"#;
+"#
+);
 
 #[test]
 fn an_idle_tls_connection_is_kept_for_the_keepalive_timeout_then_closed() {
@@ -410,4 +421,79 @@ fn an_idle_tls_connection_is_kept_for_the_keepalive_timeout_then_closed() {
         "closed {after} s after the last answer with keepalive = 1.5 s"
     );
     server.assert_serves("/a.txt", HELLO);
+}
+
+/// A TLS keep-alive client that asks for /a.txt, prints the status, and asks again on the same
+/// connection each time a line arrives on stdin.
+const WAITING_CLIENT: &str = concat!(
+    tls_client_py!(),
+    r#"print(get("/a.txt"), flush=True)
+for line in sys.stdin:
+    print(get("/a.txt"), flush=True)
+"#
+);
+
+#[test]
+fn sighup_answers_new_handshakes_with_renewed_certificates_and_keeps_connections() {
+    use std::io::{BufRead, BufReader, Write};
+    let www = site();
+    let dir = www.outside();
+    let (old_cert, old_key) = certificate(dir, "old", &["localhost"]);
+    let (new_cert, new_key) = certificate(dir, "new", &["localhost"]);
+    let (live_cert, live_key) = (dir.join("live.pem"), dir.join("live.key"));
+    std::fs::copy(&old_cert, &live_cert).expect("copy certificate");
+    std::fs::copy(&old_key, &live_key).expect("copy key");
+    let extra = format!(
+        "[tls]\ncert = {}\nkey = {}\n",
+        toml_path(&live_cert),
+        toml_path(&live_key)
+    );
+    let server = Server::run_config(&config(www.root(), "", &extra)).start();
+    // Whether a client trusting only `cert` is answered: that certificate is the one shown.
+    let verifies = |cert: &Path| {
+        let cacert = cert.to_string_lossy().into_owned();
+        let out = curl_https(&server, "localhost", "/a.txt", &["--cacert", &cacert]);
+        out.exit == 0 && out.status == 200 && out.body == HELLO
+    };
+    assert!(verifies(&old_cert) && !verifies(&new_cert));
+
+    // A connection opened before the renewal.
+    let mut open = Command::new("python3")
+        .args(["-c", WAITING_CLIENT])
+        .arg(server.addr().port().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    let mut ask = open.stdin.take().expect("piped stdin");
+    let mut answers = BufReader::new(open.stdout.take().expect("piped stdout")).lines();
+    let mut next_answer = || answers.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(next_answer(), "200");
+
+    // Half a renewal (the new certificate beside the old key) is refused: the old pair answers.
+    std::fs::copy(&new_cert, &live_cert).expect("copy certificate");
+    server.signal(Signal::HUP);
+    wait_until(IO_TIMEOUT, "the mismatched pair is reported", || {
+        server.stderr().contains("reload failed")
+    });
+    assert!(server.stderr().contains("tls.key: "), "{}", server.stderr());
+    assert!(
+        verifies(&old_cert),
+        "a refused reload changed the certificate"
+    );
+
+    // The whole renewal answers every new handshake.
+    std::fs::copy(&new_key, &live_key).expect("copy key");
+    server.signal(Signal::HUP);
+    wait_until(IO_TIMEOUT, "the renewed certificate is shown", || {
+        verifies(&new_cert)
+    });
+    assert!(!verifies(&old_cert), "the old certificate is still shown");
+    assert!(server.stderr().contains("configuration reloaded"));
+
+    // The connection from before goes on.
+    writeln!(ask, "again").expect("ask again");
+    assert_eq!(next_answer(), "200", "the open connection was not served");
+    drop(ask);
+    assert!(open.wait().expect("client exit").success());
 }

@@ -18,6 +18,12 @@
 //!
 //! One terminator is built at start and cloned into every worker: clones share the session
 //! cache and the ticket keys, so a client resumes whichever worker accepts it next time.
+//!
+//! Reload: the certificates are one swappable set ([`TlsTerminator::load_certificates`], then
+//! [`TlsTerminator::install`]). rustls asks the set at every handshake, the QUIC endpoint's
+//! included (its configuration is a clone of ours and shares the resolver), so a renewed
+//! certificate answers the next handshake while established connections go on undisturbed.
+//! The session cache and ticket keys are kept, so clients still resume across a reload.
 //! It refuses to do anything but terminate: no client certificates, no 0-RTT early data (its
 //! replay risk is not worth a round trip for our requests), no HTTP.
 
@@ -27,6 +33,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use rustls::crypto::ring;
 use rustls::server::{
@@ -53,6 +60,8 @@ const ALPN_HTTP11: &[u8] = b"http/1.1";
 pub struct TlsTerminator {
     acceptor: TlsAcceptor,
     config: Arc<ServerConfig>,
+    /// The resolver in `config`, for reloads to swap its set.
+    certificates: Arc<Certificates>,
     /// The generated default certificate, when the configuration names none.
     self_signed: Option<SelfSigned>,
 }
@@ -60,6 +69,7 @@ pub struct TlsTerminator {
 /// A certificate generated at start, and the fingerprint users compare it by.
 #[derive(Debug, Clone)]
 struct SelfSigned {
+    key: Arc<CertifiedKey>,
     der: CertificateDer<'static>,
     /// Lowercase hex SHA-256 of `der`.
     fingerprint: String,
@@ -106,38 +116,56 @@ impl TlsTerminator {
     /// Certificate files are read again here (validation read them once): a file that changed
     /// or vanished since is reported as [`TlsError::is_config`].
     pub fn new(cfg: &TlsConfig) -> Result<TlsTerminator, TlsError> {
-        let (default, self_signed) = match &cfg.default_cert {
-            Some(pair) => (load(pair, "tls")?, None),
+        let self_signed = match &cfg.default_cert {
+            Some(_) => None,
             None => {
-                let (key, generated) = self_signed()?;
+                let generated = self_signed()?;
                 tracing::info!(
                     "no tls.cert configured: generated a self-signed certificate for {}, \
                      SHA-256 fingerprint {}",
                     SELF_SIGNED_NAMES.join(", "),
                     generated.fingerprint
                 );
-                (key, Some(generated))
+                Some(generated)
             }
         };
-        let mut sni = Vec::with_capacity(cfg.certificates.len());
-        for (i, entry) in cfg.certificates.iter().enumerate() {
-            let key = load(&entry.pair, &format!("tls.certificate[{i}]"))?;
-            sni.push((entry.names.as_slice(), key));
-        }
-        let resolver = SniResolver::new(default, sni);
+        let resolver = SniResolver::from_config(cfg, self_signed.as_ref())?;
         let mut terminator = TlsTerminator::with_resolver(resolver, cfg)?;
         terminator.self_signed = self_signed;
         Ok(terminator)
     }
 
+    /// A reload's first step: read and check the certificate files `cfg` names (the default and
+    /// the SNI ones) into a set that does not answer yet, so that a reload can fail before it
+    /// changes anything. Without `tls.cert`, the certificate generated at start stays the
+    /// default; a configuration that drops `tls.cert` after starting with one is refused, as a
+    /// certificate generated now would be unknown to every client (a restart does that).
+    ///
+    /// Only certificates change on reload: `session_cache` and `tickets` keep their values from
+    /// start, and with them every session a client may resume.
+    pub fn load_certificates(&self, cfg: &TlsConfig) -> Result<CertificateSet, TlsError> {
+        let resolver = SniResolver::from_config(cfg, self.self_signed.as_ref())?;
+        Ok(CertificateSet {
+            resolver,
+            count: 1 + cfg.certificates.len(),
+        })
+    }
+
+    /// A reload's last step: `set` answers every handshake from now on, over TCP and QUIC.
+    /// Established connections keep the keys they agreed.
+    pub fn install(&self, set: CertificateSet) {
+        self.certificates.0.store(Arc::new(set.resolver));
+    }
+
     /// The rustls configuration around a certificate resolver.
     fn with_resolver(resolver: SniResolver, cfg: &TlsConfig) -> Result<TlsTerminator, TlsError> {
+        let certificates = Arc::new(Certificates(ArcSwap::from_pointee(resolver)));
         let provider = Arc::new(ring::default_provider());
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| TlsError::setup(format_args!("TLS versions: {e}")))?
             .with_no_client_auth()
-            .with_cert_resolver(Arc::new(resolver));
+            .with_cert_resolver(Arc::clone(&certificates) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
         config.session_storage = if cfg.session_cache == 0 {
             Arc::new(NoServerSessionStorage {})
@@ -156,6 +184,7 @@ impl TlsTerminator {
         Ok(TlsTerminator {
             acceptor: TlsAcceptor::from(Arc::clone(&config)),
             config,
+            certificates,
             self_signed: None,
         })
     }
@@ -209,7 +238,7 @@ fn load(pair: &CertPair, prefix: &str) -> Result<Arc<CertifiedKey>, TlsError> {
 }
 
 /// A fresh key pair and a self-signed certificate for [`SELF_SIGNED_NAMES`].
-fn self_signed() -> Result<(Arc<CertifiedKey>, SelfSigned), TlsError> {
+fn self_signed() -> Result<SelfSigned, TlsError> {
     let failed = |e: &dyn fmt::Display| {
         TlsError::setup(format_args!(
             "cannot generate a self-signed certificate: {e}"
@@ -226,9 +255,13 @@ fn self_signed() -> Result<(Arc<CertifiedKey>, SelfSigned), TlsError> {
     let der = cert.der().clone();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
     let signing_key = ring::sign::any_supported_type(&key).map_err(|e| failed(&e))?;
-    let certified = CertifiedKey::new(vec![der.clone()], signing_key);
+    let key = Arc::new(CertifiedKey::new(vec![der.clone()], signing_key));
     let fingerprint = hex_sha256(&der);
-    Ok((Arc::new(certified), SelfSigned { der, fingerprint }))
+    Ok(SelfSigned {
+        key,
+        der,
+        fingerprint,
+    })
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
@@ -239,6 +272,31 @@ fn hex_sha256(bytes: &[u8]) -> String {
             let _ = write!(hex, "{byte:02x}");
             hex
         })
+}
+
+/// Certificates read for a reload and not answering yet: from
+/// [`TlsTerminator::load_certificates`], for [`TlsTerminator::install`].
+#[derive(Debug)]
+pub struct CertificateSet {
+    resolver: SniResolver,
+    count: usize,
+}
+
+impl CertificateSet {
+    /// How many certificates the set holds: the default one and the SNI ones.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+}
+
+/// The certificates answering handshakes, replaced whole by a reload.
+#[derive(Debug)]
+struct Certificates(ArcSwap<SniResolver>);
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(self.0.load().pick(client_hello.server_name())))
+    }
 }
 
 /// Picks the certificate for a ClientHello's server name (SNI).
@@ -252,6 +310,28 @@ struct SniResolver {
 }
 
 impl SniResolver {
+    /// The files `cfg` names, loaded; `generated` is the default when `cfg` names none.
+    fn from_config(
+        cfg: &TlsConfig,
+        generated: Option<&SelfSigned>,
+    ) -> Result<SniResolver, TlsError> {
+        let default = match (&cfg.default_cert, generated) {
+            (Some(pair), _) => load(pair, "tls")?,
+            (None, Some(generated)) => Arc::clone(&generated.key),
+            (None, None) => {
+                return Err(TlsError::setup(format_args!(
+                    "tls.cert: removed since start; a certificate is generated only at start"
+                )));
+            }
+        };
+        let mut sni = Vec::with_capacity(cfg.certificates.len());
+        for (i, entry) in cfg.certificates.iter().enumerate() {
+            let key = load(&entry.pair, &format!("tls.certificate[{i}]"))?;
+            sni.push((entry.names.as_slice(), key));
+        }
+        Ok(SniResolver::new(default, sni))
+    }
+
     /// `sni` in configuration order; a name listed twice keeps its first certificate.
     fn new(default: Arc<CertifiedKey>, sni: Vec<(&[String], Arc<CertifiedKey>)>) -> SniResolver {
         let mut exact = HashMap::new();
@@ -284,12 +364,6 @@ impl SniResolver {
         name.split_once('.')
             .and_then(|(_, parent)| self.wildcard.get(parent))
             .unwrap_or(&self.default)
-    }
-}
-
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(self.pick(client_hello.server_name())))
     }
 }
 
@@ -377,6 +451,7 @@ mod tests {
     use rustls::client::ClientConfig;
     use rustls::{HandshakeKind, ProtocolVersion, RootCertStore, SupportedProtocolVersion};
     use rustls_pki_types::ServerName;
+    use switchyard_conf::SniCert;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
     use tokio_rustls::TlsConnector;
     use tokio_rustls::client::TlsStream as ClientStream;
@@ -667,6 +742,134 @@ mod tests {
                 "{:?}",
                 version.version
             );
+        }
+    }
+
+    /// A fresh certificate for `names` in PEM files `DIR/STEM.pem` and `DIR/STEM.key`, as a
+    /// configuration names them, and the DER a client should be shown.
+    fn pem_files(
+        dir: &std::path::Path,
+        stem: &str,
+        names: &[&str],
+    ) -> (CertPair, CertificateDer<'static>) {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(names).expect("generate certificate");
+        let pair = CertPair {
+            cert: dir.join(format!("{stem}.pem")),
+            key: dir.join(format!("{stem}.key")),
+        };
+        std::fs::write(&pair.cert, cert.pem()).expect("write certificate");
+        std::fs::write(&pair.key, signing_key.serialize_pem()).expect("write key");
+        (pair, cert.der().clone())
+    }
+
+    #[tokio::test]
+    async fn a_reload_answers_new_handshakes_with_new_certificates_and_keeps_sessions() {
+        let dir = tempfile::tempdir().expect("scratch");
+        let (old_pair, old) = pem_files(dir.path(), "old", &["localhost"]);
+        let (new_pair, new) = pem_files(dir.path(), "new", &["localhost"]);
+        let (a_pair, a) = pem_files(dir.path(), "a", &["a.test"]);
+        let start = TlsConfig {
+            default_cert: Some(old_pair),
+            ..TlsConfig::default()
+        };
+        let terminator = TlsTerminator::new(&start).expect("terminator");
+        // The QUIC endpoint's view: a clone of the configuration taken at start.
+        let quic = TlsTerminator {
+            acceptor: TlsAcceptor::from(Arc::new((**terminator.server_config()).clone())),
+            ..terminator.clone()
+        };
+        // Each client configuration keeps its own sessions: `fresh()` has none.
+        let fresh = || client(&[&old, &new, &a], &[&rustls::version::TLS13], H2_H1);
+        let shown = async |terminator: &TlsTerminator, config: &Arc<ClientConfig>, name: &str| {
+            let (server, client) = connect(terminator, config, name).await;
+            server.expect("handshake");
+            let client = client.expect("client handshake");
+            let kind = client.get_ref().1.handshake_kind().expect("handshake done");
+            (seen(&client), kind)
+        };
+        let returning = fresh();
+        assert_eq!(
+            shown(&terminator, &returning, "localhost").await,
+            (old.clone(), HandshakeKind::Full)
+        );
+
+        // A set with an unreadable file is refused, naming the key; nothing changes.
+        let reloaded = TlsConfig {
+            default_cert: Some(new_pair),
+            certificates: vec![SniCert {
+                names: vec!["a.test".to_owned()],
+                pair: a_pair.clone(),
+            }],
+            ..start.clone()
+        };
+        let mut broken = reloaded.clone();
+        broken.certificates[0].pair.cert = dir.path().join("missing.pem");
+        let err = terminator
+            .load_certificates(&broken)
+            .expect_err("a missing file");
+        assert!(
+            err.is_config() && err.to_string().contains("tls.certificate[0].cert: "),
+            "{err}"
+        );
+        // Loaded is not installed yet.
+        let set = terminator.load_certificates(&reloaded).expect("new set");
+        assert_eq!(set.count(), 2);
+        assert_eq!(shown(&terminator, &fresh(), "localhost").await.0, old);
+
+        terminator.install(set);
+        for answering in [&terminator, &quic] {
+            for (name, want) in [("localhost", &new), ("a.test", &a)] {
+                assert_eq!(
+                    shown(answering, &fresh(), name).await,
+                    (want.clone(), HandshakeKind::Full),
+                    "{name}"
+                );
+            }
+        }
+        // The session from before the reload still resumes (a resumed TLS 1.3 handshake sends
+        // no certificate: the client keeps trusting the one it verified).
+        assert_eq!(
+            shown(&terminator, &returning, "localhost").await.1,
+            HandshakeKind::Resumed
+        );
+        // A configuration that drops tls.cert after starting with one is refused.
+        let dropped = TlsConfig {
+            default_cert: None,
+            ..reloaded
+        };
+        let err = terminator
+            .load_certificates(&dropped)
+            .expect_err("no default certificate");
+        assert!(
+            err.is_config() && err.to_string().contains("tls.cert: "),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reload_without_tls_cert_keeps_the_generated_certificate() {
+        let dir = tempfile::tempdir().expect("scratch");
+        let terminator = TlsTerminator::new(&TlsConfig::default()).expect("terminator");
+        let generated = terminator
+            .self_signed_certificate()
+            .expect("generated")
+            .clone();
+        let (a_pair, a) = pem_files(dir.path(), "a", &["a.test"]);
+        let with_sni = TlsConfig {
+            certificates: vec![SniCert {
+                names: vec!["a.test".to_owned()],
+                pair: a_pair,
+            }],
+            ..TlsConfig::default()
+        };
+        terminator.install(terminator.load_certificates(&with_sni).expect("set"));
+        let config = client(&[&generated, &a], BOTH, H2_H1);
+        for (name, want) in [("localhost", &generated), ("a.test", &a)] {
+            let (server, client) = connect(&terminator, &config, name).await;
+            server.expect("handshake");
+            assert_eq!(seen(&client.expect("client handshake")), *want, "{name}");
         }
     }
 

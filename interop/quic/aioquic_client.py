@@ -142,6 +142,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--v2", action="store_true")
     p.add_argument("--window", type=int, help="max_data and max_stream_data in bytes")
     p.add_argument("--keylog")
+    p.add_argument("--cafile", help="verify the server's certificate against this PEM file")
     p.add_argument("--qlog")
     p.add_argument("--timeout", type=float, default=60)
     p.add_argument("--idle-timeout", type=float, default=60, help="QUIC idle timeout, seconds")
@@ -160,6 +161,9 @@ async def run(args: argparse.Namespace) -> dict:
         server_name="localhost",
         idle_timeout=args.idle_timeout,
     )
+    if args.cafile:
+        config.verify_mode = ssl.CERT_REQUIRED
+        config.load_verify_locations(cafile=args.cafile)
     if args.chacha20:
         config.cipher_suites = [CipherSuite.CHACHA20_POLY1305_SHA256]
     if args.window:

@@ -18,7 +18,9 @@
 # interop/quic/h3_conformance.py, each with its exact error code, and RFC 9218 priorities over
 # two 1 MiB downloads); drain (SIGTERM to a server
 # of its own during a 64 MiB download with small client windows, hq-interop with aioquic and
-# HTTP/3 with gtlsclient: the download completes, then the server exits 0). Every download is compared byte for byte with
+# HTTP/3 with gtlsclient: the download completes, then the server exits 0); certreload (renewed
+# certificate files and SIGHUP: aioquic, trusting only the new certificate, verifies on the next
+# handshake; a half-renewed pair is refused). Every download is compared byte for byte with
 # the served file. aioquic speaks hq-interop (HTTP/0.9) as the runner does, except in http3;
 # gtlsclient speaks h3 only. A case is skipped only with a printed reason.
 #
@@ -37,7 +39,8 @@ AIOQUIC_VERSION=1.7.2
 CLIENTS=("$@")
 ((${#CLIENTS[@]})) || CLIENTS=(aioquic ngtcp2)
 ALL_CASES="handshake transfer multiplexing chacha20 retry resumption zerortt http3 keyupdate ipv6 v2
-transferloss handshakeloss transfercorruption blackhole hostile h3conformance drain endpoint artifacts"
+transferloss handshakeloss transfercorruption blackhole hostile h3conformance drain certreload
+endpoint artifacts"
 CASES=${CASES:-$ALL_CASES}
 HANDSHAKES=${HANDSHAKES:-20}
 
@@ -543,6 +546,61 @@ case_drain() {
     status=$?
     ((status == 0)) || { echo "server exited $status after SIGTERM"; return 1; }
     same_files "$WORK/dl" f64m
+}
+
+case_certreload() {
+    # Renewed certificate files and SIGHUP: the next QUIC handshake shows the new certificate
+    # (a client trusting only it verifies, one trusting only the old one no longer does); a
+    # half-renewed pair is refused whole and the old certificate keeps answering.
+    [[ $1 == aioquic ]] || { echo "gtlsclient verifies no certificate (aioquic column)"; return 2; }
+    fresh_dir
+    local dir=$WORK/certreload n pid port i
+    mkdir -p "$dir"
+    for n in old new; do
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+            -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+            -keyout "$dir/$n.key" -out "$dir/$n.pem" >/dev/null 2>&1 ||
+            { echo "openssl could not make a certificate"; return 1; }
+    done
+    cp "$dir/old.pem" "$dir/live.pem"
+    cp "$dir/old.key" "$dir/live.key"
+    printf '%s\n' '[[listen]]' 'address = "127.0.0.1:0"' '[tls]' "cert = \"$dir/live.pem\"" \
+        "key = \"$dir/live.key\"" '[torrent]' 'enabled = false' '[[vhost]]' '[[vhost.location]]' \
+        'path = "/"' "root = \"$WWW\"" >"$dir/sy.toml"
+    "$BIN" run -c "$dir/sy.toml" >"$dir/out" 2>"$dir/err" &
+    pid=$!
+    PIDS+=("$pid")
+    for ((i = 0; i < 100; i++)); do
+        grep -q 'listening on' "$dir/out" && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    port=$(grep -m1 'listening on 127' "$dir/out" | sed 's/.*://')
+    [[ -n $port ]] || { echo "server did not start: $(tail -n 3 "$dir/err")"; return 1; }
+    # verifies NAME: a client trusting only NAME.pem is served /small over QUIC.
+    verifies() { aq "$port" --alpn hq-interop --cafile "$dir/$1.pem" -- /small; }
+    verifies old || { echo "old certificate not shown at start: $(cat "$WORK/aq.json")"; return 1; }
+    ! verifies new || { echo "a client trusting only the new certificate verified at start"; return 1; }
+    # Half a renewal: the new certificate beside the old key.
+    cp "$dir/new.pem" "$dir/live.pem"
+    kill -HUP "$pid"
+    for ((i = 0; i < 100; i++)); do
+        grep -q 'reload failed' "$dir/err" && break
+        sleep 0.1
+    done
+    grep -q 'reload failed' "$dir/err" || { echo "the mismatched pair was not refused"; return 1; }
+    verifies old || { echo "a refused reload changed the certificate"; return 1; }
+    cp "$dir/new.key" "$dir/live.key"
+    kill -HUP "$pid"
+    for ((i = 0; i < 50; i++)); do
+        verifies new && break
+        sleep 0.1
+    done
+    verifies new || { echo "the renewed certificate is not shown: $(cat "$WORK/aq.json")"; return 1; }
+    ! verifies old || { echo "the old certificate is still shown after the reload"; return 1; }
+    kill "$pid"
+    wait "$pid"
+    echo "old certificate, a half renewal refused, then the new one on the next handshake"
 }
 
 case_endpoint() {

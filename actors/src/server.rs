@@ -435,8 +435,8 @@ impl StopSignals {
 /// and the TLS certificates. Open connections keep going; requests routed from now on see the
 /// new virtual hosts and locations, handshakes from now on (TCP and QUIC) the new
 /// certificates. Everything is read and checked before anything changes: a reload applies
-/// whole or not at all. Listeners, workers, limits, timeouts and TLS session settings are fixed
-/// at start and need a restart to change.
+/// whole or not at all, and is counted either way. Listeners, workers, limits, timeouts and
+/// TLS session settings are fixed at start and need a restart to change.
 fn reload(
     source: Option<&std::path::Path>,
     running: &Config,
@@ -449,43 +449,37 @@ fn reload(
         tracing::info!("SIGHUP ignored: `serve` has no configuration file to reload");
         return;
     };
-    match switchyard_conf::load(path) {
-        Ok(new) => {
-            if new.listeners != running.listeners
-                || new.limits != running.limits
-                || new.timeouts != running.timeouts
-                || (new.tls.session_cache, new.tls.tickets)
-                    != (running.tls.session_cache, running.tls.tickets)
-            {
-                tracing::warn!(
-                    "listeners, limits, timeouts or TLS session settings changed on disk; \
-                     they apply after a restart"
-                );
-            }
-            let certificates = match tls.load_certificates(&new.tls) {
-                Ok(certificates) => certificates,
-                Err(e) => {
-                    tracing::error!(error = %e, "reload failed; keeping the running configuration");
-                    return;
-                }
-            };
-            // Pools first, so that routes to a new pool find it.
-            if let Err(e) = proxy.reload(&new.upstreams) {
-                tracing::error!(error = %e, "reload failed; keeping the running configuration");
-                return;
-            }
-            health.do_send(PoolsChanged);
-            let count = certificates.count();
-            tls.install(certificates);
-            for table in tables {
-                table.store(Arc::new(RouteTable::new(&new)));
-            }
-            tracing::info!(
-                vhosts = new.vhosts.len(),
-                certificates = count,
-                "configuration reloaded"
+    let applied = (|| {
+        let new = switchyard_conf::load(path).map_err(|e| e.to_string())?;
+        if new.listeners != running.listeners
+            || new.limits != running.limits
+            || new.timeouts != running.timeouts
+            || (new.tls.session_cache, new.tls.tickets)
+                != (running.tls.session_cache, running.tls.tickets)
+        {
+            tracing::warn!(
+                "listeners, limits, timeouts or TLS session settings changed on disk; \
+                 they apply after a restart"
             );
         }
-        Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
+        let certificates = tls.load_certificates(&new.tls).map_err(|e| e.to_string())?;
+        // Pools first, so that routes to a new pool find it.
+        proxy.reload(&new.upstreams).map_err(|e| e.to_string())?;
+        health.do_send(PoolsChanged);
+        let count = certificates.count();
+        tls.install(certificates);
+        for table in tables {
+            table.store(Arc::new(RouteTable::new(&new)));
+        }
+        Ok::<_, String>((new.vhosts.len(), count))
+    })();
+    switchyard_services::metrics::reloaded(applied.is_ok());
+    match applied {
+        Ok((vhosts, certificates)) => {
+            tracing::info!(vhosts, certificates, "configuration reloaded");
+        }
+        Err(error) => {
+            tracing::error!(%error, "reload failed; keeping the running configuration");
+        }
     }
 }

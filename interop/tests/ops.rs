@@ -278,12 +278,32 @@ fn sigusr1_reopens_the_access_log_after_a_rotation() {
 }
 
 #[test]
-fn sighup_swaps_the_routes_and_keeps_open_connections() {
+fn sighup_swaps_the_routes_keeps_open_connections_and_counts_reloads() {
     let first = WebRoot::new();
     first.file("which.txt", "first\n");
     let second = WebRoot::new();
     second.file("which.txt", "second\n");
-    let server = Server::run_config(&config(first.root(), "", "")).start();
+    let metrics = "\n[[vhost.location]]\npath = \"/metrics\"\nmetrics = true\n";
+    let server = Server::run_config(&config(first.root(), metrics, "")).start();
+    let scrape = || String::from_utf8_lossy(&curl(&[server.url("/metrics")]).body).into_owned();
+    let reloads = |text: &str| {
+        [
+            "switchyard_config_reloads_total{result=\"applied\"}",
+            "switchyard_config_reloads_total{result=\"refused\"}",
+            "switchyard_config_last_reload_successful",
+        ]
+        .map(|series| metric(text, series))
+    };
+    let text = scrape();
+    let started = metric(&text, "process_start_time_seconds");
+    assert_eq!(reloads(&text), [0, 0, 1]);
+    assert_eq!(
+        metric(
+            &text,
+            "switchyard_config_last_reload_success_timestamp_seconds"
+        ),
+        started
+    );
     let path = server.dir().join("switchyard.toml");
     // A keep-alive connection opened under the first configuration.
     let mut open = server.connect();
@@ -303,7 +323,8 @@ fn sighup_swaps_the_routes_and_keeps_open_connections() {
         std::thread::yield_now();
     }
     assert_eq!(open.request(&get("/which.txt")).body, b"first\n");
-    std::fs::write(&path, config(second.root(), "", "")).expect("write config");
+    assert_eq!(reloads(&scrape()), [0, 1, 0], "a refused reload is counted");
+    std::fs::write(&path, config(second.root(), metrics, "")).expect("write config");
     server.signal(Signal::HUP);
     // New requests see the second root once the reload is done; wait on that, bounded.
     let deadline = Instant::now() + IO_TIMEOUT;
@@ -317,6 +338,18 @@ fn sighup_swaps_the_routes_and_keeps_open_connections() {
     }
     // The connection opened before the reload is still served.
     assert_eq!(open.request(&get("/which.txt")).status, 200);
+    // Counted before it is logged.
+    wait_until(IO_TIMEOUT, "the reload is logged", || {
+        server.stderr().contains("configuration reloaded")
+    });
+    let text = scrape();
+    assert_eq!(reloads(&text), [1, 1, 1], "an applied reload is counted");
+    assert!(
+        metric(
+            &text,
+            "switchyard_config_last_reload_success_timestamp_seconds"
+        ) >= started
+    );
     assert!(
         server.stderr().contains("reload failed"),
         "the broken file was not reported"

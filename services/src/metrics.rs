@@ -6,7 +6,7 @@
 //! so totals never go back.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -111,6 +111,12 @@ struct Shard {
 }
 
 static SHARDS: Mutex<Vec<Arc<Shard>>> = Mutex::new(Vec::new());
+/// Configuration reloads (SIGHUP) applied and refused; when the last applied one was (Unix
+/// seconds, 0 until then), and whether the last one was applied.
+static RELOADS_APPLIED: AtomicU64 = AtomicU64::new(0);
+static RELOADS_REFUSED: AtomicU64 = AtomicU64::new(0);
+static LAST_APPLIED_AT: AtomicU64 = AtomicU64::new(0);
+static LAST_RELOAD_REFUSED: AtomicBool = AtomicBool::new(false);
 static STARTED: OnceLock<SystemTime> = OnceLock::new();
 static PROXY: OnceLock<Arc<ProxyService>> = OnceLock::new();
 
@@ -162,6 +168,19 @@ pub fn opened() {
 
 pub fn closed() {
     with(|s| s.closed.add(1));
+}
+
+/// A configuration reload (SIGHUP) was applied (`true`) or refused and the running
+/// configuration kept (`false`).
+pub fn reloaded(applied: bool) {
+    if applied {
+        RELOADS_APPLIED.fetch_add(1, Relaxed);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH);
+        LAST_APPLIED_AT.store(now.map_or(0, |d| d.as_secs()), Relaxed);
+    } else {
+        RELOADS_REFUSED.fetch_add(1, Relaxed);
+    }
+    LAST_RELOAD_REFUSED.store(!applied, Relaxed);
 }
 
 /// A TLS handshake failed or timed out.
@@ -277,6 +296,7 @@ pub fn render() -> String {
         family(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {value}");
     }
+    reload_metrics(&mut out);
     let name = "switchyard_responses_total";
     family(
         &mut out,
@@ -411,6 +431,49 @@ fn upstream_metrics(out: &mut String, proxy: &ProxyService) {
             pool.queued.load(Relaxed)
         );
     }
+}
+
+/// Configuration reloads, named as Prometheus names its own: what an alert on a refused
+/// reload (an operator's SIGHUP that changed nothing) watches.
+fn reload_metrics(out: &mut String) {
+    let name = "switchyard_config_reloads_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Configuration reloads (SIGHUP), applied or refused (the running configuration kept).",
+    );
+    for (result, n) in [("applied", &RELOADS_APPLIED), ("refused", &RELOADS_REFUSED)] {
+        let _ = writeln!(out, "{name}{{result=\"{result}\"}} {}", n.load(Relaxed));
+    }
+    let name = "switchyard_config_last_reload_successful";
+    family(
+        out,
+        name,
+        "gauge",
+        "1 unless the last configuration reload was refused.",
+    );
+    let _ = writeln!(
+        out,
+        "{name} {}",
+        u8::from(!LAST_RELOAD_REFUSED.load(Relaxed))
+    );
+    // Until a reload is applied, the configuration running is the one read at start.
+    let applied_at = match LAST_APPLIED_AT.load(Relaxed) {
+        0 => STARTED
+            .get()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs()),
+        at => at,
+    };
+    let name = "switchyard_config_last_reload_success_timestamp_seconds";
+    family(
+        out,
+        name,
+        "gauge",
+        "When the running configuration was read (start, or the last applied reload), Unix seconds.",
+    );
+    let _ = writeln!(out, "{name} {applied_at}");
 }
 
 /// The standard `process_*` metrics that Linux makes cheap to read.

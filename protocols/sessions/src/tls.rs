@@ -18,14 +18,14 @@
 //!
 //! One terminator is built at start and cloned into every worker: clones share the session
 //! cache and the ticket keys, so a client resumes whichever worker accepts it next time.
+//! It refuses to do anything but terminate: no client certificates, no 0-RTT early data (its
+//! replay risk is not worth a round trip for our requests), no HTTP.
 //!
 //! Reload: the certificates are one swappable set ([`TlsTerminator::load_certificates`], then
 //! [`TlsTerminator::install`]). rustls asks the set at every handshake, the QUIC endpoint's
 //! included (its configuration is a clone of ours and shares the resolver), so a renewed
 //! certificate answers the next handshake while established connections go on undisturbed.
 //! The session cache and ticket keys are kept, so clients still resume across a reload.
-//! It refuses to do anything but terminate: no client certificates, no 0-RTT early data (its
-//! replay risk is not worth a round trip for our requests), no HTTP.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -54,8 +54,8 @@ pub const SELF_SIGNED_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 const ALPN_H2: &[u8] = b"h2";
 const ALPN_HTTP11: &[u8] = b"http/1.1";
 
-/// Everything TLS needs, built once at start (and rebuilt on reload later). Cheap to clone;
-/// clones share the session cache and the ticket keys.
+/// Everything TLS needs, built once at start; a reload swaps its certificates. Cheap to clone;
+/// clones share the certificates, the session cache and the ticket keys.
 #[derive(Clone)]
 pub struct TlsTerminator {
     acceptor: TlsAcceptor,

@@ -19,8 +19,9 @@
 #             is skipped there)
 # and prints medians, the ratios switchyard/h2o and switchyard/nginx (of the medians, and the
 # median of the per-round ratios, which pairs runs made back to back), each server's CPU time per
-# request and per download (scheduler run time of all its threads), the targets of issue 3 and every
-# failed request, wrong protocol or short download.
+# request and per download (scheduler run time of all its threads), h2load's own CPU per request
+# and how busy its one thread was (near 100 %, the load generator sets the pace, not the server),
+# the targets of issue 3 and every failed request, wrong protocol or short download.
 #
 # Not a CI test: numbers depend on the machine, and the load generators share its cores with the
 # servers. Results go to stdout and interop/bench/out/. Every server is started by this script as a
@@ -200,28 +201,38 @@ done
 # Per server, space-separated runs: H2 (h2load over TLS), H2C (h2load cleartext), H1 (wrk over TLS)
 # in requests/s, DL (64 MiB over h2) in MiB/s; TLSINFO the negotiated TLS version and cipher.
 # H2_CPU, H2C_CPU and H1_CPU the server's CPU microseconds per request in the same runs, DL_CPU
-# its CPU milliseconds per download.
+# its CPU milliseconds per download; H2_LOAD and H2C_LOAD h2load's own CPU microseconds per
+# request, H2_BUSY and H2C_BUSY how busy h2load's one thread was (% of a core): near 100, the
+# load generator, not the server, sets the pace.
 declare -A H2=() H2C=() H1=() DL=() ERRS=() TLSINFO=() H2_CPU=() H2C_CPU=() H1_CPU=() DL_CPU=()
+declare -A H2_LOAD=() H2C_LOAD=() H2_BUSY=() H2C_BUSY=()
 for s in "${SERVERS[@]}"; do
     H2[$s]=""; H2C[$s]=""; H1[$s]=""; DL[$s]=""; ERRS[$s]=""; TLSINFO[$s]=""
     H2_CPU[$s]=""; H2C_CPU[$s]=""; H1_CPU[$s]=""; DL_CPU[$s]=""
+    H2_LOAD[$s]=""; H2C_LOAD[$s]=""; H2_BUSY[$s]=""; H2C_BUSY[$s]=""
 done
 
 # h2load against URL $3 for server $1 in round $4, test label $2 ("h2" or "h2c", also the protocol
 # h2load must report); appends requests/s to the array named $5, the server's CPU per request to
-# the one named $6, and any failure to ERRS.
+# the one named $6, h2load's CPU per request and busy share to ${5}_LOAD and ${5}_BUSY, and any
+# failure to ERRS.
 run_h2load() {
-    local s=$1 label=$2 url=$3 round=$4 out rps proto counts codes f e t cpu
-    local -n runs=$5 cpu_runs=$6
+    local s=$1 label=$2 url=$3 round=$4 out rps proto counts codes f e t cpu done wall user sys
+    local -n runs=$5 cpu_runs=$6 load_runs=${5}_LOAD busy_runs=${5}_BUSY
     out="$RUN_DIR/h2load-$label-$s-$round.txt"
     log "round $round/$ROUNDS: h2load -c$H2_CONNS -m$H2_STREAMS -D$DURATION $url ($s)"
     cpu=$(cpu_us "$(server_pid "$s")")
-    h2load -c"$H2_CONNS" -m"$H2_STREAMS" -D"$DURATION" "$url" >"$out" 2>&1 || true
+    local TIMEFORMAT='%3R %3U %3S'
+    { time h2load -c"$H2_CONNS" -m"$H2_STREAMS" -D"$DURATION" "$url" >"$out" 2>&1 || true; } 2>"$out.time"
     cpu=$(($(cpu_us "$(server_pid "$s")") - cpu))
     rps=$(awk '/^finished in/ {print $4}' "$out")
     [[ -n "$rps" ]] || { log "h2load gave no req/s for $s:"; tail -n 5 "$out" >&2; rps=0; }
     runs[$s]+="$rps "
-    cpu_runs[$s]+="$(per_request "$cpu" "$(awk '/^requests:/ {print $8}' "$out")") "
+    done=$(awk '/^requests:/ {print $8}' "$out")
+    cpu_runs[$s]+="$(per_request "$cpu" "$done") "
+    read -r wall user sys <"$out.time"
+    load_runs[$s]+="$(per_request "$(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.0f", (u + s) * 1e6}')" "$done") "
+    busy_runs[$s]+="$(awk -v u="$user" -v s="$sys" -v w="$wall" 'BEGIN {printf "%.0f", (w > 0 ? 100 * (u + s) / w : 0)}') "
     proto=$(awk '/^Application protocol:/ {print $3}' "$out")
     # "requests: T total, S started, D done, OK succeeded, F failed, E errored, X timeout"
     counts=$(awk '/^requests:/ {print $10, $12, $14}' "$out")
@@ -325,6 +336,17 @@ target() {
     printf '  %-52s %5s  %s\n' "$label" "$r" "$(awk -v a="$sy" -v b="$theirs" 'BEGIN {print (b > 0 && a >= b) ? "met" : "NOT met"}')"
 }
 
+# How busy h2load's one thread was, per server: the array named $1, then the servers.
+busy_line() {
+    local -n busy=$1
+    shift
+    local s line=""
+    for s in "$@"; do
+        line+="  $s $(median <<<"${busy[$s]}") %"
+    done
+    echo "  h2load busy (its CPU time over its run time, one thread):$line"
+}
+
 summary() {
     echo "Switchyard HTTP/2 and TLS benchmark, $STAMP, $(nproc) cores, kernel $(uname -r)"
     echo "nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), $(h2o --version | head -n 1), $(h2load --version | head -n 1),"\
@@ -338,6 +360,8 @@ summary() {
     echo
     table "h2load -c$H2_CONNS -m$H2_STREAMS -D$DURATION, /1k.bin, HTTP/2 over TLS (ALPN h2)" H2 req/s %.0f "${SERVERS[@]}"
     cpu_table H2_CPU "${SERVERS[@]}"
+    CPU_OF=h2load cpu_table H2_LOAD "${SERVERS[@]}"
+    busy_line H2_BUSY "${SERVERS[@]}"
     echo
     table "curl --http2, /64m.bin over TLS, $DOWNLOADS per round" DL MiB/s %.1f "${SERVERS[@]}"
     CPU_UNIT="ms/download" cpu_table DL_CPU "${SERVERS[@]}"
@@ -350,6 +374,8 @@ summary() {
         has nginx && title+="; nginx skipped: no h2c on a port that takes TLS"
         table "$title)" H2C req/s %.0f "${H2C_SERVERS[@]}"
         cpu_table H2C_CPU "${H2C_SERVERS[@]}"
+        CPU_OF=h2load cpu_table H2C_LOAD "${H2C_SERVERS[@]}"
+        busy_line H2C_BUSY "${H2C_SERVERS[@]}"
         echo
     fi
     echo "targets (issue 3), switchyard median / other median:"

@@ -76,7 +76,7 @@ server_pid() {
 per_request() { awk -v c="$1" -v n="$2" 'BEGIN {if (n > 0) printf "%.2f", c / n; else print 0}'; }
 
 # CPU-per-request lines: the name of the runs array (space-separated, round order), then the
-# servers; CPU_UNIT names the unit (default us/request). Prints each server's median and runs,
+# servers; CPU_UNIT names the unit (default us/request), CPU_OF whose CPU it is (default server). Prints each server's median and runs,
 # then nginx/switchyard, h2o/switchyard and nginx-proxy/switchyard for those present (above 1:
 # Switchyard spends less per request).
 cpu_table() {
@@ -84,14 +84,14 @@ cpu_table() {
     shift
     local s line=""
     for s in "$@"; do
-        printf "  %-12s %8s %s of server CPU  (%s)\n" "$s" "$(median <<<"${cpu[$s]}")" "${CPU_UNIT:-us/request}" "${cpu[$s]% }"
+        printf "  %-12s %8s %s of %s CPU  (%s)\n" "$s" "$(median <<<"${cpu[$s]}")" "${CPU_UNIT:-us/request}" "${CPU_OF:-server}" "${cpu[$s]% }"
     done
     if [[ " $* " == *" switchyard "* ]]; then
         for s in "$@"; do
             [[ "$s" == nginx || "$s" == h2o || "$s" == nginx-proxy ]] || continue
             line+="  $s/switchyard $(ratio "$(median <<<"${cpu[$s]}")" "$(median <<<"${cpu[switchyard]}")") (per-round $(paired_ratio "${cpu[$s]}" "${cpu[switchyard]}"))"
         done
-        [[ -n "$line" ]] && echo "  server CPU,$line"
+        [[ -n "$line" ]] && echo "  ${CPU_OF:-server} CPU,$line"
     fi
     return 0
 }

@@ -4,6 +4,7 @@
 //! `serve [DIR] [--listen ADDR]` (zero-config), `run -c FILE` and `check -c FILE`.
 
 mod acceptor;
+mod notify;
 mod quic;
 mod seeding;
 mod server;

@@ -36,6 +36,7 @@ use switchyard_sessions::tls::TlsTerminator;
 use switchyard_sessions::{ConnTracker, Drain, SessionEnv};
 
 use crate::acceptor::Acceptor;
+use crate::notify::Notifier;
 use crate::quic::{QuicAcceptor, QuicSetup};
 
 /// Pending connections the kernel may queue per listening socket.
@@ -265,6 +266,9 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
             tracing::info!(%addr, workers, "listening");
             crate::println_stdout(&format!("listening on {addr}"));
         }
+        let notifier = Notifier::from_env();
+        let addrs: Vec<String> = bound.iter().map(ToString::to_string).collect();
+        notifier.ready(&format!("listening on {}", addrs.join(", ")));
         actix_rt::spawn(async move {
             let reopen_logs = || {
                 if let Some(log) = &log_for_signals {
@@ -275,14 +279,16 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
             let signal = signals
                 .wait(
                     || {
-                        reload(
+                        notifier.reloading();
+                        let status = reload(
                             reload_from.as_deref(),
                             &running,
                             &tables,
                             &proxy,
                             &health,
                             &tls,
-                        )
+                        );
+                        notifier.ready(&status);
                     },
                     reopen_logs,
                 )
@@ -292,6 +298,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
                 live = tracker.live(),
                 "draining: no new connections, finishing in-flight requests"
             );
+            notifier.stopping();
             drain.start();
             if tokio::time::timeout(shutdown_timeout, tracker.wait_idle())
                 .await
@@ -436,7 +443,8 @@ impl StopSignals {
 /// new virtual hosts and locations, handshakes from now on (TCP and QUIC) the new
 /// certificates. Everything is read and checked before anything changes: a reload applies
 /// whole or not at all, and is counted either way. Listeners, workers, limits, timeouts and
-/// TLS session settings are fixed at start and need a restart to change.
+/// TLS session settings are fixed at start and need a restart to change. Returns what happened,
+/// in a line for the service manager.
 fn reload(
     source: Option<&std::path::Path>,
     running: &Config,
@@ -444,10 +452,10 @@ fn reload(
     proxy: &ProxyService,
     health: &actix::Addr<HealthActor>,
     tls: &TlsTerminator,
-) {
+) -> String {
     let Some(path) = source else {
         tracing::info!("SIGHUP ignored: `serve` has no configuration file to reload");
-        return;
+        return "SIGHUP ignored: no configuration file".to_owned();
     };
     let applied = (|| {
         let new = switchyard_conf::load(path).map_err(|e| e.to_string())?;
@@ -477,9 +485,11 @@ fn reload(
     match applied {
         Ok((vhosts, certificates)) => {
             tracing::info!(vhosts, certificates, "configuration reloaded");
+            format!("configuration reloaded: vhosts={vhosts} certificates={certificates}")
         }
         Err(error) => {
             tracing::error!(%error, "reload failed; keeping the running configuration");
+            format!("reload failed, running configuration kept: {error}")
         }
     }
 }

@@ -178,6 +178,84 @@ fn sigint_exits_0() {
     assert!(status.success(), "exit status {status:?}");
 }
 
+/// The `sd_notify(3)` datagrams a `Type=notify` unit's manager reads. No service manager runs
+/// here, so the test holds the socket systemd would, and reads what the server says on it.
+#[test]
+fn a_service_manager_is_told_ready_reloading_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let www = site();
+    let dir = tempfile::tempdir().expect("scratch");
+    let path = dir.path().join("notify.sock");
+    let manager = UnixDatagram::bind(&path).expect("bind the notify socket");
+    manager
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .expect("read timeout");
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = manager.recv(&mut buf).expect("a datagram from the server");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut server = Server::run_config(&config(www.root(), "", ""))
+        .env("NOTIFY_SOCKET", &path)
+        .start();
+    let ready = next();
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=listening on 127.0.0.1:"),
+        "{ready:?}"
+    );
+    // Ready means served.
+    server.assert_serves("/hello.txt", HELLO);
+
+    let config_path = server.dir().join("switchyard.toml");
+    for (text, status) in [
+        (
+            "this is not toml [",
+            "STATUS=reload failed, running configuration kept: ",
+        ),
+        (
+            &*config(www.root(), "", ""),
+            "STATUS=configuration reloaded: vhosts=1 certificates=1",
+        ),
+    ] {
+        std::fs::write(&config_path, text).expect("write config");
+        server.signal(Signal::HUP);
+        let reloading = next();
+        let usec = reloading
+            .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+            .unwrap_or_else(|| panic!("{reloading:?}"));
+        assert!(usec.parse::<u64>().is_ok_and(|n| n > 0), "{reloading:?}");
+        let done = next();
+        assert!(
+            done.starts_with(&format!("READY=1\n{status}")),
+            "{done:?}, expected {status:?}"
+        );
+    }
+
+    server.signal(Signal::TERM);
+    assert_eq!(next(), "STOPPING=1\nSTATUS=draining");
+    let status = server.wait_exit(CLOSE_TIMEOUT).expect("exit after SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn an_abstract_notify_socket_is_told_ready() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let name = format!("switchyard-notify-test-{}", std::process::id());
+    let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract name");
+    let manager = UnixDatagram::bind_addr(&addr).expect("bind the notify socket");
+    manager
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .expect("read timeout");
+    let www = site();
+    let _server = Server::serve(www.root())
+        .env("NOTIFY_SOCKET", format!("@{name}"))
+        .start();
+    let mut buf = [0u8; 512];
+    let n = manager.recv(&mut buf).expect("a datagram from the server");
+    assert!(buf[..n].starts_with(b"READY=1\n"), "{:?}", &buf[..n]);
+}
+
 // ---- access log ---------------------------------------------------------------------------------
 
 fn serve_with_access_log(www: &WebRoot, format: &str) -> (Server, std::path::PathBuf) {

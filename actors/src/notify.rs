@@ -42,8 +42,10 @@ impl Notifier {
         }
     }
 
+    /// Ready, with `status` for `systemctl status` (one line: newlines become spaces, as the
+    /// protocol is one assignment per line).
     pub fn ready(&self, status: &str) {
-        self.send(&format!("READY=1\nSTATUS={status}"));
+        self.send(&format!("READY=1\nSTATUS={}", status.replace('\n', " ")));
     }
 
     /// A reload starts: the manager waits for the next [`Notifier::ready`].

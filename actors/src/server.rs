@@ -459,16 +459,10 @@ fn reload(
     };
     let applied = (|| {
         let new = switchyard_conf::load(path).map_err(|e| e.to_string())?;
-        if new.listeners != running.listeners
-            || new.limits != running.limits
-            || new.timeouts != running.timeouts
-            || (new.tls.session_cache, new.tls.tickets)
-                != (running.tls.session_cache, running.tls.tickets)
-        {
-            tracing::warn!(
-                "listeners, limits, timeouts or TLS session settings changed on disk; \
-                 they apply after a restart"
-            );
+        let pending = restart_only_changes(running, &new);
+        if !pending.is_empty() {
+            let pending = pending.join(", ");
+            tracing::warn!(%pending, "changed on disk; these apply after a restart");
         }
         let certificates = tls.load_certificates(&new.tls).map_err(|e| e.to_string())?;
         // Pools first, so that routes to a new pool find it.
@@ -479,17 +473,73 @@ fn reload(
         for table in tables {
             table.store(Arc::new(RouteTable::new(&new)));
         }
-        Ok::<_, String>((new.vhosts.len(), count))
+        Ok::<_, String>((new.vhosts.len(), count, pending))
     })();
     switchyard_services::metrics::reloaded(applied.is_ok());
     match applied {
-        Ok((vhosts, certificates)) => {
+        Ok((vhosts, certificates, pending)) => {
             tracing::info!(vhosts, certificates, "configuration reloaded");
-            format!("configuration reloaded: vhosts={vhosts} certificates={certificates}")
+            let mut status =
+                format!("configuration reloaded: vhosts={vhosts} certificates={certificates}");
+            if !pending.is_empty() {
+                status.push_str("; a restart applies ");
+                status.push_str(&pending.join(", "));
+            }
+            status
         }
         Err(error) => {
             tracing::error!(%error, "reload failed; keeping the running configuration");
             format!("reload failed, running configuration kept: {error}")
         }
+    }
+}
+
+/// The parts of `new` that differ from the configuration the process started with and that only
+/// a restart applies (a reload swaps routes, pools and certificates).
+fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
+    [
+        ("workers", new.workers != running.workers),
+        ("listen", new.listeners != running.listeners),
+        ("limits", new.limits != running.limits),
+        ("timeouts", new.timeouts != running.timeouts),
+        ("log", new.log != running.log),
+        (
+            "tls.session_cache",
+            new.tls.session_cache != running.tls.session_cache,
+        ),
+        ("tls.tickets", new.tls.tickets != running.tls.tickets),
+        ("http2", new.http2 != running.http2),
+        ("quic", new.quic != running.quic),
+        ("cache", new.cache != running.cache),
+        ("torrent", new.torrent != running.torrent),
+        ("redis_routes", new.redis_routes != running.redis_routes),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_restart_only_sections_are_reported() {
+        let root = std::env::temp_dir();
+        let listen = "127.0.0.1:0".parse().expect("address");
+        let running = Config::serve_dir(&root, listen).expect("config");
+        assert!(restart_only_changes(&running, &running).is_empty());
+        let mut new = running.clone();
+        // Routes and certificates are what a reload applies: not reported.
+        new.vhosts.clear();
+        new.tls.certificates.clear();
+        assert!(restart_only_changes(&running, &new).is_empty());
+        new.limits.max_body += 1;
+        new.http2.max_concurrent_streams += 1;
+        new.tls.tickets = !new.tls.tickets;
+        assert_eq!(
+            restart_only_changes(&running, &new),
+            ["limits", "tls.tickets", "http2"]
+        );
     }
 }

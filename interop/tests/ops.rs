@@ -207,14 +207,20 @@ fn a_service_manager_is_told_ready_reloading_and_stopping() {
     server.assert_serves("/hello.txt", HELLO);
 
     let config_path = server.dir().join("switchyard.toml");
+    let same = config(www.root(), "", "");
+    let bigger_body = config(www.root(), "", "[limits]\nmax_body = \"2MiB\"");
     for (text, status) in [
         (
             "this is not toml [",
             "STATUS=reload failed, running configuration kept: ",
         ),
         (
-            &*config(www.root(), "", ""),
-            "STATUS=configuration reloaded: vhosts=1 certificates=1",
+            &*same,
+            "STATUS=configuration reloaded: vhosts=1 certificates=1\n",
+        ),
+        (
+            &*bigger_body,
+            "STATUS=configuration reloaded: vhosts=1 certificates=1; a restart applies limits\n",
         ),
     ] {
         std::fs::write(&config_path, text).expect("write config");
@@ -224,11 +230,13 @@ fn a_service_manager_is_told_ready_reloading_and_stopping() {
             .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
             .unwrap_or_else(|| panic!("{reloading:?}"));
         assert!(usec.parse::<u64>().is_ok_and(|n| n > 0), "{reloading:?}");
-        let done = next();
+        // The line ends where the status does.
+        let done = next() + "\n";
         assert!(
             done.starts_with(&format!("READY=1\n{status}")),
             "{done:?}, expected {status:?}"
         );
+        assert_eq!(done.lines().count(), 2, "one line per assignment: {done:?}");
     }
 
     server.signal(Signal::TERM);

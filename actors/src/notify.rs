@@ -7,9 +7,9 @@
 //!   is applied or refused (its `STATUS=` says which), so that `systemctl reload` waits for it;
 //! - `STOPPING=1` when the drain starts.
 //!
-//! Without `$NOTIFY_SOCKET` (not started by a service manager) nothing is sent. A socket that
-//! cannot be reached is logged once at debug level and otherwise ignored: telling the manager
-//! is never a reason to stop serving.
+//! Without `$NOTIFY_SOCKET` (not started by a service manager) nothing is sent. A datagram that
+//! cannot be sent is logged at debug level and otherwise ignored: telling the manager is never
+//! a reason to stop serving.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;

@@ -187,6 +187,17 @@ fresh_dir() {
     rm -rf "$WORK/dl" "$WORK/ng.out" "$WORK/aq.json" "$WORK/aq.err"
     mkdir -p "$WORK/dl"
 }
+# wait_listening OUT PID TENTHS WHERE: the port of the first "listening on WHERE..." line in OUT,
+# waiting for it up to TENTHS × 0.1 s and no longer than PID lives; empty if none came.
+wait_listening() {
+    local out=$1 pid=$2 tenths=$3 where=$4 i
+    for ((i = 0; i < tenths; i++)); do
+        grep -q "listening on $where" "$out" 2>/dev/null && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    grep -m1 "listening on $where" "$out" 2>/dev/null | sed 's/.*://'
+}
 ng_status_count() { grep -c ':status: 200' "$WORK/ng.out"; }
 ng_retry_seen() { grep -q 'type=Retry' "$WORK/ng.out"; }
 # Bytes of Handshake CRYPTO the client received: a full TLS 1.3 handshake carries the
@@ -570,12 +581,7 @@ case_certreload() {
     "$BIN" run -c "$dir/sy.toml" >"$dir/out" 2>"$dir/err" &
     pid=$!
     PIDS+=("$pid")
-    for ((i = 0; i < 100; i++)); do
-        grep -q 'listening on' "$dir/out" && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    port=$(grep -m1 'listening on 127' "$dir/out" | sed 's/.*://')
+    port=$(wait_listening "$dir/out" "$pid" 100 127.0.0.1:)
     [[ -n $port ]] || { echo "server did not start: $(tail -n 3 "$dir/err")"; return 1; }
     # verifies NAME: a client trusting only NAME.pem is served /small over QUIC.
     verifies() { aq "$port" --alpn hq-interop --cafile "$dir/$1.pem" -- /small; }
@@ -625,19 +631,14 @@ case_endpoint() {
         rc=$?
         ((rc == 127)) || { echo "ROLE=$role TESTCASE=$testcase: exit $rc, not 127"; return 1; }
     done
-    local out=$WORK/endpoint.out qlog=$WORK/endpoint-qlog keys=$WORK/endpoint.keys pid port i
+    local out=$WORK/endpoint.out qlog=$WORK/endpoint-qlog keys=$WORK/endpoint.keys pid port
     rm -rf "$qlog" "$keys"
     ROLE=server TESTCASE=retry WWW=$WWW CERTS=$certs PORT=0 SWITCHYARD=$BIN QLOGDIR=$qlog \
         SSLKEYLOGFILE=$keys bash "$script" >"$out" 2>"$WORK/endpoint.err" </dev/null &
     pid=$! # the server itself: the script execs it
     # Up to 30 s (it hashes ~2,000 files for seeding first, slow on a loaded machine), and no
     # longer than the server lives.
-    for ((i = 0; i < 300; i++)); do
-        grep -q 'listening on 0.0.0.0:' "$out" && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    port=$(grep -m1 'listening on 0.0.0.0:' "$out" | sed 's/.*://')
+    port=$(wait_listening "$out" "$pid" 300 0.0.0.0:)
     if [[ -z $port ]]; then
         echo "the endpoint did not start: $(tail -n 3 "$WORK/endpoint.err")"
         kill "$pid" 2>/dev/null

@@ -1833,6 +1833,16 @@ mod tests {
     }
 
     /// The streams of the DATA frames written, one entry per run of frames of one stream.
+    /// `responses` (stream id, `priority` field, body length) on a connection with every window
+    /// open: the order their DATA leaves in, as [`data_runs`], and the connection.
+    fn served(responses: &[(u32, &str, usize)]) -> (Vec<u32>, Conn) {
+        let mut conn = open_wide();
+        for &(id, priority, len) in responses {
+            respond(&mut conn, id, priority, len);
+        }
+        (data_runs(&mut conn, 1 << 20), conn)
+    }
+
     fn data_runs(conn: &mut Conn, limit: usize) -> Vec<u32> {
         conn.write_data(limit);
         let mut runs: Vec<u32> = Vec::new();
@@ -1878,34 +1888,32 @@ mod tests {
 
     #[test]
     fn more_urgent_responses_go_first() {
-        let mut conn = open_wide();
-        respond(&mut conn, 1, "u=5", 40_000);
-        respond(&mut conn, 3, "u=1", 40_000);
-        respond(&mut conn, 5, "", 40_000);
-        respond(&mut conn, 7, "u=7, i", 40_000);
-        assert_eq!(data_runs(&mut conn, 1 << 20), [3, 5, 1, 7]);
+        let (order, conn) = served(&[
+            (1, "u=5", 40_000),
+            (3, "u=1", 40_000),
+            (5, "", 40_000),
+            (7, "u=7, i", 40_000),
+        ]);
+        assert_eq!(order, [3, 5, 1, 7]);
         assert_eq!(conn.active_streams(), 0);
     }
 
     #[test]
     fn one_urgency_is_served_in_stream_order_or_in_turns_if_incremental() {
         // Not incremental (the default): one response after the other, oldest first.
-        let mut conn = open_wide();
-        respond(&mut conn, 1, "", 40_000);
-        respond(&mut conn, 3, "u=3", 40_000);
-        assert_eq!(data_runs(&mut conn, 1 << 20), [1, 3]);
+        let (order, _) = served(&[(1, "", 40_000), (3, "u=3", 40_000)]);
+        assert_eq!(order, [1, 3]);
         // Incremental: a frame each in turn.
-        let mut conn = open_wide();
-        respond(&mut conn, 1, "i", 40_000);
-        respond(&mut conn, 3, "i", 40_000);
-        assert_eq!(data_runs(&mut conn, 1 << 20), [1, 3, 1, 3, 1, 3]);
+        let (order, _) = served(&[(1, "i", 40_000), (3, "i", 40_000)]);
+        assert_eq!(order, [1, 3, 1, 3, 1, 3]);
         // Both kinds: the non-incremental ones first, then the others share.
-        let mut conn = open_wide();
-        respond(&mut conn, 1, "i", 20_000);
-        respond(&mut conn, 3, "", 20_000);
-        respond(&mut conn, 5, "i", 20_000);
-        respond(&mut conn, 7, "", 20_000);
-        assert_eq!(data_runs(&mut conn, 1 << 20), [3, 7, 1, 5, 1, 5]);
+        let (order, _) = served(&[
+            (1, "i", 20_000),
+            (3, "", 20_000),
+            (5, "i", 20_000),
+            (7, "", 20_000),
+        ]);
+        assert_eq!(order, [3, 7, 1, 5, 1, 5]);
     }
 
     /// The turns continue across calls: with room for one frame per call, each incremental
@@ -1952,10 +1960,8 @@ mod tests {
     /// data.
     #[test]
     fn a_short_response_waits_its_turn_behind_queued_data() {
-        let mut conn = open_wide();
-        respond(&mut conn, 1, "u=1", 40_000);
-        respond(&mut conn, 3, "u=6", 100);
-        assert_eq!(data_runs(&mut conn, 1 << 20), [1, 3]);
+        let (order, mut conn) = served(&[(1, "u=1", 40_000), (3, "u=6", 100)]);
+        assert_eq!(order, [1, 3]);
         // With nothing queued, a short response is framed at once.
         respond(&mut conn, 5, "u=6", 100);
         assert!(!conn.wants_write());

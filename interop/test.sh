@@ -124,10 +124,12 @@ step() {
     fi
 }
 # why LOG: the lines of a failed step that name what failed (harness verdicts, failed tests,
-# panics, compiler errors), then the step's last lines.
+# panics with the three lines of message after them, compiler errors), then its last lines.
 why() {
-    grep -E '^(FAIL |---- |test .* FAILED|thread .* panicked|error(\[|:)|FAILED|.*differs from)' "$1" |
-        tail -n 40 | sed 's/^/    /'
+    awk '/^thread .* panicked/ { more = 4 }
+         more > 0 { print substr($0, 1, 300); more--; next }
+         /^(FAIL |---- |test .* FAILED|error(\[|:)|FAILED)|differs from/ { print substr($0, 1, 300) }' "$1" |
+        tail -n 50 | sed 's/^/    /'
     echo "    ... last lines:"
     tail -n 15 "$1" | sed 's/^/    /'
 }

@@ -557,6 +557,28 @@ fn body_larger_than_max_body_is_413() {
 }
 
 #[test]
+fn a_client_that_sends_its_whole_body_before_reading_still_gets_the_413() {
+    let www = site();
+    let server = serve(&www);
+    // The 413 goes out as soon as the head is read; this client, like many, writes its whole
+    // 64 MiB body before it reads anything. Closing on its unread bytes would reset the
+    // connection, failing its writes and destroying the answer: the server must linger,
+    // discarding the body, until the client has sent it.
+    let len = 64 << 20;
+    let mut conn = server.connect();
+    conn.send(
+        format!("POST /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n").as_bytes(),
+    );
+    let body = vec![b'z'; len];
+    if let Err(e) = conn.try_send(&body) {
+        panic!("the upload was cut off after the 413 instead of discarded: {e}");
+    }
+    let resp = conn.read_response();
+    assert_eq!(resp.status, 413, "{resp:?}");
+    server.assert_serves("/a.txt", ALPHA);
+}
+
+#[test]
 fn chunked_body_larger_than_max_body_is_413() {
     let www = site();
     let server = serve_with(&www, "[limits]\nmax_body = 1024\n");

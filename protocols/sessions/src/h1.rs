@@ -83,10 +83,14 @@ const FILE_CHUNK: usize = 64 * 1024;
 /// RFC 7540 §3.2: "HTTP/1.1 101 Switching Protocols" and the protocol switched to.
 const SWITCHING_TO_H2C: &[u8] =
     b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
-/// After answering an error we read and discard what the client still sends, up to this much,
-/// so that closing does not reset the connection before it has read our answer.
-const LINGER_BYTES: usize = 256 * 1024;
-const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+/// After answering early (an error, or an upload refused before its end) we read and discard
+/// what the client still sends, so that closing does not reset the connection before it has
+/// read our answer: a client still writing its body fails its write on the reset and never
+/// reads the answer. Bounded in time, not bytes: a client over loopback can push megabytes
+/// before it notices the answer (nginx's `lingering_time` and `lingering_timeout`).
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+/// Lingering stops when the client has sent nothing for this long.
+const LINGER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The HTTP/1.1 session actor: the shell around one connection's driver (see [`Driven`]).
 #[derive(Debug)]
@@ -1011,21 +1015,22 @@ impl H1Conn {
         }
     }
 
-    /// Half-close and discard what the client still sends (bounded), so our last answer is not
-    /// destroyed by a reset when we close with unread bytes (nginx's lingering close).
+    /// Half-close and discard what the client still sends, until it closes, pauses for
+    /// [`LINGER_IDLE`] or [`LINGER_TIME`] has passed, so our last answer is not destroyed by a
+    /// reset when we close with unread bytes (nginx's lingering close).
     async fn linger(&mut self) {
         if self.stream.shutdown().await.is_err() {
             return;
         }
-        let deadline = Instant::now() + LINGER_TIME;
-        let mut discarded = 0;
+        let end = Instant::now() + LINGER_TIME;
         // The read buffer is reused as scratch space: an on-stack array would live in this
         // connection's future for its whole life.
-        while discarded < LINGER_BYTES {
+        loop {
             self.rbuf.clear();
             self.reserve_read_space();
+            let deadline = end.min(Instant::now() + LINGER_IDLE);
             match timeout_at(deadline, self.stream.read_buf(&mut self.rbuf)).await {
-                Ok(Ok(n)) if n > 0 => discarded += n,
+                Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
         }

@@ -95,6 +95,58 @@ fn tls_responses_advertise_http3_on_the_same_port_and_cleartext_ones_do_not() {
 }
 
 #[test]
+fn http3_is_advertised_once_per_connection() {
+    let www = site();
+    let server = Server::serve(www.root()).start();
+    let url = |path: &str| format!("https://localhost:{}{path}", server.addr().port());
+    for version in ["--http1.1", "--http2"] {
+        // Three requests, one after the other, on the connection curl keeps open.
+        let out = Command::new("curl")
+            .args([
+                "-sSk",
+                version,
+                "-D",
+                "-",
+                "-w",
+                "connects=%{num_connects}\n",
+            ])
+            .args(["-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null"])
+            .args([url("/hello.txt"), url("/nothing-here"), url("/hello.txt")])
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{version}: {text}");
+        let connects: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("connects="))
+            .collect();
+        assert_eq!(
+            connects,
+            ["connects=1", "connects=0", "connects=0"],
+            "{version}: curl did not keep its connection: {text}"
+        );
+        let heads = text.matches("HTTP/").count();
+        let advertised = text.to_ascii_lowercase().matches("\nalt-svc: ").count();
+        assert_eq!(
+            (heads, advertised),
+            (3, 1),
+            "{version}: only the first response of a connection advertises: {text}"
+        );
+        let first = text.split("\r\n\r\n").next().unwrap_or("");
+        assert!(
+            first.to_ascii_lowercase().contains("\nalt-svc: h3="),
+            "{version}: {text}"
+        );
+    }
+    // Over HTTP/3, where it refreshes the client's record: three streams, one copy.
+    let paths = ["/hello.txt", "/nothing-here", "/digits.txt"];
+    let (out, text) = gtlsclient(&server, &[], &paths);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(statuses(&text).len(), 3, "{text}");
+    assert_eq!(text.matches("[alt-svc: h3=").count(), 1, "{text}");
+}
+
+#[test]
 fn without_quic_nothing_is_advertised_and_udp_is_closed() {
     let www = site();
     let server = Server::serve(www.root()).arg("--no-quic").start();

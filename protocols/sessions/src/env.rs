@@ -29,7 +29,7 @@ pub struct SessionEnv {
     /// The seeded torrents, tracker and upload slots; `None` when `[torrent]` is disabled.
     pub torrent: Option<Arc<switchyard_services::torrent::TorrentStore>>,
     /// `Alt-Svc: h3=":PORT"; ma=86400` while this listener's port also answers QUIC
-    /// (RFC 7838, RFC 9114 §3.1.1). Sent through [`SessionEnv::alt_svc`], on TLS only.
+    /// (RFC 7838, RFC 9114 §3.1.1). Sent through [`AltSvcOnce`], on TLS only.
     pub alt_svc: Option<http::HeaderValue>,
 }
 
@@ -49,6 +49,39 @@ impl SessionEnv {
 
     pub fn draining(&self) -> bool {
         self.drain.started()
+    }
+}
+
+/// Alt-Svc goes with the first response of a connection only. The client keeps the alternative
+/// for `ma` seconds from the response that carried it (RFC 7838 §3.1), so another copy on the
+/// same connection says nothing new, while each one costs: some 40 bytes on HTTP/1.1 and on
+/// HTTP/3 (our QPACK has no dynamic table), and a field for the client to decode on HTTP/2.
+#[derive(Debug)]
+pub struct AltSvcOnce(Cell<bool>);
+
+impl Default for AltSvcOnce {
+    fn default() -> Self {
+        AltSvcOnce(Cell::new(true))
+    }
+}
+
+impl AltSvcOnce {
+    /// The value the next response carries, if any; later responses carry none.
+    pub fn take<'e>(&self, env: &'e SessionEnv, scheme: &str) -> Option<&'e http::HeaderValue> {
+        if self.0.replace(false) {
+            env.alt_svc(scheme)
+        } else {
+            None
+        }
+    }
+
+    /// What [`AltSvcOnce::take`] would give now, without using it up (to size a head).
+    pub fn peek<'e>(&self, env: &'e SessionEnv, scheme: &str) -> Option<&'e http::HeaderValue> {
+        if self.0.get() {
+            env.alt_svc(scheme)
+        } else {
+            None
+        }
     }
 }
 

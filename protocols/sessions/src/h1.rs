@@ -44,7 +44,7 @@ use crate::access_log::AccessEntry;
 use crate::date::with_http_date;
 use crate::deadline::within;
 use crate::driven::Driven;
-use crate::env::{ConnGuard, SessionEnv};
+use crate::env::{AltSvcOnce, ConnGuard, SessionEnv};
 use crate::h2::H2Session;
 use crate::head::never_has_content;
 use crate::io::{Prefixed, SpliceStreamOne, Transport};
@@ -87,10 +87,10 @@ const SWITCHING_TO_H2C: &[u8] =
 /// what the client still sends, so that closing does not reset the connection before it has
 /// read our answer: a client still writing its body fails its write on the reset and never
 /// reads the answer. Bounded in time, not bytes: a client over loopback can push megabytes
-/// before it notices the answer (nginx's `lingering_time` and `lingering_timeout`).
-const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+/// before it notices the answer (nginx's `lingering_time` and `lingering_timeout`, 30 s and 5 s).
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 /// Lingering stops when the client has sent nothing for this long.
-const LINGER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+const LINGER_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The HTTP/1.1 session actor: the shell around one connection's driver (see [`Driven`]).
 #[derive(Debug)]
@@ -139,6 +139,8 @@ struct H1Conn {
     /// Set when the current exchange leaves the connection unusable for another request: a
     /// streamed request body not read to its end, a close-delimited response, a tunnel.
     close_after: bool,
+    /// Alt-Svc, on the first response only.
+    alt_svc: AltSvcOnce,
     /// Counts this connection until the driver returns.
     _guard: ConnGuard,
 }
@@ -171,6 +173,7 @@ impl H1Conn {
             drain,
             idle_timer,
             close_after: false,
+            alt_svc: AltSvcOnce::default(),
             _guard: guard,
         }
     }
@@ -624,7 +627,7 @@ impl H1Conn {
                 keep_alive,
                 &ServerFields {
                     date,
-                    alt_svc: self.env.alt_svc(self.stream.scheme()),
+                    alt_svc: self.alt_svc.take(&self.env, self.stream.scheme()),
                 },
             )
         });
@@ -991,7 +994,7 @@ impl H1Conn {
                 false,
                 &ServerFields {
                     date,
-                    alt_svc: self.env.alt_svc(self.stream.scheme()),
+                    alt_svc: self.alt_svc.take(&self.env, self.stream.scheme()),
                 },
             )
         });

@@ -50,7 +50,7 @@ use tokio::time::{Instant, Sleep, sleep};
 
 use crate::deadline::within;
 use crate::driven::Driven;
-use crate::env::{ConnGuard, SessionEnv};
+use crate::env::{AltSvcOnce, ConnGuard, SessionEnv};
 use crate::head::{Head, Outgoing};
 use crate::spare;
 
@@ -102,6 +102,7 @@ impl H2Session {
             peer,
             scheme,
             env,
+            alt_svc: AltSvcOnce::default(),
             _guard: guard,
         };
         Driven::start("H2Session", conn.run(io));
@@ -113,6 +114,8 @@ struct H2Conn {
     peer: SocketAddr,
     scheme: &'static str,
     env: Rc<SessionEnv>,
+    /// Alt-Svc, on the first response head sent only.
+    alt_svc: AltSvcOnce,
     /// Counts this connection until the driver returns.
     _guard: ConnGuard,
 }
@@ -771,19 +774,19 @@ impl StreamCtx {
     /// SETTINGS_MAX_HEADER_LIST_SIZE (see [`Outgoing::within`]).
     fn outgoing(&self, response: Response, is_head: bool) -> Outgoing {
         let limit = self.conn.borrow().peer_max_header_list_size();
-        let alt_svc = self.this.env.alt_svc(self.this.scheme);
+        let alt_svc = self.this.alt_svc.peek(&self.this.env, self.this.scheme);
         Outgoing::new(response, is_head).within(limit.map(u64::from), alt_svc)
     }
 
     /// Queue the response head; the body that follows it, or `None` when there is none to
     /// send. Not async, so what the head needs is gone before the body is awaited.
     fn send_head(&self, outgoing: Outgoing) -> Result<Option<Body>, SendError> {
-        let alt_svc = self.this.env.alt_svc(self.this.scheme);
+        let this = &self.this;
         let no_data = outgoing.body.as_ref().is_none_or(Body::is_empty);
         self.conn
             .borrow_mut()
             .send_head_with(self.id, outgoing.status.as_u16(), no_data, |w| {
-                outgoing.fields(w, alt_svc);
+                outgoing.fields(w, this.alt_svc.take(&this.env, this.scheme));
             })
             .map_err(SendError::Reset)?;
         Ok(outgoing.body.filter(|_| !no_data))

@@ -55,7 +55,7 @@ use tokio::task::JoinSet;
 
 use crate::deadline::within;
 use crate::driven::Driven;
-use crate::env::{ConnGuard, SessionEnv};
+use crate::env::{AltSvcOnce, ConnGuard, SessionEnv};
 use crate::head::{Head, Outgoing, strip_connection_fields};
 
 /// The most bytes of a file read at once and handed to QUIC: a file is never in memory beyond
@@ -117,6 +117,7 @@ impl H3Session {
             max_field_section: Cell::default(),
             priorities: RefCell::default(),
             lingering: RefCell::default(),
+            alt_svc: AltSvcOnce::default(),
             _guard: guard,
         };
         Driven::start("H3Session", session.run());
@@ -139,6 +140,8 @@ struct H3Conn {
     priorities: RefCell<Priorities>,
     /// Finished response streams, for a graceful close to wait for.
     lingering: RefCell<Lingering>,
+    /// Alt-Svc (refreshing the client's record of this alternative), on the first response only.
+    alt_svc: AltSvcOnce,
     /// Counts this connection until the driver returns.
     _guard: ConnGuard,
 }
@@ -573,8 +576,10 @@ impl H3Conn {
     /// The response as it will be sent: its head within the client's
     /// SETTINGS_MAX_FIELD_SECTION_SIZE once its SETTINGS arrived (see [`Outgoing::within`]).
     fn outgoing(&self, response: Response, is_head: bool) -> Outgoing {
-        Outgoing::new(response, is_head)
-            .within(self.max_field_section.get(), self.env.alt_svc("https"))
+        Outgoing::new(response, is_head).within(
+            self.max_field_section.get(),
+            self.alt_svc.peek(&self.env, "https"),
+        )
     }
 
     /// Send the response head and body, then end the stream. Returns the body bytes sent.
@@ -584,7 +589,7 @@ impl H3Conn {
         outgoing: Outgoing,
         priority: Option<&PrioritySlot<'_>>,
     ) -> Result<u64, SendError> {
-        let alt_svc = self.env.alt_svc("https");
+        let alt_svc = self.alt_svc.take(&self.env, "https");
         let mut out = QuicOut::new(&mut send, self.env.timeouts.send, true);
         out.priority = priority.map(|slot| (&*slot.update, slot.id));
         qpack::put_headers_frame(&mut out.pending, Some(outgoing.status.as_u16()), |w| {

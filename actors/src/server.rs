@@ -459,9 +459,8 @@ fn reload(
     };
     let applied = (|| {
         let new = switchyard_conf::load(path).map_err(|e| e.to_string())?;
-        let pending = restart_only_changes(running, &new);
+        let pending = restart_only_changes(running, &new).join(", ");
         if !pending.is_empty() {
-            let pending = pending.join(", ");
             tracing::warn!(%pending, "changed on disk; these apply after a restart");
         }
         let certificates = tls.load_certificates(&new.tls).map_err(|e| e.to_string())?;
@@ -483,7 +482,7 @@ fn reload(
                 format!("configuration reloaded: vhosts={vhosts} certificates={certificates}");
             if !pending.is_empty() {
                 status.push_str("; a restart applies ");
-                status.push_str(&pending.join(", "));
+                status.push_str(&pending);
             }
             status
         }

@@ -76,9 +76,9 @@ server_pid() {
 per_request() { awk -v c="$1" -v n="$2" 'BEGIN {if (n > 0) printf "%.2f", c / n; else print 0}'; }
 
 # CPU-per-request lines: the name of the runs array (space-separated, round order), then the
-# servers; CPU_UNIT names the unit (default us/request), CPU_OF whose CPU it is (default server). Prints each server's median and runs,
-# then nginx/switchyard, h2o/switchyard and nginx-proxy/switchyard for those present (above 1:
-# Switchyard spends less per request).
+# servers; CPU_UNIT names the unit (default us/request), CPU_OF whose CPU it is (default server).
+# Prints each server's median and runs, then nginx/switchyard, h2o/switchyard and
+# nginx-proxy/switchyard for those present (above 1: Switchyard spends less per request).
 cpu_table() {
     local -n cpu=$1
     shift

@@ -1832,7 +1832,6 @@ mod tests {
         conn.send_head(id, 200, &HeaderMap::new(), false).unwrap();
     }
 
-    /// The streams of the DATA frames written, one entry per run of frames of one stream.
     /// `responses` (stream id, `priority` field, body length) on a connection with every window
     /// open: the order their DATA leaves in, as [`data_runs`], and the connection.
     fn served(responses: &[(u32, &str, usize)]) -> (Vec<u32>, Conn) {
@@ -1843,6 +1842,7 @@ mod tests {
         (data_runs(&mut conn, 1 << 20), conn)
     }
 
+    /// The streams of the DATA frames written, one entry per run of frames of one stream.
     fn data_runs(conn: &mut Conn, limit: usize) -> Vec<u32> {
         conn.write_data(limit);
         let mut runs: Vec<u32> = Vec::new();

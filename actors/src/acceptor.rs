@@ -18,7 +18,7 @@ use switchyard_sessions::h2::H2Session;
 use switchyard_sessions::io::{Prefixed, Transport};
 use switchyard_sessions::peer::PeerSession;
 use switchyard_sessions::tls::{Alpn, TlsTerminator};
-use switchyard_sessions::{ConnGuard, ConnTracker, SessionEnv};
+use switchyard_sessions::{ConnGuard, ConnTracker, LiveEnv, SessionEnv};
 use switchyard_wire::mse;
 use switchyard_wire::sniff::{Protocol, Sniff, classify};
 use tokio::io::AsyncReadExt;
@@ -34,7 +34,8 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 pub struct Acceptor {
     worker: usize,
     listener: Option<std::net::TcpListener>,
-    env: Rc<SessionEnv>,
+    /// Taken by the accept loop when the actor starts.
+    env: Option<LiveEnv>,
     /// Open connections of this worker.
     open: Rc<Cell<usize>>,
     tracker: Arc<ConnTracker>,
@@ -46,7 +47,7 @@ impl Acceptor {
     pub fn new(
         worker: usize,
         listener: std::net::TcpListener,
-        env: Rc<SessionEnv>,
+        env: LiveEnv,
         open: Rc<Cell<usize>>,
         tracker: Arc<ConnTracker>,
         tls: TlsTerminator,
@@ -54,7 +55,7 @@ impl Acceptor {
         Acceptor {
             worker,
             listener: Some(listener),
-            env,
+            env: Some(env),
             open,
             tracker,
             tls,
@@ -66,7 +67,7 @@ impl Actor for Acceptor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let Some(std_listener) = self.listener.take() else {
+        let (Some(std_listener), Some(env)) = (self.listener.take(), self.env.take()) else {
             return;
         };
         let listener = match TcpListener::from_std(std_listener) {
@@ -79,7 +80,7 @@ impl Actor for Acceptor {
         };
         let accept = accept_loop(
             listener,
-            self.env.clone(),
+            env,
             self.open.clone(),
             self.tracker.clone(),
             Rc::new(self.tls.clone()),
@@ -94,13 +95,12 @@ impl Actor for Acceptor {
 
 async fn accept_loop(
     listener: TcpListener,
-    env: Rc<SessionEnv>,
+    mut env: LiveEnv,
     open: Rc<Cell<usize>>,
     tracker: Arc<ConnTracker>,
     tls: Rc<TlsTerminator>,
 ) {
-    let mut drain = env.drain.watch();
-    let max = env.limits.max_connections;
+    let mut drain = env.current().drain.watch();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -114,6 +114,9 @@ async fn accept_loop(
                 continue;
             }
         };
+        // The settings of the configuration running now (a reload changes them).
+        let env = env.current();
+        let max = env.limits.max_connections;
         if open.get() >= max {
             tracing::debug!(%peer, max, "connection limit reached; closing new connection");
             drop(stream);

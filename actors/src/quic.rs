@@ -42,7 +42,7 @@ use switchyard_conf::{Congestion, QuicConfig, RetryPolicy};
 use switchyard_sessions::h3::{H3Session, Handshake};
 use switchyard_sessions::hq::HqSession;
 use switchyard_sessions::tls::TlsTerminator;
-use switchyard_sessions::{ConnGuard, ConnTracker, SessionEnv};
+use switchyard_sessions::{ConnGuard, ConnTracker, LiveEnv, SessionEnv};
 
 /// ALPN identifiers offered over QUIC (RFC 9114 §3.1; the interop runner's HTTP/0.9).
 const ALPN_H3: &[u8] = b"h3";
@@ -271,7 +271,8 @@ impl RetryGate {
 pub struct QuicAcceptor {
     socket: Option<UdpSocket>,
     setup: QuicSetup,
-    env: Rc<SessionEnv>,
+    /// Taken by the accept loop when the actor starts.
+    env: Option<LiveEnv>,
     tracker: Arc<ConnTracker>,
     /// QUIC connections of this worker (for drain accounting, apart from TCP's).
     open: Rc<Cell<usize>>,
@@ -290,14 +291,14 @@ impl QuicAcceptor {
     pub fn new(
         socket: UdpSocket,
         setup: QuicSetup,
-        env: Rc<SessionEnv>,
+        env: LiveEnv,
         tracker: Arc<ConnTracker>,
         workers: usize,
     ) -> QuicAcceptor {
         QuicAcceptor {
             socket: Some(socket),
             setup,
-            env,
+            env: Some(env),
             tracker,
             open: Rc::default(),
             workers,
@@ -309,7 +310,7 @@ impl Actor for QuicAcceptor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let Some(socket) = self.socket.take() else {
+        let (Some(socket), Some(env)) = (self.socket.take(), self.env.take()) else {
             return;
         };
         let runtime = Arc::new(quinn::TokioRuntime);
@@ -331,7 +332,7 @@ impl Actor for QuicAcceptor {
         let accept = accept_loop(
             endpoint,
             self.setup.clone(),
-            self.env.clone(),
+            env,
             self.open.clone(),
             self.tracker.clone(),
             self.workers,
@@ -347,12 +348,12 @@ impl Actor for QuicAcceptor {
 async fn accept_loop(
     endpoint: quinn::Endpoint,
     setup: QuicSetup,
-    env: Rc<SessionEnv>,
+    mut env: LiveEnv,
     open: Rc<Cell<usize>>,
     tracker: Arc<ConnTracker>,
     workers: usize,
 ) {
-    let mut drain = env.drain.watch();
+    let mut drain = env.current().drain.watch();
     // The rate is the process's; each worker's endpoint sees about its share.
     let policy = match setup.config.retry {
         RetryPolicy::AboveRate(rate) => {
@@ -384,7 +385,9 @@ async fn accept_loop(
         }
         let slot = Slot::take(&setup.live);
         let guard = ConnGuard::new(open.clone(), tracker.clone());
-        actix_rt::spawn(handshake(incoming, setup.clone(), env.clone(), guard, slot));
+        // The settings of the configuration running now (a reload changes them).
+        let env = env.current().clone();
+        actix_rt::spawn(handshake(incoming, setup.clone(), env, guard, slot));
     }
     // Draining: existing connections carry on; a new one is refused with CONNECTION_REFUSED, so
     // its client learns at once (as from a closed TCP port) instead of waiting for its idle

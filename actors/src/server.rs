@@ -22,7 +22,7 @@ use std::sync::Arc;
 use actix::Actor;
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
-use switchyard_conf::Config;
+use switchyard_conf::{Config, LogConfig};
 use switchyard_services::actor::FilesService;
 use switchyard_services::cache::CacheLayer;
 use switchyard_services::files::FileCache;
@@ -33,7 +33,7 @@ use switchyard_services::redis_routes::proxy::RedisProxy;
 use switchyard_services::router::{RouteTable, Router};
 use switchyard_sessions::access_log::AccessLog;
 use switchyard_sessions::tls::TlsTerminator;
-use switchyard_sessions::{ConnTracker, Drain, SessionEnv};
+use switchyard_sessions::{ConnTracker, Drain, LiveEnv, SessionEnv, Tunables};
 
 use crate::acceptor::Acceptor;
 use crate::notify::Notifier;
@@ -116,14 +116,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
         udp: udp_sockets,
         addrs: bound,
     } = bind_all(&config, workers)?;
-    let access_log = config
-        .log
-        .access
-        .as_ref()
-        .map(AccessLog::open)
-        .transpose()
-        .map_err(StartError::AccessLog)?;
-
+    let access_log = open_access_log(&config.log).map_err(StartError::AccessLog)?;
     let system = actix::System::new();
     // Each worker gets its own route snapshot and small-file cache: the hot path then touches
     // only its own core's memory (no reference counts bouncing between cores). The cache budget
@@ -132,9 +125,10 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
         .map(|_| Arc::new(ArcSwap::from_pointee(RouteTable::new(&config))))
         .collect();
     let cache_share = config.limits.file_cache_bytes / workers as u64;
-    let limits = Arc::new(config.limits.clone());
-    let timeouts = Arc::new(config.timeouts.clone());
-    let http2 = Arc::new(config.http2.clone());
+    let (service_queue, file_revalidate) =
+        (config.limits.service_queue, config.timeouts.file_revalidate);
+    // What a reload changes for connections accepted after it; every acceptor follows it.
+    let tunables = Arc::new(ArcSwap::from_pointee(tunables(&config, access_log)));
     // One terminator for all workers: they share its session cache and ticket keys, so a
     // client resumes whichever worker it lands on.
     let tls = TlsTerminator::new(&config.tls).map_err(StartError::Tls)?;
@@ -178,25 +172,19 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
     let mut arbiters = Vec::with_capacity(workers);
     for (worker, (listeners, udp)) in sockets.into_iter().zip(udp_sockets).enumerate() {
         let arbiter = actix::Arbiter::new();
-        let http2 = http2.clone();
+        let tunables = tunables.clone();
         let tls = tls.clone();
         let torrent = torrent.clone();
         let quic = quic.clone();
-        let (table, limits, timeouts) = (tables[worker].clone(), limits.clone(), timeouts.clone());
+        let table = tables[worker].clone();
         let proxy = proxy.clone();
         let response_cache = response_cache.clone();
         let redis = redis.clone();
-        let (shutdown, tracker, access_log, panic_path) = (
-            drain.clone(),
-            tracker.clone(),
-            access_log.clone(),
-            panic_path.clone(),
-        );
+        let (shutdown, tracker, panic_path) = (drain.clone(), tracker.clone(), panic_path.clone());
         arbiter.spawn_fn(move || {
-            let cache = FileCache::with_revalidate(cache_share, timeouts.file_revalidate);
-            let files =
-                FilesService::new(cache.clone(), limits.clone(), panic_path).start_bounded();
-            let mut router = Router::new(table, files, cache, limits.clone())
+            let cache = FileCache::with_revalidate(cache_share, file_revalidate);
+            let files = FilesService::new(cache.clone(), panic_path).start_bounded(service_queue);
+            let mut router = Router::new(table, files, cache)
                 .with_torrent(torrent.clone())
                 .with_proxy(proxy);
             if let Some(response_cache) = response_cache {
@@ -205,13 +193,15 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
             if let Some(redis) = redis {
                 router = router.with_redis_routes(redis);
             }
+            // Limits, timeouts, HTTP/2 settings and the access log come from `tunables`.
+            let current = tunables.load();
             let env = SessionEnv {
                 router,
-                limits,
-                timeouts,
-                access_log,
+                limits: current.limits.clone(),
+                timeouts: current.timeouts.clone(),
+                access_log: None,
                 drain: shutdown,
-                http2,
+                http2: current.http2.clone(),
                 torrent,
                 alt_svc: None,
             };
@@ -227,7 +217,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
                     QuicAcceptor::new(
                         socket,
                         quic.clone(),
-                        Rc::new(env.clone()),
+                        LiveEnv::new(env.clone(), tunables.clone()),
                         tracker.clone(),
                         workers,
                     )
@@ -236,7 +226,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
                 Acceptor::new(
                     worker,
                     listener,
-                    Rc::new(env),
+                    LiveEnv::new(env, tunables.clone()),
                     open.clone(),
                     tracker.clone(),
                     tls.clone(),
@@ -247,10 +237,8 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
         arbiters.push(arbiter);
     }
 
-    let shutdown_timeout = config.timeouts.shutdown;
     let quic_on = config.quic.enabled;
     let running = config;
-    let log_for_signals = access_log.clone();
     system.block_on(async move {
         // The handlers are in place before anyone is told we are listening, so a signal sent
         // right after the readiness line drains instead of killing the process.
@@ -271,7 +259,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
         notifier.ready(&format!("listening on {}", addrs.join(", ")));
         actix_rt::spawn(async move {
             let reopen_logs = || {
-                if let Some(log) = &log_for_signals {
+                if let Some(log) = &tunables.load().access_log {
                     log.reopen();
                     tracing::info!("SIGUSR1: the access log is reopened before its next line");
                 }
@@ -284,6 +272,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
                             reload_from.as_deref(),
                             &running,
                             &tables,
+                            &tunables,
                             &proxy,
                             &health,
                             &tls,
@@ -300,6 +289,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
             );
             notifier.stopping();
             drain.start();
+            let shutdown_timeout = tunables.load().timeouts.shutdown;
             if tokio::time::timeout(shutdown_timeout, tracker.wait_idle())
                 .await
                 .is_err()
@@ -438,17 +428,38 @@ impl StopSignals {
     }
 }
 
-/// SIGHUP: read the configuration again, then swap the routing snapshot, the upstream pools
-/// and the TLS certificates. Open connections keep going; requests routed from now on see the
-/// new virtual hosts and locations, handshakes from now on (TCP and QUIC) the new
-/// certificates. Everything is read and checked before anything changes: a reload applies
-/// whole or not at all, and is counted either way. Listeners, workers, limits, timeouts and
-/// TLS session settings are fixed at start and need a restart to change. Returns what happened,
-/// in a line for the service manager.
+/// The access log `log` asks for, opened.
+fn open_access_log(log: &LogConfig) -> std::io::Result<Option<AccessLog>> {
+    log.access.as_ref().map(AccessLog::open).transpose()
+}
+
+/// The settings of `config` a reload changes for new connections, with `access_log` opened
+/// from its `[log]`.
+fn tunables(config: &Config, access_log: Option<AccessLog>) -> Tunables {
+    Tunables {
+        limits: Arc::new(config.limits.clone()),
+        timeouts: Arc::new(config.timeouts.clone()),
+        http2: Arc::new(config.http2.clone()),
+        access_log,
+        log: config.log.clone(),
+    }
+}
+
+/// SIGHUP: read the configuration again, then swap the routing snapshot, the upstream pools,
+/// the TLS certificates and the [`Tunables`] (limits, timeouts, HTTP/2 settings, access log).
+/// Open connections keep going with the settings they were accepted with; requests routed from
+/// now on see the new virtual hosts and locations, connections accepted from now on the new
+/// limits and timeouts, handshakes from now on (TCP and QUIC) the new certificates.
+/// Everything is read, checked and opened before anything changes: a reload applies whole or
+/// not at all, and is counted either way. What [`restart_only_changes`] lists (listeners,
+/// workers, sizes of queues and caches, TLS session settings, QUIC, seeding, Redis routes) is
+/// fixed at start and needs a restart to change. Returns what happened, in a line for the
+/// service manager.
 fn reload(
     source: Option<&std::path::Path>,
     running: &Config,
     tables: &[Arc<ArcSwap<RouteTable>>],
+    tunables: &ArcSwap<Tunables>,
     proxy: &ProxyService,
     health: &actix::Addr<HealthActor>,
     tls: &TlsTerminator,
@@ -464,11 +475,20 @@ fn reload(
             tracing::warn!(%pending, "changed on disk; these apply after a restart");
         }
         let certificates = tls.load_certificates(&new.tls).map_err(|e| e.to_string())?;
+        // The same access log is kept (one writer per file); another one is opened now, so a
+        // path that cannot be opened refuses the whole reload.
+        let current = tunables.load();
+        let access_log = if new.log == current.log {
+            current.access_log.clone()
+        } else {
+            open_access_log(&new.log).map_err(|e| format!("access log: {e}"))?
+        };
         // Pools first, so that routes to a new pool find it.
         proxy.reload(&new.upstreams).map_err(|e| e.to_string())?;
         health.do_send(PoolsChanged);
         let count = certificates.count();
         tls.install(certificates);
+        tunables.store(Arc::new(self::tunables(&new, access_log)));
         for table in tables {
             table.store(Arc::new(RouteTable::new(&new)));
         }
@@ -494,20 +514,29 @@ fn reload(
 }
 
 /// The parts of `new` that differ from the configuration the process started with and that only
-/// a restart applies (a reload swaps routes, pools and certificates).
+/// a restart applies: what the sockets, threads, queues and caches were built with at start.
+/// Everything else (routes, pools, certificates, [`Tunables`]) a reload applies.
 fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     [
         ("workers", new.workers != running.workers),
         ("listen", new.listeners != running.listeners),
-        ("limits", new.limits != running.limits),
-        ("timeouts", new.timeouts != running.timeouts),
-        ("log", new.log != running.log),
+        (
+            "limits.service_queue",
+            new.limits.service_queue != running.limits.service_queue,
+        ),
+        (
+            "limits.file_cache_bytes",
+            new.limits.file_cache_bytes != running.limits.file_cache_bytes,
+        ),
+        (
+            "timeouts.file_revalidate",
+            new.timeouts.file_revalidate != running.timeouts.file_revalidate,
+        ),
         (
             "tls.session_cache",
             new.tls.session_cache != running.tls.session_cache,
         ),
         ("tls.tickets", new.tls.tickets != running.tls.tickets),
-        ("http2", new.http2 != running.http2),
         ("quic", new.quic != running.quic),
         ("cache", new.cache != running.cache),
         ("torrent", new.torrent != running.torrent),
@@ -529,16 +558,26 @@ mod tests {
         let running = Config::serve_dir(&root, listen).expect("config");
         assert!(restart_only_changes(&running, &running).is_empty());
         let mut new = running.clone();
-        // Routes and certificates are what a reload applies: not reported.
+        // Routes, certificates, limits, timeouts, HTTP/2 settings and the access log are what
+        // a reload applies: not reported.
         new.vhosts.clear();
         new.tls.certificates.clear();
-        assert!(restart_only_changes(&running, &new).is_empty());
         new.limits.max_body += 1;
+        new.limits.max_connections += 1;
+        new.timeouts.keepalive += std::time::Duration::from_secs(1);
         new.http2.max_concurrent_streams += 1;
+        new.log.access = None;
+        assert!(restart_only_changes(&running, &new).is_empty());
+        new.limits.service_queue += 1;
         new.tls.tickets = !new.tls.tickets;
+        new.timeouts.file_revalidate += std::time::Duration::from_secs(1);
         assert_eq!(
             restart_only_changes(&running, &new),
-            ["limits", "tls.tickets", "http2"]
+            [
+                "limits.service_queue",
+                "timeouts.file_revalidate",
+                "tls.tickets"
+            ]
         );
     }
 }

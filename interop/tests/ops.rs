@@ -209,6 +209,7 @@ fn a_service_manager_is_told_ready_reloading_and_stopping() {
     let config_path = server.dir().join("switchyard.toml");
     let same = config(www.root(), "", "");
     let bigger_body = config(www.root(), "", "[limits]\nmax_body = \"2MiB\"");
+    let longer_queue = config(www.root(), "", "[limits]\nservice_queue = 99");
     for (text, status) in [
         (
             "this is not toml [",
@@ -220,7 +221,11 @@ fn a_service_manager_is_told_ready_reloading_and_stopping() {
         ),
         (
             &*bigger_body,
-            "STATUS=configuration reloaded: vhosts=1 certificates=1; a restart applies limits\n",
+            "STATUS=configuration reloaded: vhosts=1 certificates=1\n",
+        ),
+        (
+            &*longer_queue,
+            "STATUS=configuration reloaded: vhosts=1 certificates=1; a restart applies limits.service_queue\n",
         ),
     ] {
         std::fs::write(&config_path, text).expect("write config");
@@ -440,6 +445,116 @@ fn sighup_swaps_the_routes_keeps_open_connections_and_counts_reloads() {
         server.stderr().contains("reload failed"),
         "the broken file was not reported"
     );
+}
+
+/// The `SETTINGS_MAX_CONCURRENT_STREAMS` a new HTTP/2 (prior knowledge) connection is offered.
+fn h2_max_concurrent_streams(server: &Server) -> u32 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(server.addr()).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .expect("preface");
+    // The server's preface is a SETTINGS frame, its first frame.
+    let mut head = [0u8; 9];
+    stream.read_exact(&mut head).expect("the server's SETTINGS");
+    assert_eq!(
+        (head[3], head[4]),
+        (0x4, 0),
+        "not a SETTINGS frame first: {head:?}"
+    );
+    let len = usize::from(head[1]) << 8 | usize::from(head[2]);
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).expect("SETTINGS payload");
+    payload
+        .chunks_exact(6)
+        .find(|entry| entry[..2] == [0, 3])
+        .map(|entry| u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]))
+        .expect("SETTINGS_MAX_CONCURRENT_STREAMS is announced")
+}
+
+/// nginx's reload: connections accepted after it get the new limits, timeouts, HTTP/2 settings
+/// and access log; a connection keeps the ones it was accepted with. The files limits travel
+/// with the routes, so they change for every request routed after the reload.
+#[test]
+fn sighup_applies_limits_timeouts_http2_and_the_access_log_to_new_connections() {
+    let www = site();
+    let log = www.outside().join("access.log");
+    let tight = "[limits]\nmax_request_line = 256\nmax_ranges = 1\n\n\
+                 [http2]\nmax_concurrent_streams = 7\n";
+    let server = Server::run_config(&config(www.root(), "", tight)).start();
+    let long_line = format!("/{}", "a".repeat(300));
+    let two_ranges = "GET /hello.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=0-0,4-4\r\n\r\n";
+    let mut before = server.connect();
+    assert_eq!(before.request(two_ranges).status, 200, "one range allowed");
+    assert_eq!(server.get(&long_line).status, 414);
+    assert_eq!(h2_max_concurrent_streams(&server), 7);
+
+    // An access log that cannot be opened refuses the whole reload: nothing else changes.
+    let unopenable = format!(
+        "[limits]\nmax_ranges = 2\n\n[log]\naccess = {}\n",
+        toml_path(&www.outside().join("no-such-dir").join("access.log"))
+    );
+    let path = server.dir().join("switchyard.toml");
+    std::fs::write(&path, config(www.root(), "", &unopenable)).expect("write config");
+    server.signal(Signal::HUP);
+    wait_until(IO_TIMEOUT, "the refused reload is logged", || {
+        server.stderr().contains("reload failed")
+    });
+    assert!(
+        server.stderr().contains("log.access"),
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(server.get(&long_line).status, 414);
+    assert_eq!(server.connect().request(two_ranges).status, 200);
+
+    let loose = format!(
+        "[limits]\nmax_ranges = 2\n\n[timeouts]\nkeepalive = \"1s\"\n\n\
+         [http2]\nmax_concurrent_streams = 9\n\n[log]\naccess = {}\n",
+        toml_path(&log)
+    );
+    std::fs::write(
+        server.dir().join("switchyard.toml"),
+        config(www.root(), "", &loose),
+    )
+    .expect("write config");
+    server.signal(Signal::HUP);
+    wait_until(IO_TIMEOUT, "the reload is logged", || {
+        server.stderr().contains("configuration reloaded")
+    });
+    assert!(
+        !server.stderr().contains("apply after a restart"),
+        "none of these needs a restart: {}",
+        server.stderr()
+    );
+
+    // New connections: the default request line, the new HTTP/2 settings, the access log.
+    assert_eq!(server.get(&long_line).status, 404);
+    assert_eq!(h2_max_concurrent_streams(&server), 9);
+    assert_eq!(curl(&[server.url("/hello.txt?logged")]).status, 200);
+    let lines = log_lines(&log, 1);
+    assert!(
+        lines.iter().any(|l| l.contains("GET /hello.txt?logged ")),
+        "the access log of the new configuration: {lines:#?}"
+    );
+    // The new keep-alive timeout: an idle new connection is closed after 1 s, not 75.
+    let mut idle = server.connect();
+    assert_eq!(idle.request(&get("/hello.txt")).status, 200);
+    let closed = idle.wait_closed(IO_TIMEOUT);
+    assert!(closed.closed && closed.bytes.is_empty(), "{closed:?}");
+
+    // The connection from before keeps its request-line limit; its requests see the new routes
+    // and with them the new files limits: two ranges are now served as two parts.
+    let parts = before.request(two_ranges);
+    assert_eq!(parts.status, 206, "{parts:?}");
+    assert!(
+        parts
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("multipart/byteranges")),
+        "{parts:?}"
+    );
+    assert_eq!(before.request(&get(&long_line)).status, 414);
 }
 
 #[test]

@@ -47,6 +47,8 @@ pub fn supervised<T>(
 pub struct FilesCall {
     pub req: Request,
     pub cfg: Arc<FilesLocation>,
+    /// The limits of the configuration that routed it.
+    pub limits: Arc<Limits>,
     pub reply: oneshot::Sender<Response>,
 }
 
@@ -58,26 +60,21 @@ impl Message for FilesCall {
 #[derive(Debug)]
 pub struct FilesService {
     cache: FileCache,
-    limits: Arc<Limits>,
     /// Fault injection for the supervision test: a request for exactly this path panics.
     /// Set from `SWITCHYARD_FAULT_PANIC_PATH`; `None` in normal operation.
     panic_path: Option<Arc<str>>,
 }
 
 impl FilesService {
-    pub fn new(cache: FileCache, limits: Arc<Limits>, panic_path: Option<Arc<str>>) -> Self {
-        FilesService {
-            cache,
-            limits,
-            panic_path,
-        }
+    pub fn new(cache: FileCache, panic_path: Option<Arc<str>>) -> Self {
+        FilesService { cache, panic_path }
     }
 }
 
 impl FilesService {
-    /// Start the service on the current arbiter with a mailbox bounded by `limits.service_queue`.
-    pub fn start_bounded(self) -> actix::Addr<Self> {
-        let capacity = self.limits.service_queue;
+    /// Start the service on the current arbiter with a mailbox of `capacity` requests
+    /// (`limits.service_queue`).
+    pub fn start_bounded(self, capacity: usize) -> actix::Addr<Self> {
         FilesService::create(move |ctx| {
             ctx.set_mailbox_capacity(capacity);
             self
@@ -93,7 +90,12 @@ impl Handler<FilesCall> for FilesService {
     type Result = ();
 
     fn handle(&mut self, call: FilesCall, _ctx: &mut Context<Self>) {
-        let FilesCall { req, cfg, reply } = call;
+        let FilesCall {
+            req,
+            cfg,
+            limits,
+            reply,
+        } = call;
         let this = &*self;
         let response = supervised(
             "files",
@@ -101,7 +103,7 @@ impl Handler<FilesCall> for FilesService {
                 if this.panic_path.as_deref() == Some(req.path.as_str()) {
                     panic!("fault injection: SWITCHYARD_FAULT_PANIC_PATH={}", req.path);
                 }
-                serve(&req, &cfg, &this.limits, &this.cache)
+                serve(&req, &cfg, &limits, &this.cache)
             },
             || {
                 // The state is the worker's cache; entries are validated by inode, size and

@@ -25,6 +25,9 @@ use crate::torrent::http as torrent_http;
 #[derive(Debug)]
 pub struct RouteTable {
     vhosts: Vec<VhostRoutes>,
+    /// The files limits (ranges, small-file size) of this configuration: they travel with the
+    /// routes, so a reload changes them for the requests routed after it.
+    limits: Arc<Limits>,
 }
 
 #[derive(Debug)]
@@ -97,7 +100,10 @@ impl RouteTable {
                 }
             })
             .collect();
-        RouteTable { vhosts }
+        RouteTable {
+            vhosts,
+            limits: Arc::new(config.limits.clone()),
+        }
     }
 
     /// The route for a request to `host` (as sent, maybe with a port) and `path`.
@@ -169,7 +175,6 @@ pub struct Router {
     files: Addr<FilesService>,
     /// The read side of this worker's files cache (the [`FilesService`] is its only writer).
     file_cache: FileCache,
-    limits: Arc<Limits>,
     /// `.torrent`/`.magnet` of served files and the tracker, when seeding is enabled.
     torrent: Option<Arc<TorrentStore>>,
     /// The upstream pools, when any are configured.
@@ -186,13 +191,11 @@ impl Router {
         table: Arc<ArcSwap<RouteTable>>,
         files: Addr<FilesService>,
         file_cache: FileCache,
-        limits: Arc<Limits>,
     ) -> Router {
         Router {
             table,
             files,
             file_cache,
-            limits,
             torrent: None,
             proxy: None,
             cache: None,
@@ -250,10 +253,10 @@ impl Router {
                 Err(back) => req = back,
             }
         }
-        let route = {
+        let (route, limits) = {
             let table = self.table.load();
             match table.route(req.host.as_deref(), &req.path) {
-                Some(route) => route.clone(),
+                Some(route) => (route.clone(), table.limits.clone()),
                 None => return Response::text(http::StatusCode::NOT_FOUND, "404 Not Found\n"),
             }
         };
@@ -298,7 +301,7 @@ impl Router {
         // takes room in this future across the wait for the service's answer.
         if let Some(response) = supervised(
             "files",
-            || serve_from_memory(&req, &cfg, &self.limits, &self.file_cache),
+            || serve_from_memory(&req, &cfg, &limits, &self.file_cache),
             || {
                 self.file_cache.clear();
                 Some(Response::internal_error())
@@ -307,7 +310,12 @@ impl Router {
             return response;
         }
         let (reply, answer) = oneshot::channel();
-        if let Err(err) = self.files.try_send(FilesCall { req, cfg, reply }) {
+        if let Err(err) = self.files.try_send(FilesCall {
+            req,
+            cfg,
+            limits,
+            reply,
+        }) {
             tracing::warn!(error = %err, "service mailbox refused a request");
             return Response::overloaded();
         }
@@ -405,7 +413,6 @@ mod tests {
         use super::*;
         use crate::files::FileCache;
         use http::StatusCode;
-        use switchyard_conf::Limits;
 
         fn request(path: &str) -> Request {
             Request {
@@ -435,14 +442,10 @@ mod tests {
             std::fs::write(dir.join("a.txt"), "hello").expect("write fixture");
             let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
             let config = Config::serve_dir(dir, addr).expect("temp dir exists");
-            let limits = Arc::new(Limits {
-                service_queue,
-                ..Limits::default()
-            });
-            let files = FilesService::new(cache.clone(), limits.clone(), panic_path.map(Arc::from))
-                .start_bounded();
+            let files = FilesService::new(cache.clone(), panic_path.map(Arc::from))
+                .start_bounded(service_queue);
             let table = Arc::new(ArcSwap::from_pointee(RouteTable::new(&config)));
-            Router::new(table, files, cache, limits)
+            Router::new(table, files, cache)
         }
 
         /// A session's future embeds the router's: every connection, idle ones included,

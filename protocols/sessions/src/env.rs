@@ -1,5 +1,6 @@
 //! What every session of one worker shares: the router, limits, timeouts, the access log and
-//! the shutdown signal; and the connection accounting the acceptor and the drain rely on.
+//! the shutdown signal; what a reload changes of it for the connections accepted after it; and
+//! the connection accounting the acceptor and the drain rely on.
 
 use std::cell::Cell;
 use std::pin::Pin;
@@ -7,7 +8,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use switchyard_conf::{Limits, Timeouts};
+use arc_swap::ArcSwap;
+use switchyard_conf::{Http2Config, Limits, LogConfig, Timeouts};
 use switchyard_services::router::Router;
 use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
@@ -49,6 +51,65 @@ impl SessionEnv {
 
     pub fn draining(&self) -> bool {
         self.drain.started()
+    }
+
+    /// This environment with the settings of `tunables`.
+    fn tuned(&self, tunables: &Tunables) -> SessionEnv {
+        SessionEnv {
+            limits: tunables.limits.clone(),
+            timeouts: tunables.timeouts.clone(),
+            http2: tunables.http2.clone(),
+            access_log: tunables.access_log.clone(),
+            ..self.clone()
+        }
+    }
+}
+
+/// The settings a reload changes for the connections accepted after it, as nginx's new workers
+/// do: limits, timeouts, HTTP/2 settings and the access log. A connection keeps the settings it
+/// was accepted with for its whole life, so no request sees two configurations.
+#[derive(Debug)]
+pub struct Tunables {
+    pub limits: Arc<Limits>,
+    pub timeouts: Arc<Timeouts>,
+    pub http2: Arc<Http2Config>,
+    pub access_log: Option<AccessLog>,
+    /// The `[log]` section `access_log` was opened from: a reload that leaves it alone keeps
+    /// the same writer.
+    pub log: LogConfig,
+}
+
+/// An acceptor's environment, kept in step with the process's current [`Tunables`]: a reload
+/// stores new ones, and the next connection accepted sees them. Checking costs one atomic load
+/// per connection; the environment is rebuilt once per reload.
+#[derive(Debug)]
+pub struct LiveEnv {
+    tunables: Arc<ArcSwap<Tunables>>,
+    /// The tunables `env` was built with.
+    applied: Arc<Tunables>,
+    env: Rc<SessionEnv>,
+}
+
+impl LiveEnv {
+    /// `env` with the current tunables, kept current from here on.
+    pub fn new(env: SessionEnv, tunables: Arc<ArcSwap<Tunables>>) -> LiveEnv {
+        let applied = tunables.load_full();
+        let env = Rc::new(env.tuned(&applied));
+        LiveEnv {
+            tunables,
+            applied,
+            env,
+        }
+    }
+
+    /// The environment for a connection accepted now.
+    pub fn current(&mut self) -> &Rc<SessionEnv> {
+        let now = self.tunables.load();
+        if !Arc::ptr_eq(&now, &self.applied) {
+            self.env = Rc::new(self.env.tuned(&now));
+            self.applied = Arc::clone(&now);
+        }
+        &self.env
     }
 }
 
@@ -175,6 +236,44 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[actix_rt::test]
+    async fn connections_accepted_after_a_reload_get_its_settings_and_earlier_ones_keep_theirs() {
+        let tunables = |max_body, keepalive| Tunables {
+            limits: Arc::new(Limits {
+                max_body,
+                ..Limits::default()
+            }),
+            timeouts: Arc::new(Timeouts {
+                keepalive: Duration::from_secs(keepalive),
+                ..Timeouts::default()
+            }),
+            http2: Arc::new(Http2Config::default()),
+            access_log: None,
+            log: LogConfig::default(),
+        };
+        let slot = Arc::new(ArcSwap::from_pointee(tunables(1, 1)));
+        let base = (*crate::testing::env(Limits::default())).clone();
+        let mut live = LiveEnv::new(base, slot.clone());
+        let before = Rc::clone(live.current());
+        assert_eq!(
+            before.limits.max_body, 1,
+            "the current tunables apply from the start"
+        );
+        assert!(Rc::ptr_eq(&before, live.current()), "no reload, no rebuild");
+        slot.store(Arc::new(tunables(2, 7)));
+        let after = Rc::clone(live.current());
+        assert_eq!(after.limits.max_body, 2);
+        assert_eq!(after.timeouts.keepalive, Duration::from_secs(7));
+        assert_eq!(
+            before.limits.max_body, 1,
+            "an open connection keeps its settings"
+        );
+        assert!(
+            Rc::ptr_eq(&after, live.current()),
+            "rebuilt once per reload"
+        );
+    }
 
     #[tokio::test]
     async fn every_watch_completes_whether_made_before_or_after_the_drain_started() {

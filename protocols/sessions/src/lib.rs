@@ -23,4 +23,4 @@ mod spare;
 mod testing;
 pub mod tls;
 
-pub use env::{ConnGuard, ConnTracker, Drain, SessionEnv};
+pub use env::{ConnGuard, ConnTracker, Drain, LiveEnv, SessionEnv, Tunables};

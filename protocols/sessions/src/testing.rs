@@ -21,14 +21,14 @@ pub(crate) fn env(limits: Limits) -> Rc<SessionEnv> {
 /// The environment of one worker serving `root`.
 pub(crate) fn env_at(root: &Path, limits: Limits) -> Rc<SessionEnv> {
     let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
-    let config = Config::serve_dir(root, addr).expect("root is a directory");
-    let limits = Arc::new(limits);
-    let cache = FileCache::new(limits.file_cache_bytes);
-    let files = FilesService::new(cache.clone(), limits.clone(), None).start_bounded();
+    let mut config = Config::serve_dir(root, addr).expect("root is a directory");
+    config.limits = limits;
+    let cache = FileCache::new(config.limits.file_cache_bytes);
+    let files = FilesService::new(cache.clone(), None).start_bounded(config.limits.service_queue);
     let table = Arc::new(Arc::new(RouteTable::new(&config)).into());
     Rc::new(SessionEnv {
-        router: Router::new(table, files, cache, limits.clone()),
-        limits,
+        router: Router::new(table, files, cache),
+        limits: Arc::new(config.limits.clone()),
         timeouts: Arc::new(config.timeouts.clone()),
         access_log: None,
         drain: Arc::new(Drain::default()),

@@ -297,6 +297,13 @@ def cases(authority: bytes, path: bytes, large: bytes | None = None) -> list[Cas
              lambda c: (lambda sid: c.send(sid, frame(HEADERS, c.section(sid, request_headers(authority, path, b"POST")))
                                            + frame(DATA, b"abc")
                                            + frame(HEADERS, c.section(sid, [(b":path", b"/")])), True))(next_bidi(c))),
+        # §4.3.1: ":path" is "*" for a server-wide OPTIONS, and origin form otherwise.
+        Case("OPTIONS with :path *", ("status", 200),
+             lambda c: (lambda sid: c.send(sid, headers_frame(c, sid, request_headers(authority, b"*", b"OPTIONS")),
+                                           True))(next_bidi(c))),
+        Case("GET with :path *", ("status", 400),
+             lambda c: (lambda sid: c.send(sid, headers_frame(c, sid, request_headers(authority, b"*")),
+                                           True))(next_bidi(c))),
         # §4.2.2: a head over SETTINGS_MAX_FIELD_SECTION_SIZE is answered 431.
         Case("fields over the field section limit", ("status", 431),
              lambda c: request(c, extra=[(b"x-big-%d" % i, b"a" * 2000) for i in range(40)])),

@@ -40,6 +40,17 @@ fn h2(server: &Server, path: &str, args: &[&str]) -> CurlOutput {
 
 // ---- the files service over h2c -----------------------------------------------------------------
 
+/// RFC 9113 §8.3.1: a server-wide OPTIONS has `:path` `*`, and is answered 200; `*` with
+/// another method is answered 400.
+#[test]
+fn options_with_path_asterisk_is_answered_200_and_get_with_it_400() {
+    let www = site();
+    let server = Server::serve(www.root()).start();
+    let status = |method: &str| h2(&server, "/", &["-X", method, "--request-target", "*"]).status;
+    assert_eq!(status("OPTIONS"), 200);
+    assert_eq!(status("GET"), 400);
+}
+
 #[test]
 fn get_is_answered_over_http2() {
     let www = site();

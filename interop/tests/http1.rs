@@ -233,6 +233,20 @@ fn absolute_form_target_is_served() {
     assert_eq!((resp.status, resp.body.as_slice()), (200, ALPHA));
 }
 
+/// RFC 9112 §3.2.4: `OPTIONS *` asks about the server, not a resource: a 200 with an empty
+/// body, and the connection stays open. `*` with any other method is refused.
+#[test]
+fn a_server_wide_options_is_answered_and_asterisk_form_is_only_for_options() {
+    let www = site();
+    let server = serve(&www);
+    let mut conn = server.connect();
+    let resp = conn.request("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.header("content-length"), Some("0"), "{resp:?}");
+    assert_eq!(conn.request(&get("/a.txt")).body, ALPHA, "kept alive");
+    expect_status_and_close(&server, b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+}
+
 #[test]
 fn responses_carry_date_header() {
     let www = site();

@@ -245,6 +245,12 @@ impl Router {
     /// filesystem work. A full mailbox answers 503 at once instead of queueing; a service that
     /// dropped the request (it panicked, or stopped) answers 500.
     pub async fn call(&self, mut req: Request) -> Response {
+        if req.path == "*" {
+            // A server-wide OPTIONS (RFC 9110 §9.3.7), the only request a session passes with
+            // this target: a ping of the server, not of a resource or an upstream. No `Allow`:
+            // the methods differ by location (files take GET and HEAD, proxies forward any).
+            return Response::empty(http::StatusCode::OK);
+        }
         // Given back by the Redis routes when they do not answer; without them the request stays
         // where it is (a new binding would copy it within this future).
         if let Some(redis) = &self.redis {

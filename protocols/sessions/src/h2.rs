@@ -545,7 +545,7 @@ impl StreamCtx {
             None
         };
         let response = if !head.routable() {
-            // `*` (server-wide OPTIONS) and other forms we do not serve.
+            // Authority form and other targets we do not serve.
             Response::text(StatusCode::BAD_REQUEST, "400 Bad Request\n")
         } else if let Some(limit) = streams {
             // A proxied location: the body streams to the member as it arrives.

@@ -66,9 +66,11 @@ impl Head {
         self.uri.path_and_query().and_then(|pq| pq.query())
     }
 
-    /// Whether the target is origin-form (`/...`); `*` and the rest are answered 400.
+    /// Whether the router takes the request: an origin-form target (`/...`), or `*` of a
+    /// server-wide OPTIONS (RFC 9113 §8.3.1, RFC 9114 §4.3.1). Anything else is answered 400.
     pub fn routable(&self) -> bool {
-        self.path().starts_with('/')
+        let path = self.path();
+        path.starts_with('/') || (path == "*" && self.method == Method::OPTIONS)
     }
 
     pub fn is_head(&self) -> bool {

@@ -473,6 +473,17 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// The peak resident memory of process `pid` so far (`VmHWM`), in bytes.
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib * 1024
+}
+
 /// SHA-256 of `bytes`, in hex (computed by coreutils' `sha256sum`).
 pub fn sha256(bytes: &[u8]) -> String {
     let mut child = Command::new("sha256sum")

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_interop::{
     CLOSE_TIMEOUT, CurlOutput, IO_TIMEOUT, Server, Signal, WebRoot, config, curl, curl_to,
-    pseudo_random, sha256, sha256_file,
+    peak_rss, pseudo_random, sha256, sha256_file,
 };
 
 const HELLO: &[u8] = b"hello world\n";
@@ -39,6 +39,33 @@ fn h2(server: &Server, path: &str, args: &[&str]) -> CurlOutput {
 }
 
 // ---- the files service over h2c -----------------------------------------------------------------
+
+/// A body to static files, which ignore it, is not collected but dropped as it arrives, then
+/// the request is answered (405 for a POST, 200 for a GET with a body): the server never holds
+/// the body, however large `max_body` is.
+#[test]
+fn a_body_sent_to_static_files_is_not_collected() {
+    const BODY: usize = 128 << 20;
+    let www = site();
+    let upload = www.outside().join("upload.bin");
+    std::fs::write(&upload, vec![b'x'; BODY]).expect("write the upload");
+    let server =
+        Server::run_config(&config(www.root(), "", "[limits]\nmax_body = \"256MiB\"\n")).start();
+    let data = format!("@{}", upload.display());
+    let post = h2(&server, "/hello.txt", &["--data-binary", &data]);
+    assert_eq!(post.status, 405, "{}", post.stderr);
+    let get = h2(
+        &server,
+        "/hello.txt",
+        &["-X", "GET", "--data-binary", &data],
+    );
+    assert_eq!((get.status, get.body.as_slice()), (200, HELLO));
+    let peak = peak_rss(server.pid());
+    assert!(
+        peak < (BODY / 2) as u64,
+        "peak RSS {peak} bytes after two {BODY}-byte bodies that nothing reads"
+    );
+}
 
 /// RFC 9113 §8.3.1: a server-wide OPTIONS has `:path` `*`, and is answered 200; `*` with
 /// another method is answered 400.

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use switchyard_interop::{
-    CLOSE_TIMEOUT, Conn, IO_TIMEOUT, Response, Server, WebRoot, config, get, get_close,
+    CLOSE_TIMEOUT, Conn, IO_TIMEOUT, Response, Server, WebRoot, config, get, get_close, peak_rss,
 };
 
 const ALPHA: &[u8] = b"alpha\n";
@@ -257,6 +257,41 @@ fn responses_carry_date_header() {
 }
 
 // ---- request bodies ---------------------------------------------------------------------------
+
+/// A body sent to a location whose service ignores it (static files) is read and dropped as it
+/// arrives, by length and chunked: the connection holds a read buffer, not the body, so a
+/// large `max_body` does not let each connection pin that much memory. The request is still
+/// answered and the connection kept.
+#[test]
+fn a_body_sent_to_static_files_is_dropped_as_it_arrives_not_held() {
+    const BODY: usize = 192 << 20;
+    let www = site();
+    let server = serve_with(&www, "[limits]\nmax_body = \"256MiB\"\n");
+    let mut conn = server.connect();
+    let piece = vec![b'x'; 1 << 20];
+    conn.send(
+        format!("GET /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: {BODY}\r\n\r\n").as_bytes(),
+    );
+    for _ in 0..BODY / piece.len() {
+        conn.send(&piece);
+    }
+    let resp = conn.read_response();
+    assert_eq!((resp.status, resp.body.as_slice()), (200, ALPHA));
+    conn.send(b"GET /a.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let chunk = [format!("{:x}\r\n", piece.len()).as_bytes(), &piece, b"\r\n"].concat();
+    for _ in 0..BODY / piece.len() {
+        conn.send(&chunk);
+    }
+    conn.send(b"0\r\n\r\n");
+    let resp = conn.read_response();
+    assert_eq!((resp.status, resp.body.as_slice()), (200, ALPHA));
+    assert_eq!(conn.request(&get("/a.txt")).body, ALPHA, "kept alive");
+    let peak = peak_rss(server.pid());
+    assert!(
+        peak < (BODY / 3) as u64,
+        "peak RSS {peak} bytes after two {BODY}-byte bodies that nothing reads"
+    );
+}
 
 #[test]
 fn chunked_request_body_is_consumed_and_connection_reused() {

@@ -164,6 +164,20 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// What a request body is for (see [`Router::body_use`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyUse {
+    /// A proxied location: the body streams to the member as it arrives. The limit is the
+    /// location's own (`None`: unlimited).
+    Stream(Option<u64>),
+    /// Collected in memory under `limits.max_body`, then routed with the request.
+    Collect,
+    /// Nobody reads it (static files, metrics, no route): it is read and dropped as it arrives,
+    /// or not read at all where the protocol can stop it, so no connection holds a body in
+    /// memory for a service that ignores it. `limits.max_body` still applies.
+    Discard,
+}
+
 /// One worker's entry point to the services.
 ///
 /// Share one `Router` among all of a worker's sessions rather than cloning it per session:
@@ -221,13 +235,16 @@ impl Router {
         self
     }
 
-    /// For a request about to be read: `Some(limit)` when its location streams the request
-    /// body (a proxy location; `limit` is its body limit, `None` unlimited), `None` when the
-    /// body is collected in memory under `limits.max_body`.
-    pub fn streams_body(&self, host: Option<&str>, path: &str) -> Option<Option<u64>> {
+    /// What the body of a request to `host` and `path` is for, decided from its route before
+    /// the body is read.
+    pub fn body_use(&self, host: Option<&str>, path: &str) -> BodyUse {
         match self.table.load().route(host, path) {
-            Some(Route::Proxy(route) | Route::CachedProxy(route)) => Some(route.location.max_body),
-            _ => None,
+            Some(Route::Proxy(route) | Route::CachedProxy(route)) => {
+                BodyUse::Stream(route.location.max_body)
+            }
+            // Redis may route the host to its backends, which is known only once it answers.
+            _ if self.redis.is_some() => BodyUse::Collect,
+            _ => BodyUse::Discard,
         }
     }
 
@@ -452,6 +469,14 @@ mod tests {
                 .start_bounded(service_queue);
             let table = Arc::new(ArcSwap::from_pointee(RouteTable::new(&config)));
             Router::new(table, files, cache)
+        }
+
+        #[actix_rt::test]
+        async fn bodies_to_static_files_are_discarded() {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let router = router(dir.path(), 1, None);
+            assert_eq!(router.body_use(None, "/a.txt"), BodyUse::Discard);
+            assert_eq!(router.body_use(Some("any"), "/"), BodyUse::Discard);
         }
 
         /// A session's future embeds the router's: every connection, idle ones included,

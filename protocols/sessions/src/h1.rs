@@ -26,6 +26,7 @@ use switchyard_services::message::{
     Tunnel,
 };
 use switchyard_services::metrics::{self, Proto};
+use switchyard_services::router::BodyUse;
 use switchyard_wire::chunked::{
     ChunkedDecoder, ChunkedError, Decoded, write_chunk_size, write_last_chunk,
 };
@@ -233,31 +234,31 @@ impl H1Conn {
                 }
             }
             let started = self.env.access_log.is_some().then(StdInstant::now);
-            // Proxied locations stream the body to the member while it arrives.
-            let streams = match head.body {
-                BodyKind::None | BodyKind::Length(0) => None,
-                _ => self
-                    .env
-                    .router
-                    .streams_body(head.host.as_deref(), &head.path),
+            // Proxied locations stream the body to the member while it arrives; a body nobody
+            // reads is dropped as it arrives.
+            let body_use = match head.body {
+                BodyKind::None | BodyKind::Length(0) => BodyUse::Collect,
+                _ => self.env.router.body_use(head.host.as_deref(), &head.path),
             };
-            let body = match streams {
-                Some(limit) => {
+            let (body, streams) = match body_use {
+                BodyUse::Stream(limit) => {
                     if let (BodyKind::Length(n), Some(max)) = (head.body, limit)
                         && n > max
                     {
                         self.write_error(StatusCode::PAYLOAD_TOO_LARGE, head.version);
                         return Ok(Close::Linger);
                     }
-                    Bytes::new()
+                    (Bytes::new(), Some(limit))
                 }
-                None => match self.read_body(&head).await? {
-                    Ok(body) => body,
-                    Err(status) => {
-                        self.write_error(status, head.version);
-                        return Ok(Close::Linger);
+                BodyUse::Collect | BodyUse::Discard => {
+                    match self.read_body(&head, body_use == BodyUse::Collect).await? {
+                        Ok(body) => (body, None),
+                        Err(status) => {
+                            self.write_error(status, head.version);
+                            return Ok(Close::Linger);
+                        }
                     }
-                },
+                }
             };
             let keep_alive = head.keep_alive && !self.env.draining();
             if !self
@@ -392,9 +393,14 @@ impl H1Conn {
         }
     }
 
-    /// Read the request body the head announced, bounded by `limits.max_body`.
-    /// `Ok(Err(status))` is an answer to send before closing (400, 408, 413).
-    async fn read_body(&mut self, head: &RequestHead) -> io::Result<Result<Bytes, StatusCode>> {
+    /// Read the request body the head announced, bounded by `limits.max_body`: kept, or, when
+    /// `keep` is false, dropped as it arrives (the connection holds one read buffer, not the
+    /// body). `Ok(Err(status))` is an answer to send before closing (400, 408, 413).
+    async fn read_body(
+        &mut self,
+        head: &RequestHead,
+        keep: bool,
+    ) -> io::Result<Result<Bytes, StatusCode>> {
         let max_body = self.env.limits.max_body;
         match head.body {
             BodyKind::None => Ok(Ok(Bytes::new())),
@@ -406,6 +412,21 @@ impl H1Conn {
                     .map_err(|_| io::Error::other("body length overflows usize"))?;
                 if head.expect_continue && self.rbuf.len() < len {
                     self.send_continue().await?;
+                }
+                if !keep {
+                    let mut left = len;
+                    loop {
+                        let here = left.min(self.rbuf.len());
+                        self.rbuf.advance(here);
+                        left -= here;
+                        if left == 0 {
+                            return Ok(Ok(Bytes::new()));
+                        }
+                        self.reserve_read_space();
+                        if let Err(status) = self.read_body_bytes().await? {
+                            return Ok(Err(status));
+                        }
+                    }
                 }
                 while self.rbuf.len() < len {
                     // Grow with what arrives, not with what was announced: a client that
@@ -425,7 +446,8 @@ impl H1Conn {
                 let mut continued = !head.expect_continue;
                 loop {
                     match decoder.decode(&mut self.rbuf) {
-                        Ok(Decoded::Data(data)) => body.extend_from_slice(&data),
+                        Ok(Decoded::Data(data)) if keep => body.extend_from_slice(&data),
+                        Ok(Decoded::Data(_)) => {}
                         Ok(Decoded::Done) => return Ok(Ok(body.freeze())),
                         Ok(Decoded::NeedMore) => {
                             if !continued {

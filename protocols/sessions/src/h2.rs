@@ -17,7 +17,7 @@
 //!
 //! Bounds: the client's preface and SETTINGS must arrive within `timeouts.header`; a request
 //! body is collected up to `limits.max_body` (413 beyond), with each pause bounded by
-//! `timeouts.body`; a response holds at most [`SEND_CHUNK`] bytes of a file in memory and at
+//! `timeouts.body`, and dropped as it arrives when no service reads it (static files); a response holds at most [`SEND_CHUNK`] bytes of a file in memory and at
 //! most `send_buffer` bytes queued per stream, and a stream whose client grants no window for
 //! `timeouts.send` is reset. The driver stops reading while [`OUT_HIGH`] bytes wait to be
 //! written, so a client that does not read cannot make us buffer without bound. A connection
@@ -43,6 +43,7 @@ use switchyard_services::message::{
     Body, BodyPart, BodySender, BodyStream, FileRange, Frame, Response,
 };
 use switchyard_services::metrics::{self, Proto};
+use switchyard_services::router::BodyUse;
 use switchyard_wire::h2::{Conn, Ended, Event, Reason, Recv, Settings};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::task::JoinSet;
@@ -539,15 +540,15 @@ impl StreamCtx {
         let log_facts = head.log_facts(env.access_log.as_ref());
         let mut body_open = !end_stream;
 
-        let streams = if head.routable() && body_open {
-            env.router.streams_body(head.host.as_deref(), head.path())
+        let body_use = if head.routable() && body_open {
+            env.router.body_use(head.host.as_deref(), head.path())
         } else {
-            None
+            BodyUse::Collect
         };
         let response = if !head.routable() {
             // Authority form and other targets we do not serve.
             Response::text(StatusCode::BAD_REQUEST, "400 Bad Request\n")
-        } else if let Some(limit) = streams {
+        } else if let BodyUse::Stream(limit) = body_use {
             // A proxied location: the body streams to the member as it arrives.
             let announced = head.content_length();
             if limit.is_some_and(|max| announced.is_some_and(|n| n > max)) {
@@ -575,8 +576,11 @@ impl StreamCtx {
                 }
             }
         } else {
+            // A body nobody reads is dropped as it arrives. It is still read before the
+            // answer: an answer before the upload ends would need a reset to stop it, which
+            // some clients take badly (curl before 8.1 stalls after a 200).
             let body = if body_open {
-                Box::pin(self.read_body(&head)).await
+                Box::pin(self.read_body(&head, body_use != BodyUse::Discard)).await
             } else {
                 Ok(Bytes::new())
             };
@@ -707,8 +711,9 @@ impl StreamCtx {
         }
     }
 
-    /// Collect the request body, bounded by `limits.max_body` and, per pause, `timeouts.body`.
-    async fn read_body(&self, head: &Head) -> Result<Bytes, BodyError> {
+    /// Read the request body, bounded by `limits.max_body` and, per pause, `timeouts.body`:
+    /// collected, or, when `keep` is false, dropped as it arrives.
+    async fn read_body(&self, head: &Head, keep: bool) -> Result<Bytes, BodyError> {
         let max_body = self.this.env.limits.max_body;
         // The connection has already checked that Content-Length is a number, and checks the
         // DATA against it (RFC 9113 §8.1.1): a mismatch resets the stream.
@@ -729,16 +734,19 @@ impl StreamCtx {
         }
         let mut collected = BytesMut::new();
         let mut first: Option<Bytes> = None;
+        let mut received = 0u64;
         loop {
             let chunk = match self.recv().await? {
                 None => break,
                 Some(Recv::Trailers(_)) => continue,
                 Some(Recv::Data(chunk)) => chunk,
             };
-            let total =
-                (collected.len() + first.as_ref().map_or(0, Bytes::len) + chunk.len()) as u64;
-            if total > max_body {
+            received += chunk.len() as u64;
+            if received > max_body {
                 return Err(BodyError::Answer(StatusCode::PAYLOAD_TOO_LARGE));
+            }
+            if !keep {
+                continue;
             }
             // A body in one DATA frame (the usual case) is kept without a copy.
             match first.take() {

@@ -48,6 +48,7 @@ use http::{HeaderMap, Method, StatusCode, Version};
 use quinn::{RecvStream, SendStream, VarInt};
 use switchyard_services::message::{Body, BodyPart, FileRange, Frame, Response};
 use switchyard_services::metrics::{self, Proto};
+use switchyard_services::router::BodyUse;
 use switchyard_wire::h3::{self as wire, Code, Control, H3Error, Part, RequestReader, UniKind};
 use switchyard_wire::h3::{frame, qpack};
 use switchyard_wire::priority::Priority;
@@ -456,7 +457,10 @@ impl H3Conn {
             // processing a request that might be replayed."
             Response::text(StatusCode::TOO_EARLY, "425 Too Early\n")
         } else {
-            match self.read_body(&mut incoming, content_length).await {
+            // A body nobody reads is dropped as it arrives.
+            let keep = incoming.ended
+                || env.router.body_use(head.host.as_deref(), head.path()) != BodyUse::Discard;
+            match self.read_body(&mut incoming, content_length, keep).await {
                 Ok(body) => {
                     let req = head.into_request(Version::HTTP_3, "https", self.peer, body, None);
                     env.router.call(req).await
@@ -525,26 +529,33 @@ impl H3Conn {
         }
     }
 
-    /// Collect the request body, bounded by `limits.max_body` and, per pause, `timeouts.body`;
-    /// check its trailers and its length against Content-Length.
+    /// Read the request body, bounded by `limits.max_body` and, per pause, `timeouts.body`:
+    /// collected, or, when `keep` is false, dropped as it arrives. Its trailers and its length
+    /// are checked against Content-Length either way.
     async fn read_body(
         &self,
         incoming: &mut Incoming,
         content_length: Option<u64>,
+        keep: bool,
     ) -> Result<Bytes, BodyError> {
         let max_body = self.env.limits.max_body;
         if content_length.is_some_and(|len| len > max_body) {
             return Err(BodyError::Answer(StatusCode::PAYLOAD_TOO_LARGE));
         }
         let mut collected = BytesMut::new();
+        let mut received = 0u64;
         loop {
             match within(self.env.timeouts.body, incoming.next()).await {
                 None => return Err(BodyError::Answer(StatusCode::REQUEST_TIMEOUT)),
                 Some(Err(e)) => return Err(BodyError::Fail(e)),
                 Some(Ok(None)) => break,
                 Some(Ok(Some(Part::Data(data)))) => {
-                    if (collected.len() + data.len()) as u64 > max_body {
+                    received += data.len() as u64;
+                    if received > max_body {
                         return Err(BodyError::Answer(StatusCode::PAYLOAD_TOO_LARGE));
+                    }
+                    if !keep {
+                        continue;
                     }
                     if collected.is_empty() {
                         collected = BytesMut::from(data);
@@ -564,7 +575,7 @@ impl H3Conn {
         }
         // §4.1.2: a content-length that does not match the DATA received makes the request
         // malformed.
-        if content_length.is_some_and(|len| len != collected.len() as u64) {
+        if content_length.is_some_and(|len| len != received) {
             return Err(BodyError::Fail(Fail::H3(H3Error::Stream(
                 Code::H3_MESSAGE_ERROR,
                 "content-length does not match the body",

@@ -11,8 +11,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use switchyard_interop::{
-    IO_TIMEOUT, Server, Signal, WebRoot, config, curl, log_lines, pseudo_random, sha256,
-    sha256_file,
+    Backend, IO_TIMEOUT, Server, Signal, WebRoot, config, curl, log_lines, peak_rss, pseudo_random,
+    sha256, sha256_file, toml_path,
 };
 
 const HELLO: &[u8] = b"hello over quic\n";
@@ -206,6 +206,58 @@ fn a_loopback_path_carries_datagrams_far_larger_than_ethernet_allows() {
         big.len(),
         sizes.iter().max()
     );
+}
+
+// ---- request bodies -------------------------------------------------------------------------------
+
+/// A request body to a proxied location streams to the member as it arrives, as over HTTP/1.1
+/// and HTTP/2: bounded by the location's limit (none here), not by `limits.max_body`, and never
+/// held whole. A body to static files is read and dropped.
+#[test]
+fn an_upload_streams_through_the_proxy_and_one_to_static_files_is_dropped() {
+    const BODY: usize = 48 << 20;
+    let member = Backend::start("m");
+    let www = site();
+    let toml = format!(
+        "workers = 2\n\n[limits]\nmax_body = \"1MiB\"\n\n[[listen]]\naddress = \"127.0.0.1:0\"\n\n\
+         [[vhost]]\n\n[[vhost.location]]\npath = \"/sink\"\nproxy = \"pool\"\n\n\
+         [[vhost.location]]\npath = \"/\"\nroot = {}\n\n\
+         [[upstream]]\nname = \"pool\"\nmembers = [\"{}\"]\n",
+        toml_path(www.root()),
+        member.addr
+    );
+    let server = Server::run_config(&toml).start();
+    let upload = www.outside().join("upload.bin");
+    std::fs::write(&upload, vec![b'u'; BODY]).expect("write the upload");
+    let data = format!("--data={}", upload.display());
+    let scratch = tempfile::tempdir().expect("scratch");
+    let dir = format!("--download={}", scratch.path().display());
+    let (out, text) = gtlsclient(
+        &server,
+        &[&data, "--http-method=PUT", "--no-http-dump", &dir],
+        &["/sink"],
+    );
+    assert!(out.status.success(), "{text}");
+    assert_eq!(statuses(&text), ["200"], "{text}");
+    let counted =
+        std::fs::read_to_string(scratch.path().join("sink")).expect("the member's answer");
+    assert_eq!(
+        counted.trim(),
+        BODY.to_string(),
+        "bytes the member received"
+    );
+
+    // Over `max_body` for static files: 413; within it, read and dropped, then answered.
+    let (_, text) = gtlsclient(&server, &[&data, "--http-method=PUT"], &["/hello.txt"]);
+    assert_eq!(statuses(&text), ["413"], "{text}");
+    let small = www.outside().join("small.bin");
+    std::fs::write(&small, vec![b's'; 512 << 10]).expect("write the small upload");
+    let small = format!("--data={}", small.display());
+    let (_, text) = gtlsclient(&server, &[&small, "--http-method=GET"], &["/hello.txt"]);
+    assert_eq!(statuses(&text), ["200"], "{text}");
+
+    let peak = peak_rss(server.pid());
+    assert!(peak < (BODY / 2) as u64, "peak RSS {peak} bytes");
 }
 
 // ---- early data (RFC 8470) ------------------------------------------------------------------------

@@ -46,7 +46,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Version};
 use quinn::{RecvStream, SendStream, VarInt};
-use switchyard_services::message::{Body, BodyPart, FileRange, Frame, Response};
+use switchyard_services::message::{
+    Body, BodyPart, BodySender, BodyStream, FileRange, Frame, Response,
+};
 use switchyard_services::metrics::{self, Proto};
 use switchyard_services::router::BodyUse;
 use switchyard_wire::h3::{self as wire, Code, Control, H3Error, Part, RequestReader, UniKind};
@@ -64,6 +66,8 @@ use crate::head::{Head, Outgoing, strip_connection_fields};
 pub(crate) const SEND_CHUNK: usize = 64 * 1024;
 /// The most bytes asked of QUIC in one read of a stream.
 const READ_CHUNK: usize = 64 * 1024;
+/// DATA frames of a streamed request body queued for a proxied member.
+const STREAM_CHANNEL: usize = 4;
 /// Bodies up to this size travel in the same write as their frame header (one copy); larger
 /// ones are handed to QUIC as they are.
 const COPY_MAX: usize = 4 * 1024;
@@ -457,17 +461,51 @@ impl H3Conn {
             // processing a request that might be replayed."
             Response::text(StatusCode::TOO_EARLY, "425 Too Early\n")
         } else {
-            // A body nobody reads is dropped as it arrives.
-            let keep = incoming.ended
-                || env.router.body_use(head.host.as_deref(), head.path()) != BodyUse::Discard;
-            match self.read_body(&mut incoming, content_length, keep).await {
-                Ok(body) => {
-                    let req = head.into_request(Version::HTTP_3, "https", self.peer, body, None);
-                    env.router.call(req).await
+            let body_use = if incoming.ended {
+                BodyUse::Collect
+            } else {
+                env.router.body_use(head.host.as_deref(), head.path())
+            };
+            if let BodyUse::Stream(limit) = body_use {
+                // A proxied location: the body streams to the member as it arrives, under the
+                // location's own limit.
+                if limit.is_some_and(|max| content_length.is_some_and(|n| n > max)) {
+                    error_response(StatusCode::PAYLOAD_TOO_LARGE)
+                } else {
+                    let (tx, rx) = BodyStream::channel(STREAM_CHANNEL, content_length);
+                    let req = head.into_request(
+                        Version::HTTP_3,
+                        "https",
+                        self.peer,
+                        Bytes::new(),
+                        Some(rx),
+                    );
+                    let (response, fed) = Box::pin(async {
+                        tokio::join!(
+                            env.router.call(req),
+                            self.feed(&mut incoming, content_length, tx, limit)
+                        )
+                    })
+                    .await;
+                    match fed {
+                        Fed::Complete | Fed::Abandoned => response,
+                        Fed::TooLarge => error_response(StatusCode::PAYLOAD_TOO_LARGE),
+                        Fed::Failed(e) => return self.failed(e, &mut send, &mut incoming.recv),
+                    }
                 }
-                Err(BodyError::Answer(status)) => error_response(status),
-                Err(BodyError::Fail(e)) => {
-                    return self.failed(e, &mut send, &mut incoming.recv);
+            } else {
+                // A body nobody reads is dropped as it arrives.
+                let keep = body_use != BodyUse::Discard;
+                match self.read_body(&mut incoming, content_length, keep).await {
+                    Ok(body) => {
+                        let req =
+                            head.into_request(Version::HTTP_3, "https", self.peer, body, None);
+                        env.router.call(req).await
+                    }
+                    Err(BodyError::Answer(status)) => error_response(status),
+                    Err(BodyError::Fail(e)) => {
+                        return self.failed(e, &mut send, &mut incoming.recv);
+                    }
                 }
             }
         };
@@ -526,6 +564,69 @@ impl H3Conn {
         if !incoming.ended {
             let _ = incoming.recv.stop(varint(Code::H3_NO_ERROR));
             incoming.ended = true;
+        }
+    }
+
+    /// Pump the request body into the channel a proxied member reads, as the member takes it
+    /// (QUIC flow control holds the client back meanwhile), under the location's `limit`. Its
+    /// trailers go along; its length is checked against Content-Length (§4.1.2).
+    async fn feed(
+        &self,
+        incoming: &mut Incoming,
+        content_length: Option<u64>,
+        tx: BodySender,
+        limit: Option<u64>,
+    ) -> Fed {
+        let mut seen = 0u64;
+        loop {
+            let frame = match within(self.env.timeouts.body, incoming.next()).await {
+                None => {
+                    let _ = tx.send(Err(io::ErrorKind::TimedOut.into())).await;
+                    return Fed::Abandoned;
+                }
+                Some(Err(e)) => {
+                    let _ = tx.send(Err(io::Error::other("request body failed"))).await;
+                    return Fed::Failed(e);
+                }
+                Some(Ok(None)) => {
+                    if content_length.is_some_and(|len| len != seen) {
+                        let _ = tx
+                            .send(Err(io::Error::other("request body cut short")))
+                            .await;
+                        return Fed::Failed(Fail::H3(H3Error::Stream(
+                            Code::H3_MESSAGE_ERROR,
+                            "content-length does not match the body",
+                        )));
+                    }
+                    return Fed::Complete;
+                }
+                Some(Ok(Some(Part::Data(data)))) => {
+                    seen += data.len() as u64;
+                    if limit.is_some_and(|max| seen > max) {
+                        let _ = tx
+                            .send(Err(io::Error::other("request body too large")))
+                            .await;
+                        return Fed::TooLarge;
+                    }
+                    Frame::Data(data)
+                }
+                Some(Ok(Some(Part::Headers(section)))) => {
+                    let max = u32::try_from(self.env.limits.max_header_bytes).unwrap_or(u32::MAX);
+                    let trailers =
+                        wire::decode_trailers(&mut self.decoder.borrow_mut(), &section, max);
+                    match trailers {
+                        Ok(trailers) => Frame::Trailers(trailers),
+                        Err(e) => {
+                            let _ = tx.send(Err(io::Error::other("malformed trailers"))).await;
+                            return Fed::Failed(Fail::H3(e));
+                        }
+                    }
+                }
+                Some(Ok(Some(Part::TooLarge))) => continue,
+            };
+            if tx.send(Ok(frame)).await.is_err() {
+                return Fed::Abandoned;
+            }
         }
     }
 
@@ -958,6 +1059,18 @@ enum BodyError {
     Answer(StatusCode),
     /// The stream failed.
     Fail(Fail),
+}
+
+/// How feeding a request body to a proxied member ended.
+#[derive(Debug)]
+enum Fed {
+    Complete,
+    /// The client paused too long, or the member stopped reading: its answer stands.
+    Abandoned,
+    /// More than the location allows: 413.
+    TooLarge,
+    /// The request stream failed (reset, or malformed): answered as [`Fail`] is.
+    Failed(Fail),
 }
 
 /// Why a response was not completed.

@@ -211,8 +211,8 @@ fn a_loopback_path_carries_datagrams_far_larger_than_ethernet_allows() {
 // ---- request bodies -------------------------------------------------------------------------------
 
 /// A request body to a proxied location streams to the member as it arrives, as over HTTP/1.1
-/// and HTTP/2: bounded by the location's limit (none here), not by `limits.max_body`, and never
-/// held whole. A body to static files is read and dropped.
+/// and HTTP/2: bounded by the location's limit (none on `/sink`, 1 MiB on `/capped/`), not by
+/// `limits.max_body`, and never held whole. A body to static files is read and dropped.
 #[test]
 fn an_upload_streams_through_the_proxy_and_one_to_static_files_is_dropped() {
     const BODY: usize = 48 << 20;
@@ -221,6 +221,8 @@ fn an_upload_streams_through_the_proxy_and_one_to_static_files_is_dropped() {
     let toml = format!(
         "workers = 2\n\n[limits]\nmax_body = \"1MiB\"\n\n[[listen]]\naddress = \"127.0.0.1:0\"\n\n\
          [[vhost]]\n\n[[vhost.location]]\npath = \"/sink\"\nproxy = \"pool\"\n\n\
+         [[vhost.location]]\npath = \"/capped/\"\nproxy = \"pool\"\nstrip_prefix = true\n\
+         max_body = \"1MiB\"\n\n\
          [[vhost.location]]\npath = \"/\"\nroot = {}\n\n\
          [[upstream]]\nname = \"pool\"\nmembers = [\"{}\"]\n",
         toml_path(www.root()),
@@ -246,6 +248,9 @@ fn an_upload_streams_through_the_proxy_and_one_to_static_files_is_dropped() {
         BODY.to_string(),
         "bytes the member received"
     );
+    // The location's own limit applies.
+    let (_, text) = gtlsclient(&server, &[&data, "--http-method=PUT"], &["/capped/sink"]);
+    assert_eq!(statuses(&text), ["413"], "{text}");
 
     // Over `max_body` for static files: 413; within it, read and dropped, then answered.
     let (_, text) = gtlsclient(&server, &[&data, "--http-method=PUT"], &["/hello.txt"]);

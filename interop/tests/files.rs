@@ -423,6 +423,17 @@ fn if_unmodified_since_before_change_is_412() {
         &[&format!("If-Unmodified-Since: {lm}")],
     );
     assert_eq!(out.status, 200);
+    // RFC 9110 §5.6.7: the grammar does not tie the day name to the date, and a recipient
+    // must accept the date (1 January 1990 was a Monday).
+    let out = fetch(
+        &server,
+        "/hello.txt",
+        &["If-Unmodified-Since: Fri, 01 Jan 1990 00:00:00 GMT"],
+    );
+    assert_eq!(
+        out.status, 412,
+        "a date with the wrong day name was ignored"
+    );
 }
 
 #[test]

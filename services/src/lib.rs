@@ -11,6 +11,7 @@
 pub mod actor;
 pub mod cache;
 pub mod files;
+pub mod http_date;
 pub mod message;
 pub mod metrics;
 pub mod proxy;

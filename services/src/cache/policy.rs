@@ -691,7 +691,7 @@ fn etag_weak_eq<'a>(a: &'a [u8], b: &'a [u8]) -> bool {
 
 fn http_date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
     let value = headers.get(name)?.to_str().ok()?;
-    httpdate::parse_http_date(value.trim()).ok()
+    crate::http_date::parse(value.trim())
 }
 
 /// The `Date` of a response, or when it arrived if it has none (RFC 9110 §6.6.1).

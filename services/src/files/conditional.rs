@@ -94,9 +94,9 @@ pub fn if_range_permits(headers: &HeaderMap, v: &Validators<'_>) -> bool {
         };
     }
     // §13.1.5: a date validator is true when it "exactly matches the Last-Modified field value".
-    match httpdate::parse_http_date(value) {
-        Ok(date) => secs(date) == secs(v.last_modified),
-        Err(_) => false,
+    match crate::http_date::parse(value) {
+        Some(date) => secs(date) == secs(v.last_modified),
+        None => false,
     }
 }
 
@@ -179,7 +179,7 @@ fn single_date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
     let (Some(value), None) = (values.next(), values.next()) else {
         return None;
     };
-    httpdate::parse_http_date(value.to_str().ok()?.trim()).ok()
+    crate::http_date::parse(value.to_str().ok()?.trim())
 }
 
 /// HTTP dates have one-second resolution; compare at that resolution.

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use std::path::Path;
 
 use switchyard_interop::{
-    Backend, Server, WebRoot, certificate, check, curl, free_port, get, metric, terminate,
-    toml_path, wait_until,
+    Backend, Server, WebRoot, certificate, check, curl, free_port, get, metric, peak_rss,
+    terminate, toml_path, wait_until,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -456,15 +456,6 @@ fn ten_thousand_requests_stay_within_the_pool_bound() {
     assert!(reuse >= 0.999, "reuse {reuse}");
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM")
-}
-
 #[test]
 fn a_gibibyte_streams_both_ways_in_bounded_memory() {
     const GIB: u64 = 1 << 30;
@@ -551,15 +542,15 @@ fn a_gibibyte_streams_both_ways_in_bounded_memory() {
         (GIB / 4).to_string()
     );
 
-    let peak = peak_rss_kib(server.pid());
-    assert!(peak < 128 * 1024, "peak RSS {peak} KiB");
+    let peak = peak_rss(server.pid());
+    assert!(peak < 128 << 20, "peak RSS {peak} bytes");
 }
 
 #[test]
 fn a_client_that_does_not_read_holds_back_the_member() {
     let member = Backend::start("m");
     let server = proxy(&[member.addr], "", "");
-    let before = peak_rss_kib(server.pid());
+    let before = peak_rss(server.pid());
     let mut conn = TcpStream::connect(server.addr()).expect("connect");
     conn.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
@@ -568,10 +559,10 @@ fn a_client_that_does_not_read_holds_back_the_member() {
         .expect("send");
     // Read nothing for a while: the member can only have sent what the buffers on the way hold.
     std::thread::sleep(Duration::from_secs(2));
-    let stalled = peak_rss_kib(server.pid());
+    let stalled = peak_rss(server.pid());
     assert!(
-        stalled < before + 32 * 1024,
-        "RSS grew from {before} to {stalled} KiB while the client read nothing"
+        stalled < before + (32 << 20),
+        "RSS grew from {before} to {stalled} bytes while the client read nothing"
     );
     let mut total = 0u64;
     let mut buf = vec![0u8; 1 << 20];

@@ -17,8 +17,9 @@
 //!
 //! Bounds: the client's preface and SETTINGS must arrive within `timeouts.header`; a request
 //! body is collected up to `limits.max_body` (413 beyond), with each pause bounded by
-//! `timeouts.body`, and dropped as it arrives when no service reads it (static files); a response holds at most [`SEND_CHUNK`] bytes of a file in memory and at
-//! most `send_buffer` bytes queued per stream, and a stream whose client grants no window for
+//! `timeouts.body`, and dropped as it arrives when no service reads it (static files); a
+//! response holds at most [`SEND_CHUNK`] bytes of a file in memory and at most `send_buffer`
+//! bytes queued per stream, and a stream whose client grants no window for
 //! `timeouts.send` is reset. The driver stops reading while [`OUT_HIGH`] bytes wait to be
 //! written, so a client that does not read cannot make us buffer without bound. A connection
 //! with no open stream for `timeouts.keepalive` is closed gracefully, and so is every

@@ -418,7 +418,7 @@ impl H3Conn {
         let early = !self.handshake.is_complete();
         let decoded = match &section {
             Some(section) => {
-                let limit = u32::try_from(env.limits.max_header_bytes).unwrap_or(u32::MAX);
+                let limit = self.field_limit();
                 wire::decode_request(&mut self.decoder.borrow_mut(), section, limit)
             }
             None => Ok(None),
@@ -579,53 +579,50 @@ impl H3Conn {
     ) -> Fed {
         let mut seen = 0u64;
         loop {
-            let frame = match within(self.env.timeouts.body, incoming.next()).await {
-                None => {
-                    let _ = tx.send(Err(io::ErrorKind::TimedOut.into())).await;
-                    return Fed::Abandoned;
-                }
-                Some(Err(e)) => {
-                    let _ = tx.send(Err(io::Error::other("request body failed"))).await;
-                    return Fed::Failed(e);
-                }
-                Some(Ok(None)) => {
-                    if content_length.is_some_and(|len| len != seen) {
-                        let _ = tx
-                            .send(Err(io::Error::other("request body cut short")))
-                            .await;
-                        return Fed::Failed(Fail::H3(H3Error::Stream(
-                            Code::H3_MESSAGE_ERROR,
-                            "content-length does not match the body",
-                        )));
-                    }
-                    return Fed::Complete;
-                }
+            // A frame for the member, or why the body ends early: the member is told, and
+            // the feed ends as the second half says.
+            let step = match within(self.env.timeouts.body, incoming.next()).await {
+                None => Err((io::ErrorKind::TimedOut.into(), Fed::Abandoned)),
+                Some(Err(e)) => Err((io::Error::other("request body failed"), Fed::Failed(e))),
+                Some(Ok(None)) if content_length.is_some_and(|len| len != seen) => Err((
+                    io::Error::other("request body cut short"),
+                    Fed::Failed(Fail::H3(H3Error::Stream(
+                        Code::H3_MESSAGE_ERROR,
+                        "content-length does not match the body",
+                    ))),
+                )),
+                Some(Ok(None)) => return Fed::Complete,
                 Some(Ok(Some(Part::Data(data)))) => {
                     seen += data.len() as u64;
                     if limit.is_some_and(|max| seen > max) {
-                        let _ = tx
-                            .send(Err(io::Error::other("request body too large")))
-                            .await;
-                        return Fed::TooLarge;
+                        Err((io::Error::other("request body too large"), Fed::TooLarge))
+                    } else {
+                        Ok(Frame::Data(data))
                     }
-                    Frame::Data(data)
                 }
                 Some(Ok(Some(Part::Headers(section)))) => {
-                    let max = u32::try_from(self.env.limits.max_header_bytes).unwrap_or(u32::MAX);
+                    let limit = self.field_limit();
                     let trailers =
-                        wire::decode_trailers(&mut self.decoder.borrow_mut(), &section, max);
-                    match trailers {
-                        Ok(trailers) => Frame::Trailers(trailers),
-                        Err(e) => {
-                            let _ = tx.send(Err(io::Error::other("malformed trailers"))).await;
-                            return Fed::Failed(Fail::H3(e));
-                        }
-                    }
+                        wire::decode_trailers(&mut self.decoder.borrow_mut(), &section, limit);
+                    trailers.map(Frame::Trailers).map_err(|e| {
+                        (
+                            io::Error::other("malformed trailers"),
+                            Fed::Failed(Fail::H3(e)),
+                        )
+                    })
                 }
                 Some(Ok(Some(Part::TooLarge))) => continue,
             };
-            if tx.send(Ok(frame)).await.is_err() {
-                return Fed::Abandoned;
+            match step {
+                Ok(frame) => {
+                    if tx.send(Ok(frame)).await.is_err() {
+                        return Fed::Abandoned;
+                    }
+                }
+                Err((error, fed)) => {
+                    let _ = tx.send(Err(error)).await;
+                    return fed;
+                }
             }
         }
     }
@@ -667,7 +664,7 @@ impl H3Conn {
                 Some(Ok(Some(Part::Headers(trailers)))) => {
                     // The trailers are checked (a malformed section is H3_MESSAGE_ERROR) and,
                     // like HTTP/2's request trailers, not passed on.
-                    let limit = u32::try_from(self.env.limits.max_header_bytes).unwrap_or(u32::MAX);
+                    let limit = self.field_limit();
                     wire::decode_trailers(&mut self.decoder.borrow_mut(), &trailers, limit)
                         .map_err(|e| BodyError::Fail(Fail::H3(e)))?;
                 }
@@ -683,6 +680,11 @@ impl H3Conn {
             ))));
         }
         Ok(collected.freeze())
+    }
+
+    /// The largest field section we decode (`limits.max_header_bytes`).
+    fn field_limit(&self) -> u32 {
+        u32::try_from(self.env.limits.max_header_bytes).unwrap_or(u32::MAX)
     }
 
     /// The response as it will be sent: its head within the client's

@@ -4,7 +4,6 @@
 //! Sniffing reads (rather than peeks) the first bytes: a peek cannot wait for *more* bytes
 //! while some are buffered. The bytes read are handed to the session as the start of its input.
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -13,6 +12,7 @@ use std::time::Duration;
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use bytes::BytesMut;
 use switchyard_services::metrics::{self, Conn};
+use switchyard_services::workers::WorkerLoad;
 use switchyard_sessions::h1::H1Session;
 use switchyard_sessions::h2::H2Session;
 use switchyard_sessions::io::{Prefixed, Transport};
@@ -25,6 +25,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout_at};
 
+use crate::steering::Steering;
+
 /// Enough to classify any protocol we know (the HTTP/2 preface is the longest, 24 bytes).
 const SNIFF_BUFFER: usize = 4096;
 /// Pause after an accept error such as EMFILE, so a full fd table does not spin the worker.
@@ -36,8 +38,11 @@ pub struct Acceptor {
     listener: Option<std::net::TcpListener>,
     /// Taken by the accept loop when the actor starts.
     env: Option<LiveEnv>,
-    /// Open connections of this worker.
-    open: Rc<Cell<usize>>,
+    /// Open connections of this worker (and a view of the others').
+    load: WorkerLoad,
+    /// The CPU whose connections this listener asks for, if it took the option (see
+    /// [`crate::steering`]).
+    cpu: Option<u32>,
     tracker: Arc<ConnTracker>,
     /// Terminates sniffed TLS connections (shared by all workers: one session cache).
     tls: TlsTerminator,
@@ -48,7 +53,8 @@ impl Acceptor {
         worker: usize,
         listener: std::net::TcpListener,
         env: LiveEnv,
-        open: Rc<Cell<usize>>,
+        load: WorkerLoad,
+        cpu: Option<u32>,
         tracker: Arc<ConnTracker>,
         tls: TlsTerminator,
     ) -> Self {
@@ -56,7 +62,8 @@ impl Acceptor {
             worker,
             listener: Some(listener),
             env: Some(env),
-            open,
+            load,
+            cpu,
             tracker,
             tls,
         }
@@ -78,10 +85,12 @@ impl Actor for Acceptor {
                 return;
             }
         };
+        let steering = self.cpu.map(Steering::new);
         let accept = accept_loop(
             listener,
+            steering,
             env,
-            self.open.clone(),
+            self.load.clone(),
             self.tracker.clone(),
             Rc::new(self.tls.clone()),
         );
@@ -95,8 +104,9 @@ impl Actor for Acceptor {
 
 async fn accept_loop(
     listener: TcpListener,
+    mut steering: Option<Steering>,
     mut env: LiveEnv,
-    open: Rc<Cell<usize>>,
+    load: WorkerLoad,
     tracker: Arc<ConnTracker>,
     tls: Rc<TlsTerminator>,
 ) {
@@ -117,13 +127,16 @@ async fn accept_loop(
         // The settings of the configuration running now (a reload changes them).
         let env = env.current();
         let max = env.limits.max_connections;
-        if open.get() >= max {
+        if load.open() >= max {
             tracing::debug!(%peer, max, "connection limit reached; closing new connection");
             drop(stream);
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let guard = ConnGuard::new(open.clone(), tracker.clone());
+        let guard = ConnGuard::new(load.counter(), tracker.clone());
+        if let Some(steering) = &mut steering {
+            steering.rebalance(&listener, &load);
+        }
         // Sniffing is short and bounded by `timeouts.sniff`; it runs as its own task so a slow
         // client never delays the next accept.
         actix_rt::spawn(sniff_and_start(

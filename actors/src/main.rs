@@ -8,6 +8,7 @@ mod notify;
 mod quic;
 mod seeding;
 mod server;
+mod steering;
 mod udp;
 
 use std::net::SocketAddr;

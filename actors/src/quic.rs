@@ -25,7 +25,6 @@
 //! loopback MTU for its segments), and a client's cost is per packet: with 1452-byte datagrams
 //! gtlsclient spends 0.4 s of CPU on a 64 MiB download, with large ones about 0.1 s.
 
-use std::cell::Cell;
 use std::fmt;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -39,6 +38,7 @@ use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use quinn::{EndpointConfig, IdleTimeout, Incoming, ServerConfig, TransportConfig, VarInt};
 use socket2::{Domain, Protocol, Socket, Type};
 use switchyard_conf::{Congestion, QuicConfig, RetryPolicy};
+use switchyard_services::workers::WorkerLoad;
 use switchyard_sessions::h3::{H3Session, Handshake};
 use switchyard_sessions::hq::HqSession;
 use switchyard_sessions::tls::TlsTerminator;
@@ -275,7 +275,7 @@ pub struct QuicAcceptor {
     env: Option<LiveEnv>,
     tracker: Arc<ConnTracker>,
     /// QUIC connections of this worker (for drain accounting, apart from TCP's).
-    open: Rc<Cell<usize>>,
+    open: WorkerLoad,
     workers: usize,
 }
 
@@ -300,7 +300,7 @@ impl QuicAcceptor {
             setup,
             env: Some(env),
             tracker,
-            open: Rc::default(),
+            open: WorkerLoad::detached(),
             workers,
         }
     }
@@ -349,7 +349,7 @@ async fn accept_loop(
     endpoint: quinn::Endpoint,
     setup: QuicSetup,
     mut env: LiveEnv,
-    open: Rc<Cell<usize>>,
+    open: WorkerLoad,
     tracker: Arc<ConnTracker>,
     workers: usize,
 ) {
@@ -384,7 +384,7 @@ async fn accept_loop(
             continue;
         }
         let slot = Slot::take(&setup.live);
-        let guard = ConnGuard::new(open.clone(), tracker.clone());
+        let guard = ConnGuard::new(open.counter(), tracker.clone());
         // The settings of the configuration running now (a reload changes them).
         let env = env.current().clone();
         actix_rt::spawn(handshake(incoming, setup.clone(), env, guard, slot));

@@ -13,10 +13,8 @@
 //! response (answered with `Connection: close`) and close. The process exits when the last
 //! connection is gone or `timeouts.shutdown` has passed.
 
-use std::cell::Cell;
 use std::fmt;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::Actor;
@@ -31,6 +29,7 @@ use switchyard_services::proxy::health::{HealthActor, PoolsChanged};
 use switchyard_services::redis_routes::RedisRoutes;
 use switchyard_services::redis_routes::proxy::RedisProxy;
 use switchyard_services::router::{RouteTable, Router};
+use switchyard_services::workers::WorkerLoads;
 use switchyard_sessions::access_log::AccessLog;
 use switchyard_sessions::tls::TlsTerminator;
 use switchyard_sessions::{ConnTracker, Drain, LiveEnv, SessionEnv, Tunables};
@@ -111,11 +110,13 @@ fn start_redis_routes(cfg: switchyard_conf::RedisRoutesConfig) -> std::io::Resul
 
 pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> {
     let workers = config.workers;
+    // The CPU whose connections each worker's listeners ask for, set before they listen.
+    let cpus = crate::steering::paired_cpus(workers);
     let Bound {
         tcp: sockets,
         udp: udp_sockets,
         addrs: bound,
-    } = bind_all(&config, workers)?;
+    } = bind_all(&config, &cpus)?;
     let access_log = open_access_log(&config.log).map_err(StartError::AccessLog)?;
     let system = actix::System::new();
     // Each worker gets its own route snapshot and small-file cache: the hot path then touches
@@ -169,6 +170,11 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
         None => None,
     };
 
+    // Each worker's TCP connections, counted for `limits.max_connections`, for connection
+    // steering and for the metrics.
+    let loads = WorkerLoads::new(workers);
+    switchyard_services::metrics::watch_workers(Arc::clone(&loads));
+
     let mut arbiters = Vec::with_capacity(workers);
     for (worker, (listeners, udp)) in sockets.into_iter().zip(udp_sockets).enumerate() {
         let arbiter = actix::Arbiter::new();
@@ -181,6 +187,7 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
         let response_cache = response_cache.clone();
         let redis = redis.clone();
         let (shutdown, tracker, panic_path) = (drain.clone(), tracker.clone(), panic_path.clone());
+        let load = loads.worker(worker);
         arbiter.spawn_fn(move || {
             let cache = FileCache::with_revalidate(cache_share, file_revalidate);
             let files = FilesService::new(cache.clone(), panic_path).start_bounded(service_queue);
@@ -205,9 +212,8 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
                 torrent,
                 alt_svc: None,
             };
-            let open = Rc::new(Cell::new(0usize));
             let mut udp = udp.into_iter();
-            for listener in listeners {
+            for (listener, cpu) in listeners {
                 // Each listener advertises its own port's QUIC endpoint (RFC 7838 Alt-Svc).
                 let mut env = env.clone();
                 if let (Some(quic), Some(socket)) = (&quic, udp.next()) {
@@ -227,7 +233,8 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
                     worker,
                     listener,
                     LiveEnv::new(env, tunables.clone()),
-                    open.clone(),
+                    load.clone(),
+                    cpu,
                     tracker.clone(),
                     tls.clone(),
                 )
@@ -318,7 +325,8 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
 /// taken on UDP (a client's ephemeral socket may hold it), another one is picked.
 /// Returns each worker's TCP and UDP sockets and the bound address of every listener.
 struct Bound {
-    tcp: Vec<Vec<TcpListener>>,
+    /// With the CPU each listener asks for, when the socket took the option.
+    tcp: Vec<Vec<(TcpListener, Option<u32>)>>,
     udp: Vec<Vec<UdpSocket>>,
     addrs: Vec<SocketAddr>,
 }
@@ -326,7 +334,8 @@ struct Bound {
 /// Free ports tried for a port-0 listener before giving up.
 const PORT_ATTEMPTS: usize = 32;
 
-fn bind_all(config: &Config, workers: usize) -> Result<Bound, StartError> {
+fn bind_all(config: &Config, cpus: &[Option<u32>]) -> Result<Bound, StartError> {
+    let workers = cpus.len();
     let mut bound = Bound {
         tcp: (0..workers).map(|_| Vec::new()).collect(),
         udp: (0..workers).map(|_| Vec::new()).collect(),
@@ -336,7 +345,7 @@ fn bind_all(config: &Config, workers: usize) -> Result<Bound, StartError> {
         let mut attempt = 0;
         let (tcp, udp, addr) = loop {
             attempt += 1;
-            match bind_listener(listener.addr, workers, config.quic.enabled) {
+            match bind_listener(listener.addr, cpus, config.quic.enabled) {
                 Err(StartError::Bind(addr, e))
                     if listener.addr.port() == 0
                         && e.kind() == std::io::ErrorKind::AddrInUse
@@ -358,20 +367,25 @@ fn bind_all(config: &Config, workers: usize) -> Result<Bound, StartError> {
     Ok(bound)
 }
 
-type ListenerSockets = (Vec<TcpListener>, Vec<Option<UdpSocket>>, SocketAddr);
+type ListenerSockets = (
+    Vec<(TcpListener, Option<u32>)>,
+    Vec<Option<UdpSocket>>,
+    SocketAddr,
+);
 
-/// One listener's sockets, one TCP (and UDP when `quic`) per worker.
+/// One listener's sockets, one TCP (and UDP when `quic`) per worker; worker `w`'s TCP socket
+/// asks for the connections of CPU `cpus[w]`.
 fn bind_listener(
     mut addr: SocketAddr,
-    workers: usize,
+    cpus: &[Option<u32>],
     quic: bool,
 ) -> Result<ListenerSockets, StartError> {
-    let mut tcp = Vec::with_capacity(workers);
-    let mut udp = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        let socket = bind_one(addr).map_err(|e| StartError::Bind(addr, e))?;
+    let mut tcp = Vec::with_capacity(cpus.len());
+    let mut udp = Vec::with_capacity(cpus.len());
+    for &cpu in cpus {
+        let (socket, cpu) = bind_one(addr, cpu).map_err(|e| StartError::Bind(addr, e))?;
         addr = socket.local_addr().map_err(|e| StartError::Bind(addr, e))?;
-        tcp.push(socket);
+        tcp.push((socket, cpu));
         udp.push(if quic {
             Some(crate::quic::bind_udp(addr).map_err(|e| StartError::Bind(addr, e))?)
         } else {
@@ -381,7 +395,9 @@ fn bind_listener(
     Ok((tcp, udp, addr))
 }
 
-fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// A listening socket of the reuseport group at `addr`, asking for `cpu`'s connections
+/// (returned when the socket took the option) from its first one.
+fn bind_one(addr: SocketAddr, cpu: Option<u32>) -> std::io::Result<(TcpListener, Option<u32>)> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -389,9 +405,10 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
+    let cpu = cpu.filter(|&cpu| crate::steering::ask_for(&socket, cpu));
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
-    Ok(socket.into())
+    Ok((socket.into(), cpu))
 }
 
 /// The signals that stop or reload the server, registered with the OS at [`StopSignals::install`].

@@ -892,6 +892,106 @@ fn thousand_concurrent_connections_are_all_answered() {
     }
 }
 
+/// Open `n` connections from a thread pinned to `cpu`, each answered once (so the server has
+/// accepted and counted it). Over loopback a connection's handshake is received on the CPU of
+/// the thread that connects, and that is when the kernel picks its listener. In a `burst`,
+/// every handshake is done before the first request, so all are placed before the server
+/// accepts any; otherwise each is answered before the next one opens.
+fn connections_from_cpu(server: &Server, cpu: usize, n: usize, burst: bool) -> Vec<Conn> {
+    use rustix::thread::{CpuSet, sched_setaffinity};
+    let addr = server.addr();
+    std::thread::spawn(move || {
+        let mut set = CpuSet::new();
+        set.set(cpu);
+        sched_setaffinity(None, &set).expect("pin the client thread");
+        let answer = |conn: &mut Conn| assert_eq!(conn.request(&get("/hello.txt")).status, 200);
+        let mut conns = Vec::with_capacity(n);
+        for _ in 0..n {
+            conns.push(Conn::open(addr));
+            if !burst {
+                conns.last_mut().map(answer);
+            }
+        }
+        if burst {
+            conns.iter_mut().for_each(answer);
+        }
+        conns
+    })
+    .join()
+    .expect("client thread")
+}
+
+/// `switchyard_worker_connections_open` of workers 0 and 1 (the scrape's own connection is
+/// open on one of them).
+fn open_per_worker(server: &Server) -> [u64; 2] {
+    let scrape = curl(&["--http1.1", &server.url("/metrics")]);
+    let text = String::from_utf8_lossy(&scrape.body);
+    [0, 1].map(|w| {
+        metric(
+            &text,
+            &format!("switchyard_worker_connections_open{{worker=\"{w}\"}}"),
+        )
+    })
+}
+
+/// Connections received on a CPU go to the worker paired with it (`SO_INCOMING_CPU`), until
+/// that worker has stayed a margin above the others: then they are hashed over all workers.
+#[test]
+fn connections_go_to_the_worker_paired_with_their_cpu_until_it_is_loaded() {
+    use rustix::thread::{CpuSet, sched_getaffinity};
+    let set = sched_getaffinity(None).expect("CPUs of the test");
+    let cpus: Vec<usize> = (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect();
+    assert!(
+        cpus.len() >= 2,
+        "steering pairs workers with CPUs: this test needs two, it has {cpus:?}"
+    );
+    let www = site();
+    let server = Server::serve(www.root())
+        .arg("--workers")
+        .arg("2")
+        .arg("--metrics")
+        .arg("/metrics")
+        .start();
+    // Worker w asks for the w-th CPU the server may run on (the test's CPUs: it inherits them).
+    let mut held = connections_from_cpu(&server, cpus[0], 20, true);
+    let [w0, w1] = open_per_worker(&server);
+    assert!(
+        (20..=21).contains(&w0) && w1 <= 1,
+        "CPU {}: {w0} {w1}",
+        cpus[0]
+    );
+    held.extend(connections_from_cpu(&server, cpus[1], 20, true));
+    let [w0, w1] = open_per_worker(&server);
+    assert!(
+        (20..=21).contains(&w0) && (20..=21).contains(&w1),
+        "{w0} {w1}"
+    );
+    // 40 more from the first CPU: worker 0 is 40 above worker 1, beyond the margin it may keep
+    // (16 + 20/8), but only for now: they all go to worker 0.
+    held.extend(connections_from_cpu(&server, cpus[0], 40, true));
+    let [w0, w1] = open_per_worker(&server);
+    assert!(
+        (60..=61).contains(&w0) && (20..=21).contains(&w1),
+        "{w0} {w1}"
+    );
+    // Once the imbalance has lasted (0.1 s), worker 0 stops asking for its CPU's connections
+    // and 200 more, opened one after the other, are hashed: worker 1 gets about half of them
+    // (pairing alone would leave it none).
+    std::thread::sleep(Duration::from_millis(150));
+    held.extend(connections_from_cpu(&server, cpus[0], 200, false));
+    let [w0, w1] = open_per_worker(&server);
+    assert!(w0 + w1 >= 280, "{w0} {w1}");
+    assert!(w1 >= 70, "worker 1 has {w1} of {}: not rebalanced", w0 + w1);
+    // Every one of them is still served.
+    for (i, conn) in held.iter_mut().enumerate() {
+        assert_eq!(
+            conn.request(&get("/hello.txt")).status,
+            200,
+            "connection {i}"
+        );
+    }
+}
+
 #[test]
 fn concurrent_large_downloads_are_intact() {
     let www = site();

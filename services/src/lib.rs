@@ -19,5 +19,6 @@ pub mod proxy_cache;
 pub mod redis_routes;
 pub mod router;
 pub mod torrent;
+pub mod workers;
 
 pub use message::{Body, BodyPart, BodyStream, FileRange, Frame, Request, Response};

@@ -17,6 +17,7 @@ use crate::actor::SERVICE_RESTARTS;
 use crate::cache::policy::Fwd;
 use crate::message::{Request, Response};
 use crate::proxy::ProxyService;
+use crate::workers::WorkerLoads;
 
 /// What an accepted connection turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +120,7 @@ static LAST_APPLIED_AT: AtomicU64 = AtomicU64::new(0);
 static LAST_RELOAD_REFUSED: AtomicBool = AtomicBool::new(false);
 static STARTED: OnceLock<SystemTime> = OnceLock::new();
 static PROXY: OnceLock<Arc<ProxyService>> = OnceLock::new();
+static WORKERS: OnceLock<Arc<WorkerLoads>> = OnceLock::new();
 
 thread_local! {
     static SHARD: Arc<Shard> = {
@@ -153,6 +155,11 @@ pub fn mark_start() {
 /// place) with the other metrics.
 pub fn watch_proxy(proxy: Arc<ProxyService>) {
     let _ = PROXY.set(proxy);
+}
+
+/// Report the open connections of each worker of the process.
+pub fn watch_workers(loads: Arc<WorkerLoads>) {
+    let _ = WORKERS.set(loads);
 }
 
 /// A connection was accepted and recognised as `kind`.
@@ -295,6 +302,18 @@ pub fn render() -> String {
     ] {
         family(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {value}");
+    }
+    if let Some(loads) = WORKERS.get() {
+        let name = "switchyard_worker_connections_open";
+        family(
+            &mut out,
+            name,
+            "gauge",
+            "TCP connections being served now by each worker.",
+        );
+        for worker in 0..loads.workers() {
+            let _ = writeln!(out, "{name}{{worker=\"{worker}\"}} {}", loads.open(worker));
+        }
     }
     reload_metrics(&mut out);
     let name = "switchyard_responses_total";

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use arc_swap::ArcSwap;
 use switchyard_conf::{Http2Config, Limits, LogConfig, Timeouts};
 use switchyard_services::router::Router;
+use switchyard_services::workers::OpenCounter;
 use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
 
@@ -208,13 +209,13 @@ impl ConnTracker {
 /// Held by a connection from accept to close; counts it for its worker and for the process.
 #[derive(Debug)]
 pub struct ConnGuard {
-    worker: Rc<Cell<usize>>,
+    worker: OpenCounter,
     process: Arc<ConnTracker>,
 }
 
 impl ConnGuard {
-    pub fn new(worker: Rc<Cell<usize>>, process: Arc<ConnTracker>) -> ConnGuard {
-        worker.set(worker.get() + 1);
+    pub fn new(worker: OpenCounter, process: Arc<ConnTracker>) -> ConnGuard {
+        worker.opened();
         process.live.fetch_add(1, Ordering::AcqRel);
         switchyard_services::metrics::opened();
         ConnGuard { worker, process }
@@ -223,7 +224,7 @@ impl ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.worker.set(self.worker.get().saturating_sub(1));
+        self.worker.closed();
         switchyard_services::metrics::closed();
         if self.process.live.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.process.none_left.notify_waiters();

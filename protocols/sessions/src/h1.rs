@@ -1077,13 +1077,10 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use switchyard_conf::Limits;
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
-    use crate::env::ConnTracker;
     use crate::testing::env;
 
     /// Every connection holds its driver's future for its whole life, idle or not: with the
@@ -1096,7 +1093,7 @@ mod tests {
         let addr = listener.local_addr().expect("address");
         let _client = TcpStream::connect(addr).await.expect("connect");
         let (server, peer) = listener.accept().await.expect("accept");
-        let guard = ConnGuard::new(Rc::default(), Arc::new(ConnTracker::default()));
+        let guard = crate::testing::guard();
         let conn = H1Conn::new(
             Transport::Plain(server),
             peer,
@@ -1124,7 +1121,7 @@ mod tests {
         let mut client = TcpStream::connect(addr).await.expect("connect");
         let (server, peer) = listener.accept().await.expect("accept");
         let probe = server.as_fd().try_clone_to_owned().expect("dup the socket");
-        let guard = ConnGuard::new(Rc::default(), Arc::new(ConnTracker::default()));
+        let guard = crate::testing::guard();
         let limits = Limits {
             small_file_max: 0,
             ..Limits::default()

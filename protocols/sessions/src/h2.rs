@@ -955,7 +955,6 @@ mod tests {
     use switchyard_conf::Limits;
 
     use super::*;
-    use crate::env::ConnTracker;
     use crate::head::strip_connection_fields;
     use crate::testing::env;
 
@@ -974,7 +973,7 @@ mod tests {
     where
         S: AsyncRead + AsyncWrite + Unpin + 'static,
     {
-        let guard = ConnGuard::new(Rc::default(), Arc::new(ConnTracker::default()));
+        let guard = crate::testing::guard();
         let peer: SocketAddr = "127.0.0.1:40000".parse().expect("literal address");
         H2Session::start(theirs, peer, "http", env, guard);
         let (send, conn) = client.handshake(ours).await.expect("client handshake");

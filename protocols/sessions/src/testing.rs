@@ -10,7 +10,9 @@ use switchyard_services::actor::FilesService;
 use switchyard_services::files::FileCache;
 use switchyard_services::router::{RouteTable, Router};
 
-use crate::env::{Drain, SessionEnv};
+use switchyard_services::workers::WorkerLoad;
+
+use crate::env::{ConnGuard, ConnTracker, Drain, SessionEnv};
 
 /// The environment of one worker serving the crate directory (the tests' working directory).
 /// Call it inside an actix system: it starts the worker's files service.
@@ -36,4 +38,12 @@ pub(crate) fn env_at(root: &Path, limits: Limits) -> Rc<SessionEnv> {
         torrent: None,
         alt_svc: None,
     })
+}
+
+/// A connection guard counting in a worker and a process of its own.
+pub(crate) fn guard() -> ConnGuard {
+    ConnGuard::new(
+        WorkerLoad::detached().counter(),
+        Arc::new(ConnTracker::default()),
+    )
 }

@@ -8,8 +8,8 @@
 //! CPU (`SO_INCOMING_CPU`, which the kernel honours within a reuseport group since Linux 6.1;
 //! older kernels keep hashing). A connection whose packets arrive on CPU *c* is then served by
 //! the worker paired with *c*: the wakeups stay on one CPU, and the scheduler can keep the worker
-//! where its traffic is. With several busy clients over loopback this is worth about half
-//! again in requests per second (see the HTTP/1.1 bench in the README).
+//! where its traffic is. With two busy client threads over loopback this is worth about half
+//! again in requests per second in most runs (the README gives the HTTP/1.1 bench's figures).
 //!
 //! Pairing alone trusts the network card to spread connections over CPUs. When one CPU
 //! receives most of them (a card with one queue, or one busy client), its worker would get

@@ -181,7 +181,10 @@ impl H1Conn {
 
     /// The connection's driver. A block rather than an `async fn`: the future of an `async fn`
     /// keeps a second copy of its by-value arguments, here the whole connection state.
-    #[expect(clippy::manual_async_fn, reason = "an async fn would hold the state twice")]
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold the state twice"
+    )]
     fn run(mut self) -> impl Future<Output = ()> {
         async move {
             let close = match self.serve().await {

@@ -38,7 +38,7 @@ use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use quinn::{EndpointConfig, IdleTimeout, Incoming, ServerConfig, TransportConfig, VarInt};
 use socket2::{Domain, Protocol, Socket, Type};
 use switchyard_conf::{Congestion, QuicConfig, RetryPolicy};
-use switchyard_services::workers::WorkerLoad;
+use switchyard_services::workers::OpenCounter;
 use switchyard_sessions::h3::{H3Session, Handshake};
 use switchyard_sessions::hq::HqSession;
 use switchyard_sessions::tls::TlsTerminator;
@@ -275,7 +275,7 @@ pub struct QuicAcceptor {
     env: Option<LiveEnv>,
     tracker: Arc<ConnTracker>,
     /// QUIC connections of this worker (for drain accounting, apart from TCP's).
-    open: WorkerLoad,
+    open: OpenCounter,
     workers: usize,
 }
 
@@ -300,7 +300,7 @@ impl QuicAcceptor {
             setup,
             env: Some(env),
             tracker,
-            open: WorkerLoad::detached(),
+            open: OpenCounter::default(),
             workers,
         }
     }
@@ -349,7 +349,7 @@ async fn accept_loop(
     endpoint: quinn::Endpoint,
     setup: QuicSetup,
     mut env: LiveEnv,
-    open: WorkerLoad,
+    open: OpenCounter,
     tracker: Arc<ConnTracker>,
     workers: usize,
 ) {
@@ -384,7 +384,7 @@ async fn accept_loop(
             continue;
         }
         let slot = Slot::take(&setup.live);
-        let guard = ConnGuard::new(open.counter(), tracker.clone());
+        let guard = ConnGuard::new(open.clone(), tracker.clone());
         // The settings of the configuration running now (a reload changes them).
         let env = env.current().clone();
         actix_rt::spawn(handshake(incoming, setup.clone(), env, guard, slot));

@@ -60,11 +60,6 @@ pub struct WorkerLoad {
 }
 
 impl WorkerLoad {
-    /// A slot of its own, for sessions started outside a server (tests).
-    pub fn detached() -> WorkerLoad {
-        WorkerLoads::new(1).worker(0)
-    }
-
     pub fn index(&self) -> usize {
         self.index
     }
@@ -86,8 +81,9 @@ impl WorkerLoad {
 }
 
 /// One worker's count of open connections, as a connection holds it: one pointer, since every
-/// connection's future carries it.
-#[derive(Debug, Clone)]
+/// connection's future carries it. `default()` is a count of its own, read by no acceptor
+/// (QUIC's connections, and sessions started outside a server).
+#[derive(Debug, Clone, Default)]
 pub struct OpenCounter(Arc<Slot>);
 
 impl OpenCounter {

@@ -9,8 +9,7 @@ use switchyard_conf::{Config, Http2Config, Limits};
 use switchyard_services::actor::FilesService;
 use switchyard_services::files::FileCache;
 use switchyard_services::router::{RouteTable, Router};
-
-use switchyard_services::workers::WorkerLoad;
+use switchyard_services::workers::OpenCounter;
 
 use crate::env::{ConnGuard, ConnTracker, Drain, SessionEnv};
 
@@ -42,8 +41,5 @@ pub(crate) fn env_at(root: &Path, limits: Limits) -> Rc<SessionEnv> {
 
 /// A connection guard counting in a worker and a process of its own.
 pub(crate) fn guard() -> ConnGuard {
-    ConnGuard::new(
-        WorkerLoad::detached().counter(),
-        Arc::new(ConnTracker::default()),
-    )
+    ConnGuard::new(OpenCounter::default(), Arc::new(ConnTracker::default()))
 }

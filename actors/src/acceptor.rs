@@ -13,6 +13,7 @@ use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFutu
 use bytes::BytesMut;
 use switchyard_services::metrics::{self, Conn};
 use switchyard_services::workers::WorkerLoad;
+use switchyard_sessions::follow::Moved;
 use switchyard_sessions::h1::H1Session;
 use switchyard_sessions::h2::H2Session;
 use switchyard_sessions::io::{Prefixed, Transport};
@@ -23,6 +24,7 @@ use switchyard_wire::mse;
 use switchyard_wire::sniff::{Protocol, Sniff, classify};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
 
 use crate::steering::Steering;
@@ -34,7 +36,6 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
 #[derive(Debug)]
 pub struct Acceptor {
-    worker: usize,
     listener: Option<std::net::TcpListener>,
     /// Taken by the accept loop when the actor starts.
     env: Option<LiveEnv>,
@@ -46,26 +47,29 @@ pub struct Acceptor {
     tracker: Arc<ConnTracker>,
     /// Terminates sniffed TLS connections (shared by all workers: one session cache).
     tls: TlsTerminator,
+    /// Connections of this listener other workers hand to this one (see
+    /// [`switchyard_sessions::follow`]); taken by the accept loop.
+    inbox: Option<mpsc::Receiver<Moved>>,
 }
 
 impl Acceptor {
     pub fn new(
-        worker: usize,
         listener: std::net::TcpListener,
         env: LiveEnv,
         load: WorkerLoad,
         cpu: Option<u32>,
         tracker: Arc<ConnTracker>,
         tls: TlsTerminator,
+        inbox: Option<mpsc::Receiver<Moved>>,
     ) -> Self {
         Acceptor {
-            worker,
             listener: Some(listener),
             env: Some(env),
             load,
             cpu,
             tracker,
             tls,
+            inbox,
         }
     }
 }
@@ -80,7 +84,7 @@ impl Actor for Acceptor {
         let listener = match TcpListener::from_std(std_listener) {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!(worker = self.worker, error = %e, "cannot register listener");
+                tracing::error!(worker = self.load.index(), error = %e, "cannot register listener");
                 ctx.stop();
                 return;
             }
@@ -93,6 +97,7 @@ impl Actor for Acceptor {
             self.load.clone(),
             self.tracker.clone(),
             Rc::new(self.tls.clone()),
+            self.inbox.take(),
         );
         ctx.spawn(
             accept
@@ -109,11 +114,18 @@ async fn accept_loop(
     load: WorkerLoad,
     tracker: Arc<ConnTracker>,
     tls: Rc<TlsTerminator>,
+    mut inbox: Option<mpsc::Receiver<Moved>>,
 ) {
     let mut drain = env.current().drain.watch();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
+            Some(mut moved) = next_moved(&mut inbox) => {
+                // It keeps the settings it was accepted with.
+                let settings = std::mem::take(&mut moved.settings);
+                H1Session::resume(moved, env.current().keeping(settings));
+                continue;
+            }
             () = drain.as_mut() => break,
         };
         let (stream, peer) = match accepted {
@@ -148,6 +160,16 @@ async fn accept_loop(
         ));
     }
     // Dropping the listener closes the socket: new connections are refused while we drain.
+    // Dropping the inbox closes the connections still in it (idle ones, which the drain
+    // closes anyway); workers that would move one more keep it.
+}
+
+/// The next connection handed to this worker; never, without an inbox.
+async fn next_moved(inbox: &mut Option<mpsc::Receiver<Moved>>) -> Option<Moved> {
+    match inbox {
+        Some(inbox) => inbox.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sniff_and_start(

@@ -15,6 +15,7 @@
 
 use std::fmt;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::Actor;
@@ -31,8 +32,10 @@ use switchyard_services::redis_routes::proxy::RedisProxy;
 use switchyard_services::router::{RouteTable, Router};
 use switchyard_services::workers::WorkerLoads;
 use switchyard_sessions::access_log::AccessLog;
+use switchyard_sessions::follow::{self, Follow, Moved};
 use switchyard_sessions::tls::TlsTerminator;
 use switchyard_sessions::{ConnTracker, Drain, LiveEnv, SessionEnv, Tunables};
+use tokio::sync::mpsc;
 
 use crate::acceptor::Acceptor;
 use crate::notify::Notifier;
@@ -174,6 +177,9 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
     // steering and for the metrics.
     let loads = WorkerLoads::new(workers);
     switchyard_services::metrics::watch_workers(Arc::clone(&loads));
+    // Each listener's acceptors take the plain HTTP/1.1 connections other workers hand over to
+    // follow their client's CPU: one inbox per listener and worker.
+    let (mut inboxes, handovers) = inboxes(&sockets, &cpus);
 
     let mut arbiters = Vec::with_capacity(workers);
     for (worker, (listeners, udp)) in sockets.into_iter().zip(udp_sockets).enumerate() {
@@ -188,6 +194,8 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
         let redis = redis.clone();
         let (shutdown, tracker, panic_path) = (drain.clone(), tracker.clone(), panic_path.clone());
         let load = loads.worker(worker);
+        let mut inboxes = std::mem::take(&mut inboxes[worker]).into_iter();
+        let (handovers, loads, cpus) = (handovers.clone(), loads.clone(), cpus.clone());
         arbiter.spawn_fn(move || {
             let cache = FileCache::with_revalidate(cache_share, file_revalidate);
             let files = FilesService::new(cache.clone(), panic_path).start_bounded(service_queue);
@@ -211,11 +219,17 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
                 http2: current.http2.clone(),
                 torrent,
                 alt_svc: None,
+                follow: None,
             };
             let mut udp = udp.into_iter();
-            for (listener, cpu) in listeners {
+            for (index, (listener, cpu)) in listeners.into_iter().enumerate() {
                 // Each listener advertises its own port's QUIC endpoint (RFC 7838 Alt-Svc).
                 let mut env = env.clone();
+                let inbox = inboxes.next().flatten();
+                if inbox.is_some() {
+                    let senders = Rc::from(handovers[index].clone());
+                    env.follow = Some(Rc::new(Follow::new(worker, &cpus, loads.clone(), senders)));
+                }
                 if let (Some(quic), Some(socket)) = (&quic, udp.next()) {
                     if let Ok(addr) = socket.local_addr() {
                         env.alt_svc = Some(SessionEnv::alt_svc_for(addr.port()));
@@ -230,13 +244,13 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
                     .start();
                 }
                 Acceptor::new(
-                    worker,
                     listener,
                     LiveEnv::new(env, tunables.clone()),
                     load.clone(),
                     cpu,
                     tracker.clone(),
                     tls.clone(),
+                    inbox,
                 )
                 .start();
             }
@@ -317,6 +331,37 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
         let _ = arbiter.join();
     }
     result
+}
+
+/// Each worker's inbox for each listener, `[worker][listener]`.
+type Inboxes = Vec<Vec<Option<mpsc::Receiver<Moved>>>>;
+/// Each listener's senders to those inboxes, `[listener][worker]`.
+type Handovers = Arc<Vec<Vec<mpsc::Sender<Moved>>>>;
+
+/// A connection following its client's CPU (see [`switchyard_sessions::follow`]) goes to the
+/// acceptor of its listener on another worker, through that acceptor's inbox. None with one
+/// worker, or when workers are not paired with CPUs.
+fn inboxes(
+    sockets: &[Vec<(TcpListener, Option<u32>)>],
+    cpus: &[Option<u32>],
+) -> (Inboxes, Handovers) {
+    let listeners = sockets.first().map_or(0, Vec::len);
+    let workers = sockets.len();
+    let mut inboxes: Inboxes = (0..workers).map(|_| Vec::new()).collect();
+    if workers < 2 || cpus.iter().any(Option::is_none) {
+        return (inboxes, Arc::default());
+    }
+    let mut handovers = Vec::with_capacity(listeners);
+    for _ in 0..listeners {
+        let mut senders = Vec::with_capacity(workers);
+        for inbox in &mut inboxes {
+            let (tx, rx) = mpsc::channel(follow::INBOX);
+            senders.push(tx);
+            inbox.push(Some(rx));
+        }
+        handovers.push(senders);
+    }
+    (inboxes, Arc::new(handovers))
 }
 
 /// Bind every listener once per worker with `SO_REUSEPORT`, so each worker accepts on its own

@@ -22,7 +22,7 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use rustix::net::sockopt::set_socket_incoming_cpu;
-use switchyard_services::workers::WorkerLoad;
+use switchyard_services::workers::{WorkerLoad, soft_margin};
 
 /// `SO_INCOMING_CPU` value meaning "no CPU": the listener takes hashed connections only.
 const NO_CPU: u32 = u32::MAX;
@@ -51,9 +51,6 @@ fn allowed_cpus() -> Vec<u32> {
         .collect()
 }
 
-/// Imbalance a worker may carry for any length of time: 16 connections plus an eighth of the
-/// least load (with many connections open, a ratio of about 9 to 8).
-const SOFT_MARGIN: usize = 16;
 /// Imbalance that stops steering at once: 256 connections plus a quarter of the least load.
 const HARD_MARGIN: usize = 256;
 /// How long an imbalance between the soft and the hard margin may last. Clients opening their
@@ -86,9 +83,9 @@ impl Valve {
     /// After an accept at `now`, with `own` connections open on this worker and `least` on the
     /// least-loaded one: whether to take this CPU's connections from now on.
     pub fn update(&mut self, now: Instant, own: usize, least: usize) -> bool {
-        let soft = least + SOFT_MARGIN + least / 8;
+        let soft = least + soft_margin(least);
         if !self.on {
-            self.on = own <= least + (SOFT_MARGIN + least / 8) / 2;
+            self.on = own <= least + soft_margin(least) / 2;
             return self.on;
         }
         if own <= soft {
@@ -162,6 +159,8 @@ impl Steering {
 
 #[cfg(test)]
 mod tests {
+    use switchyard_services::workers::SOFT_MARGIN;
+
     use super::*;
 
     fn ms(start: Instant, ms: u64) -> Instant {

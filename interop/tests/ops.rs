@@ -992,6 +992,88 @@ fn connections_go_to_the_worker_paired_with_their_cpu_until_it_is_loaded() {
     }
 }
 
+/// Send `requests` requests on each connection, one connection after the other, from a thread
+/// pinned to `cpu`; every answer must be the file.
+fn use_from_cpu(cpu: usize, mut conns: Vec<Conn>, requests: usize) -> Vec<Conn> {
+    use rustix::thread::{CpuSet, sched_setaffinity};
+    std::thread::spawn(move || {
+        let mut set = CpuSet::new();
+        set.set(cpu);
+        sched_setaffinity(None, &set).expect("pin the client thread");
+        for (i, conn) in conns.iter_mut().enumerate() {
+            for r in 0..requests {
+                let answer = conn.request(&get("/hello.txt"));
+                assert_eq!(
+                    (answer.status, answer.body.as_slice()),
+                    (200, HELLO),
+                    "connection {i}, request {r}"
+                );
+            }
+        }
+        conns
+    })
+    .join()
+    .expect("client thread")
+}
+
+/// A plain HTTP/1.1 connection whose requests come from another CPU than the one it was
+/// accepted on moves, between two requests, to the worker paired with that CPU, and is served
+/// there; moves stop where they would load that worker beyond the balance margin.
+#[test]
+fn connections_move_to_the_worker_of_the_cpu_their_requests_come_from() {
+    use rustix::thread::{CpuSet, sched_getaffinity};
+    let set = sched_getaffinity(None).expect("CPUs of the test");
+    let cpus: Vec<usize> = (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect();
+    assert!(
+        cpus.len() >= 2,
+        "workers pair with CPUs: this test needs two, it has {cpus:?}"
+    );
+    let www = site();
+    let server = Server::serve(www.root())
+        .arg("--workers")
+        .arg("2")
+        .arg("--metrics")
+        .arg("/metrics")
+        .start();
+    let moved = |server: &Server| {
+        let scrape = curl(&["--http1.1", &server.url("/metrics")]);
+        metric(
+            &String::from_utf8_lossy(&scrape.body),
+            "switchyard_connections_moved_total",
+        )
+    };
+    // Accepted on the first CPU: all on worker 0, each past its first request.
+    let held = connections_from_cpu(&server, cpus[0], 40, true);
+    let [w0, w1] = open_per_worker(&server);
+    assert!((40..=41).contains(&w0) && w1 <= 1, "{w0} {w1}");
+    // Used from the second CPU, 40 requests each: a connection looks at its CPU after its first
+    // request, then every 16, and moves when two looks agree (after its 35th). The first ones
+    // move while worker 1 stays within the margin of worker 0 (16 + an eighth of the least
+    // load): 28 of them, leaving 12 against 28.
+    let held = use_from_cpu(cpus[1], held, 40);
+    let [w0, w1] = open_per_worker(&server);
+    let n = moved(&server);
+    assert!((26..=30).contains(&n), "{n} moved ({w0} {w1})");
+    assert!(w0 + w1 >= 40, "{w0} {w1}");
+    assert!(w1 > w0, "{w0} {w1}: none followed their CPU");
+    assert!(w1 <= w0 + 16 + w0 / 8 + 1, "{w0} {w1}: beyond the margin");
+    // Served where they are now, from anywhere.
+    let mut held = held;
+    for (i, conn) in held.iter_mut().enumerate() {
+        assert_eq!(conn.request(&get("/hello.txt")).body, HELLO, "{i}");
+    }
+    // Used from the first CPU again, they move back, up to the margin again (about 16). A
+    // connection that moved looks at its CPU half as often: after 16 requests, then 32.
+    let _held = use_from_cpu(cpus[0], held, 60);
+    let [w0, w1] = open_per_worker(&server);
+    assert!(
+        moved(&server) >= n + 10,
+        "{} moved ({w0} {w1})",
+        moved(&server)
+    );
+    assert!(w0 > w1, "{w0} {w1}");
+}
+
 #[test]
 fn concurrent_large_downloads_are_intact() {
     let www = site();

@@ -104,6 +104,7 @@ struct Shard {
     opened: Counter,
     closed: Counter,
     tls_failures: Counter,
+    moved: Counter,
     responses: [[Counter; CLASSES.len()]; PROTOS.len()],
     body_bytes: [Counter; PROTOS.len()],
     cache: [Counter; CACHE_RESULTS],
@@ -195,6 +196,11 @@ pub fn tls_failed() {
     with(|s| s.tls_failures.add(1));
 }
 
+/// A connection was handed to another worker, to follow its client's CPU.
+pub fn connection_moved() {
+    with(|s| s.moved.add(1));
+}
+
 /// A response with `status` was sent in `proto`, carrying `body_bytes` of content.
 pub fn response(proto: Proto, status: StatusCode, body_bytes: u64) {
     let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
@@ -227,6 +233,7 @@ struct Totals {
     opened: u64,
     closed: u64,
     tls_failures: u64,
+    moved: u64,
     responses: [[u64; CLASSES.len()]; PROTOS.len()],
     body_bytes: [u64; PROTOS.len()],
     cache: [u64; CACHE_RESULTS],
@@ -244,6 +251,7 @@ fn totals() -> Totals {
         t.opened += s.opened.get();
         t.closed += s.closed.get();
         t.tls_failures += s.tls_failures.get();
+        t.moved += s.moved.get();
         for (sums, row) in t.responses.iter_mut().zip(&s.responses) {
             for (sum, c) in sums.iter_mut().zip(row) {
                 *sum += c.get();
@@ -292,6 +300,12 @@ pub fn render() -> String {
             "counter",
             "TLS handshakes that failed or timed out.",
             t.tls_failures,
+        ),
+        (
+            "switchyard_connections_moved_total",
+            "counter",
+            "Connections handed to another worker to follow the CPU their requests arrive on.",
+            t.moved,
         ),
         (
             "switchyard_service_restarts_total",

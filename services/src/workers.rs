@@ -8,6 +8,16 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
+/// Imbalance a worker may carry for any length of time: this many connections plus an eighth
+/// of the least load (with many connections open, a ratio of about 9 to 8).
+pub const SOFT_MARGIN: usize = 16;
+
+/// How many more connections than the least-loaded worker's `least` a worker may hold for any
+/// length of time.
+pub fn soft_margin(least: usize) -> usize {
+    SOFT_MARGIN + least / 8
+}
+
 /// The open-connection count of every worker of the process.
 #[derive(Debug)]
 pub struct WorkerLoads {
@@ -49,6 +59,13 @@ impl WorkerLoads {
             .map(|s| s.0.load(Relaxed))
             .min()
             .unwrap_or(0)
+    }
+
+    /// Whether one connection may move from worker `from` to worker `to`: afterwards `to`
+    /// holds no more than the soft margin above `from`.
+    pub fn may_move(&self, from: usize, to: usize) -> bool {
+        let (from_open, to_open) = (self.open(from), self.open(to));
+        to_open < from_open.saturating_sub(1) + soft_margin(self.least())
     }
 }
 
@@ -121,5 +138,26 @@ mod tests {
         assert_eq!(loads.worker(9).index(), 2);
         assert_eq!(std::mem::align_of::<Slot>(), 128);
         assert_eq!(std::mem::size_of::<OpenCounter>(), 8);
+    }
+
+    #[test]
+    fn a_connection_may_move_while_its_new_worker_stays_within_the_soft_margin() {
+        let loads = WorkerLoads::new(2);
+        let open = |w, n| (0..n).for_each(|_| loads.worker(w).counter().opened());
+        // 0 and 0: worker 1 would hold 1 and worker 0 none (the connection moving counts).
+        assert!(loads.may_move(0, 1));
+        open(1, SOFT_MARGIN - 1);
+        assert!(loads.may_move(0, 1), "15 + 1 against 0: within 16");
+        open(1, 1);
+        assert!(!loads.may_move(0, 1));
+        assert!(loads.may_move(1, 0));
+        // The margin grows with the least load: with 800 on worker 0, it is 16 + 100, so
+        // worker 1 may reach 799 + 116 = 915.
+        open(0, 800);
+        open(1, 914 - SOFT_MARGIN);
+        assert_eq!(loads.least(), 800);
+        assert!(loads.may_move(0, 1));
+        open(1, 1);
+        assert!(!loads.may_move(0, 1));
     }
 }

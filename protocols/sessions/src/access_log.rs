@@ -44,6 +44,11 @@ pub struct AccessEntry<'a> {
 }
 
 impl AccessLog {
+    /// Whether `other` is this log (the same writer), not one opened again.
+    pub fn same(&self, other: &AccessLog) -> bool {
+        Arc::ptr_eq(&self.dropped, &other.dropped)
+    }
+
     /// Open the target and start the writer thread.
     pub fn open(cfg: &switchyard_conf::AccessLog) -> io::Result<AccessLog> {
         let (out, path): (Box<dyn Write + Send>, _) = match &cfg.target {

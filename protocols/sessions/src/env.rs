@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
 
 use crate::access_log::AccessLog;
+use crate::follow::Follow;
 
 /// One worker's session environment (per listener). Shared by `Rc`: it never leaves the
 /// worker's thread.
@@ -34,9 +35,60 @@ pub struct SessionEnv {
     /// `Alt-Svc: h3=":PORT"; ma=86400` while this listener's port also answers QUIC
     /// (RFC 7838, RFC 9114 §3.1.1). Sent through [`AltSvcOnce`], on TLS only.
     pub alt_svc: Option<http::HeaderValue>,
+    /// Where this listener's plain HTTP/1.1 connections move to follow their client's CPU;
+    /// `None` with one worker.
+    pub follow: Option<Rc<Follow>>,
+}
+
+/// The settings a connection keeps for its whole life, from the reload it was accepted under:
+/// what it carries when it moves to another worker.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    limits: Arc<Limits>,
+    timeouts: Arc<Timeouts>,
+    http2: Arc<Http2Config>,
+    access_log: Option<AccessLog>,
+}
+
+impl Settings {
+    fn same(&self, env: &SessionEnv) -> bool {
+        Arc::ptr_eq(&self.limits, &env.limits)
+            && Arc::ptr_eq(&self.timeouts, &env.timeouts)
+            && Arc::ptr_eq(&self.http2, &env.http2)
+            && match (&self.access_log, &env.access_log) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.same(b),
+                _ => false,
+            }
+    }
 }
 
 impl SessionEnv {
+    /// The settings of this environment's connections.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            limits: self.limits.clone(),
+            timeouts: self.timeouts.clone(),
+            http2: self.http2.clone(),
+            access_log: self.access_log.clone(),
+        }
+    }
+
+    /// This environment for a connection that keeps `settings` (itself, unless a reload
+    /// came between that connection's accept and now).
+    pub fn keeping(self: &Rc<Self>, settings: Settings) -> Rc<SessionEnv> {
+        if settings.same(self) {
+            return Rc::clone(self);
+        }
+        Rc::new(SessionEnv {
+            limits: settings.limits,
+            timeouts: settings.timeouts,
+            http2: settings.http2,
+            access_log: settings.access_log,
+            ..SessionEnv::clone(self)
+        })
+    }
+
     /// The Alt-Svc value advertising HTTP/3 on `port`.
     pub fn alt_svc_for(port: u16) -> http::HeaderValue {
         let value = format!("h3=\":{port}\"; ma=86400");
@@ -220,6 +272,12 @@ impl ConnGuard {
         switchyard_services::metrics::opened();
         ConnGuard { worker, process }
     }
+
+    /// Count the connection for another worker from now on (it is moving there).
+    pub fn count_for(&mut self, worker: OpenCounter) {
+        worker.opened();
+        std::mem::replace(&mut self.worker, worker).closed();
+    }
 }
 
 impl Drop for ConnGuard {
@@ -274,6 +332,12 @@ mod tests {
             Rc::ptr_eq(&after, live.current()),
             "rebuilt once per reload"
         );
+        // A connection accepted before the reload that moves to another worker keeps its
+        // settings there; one accepted after it takes that worker's environment as it is.
+        let moved = after.keeping(before.settings());
+        assert_eq!(moved.limits.max_body, 1);
+        assert_eq!(moved.timeouts.keepalive, Duration::from_secs(1));
+        assert!(Rc::ptr_eq(&after.keeping(after.settings()), &after));
     }
 
     #[tokio::test]

@@ -46,6 +46,7 @@ use crate::date::with_http_date;
 use crate::deadline::within;
 use crate::driven::Driven;
 use crate::env::{AltSvcOnce, ConnGuard, SessionEnv};
+use crate::follow::{Follow, Follower, Moved};
 use crate::h2::H2Session;
 use crate::head::never_has_content;
 use crate::io::{Prefixed, SpliceStreamOne, Transport};
@@ -107,7 +108,36 @@ impl H1Session {
         env: Rc<SessionEnv>,
         guard: ConnGuard,
     ) {
-        let conn = H1Conn::new(stream, peer, prefix, env, guard);
+        let conn = H1Conn::new(stream, peer, prefix, env, guard, Follower::new(0));
+        Driven::start("H1Session", conn.run());
+    }
+
+    /// Go on serving a plain connection another worker served until now (see
+    /// [`crate::follow`]): it moved between two requests, with nothing buffered.
+    /// `env` is the worker's environment for the settings the connection keeps.
+    pub fn resume(moved: Moved, env: Rc<SessionEnv>) {
+        let Moved {
+            stream,
+            peer,
+            guard,
+            moves,
+            ..
+        } = moved;
+        let tcp = match tokio::net::TcpStream::from_std(stream) {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "cannot take a moved connection");
+                return;
+            }
+        };
+        let conn = H1Conn::new(
+            Transport::Plain(tcp),
+            peer,
+            BytesMut::new(),
+            env,
+            guard,
+            Follower::new(moves),
+        );
         Driven::start("H1Session", conn.run());
     }
 }
@@ -121,6 +151,9 @@ enum Close {
     /// `Upgrade: h2c` accepted (101 queued): the connection continues as HTTP/2, whose stream
     /// 1 is this HEADERS frame carrying the request that asked for the upgrade.
     UpgradeH2c(Bytes),
+    /// Idle, with nothing buffered: the connection goes on at the worker of this index (it
+    /// follows its client's CPU, see [`crate::follow`]).
+    Move(usize),
 }
 
 #[derive(Debug)]
@@ -142,6 +175,8 @@ struct H1Conn {
     close_after: bool,
     /// Alt-Svc, on the first response only.
     alt_svc: AltSvcOnce,
+    /// When this connection looks at its client's CPU, and what it saw.
+    follower: Follower,
     /// Counts this connection until the driver returns.
     _guard: ConnGuard,
 }
@@ -153,6 +188,7 @@ impl H1Conn {
         prefix: BytesMut,
         env: Rc<SessionEnv>,
         guard: ConnGuard,
+        follower: Follower,
     ) -> Self {
         let limits = H1Limits {
             max_request_line: env.limits.max_request_line,
@@ -175,6 +211,7 @@ impl H1Conn {
             idle_timer,
             close_after: false,
             alt_svc: AltSvcOnce::default(),
+            follower,
             _guard: guard,
         }
     }
@@ -201,6 +238,7 @@ impl H1Conn {
                 Close::Quietly => {}
                 Close::Linger => self.linger().await,
                 Close::UpgradeH2c(stream_one) => self.upgrade_h2c(stream_one),
+                Close::Move(to) => self.move_to(to),
             }
         }
     }
@@ -222,9 +260,50 @@ impl H1Conn {
         H2Session::start(io, peer, "http", env, _guard);
     }
 
+    /// Hand the connection to worker `to`, or go on serving it here if that worker cannot take
+    /// it now.
+    fn move_to(self, to: usize) {
+        let H1Conn {
+            stream,
+            peer,
+            env,
+            follower,
+            _guard: mut guard,
+            ..
+        } = self;
+        let (Transport::Plain(tcp), Some(follow)) = (stream, env.follow.clone()) else {
+            return;
+        };
+        // Out of this worker's reactor; the other worker registers it with its own.
+        let stream = match tcp.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "cannot move a connection");
+                return;
+            }
+        };
+        guard.count_for(follow.counter(to));
+        let moved = Moved {
+            stream,
+            peer,
+            guard,
+            settings: env.settings(),
+            moves: follower.moves().saturating_add(1),
+        };
+        match follow.send(to, moved) {
+            Ok(()) => metrics::connection_moved(),
+            // Counted as a move all the same: it looks less often from now on.
+            Err(mut back) => {
+                back.guard.count_for(follow.counter(follow.worker()));
+                H1Session::resume(back, env);
+            }
+        }
+    }
+
     /// Serve requests until the connection should close.
     async fn serve(&mut self) -> io::Result<Close> {
-        let mut first = true;
+        // A connection that moved here was past its first request.
+        let mut first = self.follower.moves() == 0;
         loop {
             let head = match self.read_head(first).await? {
                 Ok(head) => head,
@@ -334,6 +413,14 @@ impl H1Conn {
                 spare::give(std::mem::take(&mut self.wbuf));
                 match &mut self.stream {
                     Transport::Plain(tcp) => {
+                        if let Some(follow) = &self.env.follow
+                            && self.follower.due()
+                        {
+                            let to = Follow::cpu_of(&*tcp).and_then(|cpu| follow.destination(cpu));
+                            if let Some(to) = self.follower.saw(to) {
+                                return Ok(Err(Close::Move(to)));
+                            }
+                        }
                         spare::give(std::mem::take(&mut self.rbuf));
                         // The keep-alive timer stays armed across requests: it is only moved
                         // when it fires and the connection turns out to have been busy since,
@@ -1112,6 +1199,7 @@ mod tests {
             BytesMut::new(),
             env(Limits::default()),
             guard,
+            Follower::new(0),
         );
         let size = std::mem::size_of_val(&conn.run());
         assert!(size <= 960, "H1Conn::run future is {size} bytes");
@@ -1144,6 +1232,7 @@ mod tests {
             BytesMut::new(),
             crate::testing::env_at(dir.path(), limits),
             guard,
+            Follower::new(0),
         );
         actix_rt::spawn(conn.run());
         for _ in 0..2 {

@@ -11,6 +11,7 @@ mod date;
 mod deadline;
 mod driven;
 mod env;
+pub mod follow;
 pub mod h1;
 pub mod h2;
 pub mod h3;
@@ -23,4 +24,4 @@ mod spare;
 mod testing;
 pub mod tls;
 
-pub use env::{ConnGuard, ConnTracker, Drain, LiveEnv, SessionEnv, Tunables};
+pub use env::{ConnGuard, ConnTracker, Drain, LiveEnv, SessionEnv, Settings, Tunables};

@@ -36,6 +36,7 @@ pub(crate) fn env_at(root: &Path, limits: Limits) -> Rc<SessionEnv> {
         http2: Arc::new(Http2Config::default()),
         torrent: None,
         alt_svc: None,
+        follow: None,
     })
 }
 

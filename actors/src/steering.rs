@@ -10,6 +10,8 @@
 //! the worker paired with *c*: the wakeups stay on one CPU, and the scheduler can keep the worker
 //! where its traffic is. With two busy client threads over loopback this is worth about half
 //! again in requests per second in most runs (the README gives the HTTP/1.1 bench's figures).
+//! Pairing happens once, at accept; a plain HTTP/1.1 connection whose client then sends from
+//! another CPU moves to that CPU's worker later ([`switchyard_sessions::follow`]).
 //!
 //! Pairing alone trusts the network card to spread connections over CPUs. When one CPU
 //! receives most of them (a card with one queue, or one busy client), its worker would get

@@ -898,12 +898,9 @@ fn thousand_concurrent_connections_are_all_answered() {
 /// every handshake is done before the first request, so all are placed before the server
 /// accepts any; otherwise each is answered before the next one opens.
 fn connections_from_cpu(server: &Server, cpu: usize, n: usize, burst: bool) -> Vec<Conn> {
-    use rustix::thread::{CpuSet, sched_setaffinity};
     let addr = server.addr();
     std::thread::spawn(move || {
-        let mut set = CpuSet::new();
-        set.set(cpu);
-        sched_setaffinity(None, &set).expect("pin the client thread");
+        pin_to(cpu);
         let answer = |conn: &mut Conn| assert_eq!(conn.request(&get("/hello.txt")).status, 200);
         let mut conns = Vec::with_capacity(n);
         for _ in 0..n {
@@ -919,6 +916,33 @@ fn connections_from_cpu(server: &Server, cpu: usize, n: usize, burst: bool) -> V
     })
     .join()
     .expect("client thread")
+}
+
+/// Keep the calling thread on `cpu`: over loopback, its segments are received there.
+fn pin_to(cpu: usize) {
+    use rustix::thread::{CpuSet, sched_setaffinity};
+    let mut set = CpuSet::new();
+    set.set(cpu);
+    sched_setaffinity(None, &set).expect("pin the client thread");
+}
+
+/// The CPUs the test may run on (the server inherits them; worker w pairs with the w-th), and
+/// a server with two workers and metrics.
+fn paired_server(www: &WebRoot) -> (Vec<usize>, Server) {
+    use rustix::thread::{CpuSet, sched_getaffinity};
+    let set = sched_getaffinity(None).expect("CPUs of the test");
+    let cpus: Vec<usize> = (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect();
+    assert!(
+        cpus.len() >= 2,
+        "workers pair with CPUs: this test needs two, it has {cpus:?}"
+    );
+    let server = Server::serve(www.root())
+        .arg("--workers")
+        .arg("2")
+        .arg("--metrics")
+        .arg("/metrics")
+        .start();
+    (cpus, server)
 }
 
 /// `switchyard_worker_connections_open` of workers 0 and 1 (the scrape's own connection is
@@ -938,21 +962,8 @@ fn open_per_worker(server: &Server) -> [u64; 2] {
 /// that worker has stayed a margin above the others: then they are hashed over all workers.
 #[test]
 fn connections_go_to_the_worker_paired_with_their_cpu_until_it_is_loaded() {
-    use rustix::thread::{CpuSet, sched_getaffinity};
-    let set = sched_getaffinity(None).expect("CPUs of the test");
-    let cpus: Vec<usize> = (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect();
-    assert!(
-        cpus.len() >= 2,
-        "steering pairs workers with CPUs: this test needs two, it has {cpus:?}"
-    );
     let www = site();
-    let server = Server::serve(www.root())
-        .arg("--workers")
-        .arg("2")
-        .arg("--metrics")
-        .arg("/metrics")
-        .start();
-    // Worker w asks for the w-th CPU the server may run on (the test's CPUs: it inherits them).
+    let (cpus, server) = paired_server(&www);
     let mut held = connections_from_cpu(&server, cpus[0], 20, true);
     let [w0, w1] = open_per_worker(&server);
     assert!(
@@ -995,11 +1006,8 @@ fn connections_go_to_the_worker_paired_with_their_cpu_until_it_is_loaded() {
 /// Send `requests` requests on each connection, one connection after the other, from a thread
 /// pinned to `cpu`; every answer must be the file.
 fn use_from_cpu(cpu: usize, mut conns: Vec<Conn>, requests: usize) -> Vec<Conn> {
-    use rustix::thread::{CpuSet, sched_setaffinity};
     std::thread::spawn(move || {
-        let mut set = CpuSet::new();
-        set.set(cpu);
-        sched_setaffinity(None, &set).expect("pin the client thread");
+        pin_to(cpu);
         for (i, conn) in conns.iter_mut().enumerate() {
             for r in 0..requests {
                 let answer = conn.request(&get("/hello.txt"));
@@ -1021,20 +1029,8 @@ fn use_from_cpu(cpu: usize, mut conns: Vec<Conn>, requests: usize) -> Vec<Conn> 
 /// there; moves stop where they would load that worker beyond the balance margin.
 #[test]
 fn connections_move_to_the_worker_of_the_cpu_their_requests_come_from() {
-    use rustix::thread::{CpuSet, sched_getaffinity};
-    let set = sched_getaffinity(None).expect("CPUs of the test");
-    let cpus: Vec<usize> = (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect();
-    assert!(
-        cpus.len() >= 2,
-        "workers pair with CPUs: this test needs two, it has {cpus:?}"
-    );
     let www = site();
-    let server = Server::serve(www.root())
-        .arg("--workers")
-        .arg("2")
-        .arg("--metrics")
-        .arg("/metrics")
-        .start();
+    let (cpus, server) = paired_server(&www);
     let moved = |server: &Server| {
         let scrape = curl(&["--http1.1", &server.url("/metrics")]);
         metric(

@@ -13,7 +13,7 @@ use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFutu
 use bytes::BytesMut;
 use switchyard_services::metrics::{self, Conn};
 use switchyard_services::workers::WorkerLoad;
-use switchyard_sessions::follow::Moved;
+use switchyard_sessions::follow::Handoff;
 use switchyard_sessions::h1::H1Session;
 use switchyard_sessions::h2::H2Session;
 use switchyard_sessions::io::{Prefixed, Transport};
@@ -49,7 +49,7 @@ pub struct Acceptor {
     tls: TlsTerminator,
     /// Connections of this listener other workers hand to this one (see
     /// [`switchyard_sessions::follow`]); taken by the accept loop.
-    inbox: Option<mpsc::Receiver<Moved>>,
+    inbox: Option<mpsc::Receiver<Handoff>>,
 }
 
 impl Acceptor {
@@ -60,7 +60,7 @@ impl Acceptor {
         cpu: Option<u32>,
         tracker: Arc<ConnTracker>,
         tls: TlsTerminator,
-        inbox: Option<mpsc::Receiver<Moved>>,
+        inbox: Option<mpsc::Receiver<Handoff>>,
     ) -> Self {
         Acceptor {
             listener: Some(listener),
@@ -114,16 +114,23 @@ async fn accept_loop(
     load: WorkerLoad,
     tracker: Arc<ConnTracker>,
     tls: Rc<TlsTerminator>,
-    mut inbox: Option<mpsc::Receiver<Moved>>,
+    mut inbox: Option<mpsc::Receiver<Handoff>>,
 ) {
     let mut drain = env.current().drain.watch();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            Some(mut moved) = next_moved(&mut inbox) => {
-                // It keeps the settings it was accepted with.
-                let settings = std::mem::take(&mut moved.settings);
-                H1Session::resume(moved, env.current().keeping(settings));
+            Some(handoff) = next_handoff(&mut inbox) => {
+                match handoff {
+                    // It keeps the settings it was accepted with.
+                    Handoff::Connection(mut moved) => {
+                        let settings = std::mem::take(&mut moved.settings);
+                        H1Session::resume(moved, env.current().keeping(settings));
+                    }
+                    Handoff::Body(bulk) => {
+                        actix_rt::spawn(bulk.send());
+                    }
+                }
                 continue;
             }
             () = drain.as_mut() => break,
@@ -160,12 +167,20 @@ async fn accept_loop(
         ));
     }
     // Dropping the listener closes the socket: new connections are refused while we drain.
-    // Dropping the inbox closes the connections still in it (idle ones, which the drain
-    // closes anyway); workers that would move one more keep it.
+    // Connections still in the inbox are idle ones, which the drain closes anyway: dropped.
+    // Bodies are part of answers in flight: sent. Workers that would hand over one more keep it.
+    if let Some(mut inbox) = inbox {
+        inbox.close();
+        while let Ok(handoff) = inbox.try_recv() {
+            if let Handoff::Body(bulk) = handoff {
+                actix_rt::spawn(bulk.send());
+            }
+        }
+    }
 }
 
-/// The next connection handed to this worker; never, without an inbox.
-async fn next_moved(inbox: &mut Option<mpsc::Receiver<Moved>>) -> Option<Moved> {
+/// The next connection or body handed to this worker; never, without an inbox.
+async fn next_handoff(inbox: &mut Option<mpsc::Receiver<Handoff>>) -> Option<Handoff> {
     match inbox {
         Some(inbox) => inbox.recv().await,
         None => std::future::pending().await,

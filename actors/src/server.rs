@@ -32,7 +32,7 @@ use switchyard_services::redis_routes::proxy::RedisProxy;
 use switchyard_services::router::{RouteTable, Router};
 use switchyard_services::workers::WorkerLoads;
 use switchyard_sessions::access_log::AccessLog;
-use switchyard_sessions::follow::{self, Follow, Moved};
+use switchyard_sessions::follow::{self, Follow, Handoff};
 use switchyard_sessions::tls::TlsTerminator;
 use switchyard_sessions::{ConnTracker, Drain, LiveEnv, SessionEnv, Tunables};
 use tokio::sync::mpsc;
@@ -334,9 +334,9 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
 }
 
 /// Each worker's inbox for each listener, `[worker][listener]`.
-type Inboxes = Vec<Vec<Option<mpsc::Receiver<Moved>>>>;
+type Inboxes = Vec<Vec<Option<mpsc::Receiver<Handoff>>>>;
 /// Each listener's senders to those inboxes, `[listener][worker]`.
-type Handovers = Arc<Vec<Vec<mpsc::Sender<Moved>>>>;
+type Handovers = Arc<Vec<Vec<mpsc::Sender<Handoff>>>>;
 
 /// A connection following its client's CPU (see [`switchyard_sessions::follow`]) goes to the
 /// acceptor of its listener on another worker, through that acceptor's inbox. None with one

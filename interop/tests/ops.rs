@@ -1070,6 +1070,72 @@ fn connections_move_to_the_worker_of_the_cpu_their_requests_come_from() {
     assert!(w0 > w1, "{w0} {w1}");
 }
 
+/// Keep every thread of process `pid` on `cpu`.
+fn pin_process(pid: u32, cpu: usize) {
+    use rustix::thread::{CpuSet, Pid, sched_setaffinity};
+    let mut set = CpuSet::new();
+    set.set(cpu);
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the server's threads");
+    for task in tasks {
+        let tid = task.expect("a thread").file_name();
+        let tid: i32 = tid.to_string_lossy().parse().expect("a thread id");
+        sched_setaffinity(Pid::from_raw(tid), &set).expect("pin a server thread");
+    }
+}
+
+/// A large file asked for from the CPU the serving worker runs on is sent by a worker paired
+/// with another CPU (the sending and the client's reading then run side by side), whole, and
+/// the connection goes on; asked for from another CPU, it is sent where it is.
+#[test]
+fn a_large_body_is_sent_by_a_worker_off_its_clients_cpu() {
+    let www = site();
+    let data = pseudo_random(8 << 20, 23);
+    www.file("large.bin", &data);
+    let (cpus, server) = paired_server(&www);
+    // Whichever worker serves a connection, it runs on the first CPU.
+    pin_process(server.pid(), cpus[0]);
+    let handed = |server: &Server| {
+        let scrape = curl(&["--http1.1", &server.url("/metrics")]);
+        metric(
+            &String::from_utf8_lossy(&scrape.body),
+            "switchyard_bodies_handed_total",
+        )
+    };
+    let addr = server.addr();
+    let download = move |cpu: usize, data: Vec<u8>| {
+        std::thread::spawn(move || {
+            pin_to(cpu);
+            let mut conn = Conn::open(addr);
+            let whole = conn.request(&get("/large.bin"));
+            assert_eq!(whole.status, 200);
+            assert!(sha256(&whole.body) == sha256(&data), "the whole file");
+            let range =
+                "GET /large.bin HTTP/1.1\r\nHost: localhost\r\nRange: bytes=1000-5999999\r\n\r\n";
+            let part = conn.request(range);
+            assert_eq!(part.status, 206);
+            assert!(
+                sha256(&part.body) == sha256(&data[1000..6_000_000]),
+                "the range"
+            );
+            assert_eq!(conn.request(&get("/hello.txt")).body, HELLO);
+        })
+        .join()
+        .expect("client thread");
+    };
+    download(cpus[1], data.clone());
+    assert_eq!(
+        handed(&server),
+        0,
+        "apart from the client: sent where it is"
+    );
+    download(cpus[0], data);
+    assert_eq!(
+        handed(&server),
+        2,
+        "beside the client: handed to the other worker"
+    );
+}
+
 #[test]
 fn concurrent_large_downloads_are_intact() {
     let www = site();

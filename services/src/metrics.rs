@@ -105,6 +105,7 @@ struct Shard {
     closed: Counter,
     tls_failures: Counter,
     moved: Counter,
+    bodies_handed: Counter,
     responses: [[Counter; CLASSES.len()]; PROTOS.len()],
     body_bytes: [Counter; PROTOS.len()],
     cache: [Counter; CACHE_RESULTS],
@@ -201,6 +202,11 @@ pub fn connection_moved() {
     with(|s| s.moved.add(1));
 }
 
+/// A large body was handed to another worker to send, off its client's CPU.
+pub fn body_handed() {
+    with(|s| s.bodies_handed.add(1));
+}
+
 /// A response with `status` was sent in `proto`, carrying `body_bytes` of content.
 pub fn response(proto: Proto, status: StatusCode, body_bytes: u64) {
     let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
@@ -234,6 +240,7 @@ struct Totals {
     closed: u64,
     tls_failures: u64,
     moved: u64,
+    bodies_handed: u64,
     responses: [[u64; CLASSES.len()]; PROTOS.len()],
     body_bytes: [u64; PROTOS.len()],
     cache: [u64; CACHE_RESULTS],
@@ -252,6 +259,7 @@ fn totals() -> Totals {
         t.closed += s.closed.get();
         t.tls_failures += s.tls_failures.get();
         t.moved += s.moved.get();
+        t.bodies_handed += s.bodies_handed.get();
         for (sums, row) in t.responses.iter_mut().zip(&s.responses) {
             for (sum, c) in sums.iter_mut().zip(row) {
                 *sum += c.get();
@@ -306,6 +314,12 @@ pub fn render() -> String {
             "counter",
             "Connections handed to another worker to follow the CPU their requests arrive on.",
             t.moved,
+        ),
+        (
+            "switchyard_bodies_handed_total",
+            "counter",
+            "Large file bodies sent by another worker than their connection's, off the client's CPU.",
+            t.bodies_handed,
         ),
         (
             "switchyard_service_restarts_total",

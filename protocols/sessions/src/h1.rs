@@ -14,6 +14,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
@@ -37,19 +38,19 @@ use switchyard_wire::h2c::{stream_one, upgrade_request};
 use switchyard_wire::response::{
     Fields, Framing, ServerFields, write_continue, write_response_head,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::futures::OwnedNotified;
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, timeout_at};
 
 use crate::access_log::AccessEntry;
 use crate::date::with_http_date;
 use crate::deadline::within;
 use crate::driven::Driven;
 use crate::env::{AltSvcOnce, ConnGuard, SessionEnv};
-use crate::follow::{Follow, Follower, Moved};
+use crate::follow::{BULK_MIN, Bulk, Follow, Follower, Moved};
 use crate::h2::H2Session;
 use crate::head::never_has_content;
-use crate::io::{Prefixed, SpliceStreamOne, Transport};
+use crate::io::{Prefixed, SpliceStreamOne, Transport, send_file};
 use crate::spare;
 
 /// Bodies up to this size are copied into the write buffer next to their head (one syscall);
@@ -75,8 +76,6 @@ const STREAM_CHANNEL: usize = 4;
 const READ_BUFFER: usize = 8 * 1024;
 /// Most room made at once for an announced request body.
 const BODY_READ_STEP: usize = 64 * 1024;
-/// Largest single `sendfile` call; the loop continues until the range is sent.
-const SENDFILE_CHUNK: usize = 1 << 20;
 /// Smallest file range sent with the socket corked: a smaller one leaves in a segment or two,
 /// and corking it would only add two system calls.
 const CORK_MIN: u64 = 64 * 1024;
@@ -1012,41 +1011,33 @@ impl H1Conn {
         Ok(())
     }
 
-    /// `sendfile(2)`: the bytes go from the page cache to the socket without passing through
-    /// user space. Each wait for socket space is bounded.
+    /// `sendfile(2)` on this worker, or on another one when this one shares the client's CPU
+    /// and the range is large (see [`crate::follow`]).
     async fn sendfile(&mut self, range: &FileRange) -> io::Result<()> {
         let Transport::Plain(stream) = &self.stream else {
             return Err(io::Error::other("sendfile needs a plain socket"));
         };
-        let mut offset = range.offset;
-        let end = range.offset + range.len;
         let send_timeout = self.env.timeouts.send;
-        while offset < end {
-            let count = usize::try_from(end - offset)
-                .unwrap_or(SENDFILE_CHUNK)
-                .min(SENDFILE_CHUNK);
-            timeout(send_timeout, stream.writable())
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))??;
-            let sent = stream.try_io(Interest::WRITABLE, || {
-                rustix::fs::sendfile(stream, &*range.file, Some(&mut offset), count)
-                    .map_err(io::Error::from)
-            });
-            match sent {
-                // The file shrank under us: the response cannot be completed; closing tells the
-                // client its copy is truncated.
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "file shrank while being sent",
-                    ));
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+        if let Some(follow) = &self.env.follow
+            && range.len >= BULK_MIN
+            && let Some(to) = Follow::cpu_of(stream)
+                .and_then(|cpu| follow.bulk_sender(cpu, rustix::thread::sched_getcpu()))
+        {
+            let (done, sent) = tokio::sync::oneshot::channel();
+            let bulk = Bulk {
+                socket: std::net::TcpStream::from(stream.as_fd().try_clone_to_owned()?),
+                range: range.clone(),
+                send_timeout,
+                done,
+            };
+            if follow.send_body(to, bulk).is_ok() {
+                metrics::body_handed();
+                return sent
+                    .await
+                    .unwrap_or_else(|_| Err(io::Error::other("the sending worker stopped")));
             }
         }
-        Ok(())
+        send_file(stream, range, send_timeout).await
     }
 
     /// Write all of `buf`, giving up if the client accepts nothing for `timeouts.send`.

@@ -8,9 +8,11 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use switchyard_services::message::FileRange;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
 /// `AsyncWrite` for a wrapper that only changes how reads behave: every write call goes
 /// straight to the wrapped stream in `$field`.
@@ -53,6 +55,47 @@ macro_rules! delegate_async_write {
 
 /// The `len` octets of `file` at `offset`, in a fresh buffer that `pread` fills without its
 /// being zeroed first. `Ok(None)` when the file ends before them: it shrank while being sent.
+/// Largest single `sendfile` call; the loop continues until the range is sent.
+const SENDFILE_CHUNK: usize = 1 << 20;
+
+/// `sendfile(2)` the whole of `range` to `stream`: the bytes go from the page cache to the
+/// socket without passing through user space. Each wait for socket space is bounded by
+/// `send_timeout`.
+pub async fn send_file(
+    stream: &tokio::net::TcpStream,
+    range: &FileRange,
+    send_timeout: Duration,
+) -> io::Result<()> {
+    let mut offset = range.offset;
+    let end = range.offset + range.len;
+    while offset < end {
+        let count = usize::try_from(end - offset)
+            .unwrap_or(SENDFILE_CHUNK)
+            .min(SENDFILE_CHUNK);
+        tokio::time::timeout(send_timeout, stream.writable())
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))??;
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            rustix::fs::sendfile(stream, &*range.file, Some(&mut offset), count)
+                .map_err(io::Error::from)
+        });
+        match sent {
+            // The file shrank under us: the response cannot be completed; closing tells the
+            // client its copy is truncated.
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while being sent",
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 pub fn read_file_chunk(file: &std::fs::File, offset: u64, len: usize) -> io::Result<Option<Bytes>> {
     let mut buf = Vec::with_capacity(len);
     while buf.len() < len {

@@ -47,8 +47,8 @@ pub struct Acceptor {
     tracker: Arc<ConnTracker>,
     /// Terminates sniffed TLS connections (shared by all workers: one session cache).
     tls: TlsTerminator,
-    /// Connections of this listener other workers hand to this one (see
-    /// [`switchyard_sessions::follow`]); taken by the accept loop.
+    /// Connections of this listener, and large bodies to send on them, that other workers hand
+    /// to this one (see [`switchyard_sessions::follow`]); taken by the accept loop.
     inbox: Option<mpsc::Receiver<Handoff>>,
 }
 

@@ -376,7 +376,7 @@ fn sighup_swaps_the_routes_keeps_open_connections_and_counts_reloads() {
     second.file("which.txt", "second\n");
     let metrics = "\n[[vhost.location]]\npath = \"/metrics\"\nmetrics = true\n";
     let server = Server::run_config(&config(first.root(), metrics, "")).start();
-    let scrape = || String::from_utf8_lossy(&curl(&[server.url("/metrics")]).body).into_owned();
+    let scrape = || metrics_text(&server);
     let reloads = |text: &str| {
         [
             "switchyard_config_reloads_total{result=\"applied\"}",
@@ -948,14 +948,19 @@ fn paired_server(www: &WebRoot) -> (Vec<usize>, Server) {
 /// `switchyard_worker_connections_open` of workers 0 and 1 (the scrape's own connection is
 /// open on one of them).
 fn open_per_worker(server: &Server) -> [u64; 2] {
-    let scrape = curl(&["--http1.1", &server.url("/metrics")]);
-    let text = String::from_utf8_lossy(&scrape.body);
+    let text = metrics_text(server);
     [0, 1].map(|w| {
         metric(
             &text,
             &format!("switchyard_worker_connections_open{{worker=\"{w}\"}}"),
         )
     })
+}
+
+/// The server's metrics, as a scrape over HTTP/1.1 sees them.
+fn metrics_text(server: &Server) -> String {
+    let scrape = curl(&["--http1.1", &server.url("/metrics")]);
+    String::from_utf8_lossy(&scrape.body).into_owned()
 }
 
 /// Connections received on a CPU go to the worker paired with it (`SO_INCOMING_CPU`), until
@@ -1031,13 +1036,8 @@ fn use_from_cpu(cpu: usize, mut conns: Vec<Conn>, requests: usize) -> Vec<Conn> 
 fn connections_move_to_the_worker_of_the_cpu_their_requests_come_from() {
     let www = site();
     let (cpus, server) = paired_server(&www);
-    let moved = |server: &Server| {
-        let scrape = curl(&["--http1.1", &server.url("/metrics")]);
-        metric(
-            &String::from_utf8_lossy(&scrape.body),
-            "switchyard_connections_moved_total",
-        )
-    };
+    let moved =
+        |server: &Server| metric(&metrics_text(server), "switchyard_connections_moved_total");
     // Accepted on the first CPU: all on worker 0, each past its first request.
     let held = connections_from_cpu(&server, cpus[0], 40, true);
     let [w0, w1] = open_per_worker(&server);
@@ -1094,13 +1094,7 @@ fn a_large_body_is_sent_by_a_worker_off_its_clients_cpu() {
     let (cpus, server) = paired_server(&www);
     // Whichever worker serves a connection, it runs on the first CPU.
     pin_process(server.pid(), cpus[0]);
-    let handed = |server: &Server| {
-        let scrape = curl(&["--http1.1", &server.url("/metrics")]);
-        metric(
-            &String::from_utf8_lossy(&scrape.body),
-            "switchyard_bodies_handed_total",
-        )
-    };
+    let handed = |server: &Server| metric(&metrics_text(server), "switchyard_bodies_handed_total");
     let addr = server.addr();
     let download = move |cpu: usize, data: Vec<u8>| {
         std::thread::spawn(move || {
@@ -1311,8 +1305,7 @@ fn metrics_count_connections_and_responses_by_protocol() {
     drop(server.connect());
     let unrecognised = "switchyard_connections_total{protocol=\"unrecognised\"}";
     wait_until(IO_TIMEOUT, "the closed connection counted", || {
-        let scrape = curl(&["--http1.1", &server.url("/metrics")]);
-        metric(&String::from_utf8_lossy(&scrape.body), unrecognised) == 1
+        metric(&metrics_text(&server), unrecognised) == 1
     });
 
     let post = curl(&["--http1.1", "-X", "POST", &server.url("/metrics")]);

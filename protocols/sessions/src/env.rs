@@ -51,6 +51,15 @@ pub struct Settings {
 }
 
 impl Settings {
+    fn of(tunables: &Tunables) -> Settings {
+        Settings {
+            limits: tunables.limits.clone(),
+            timeouts: tunables.timeouts.clone(),
+            http2: tunables.http2.clone(),
+            access_log: tunables.access_log.clone(),
+        }
+    }
+
     fn same(&self, env: &SessionEnv) -> bool {
         Arc::ptr_eq(&self.limits, &env.limits)
             && Arc::ptr_eq(&self.timeouts, &env.timeouts)
@@ -80,13 +89,18 @@ impl SessionEnv {
         if settings.same(self) {
             return Rc::clone(self);
         }
-        Rc::new(SessionEnv {
+        Rc::new(self.with(settings))
+    }
+
+    /// This environment with `settings`.
+    fn with(&self, settings: Settings) -> SessionEnv {
+        SessionEnv {
             limits: settings.limits,
             timeouts: settings.timeouts,
             http2: settings.http2,
             access_log: settings.access_log,
-            ..SessionEnv::clone(self)
-        })
+            ..self.clone()
+        }
     }
 
     /// The Alt-Svc value advertising HTTP/3 on `port`.
@@ -108,13 +122,7 @@ impl SessionEnv {
 
     /// This environment with the settings of `tunables`.
     fn tuned(&self, tunables: &Tunables) -> SessionEnv {
-        SessionEnv {
-            limits: tunables.limits.clone(),
-            timeouts: tunables.timeouts.clone(),
-            http2: tunables.http2.clone(),
-            access_log: tunables.access_log.clone(),
-            ..self.clone()
-        }
+        self.with(Settings::of(tunables))
     }
 }
 

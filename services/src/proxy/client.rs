@@ -69,6 +69,9 @@ pub struct Failure {
     /// not processed.
     pub closed_before_answer: bool,
     pub timed_out: bool,
+    /// The client's request body failed (cut off, or longer than the location allows): the
+    /// member is not at fault.
+    pub client_failed: bool,
 }
 
 impl Failure {
@@ -77,6 +80,7 @@ impl Failure {
             why: why.into(),
             closed_before_answer: false,
             timed_out: false,
+            client_failed: false,
         }
     }
 
@@ -92,6 +96,7 @@ impl Failure {
                         | io::ErrorKind::UnexpectedEof
                 ),
             timed_out: false,
+            client_failed: false,
         }
     }
 
@@ -100,6 +105,7 @@ impl Failure {
             why: why.into(),
             closed_before_answer: false,
             timed_out: true,
+            client_failed: false,
         }
     }
 }
@@ -275,9 +281,10 @@ impl MemberConn {
                     }
                     Poll::Ready(Some(Err(e))) => {
                         self.reusable = false;
-                        return Poll::Ready(Err(Failure::new(format!(
-                            "the client's request body failed: {e}"
-                        ))));
+                        return Poll::Ready(Err(Failure {
+                            client_failed: true,
+                            ..Failure::new(format!("the client's request body failed: {e}"))
+                        }));
                     }
                     Poll::Pending => return Poll::Pending,
                 }
@@ -320,6 +327,7 @@ impl MemberConn {
                     why: "the member closed the connection while the request was sent".into(),
                     closed_before_answer: !answered,
                     timed_out: false,
+                    client_failed: false,
                 }))
             }
             Ok(None) => Poll::Pending,
@@ -371,6 +379,7 @@ impl MemberConn {
                         },
                         closed_before_answer: !answered,
                         timed_out: false,
+                        client_failed: false,
                     });
                 }
                 Ok(_) => answered = true,

@@ -281,6 +281,7 @@ impl ProxyService {
                             }
                             continue;
                         }
+                        Err(f) if f.client_failed => return client_failed(f.why),
                         Err(f) => {
                             drop(conn);
                             let why = format!("{}: {}", member.addr, f.why);
@@ -378,6 +379,8 @@ impl ProxyService {
                         return tries.answer(StatusCode::GATEWAY_TIMEOUT);
                     }
                 }
+                // The request body the client was sending failed (see `client_failed`).
+                Ok(Err(e)) if e.is_user() => return client_failed(e.to_string()),
                 Ok(Err(e)) => {
                     drop(keep);
                     tries.failed(self, up, &member, index, format!("{}: {e}", member.addr));
@@ -822,6 +825,14 @@ impl Tries {
     fn answer(self, status: StatusCode) -> Response {
         error(status, self.last_error)
     }
+}
+
+/// The client's request body failed while it streamed to a member: cut off, or longer than the
+/// location allows. That says nothing of the member, which is neither counted as failed nor
+/// tried again; the session answers 413 for a body too long, and closes the connection.
+fn client_failed(why: String) -> Response {
+    tracing::debug!(error = %why, "request body failed while streaming to a member");
+    error(StatusCode::BAD_REQUEST, why)
 }
 
 /// An error answered by the proxy itself, with the reason in the body.

@@ -168,7 +168,11 @@ pub fn run(config: Config, reload_from: ReloadSource) -> Result<(), StartError> 
     let redis = match &config.redis_routes {
         Some(cfg) => {
             let routes = start_redis_routes(cfg.clone()).map_err(StartError::Runtime)?;
-            Some(Arc::new(RedisProxy::new(routes, proxy.clone())))
+            Some(Arc::new(RedisProxy::new(
+                routes,
+                proxy.clone(),
+                cfg.max_body,
+            )))
         }
         None => None,
     };

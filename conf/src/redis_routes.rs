@@ -12,6 +12,8 @@
 //!                                 # notifications invalidate it sooner); > 0
 //! cache_entries = 10000           # routes kept (LRU); > 0
 //! dead_ttl = "30s"                # how long a dead mark written by this instance lasts; > 0
+//! max_body = "0"                  # request body limit of Redis-routed hosts; 0 (default) =
+//!                                 # unlimited. Bodies stream to the backend either way.
 //! ```
 
 use std::time::Duration;
@@ -21,7 +23,7 @@ use toml::Spanned;
 
 use crate::ConfError;
 use crate::source::Source;
-use crate::units::parse_duration;
+use crate::units::{parse_duration, parse_size};
 use crate::validate::{At, last};
 
 /// `[redis_routes]` as written.
@@ -34,6 +36,7 @@ pub(crate) struct RawRedisRoutes {
     pub cache_ttl: Option<Spanned<String>>,
     pub cache_entries: Option<Spanned<i64>>,
     pub dead_ttl: Option<Spanned<String>>,
+    pub max_body: Option<Spanned<crate::raw::RawSize>>,
 }
 
 /// The validated `[redis_routes]` section.
@@ -52,6 +55,10 @@ pub struct RedisRoutesConfig {
     /// Expiry of the `dead:<frontend>` set when this instance marks a backend dead (Hipache's
     /// `deadBackendTTL`).
     pub dead_ttl: Duration,
+    /// Largest request body accepted for a Redis-routed host (`None`: no limit), as a proxy
+    /// location's `max_body`: the body streams to the backend, and a longer one is cut off
+    /// with 413.
+    pub max_body: Option<u64>,
 }
 
 impl RedisRoutesConfig {
@@ -64,6 +71,7 @@ impl RedisRoutesConfig {
             cache_ttl: Duration::from_secs(10),
             cache_entries: 10_000,
             dead_ttl: Duration::from_secs(30),
+            max_body: None,
         }
     }
 }
@@ -132,6 +140,14 @@ pub(crate) fn redis_routes(sources: &[Source]) -> Result<Option<RedisRoutesConfi
             }
             *slot = value;
         }
+    }
+    if let Some(at) = key(sources, |r| r.max_body.as_ref()) {
+        let text = match at.value() {
+            crate::raw::RawSize::Bytes(b) => b.to_string(),
+            crate::raw::RawSize::Text(t) => t.clone(),
+        };
+        let v = parse_size(&text).map_err(|e| at.error("redis_routes.max_body", e))?;
+        config.max_body = (v > 0).then_some(v);
     }
     Ok(Some(config))
 }

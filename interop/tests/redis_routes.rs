@@ -3,11 +3,12 @@
 //! Route changes apply live, failing backends are marked dead for every instance, and a Redis
 //! that goes away leaves the cached routes serving.
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use switchyard_interop::{Backend, Conn, Response, Server, WebRoot, toml_path};
+use switchyard_interop::{Backend, Conn, Response, Server, WebRoot, peak_rss, toml_path};
 
 struct Redis {
     port: u16,
@@ -69,14 +70,75 @@ impl Drop for Redis {
 }
 
 fn server(redis: &Redis, root: &WebRoot) -> Server {
+    server_with(redis, root, "")
+}
+
+/// A server whose `[redis_routes]` section also has `extra` (keys, one per line).
+fn server_with(redis: &Redis, root: &WebRoot, extra: &str) -> Server {
     let toml = format!(
         "workers = 2\n\n[[listen]]\naddress = \"127.0.0.1:0\"\n\n\
-         [redis_routes]\nurl = \"redis://127.0.0.1:{}\"\ncache_ttl = \"60s\"\ndead_ttl = \"30s\"\n\n\
+         [redis_routes]\nurl = \"redis://127.0.0.1:{}\"\ncache_ttl = \"60s\"\ndead_ttl = \"30s\"\n{extra}\n\
          [[vhost]]\nnames = [\"static.test\"]\n\n[[vhost.location]]\npath = \"/\"\nroot = {}\n",
         redis.port,
         toml_path(root.root())
     );
     Server::run_config(&toml).start()
+}
+
+/// How curl sends an upload.
+#[derive(Clone, Copy)]
+enum Body {
+    /// From a file: announced with `Content-Length`.
+    Sized,
+    /// From stdin: chunked over HTTP/1.1 (and of unknown length over HTTP/2).
+    Piped,
+}
+
+/// curl uploading `len` bytes to `path` of `host`; the status and the answer's body.
+fn upload(
+    server: &Server,
+    host: &str,
+    path: &str,
+    len: usize,
+    how: Body,
+    args: &[&str],
+) -> (u16, String) {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "--max-time", "60", "-w", "\n%{http_code}", "-H"])
+        .arg(format!("Host: {host}"))
+        .args(args);
+    match how {
+        Body::Sized => {
+            let file = dir.path().join("upload.bin");
+            std::fs::write(&file, vec![b'u'; len]).expect("write the upload");
+            curl.arg("-T").arg(&file).stdin(Stdio::null());
+        }
+        Body::Piped => {
+            curl.args(["-T", "-"]).stdin(Stdio::piped());
+        }
+    }
+    let mut child = curl
+        .arg(server.url(path))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    if let Some(mut stdin) = child.stdin.take() {
+        let chunk = vec![b'u'; 1 << 20];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            // A refused upload may stop being read: the answer tells.
+            if stdin.write_all(&chunk[..n]).is_err() {
+                break;
+            }
+            left -= n;
+        }
+    }
+    let out = child.wait_with_output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').expect("curl's status line");
+    (status.trim().parse().unwrap_or(0), body.to_owned())
 }
 
 fn site() -> WebRoot {
@@ -255,5 +317,73 @@ fn cached_routes_keep_serving_while_redis_is_down() {
     let mut conn = server.connect();
     let r = conn.request("GET / HTTP/1.1\r\nHost: \r\nConnection: close\r\n\r\n");
     assert!(r.status == 200 || r.status == 400, "{r:?}");
+    assert_eq!(get_host(&server, "app.test").text(), "a");
+}
+
+#[test]
+fn request_bodies_stream_to_redis_routed_backends() {
+    const LEN: usize = 96 << 20;
+    let redis = Redis::start();
+    let a = Backend::start("a");
+    redis.cli(&["RPUSH", "frontend:app.test", "app", &a.url()]);
+    let root = site();
+    let server = server(&redis, &root);
+    let before = peak_rss(server.pid());
+    // 96 MiB, far over `limits.max_body` (1 MiB by default), which bounds collected bodies:
+    // it streams to the backend, which counts what it received. Chunked over HTTP/1.1, with a
+    // length over HTTP/1.1, and over HTTP/2.
+    let chunked = upload(&server, "app.test", "/sink", LEN, Body::Piped, &[]);
+    assert_eq!(chunked, (200, LEN.to_string()));
+    let sized = upload(&server, "app.test", "/sink", LEN, Body::Sized, &[]);
+    assert_eq!(sized, (200, LEN.to_string()));
+    let h2 = upload(
+        &server,
+        "app.test",
+        "/sink",
+        LEN,
+        Body::Piped,
+        &["--http2-prior-knowledge"],
+    );
+    assert_eq!(h2, (200, LEN.to_string()));
+    // None of them sat in memory.
+    let grew = peak_rss(server.pid()).saturating_sub(before);
+    assert!(
+        grew < 32 << 20,
+        "peak RSS grew by {grew} bytes for {LEN}-byte uploads"
+    );
+    // A host Redis has no route for falls through to the static site, which answers a body it
+    // does not take with 405; the server goes on serving both.
+    let (status, _) = upload(
+        &server,
+        "static.test",
+        "/",
+        4 << 20,
+        Body::Piped,
+        &["-X", "POST"],
+    );
+    assert_eq!(status, 405);
+    assert_eq!(get_host(&server, "static.test").text(), "static site");
+    assert_eq!(get_host(&server, "app.test").text(), "a");
+}
+
+#[test]
+fn redis_routed_bodies_are_bounded_by_their_max_body() {
+    let redis = Redis::start();
+    let a = Backend::start("a");
+    redis.cli(&["RPUSH", "frontend:app.test", "app", &a.url()]);
+    let root = site();
+    let server = server_with(&redis, &root, "max_body = \"2MiB\"\n");
+    let len = 3 << 20;
+    // Announced too long: refused before any of it is read. Of unknown length: cut off at the
+    // limit. Either way 413, and the connection closes.
+    let sized = upload(&server, "app.test", "/sink", len, Body::Sized, &[]);
+    assert_eq!(sized.0, 413, "{sized:?}");
+    let chunked = upload(&server, "app.test", "/sink", len, Body::Piped, &[]);
+    assert_eq!(chunked.0, 413, "{chunked:?}");
+    // A body too long is the client's fault: the backend is not marked dead for it.
+    assert_eq!(redis.cli(&["EXISTS", "dead:app.test"]), "0");
+    // Within the limit it streams through.
+    let within = upload(&server, "app.test", "/sink", 2 << 20, Body::Sized, &[]);
+    assert_eq!(within, (200, (2usize << 20).to_string()));
     assert_eq!(get_host(&server, "app.test").text(), "a");
 }

@@ -242,8 +242,10 @@ impl Router {
             Some(Route::Proxy(route) | Route::CachedProxy(route)) => {
                 BodyUse::Stream(route.location.max_body)
             }
-            // Redis may route the host to its backends, which is known only once it answers.
-            _ if self.redis.is_some() => BodyUse::Collect,
+            // Redis may route the host to its backends, which is known only once it answers:
+            // the body streams, to those backends or to a configured route (one that ignores it
+            // drops it, and the connection closes after the answer if it was not read whole).
+            _ if let Some(redis) = &self.redis => BodyUse::Stream(redis.max_body()),
             _ => BodyUse::Discard,
         }
     }

@@ -170,6 +170,7 @@ prefix = "hipache:"
 cache_ttl = "2s"
 cache_entries = 50
 dead_ttl = "1m"
+max_body = "16MiB"
 {SITE}"#
     );
     let (_dir, config) = load_one(&text);
@@ -182,6 +183,7 @@ dead_ttl = "1m"
             cache_ttl: Duration::from_secs(2),
             cache_entries: 50,
             dead_ttl: Duration::from_secs(60),
+            max_body: Some(16 << 20),
         })
     );
     let (_dir, config) = load_one(&format!(
@@ -223,6 +225,10 @@ fn redis_routes_errors() {
         (
             "[redis_routes]\nurl = \"redis://x\"\ndead_ttl = \"0s\"\n",
             "DIR/sy.toml:3:12: redis_routes.dead_ttl: must be greater than 0",
+        ),
+        (
+            "[redis_routes]\nurl = \"redis://x\"\nmax_body = \"lots\"\n",
+            "DIR/sy.toml:3:12: redis_routes.max_body: invalid size \"lots\": expected whole bytes with an optional unit: B, KB, KiB, MB, MiB, GB, GiB, TB, TiB",
         ),
     ];
     for (text, want) in cases {

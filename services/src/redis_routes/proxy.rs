@@ -14,8 +14,10 @@
 //! of its pool at once and marked dead in Redis (`dead:<host>`, expiring after `dead_ttl`) so
 //! every instance sharing the Redis stops using it.
 //!
-//! Request bodies of these hosts are read under `limits.max_body` (the route is known only
-//! after the head is read and Redis answered).
+//! Request bodies stream to the backends as they arrive, as for a configured proxy location,
+//! under `[redis_routes] max_body` (unlimited by default). Whether a host is Redis-routed is
+//! known only once Redis answered, so with Redis routes every request body streams: a host
+//! that falls through to a configured route that ignores bodies (static files) drops it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,13 +56,21 @@ struct Pool {
 }
 
 impl RedisProxy {
-    pub fn new(routes: RedisRoutes, proxy: Arc<ProxyService>) -> RedisProxy {
+    /// `max_body` bounds the request bodies of Redis-routed hosts (`None`: no bound).
+    pub fn new(routes: RedisRoutes, proxy: Arc<ProxyService>, max_body: Option<u64>) -> RedisProxy {
+        let mut location = ProxyLocation::new("redis_routes");
+        location.max_body = max_body;
         RedisProxy {
             routes,
             proxy,
-            location: ProxyRoute::new("/", &ProxyLocation::new("redis_routes")),
+            location: ProxyRoute::new("/", &location),
             pools: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The largest request body a Redis-routed host takes (`None`: no limit).
+    pub fn max_body(&self) -> Option<u64> {
+        self.location.location.max_body
     }
 
     pub fn routes(&self) -> &RedisRoutes {

@@ -362,6 +362,9 @@ fn request_bodies_stream_to_redis_routed_backends() {
         &["-X", "POST"],
     );
     assert_eq!(status, 405);
+    let h2 = ["--http2-prior-knowledge", "-X", "POST"];
+    let (status, _) = upload(&server, "static.test", "/", 4 << 20, Body::Piped, &h2);
+    assert_eq!(status, 405);
     assert_eq!(get_host(&server, "static.test").text(), "static site");
     assert_eq!(get_host(&server, "app.test").text(), "a");
 }

@@ -558,7 +558,6 @@ impl StreamCtx {
             if limit.is_some_and(|max| announced.is_some_and(|n| n > max)) {
                 error_response(StatusCode::PAYLOAD_TOO_LARGE)
             } else {
-                body_open = false;
                 let (tx, rx) = BodyStream::channel(STREAM_CHANNEL, announced);
                 let req = head.into_request(
                     Version::HTTP_2,
@@ -573,6 +572,10 @@ impl StreamCtx {
                 let (response, fed) =
                     Box::pin(async { tokio::join!(env.router.call(req), self.feed(tx, limit)) })
                         .await;
+                // Answered before the body ended (a member's early answer, a route that does
+                // not read bodies, 413): what the client still sends is read and dropped after
+                // the answer, as below, rather than reset under its upload.
+                body_open = fed != Fed::Complete;
                 if fed == Fed::TooLarge {
                     error_response(StatusCode::PAYLOAD_TOO_LARGE)
                 } else {

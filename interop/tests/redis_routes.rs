@@ -1,7 +1,8 @@
 //! Hipache-style routes from Redis through the real binary: a `redis-server` and `test-backend`
 //! members started here, routes written with `redis-cli` the way Hipache's tools write them.
-//! Route changes apply live, failing backends are marked dead for every instance, and a Redis
-//! that goes away leaves the cached routes serving.
+//! Route changes apply live, failing backends are marked dead for every instance, request
+//! bodies stream to the backends under `[redis_routes] max_body`, and a Redis that goes away
+//! leaves the cached routes serving.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -362,8 +363,8 @@ fn request_bodies_stream_to_redis_routed_backends() {
         &["-X", "POST"],
     );
     assert_eq!(status, 405);
-    let h2 = ["--http2-prior-knowledge", "-X", "POST"];
-    let (status, _) = upload(&server, "static.test", "/", 4 << 20, Body::Piped, &h2);
+    let h2_post = ["--http2-prior-knowledge", "-X", "POST"];
+    let (status, _) = upload(&server, "static.test", "/", 4 << 20, Body::Piped, &h2_post);
     assert_eq!(status, 405);
     assert_eq!(get_host(&server, "static.test").text(), "static site");
     assert_eq!(get_host(&server, "app.test").text(), "a");

@@ -995,6 +995,33 @@ fn grpc_style_trailers_pass_from_an_h2_member_to_an_h2_client() {
 }
 
 #[test]
+fn an_h2_member_is_not_taken_out_for_a_client_body_that_is_too_long() {
+    let root = WebRoot::new();
+    root.file("small.bin", vec![1u8; 100]);
+    let member = Nghttpd::start(root.root(), &[]);
+    let upstream = "protocol = \"h2c\"\n[upstream.passive]\nfailures = 1\ncooldown = \"60s\"";
+    let server = proxy(&[member.addr], upstream, "max_body = \"4KiB\"");
+    assert_eq!(curl(&[server.url("/small.bin")]).status, 200);
+    // Chunked, so the limit is found while the body streams to the member over HTTP/2.
+    let mut request =
+        b"POST /small.bin HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..10 {
+        request.extend_from_slice(b"3e8\r\n");
+        request.extend_from_slice(&[b'x'; 1000]);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    for _ in 0..3 {
+        let mut conn = server.connect();
+        conn.send(&request);
+        assert_eq!(conn.read_response().status, 413);
+    }
+    // One counted failure would have taken the only member out for a minute.
+    let r = curl(&[server.url("/small.bin")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
 fn passive_failures_take_a_member_out_for_its_cooldown() {
     let members = [Backend::start("a"), Backend::start("b")];
     let addrs: Vec<SocketAddr> = members.iter().map(|m| m.addr).collect();

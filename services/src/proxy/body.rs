@@ -6,6 +6,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,7 +24,10 @@ use super::upstream::MemberState;
 pub enum UpBody {
     Empty,
     Full(Option<Bytes>),
-    Stream(BodyStream),
+    /// A streamed body, and the flag set if it fails: the client's failure (cut off, or longer
+    /// than the location allows), which the proxy must not count against the member whatever
+    /// error hyper then reports for the exchange.
+    Stream(BodyStream, Arc<AtomicBool>),
 }
 
 impl HttpBody for UpBody {
@@ -37,12 +41,13 @@ impl HttpBody for UpBody {
         match self.get_mut() {
             UpBody::Empty => Poll::Ready(None),
             UpBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(http_body::Frame::data(b)))),
-            UpBody::Stream(s) => s.poll_frame(cx).map(|f| {
+            UpBody::Stream(s, failed) => s.poll_frame(cx).map(|f| {
                 f.map(|f| {
                     f.map(|f| match f {
                         Frame::Data(d) => http_body::Frame::data(d),
                         Frame::Trailers(t) => http_body::Frame::trailers(t),
                     })
+                    .inspect_err(|_| failed.store(true, Ordering::Relaxed))
                 })
             }),
         }
@@ -52,7 +57,7 @@ impl HttpBody for UpBody {
         match self {
             UpBody::Empty => true,
             UpBody::Full(b) => b.is_none(),
-            UpBody::Stream(_) => false,
+            UpBody::Stream(..) => false,
         }
     }
 
@@ -60,7 +65,7 @@ impl HttpBody for UpBody {
         match self {
             UpBody::Empty => SizeHint::with_exact(0),
             UpBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            UpBody::Stream(s) => match s.len() {
+            UpBody::Stream(s, _) => match s.len() {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),
             },

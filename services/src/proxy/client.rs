@@ -173,7 +173,7 @@ impl MemberConn {
                 large = Some(b);
                 None
             }
-            UpBody::Stream(s) => Some(s),
+            UpBody::Stream(s, _) => Some(s),
         };
         out.parts.push_back(self.wbuf.split().freeze());
         out.parts.extend(large);

@@ -26,7 +26,7 @@ use std::io;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -242,8 +242,11 @@ impl ProxyService {
                 }
             };
             // Nothing of the request was sent yet; from here on a streamed body is consumed.
+            let client_body = Arc::new(AtomicBool::new(false));
             let body = match (&mut stream, streamed) {
-                (Some(_), _) => UpBody::Stream(stream.take().expect("checked")),
+                (Some(_), _) => {
+                    UpBody::Stream(stream.take().expect("checked"), client_body.clone())
+                }
                 (None, true) => {
                     return error(
                         StatusCode::BAD_GATEWAY,
@@ -379,8 +382,11 @@ impl ProxyService {
                         return tries.answer(StatusCode::GATEWAY_TIMEOUT);
                     }
                 }
-                // The request body the client was sending failed (see `client_failed`).
-                Ok(Err(e)) if e.is_user() => return client_failed(e.to_string()),
+                // The request body the client was sending failed (see `client_failed`), however
+                // hyper reports it (over HTTP/2 it may be the stream's reset).
+                Ok(Err(e)) if client_body.load(Ordering::Relaxed) => {
+                    return client_failed(e.to_string());
+                }
                 Ok(Err(e)) => {
                     drop(keep);
                     tries.failed(self, up, &member, index, format!("{}: {e}", member.addr));

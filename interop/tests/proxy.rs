@@ -858,6 +858,25 @@ fn a_reload_swaps_pools_and_keeps_unchanged_ones() {
     });
 }
 
+/// `times` POSTs of a 10,000-byte chunked body to `path`, each on a new connection, against a
+/// location whose `max_body` is smaller: each is answered 413.
+fn chunked_uploads_over_the_limit(server: &Server, path: &str, times: usize) {
+    let mut request =
+        format!("POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .into_bytes();
+    for _ in 0..10 {
+        request.extend_from_slice(b"3e8\r\n");
+        request.extend_from_slice(&[b'x'; 1000]);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    for _ in 0..times {
+        let mut conn = server.connect();
+        conn.send(&request);
+        assert_eq!(conn.read_response().status, 413);
+    }
+}
+
 #[test]
 fn a_location_body_limit_answers_413_for_announced_and_streamed_bodies() {
     let member = Backend::start("m");
@@ -876,19 +895,7 @@ fn a_location_body_limit_answers_413_for_announced_and_streamed_bodies() {
     conn.send(&request);
     assert_eq!(conn.read_response().status, 413);
     // Chunked: the limit is found while streaming.
-    let mut request =
-        b"POST /sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-    for _ in 0..10 {
-        request.extend_from_slice(b"3e8\r\n");
-        request.extend_from_slice(&big[..1000]);
-        request.extend_from_slice(b"\r\n");
-    }
-    request.extend_from_slice(b"0\r\n\r\n");
-    for _ in 0..3 {
-        let mut conn = server.connect();
-        conn.send(&request);
-        assert_eq!(conn.read_response().status, 413);
-    }
+    chunked_uploads_over_the_limit(&server, "/sink", 3);
     // Within the limit, both ways of framing reach the member, which is still in.
     let mut conn = server.connect();
     let r = conn.request("POST /sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
@@ -1003,19 +1010,7 @@ fn an_h2_member_is_not_taken_out_for_a_client_body_that_is_too_long() {
     let server = proxy(&[member.addr], upstream, "max_body = \"4KiB\"");
     assert_eq!(curl(&[server.url("/small.bin")]).status, 200);
     // Chunked, so the limit is found while the body streams to the member over HTTP/2.
-    let mut request =
-        b"POST /small.bin HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-    for _ in 0..10 {
-        request.extend_from_slice(b"3e8\r\n");
-        request.extend_from_slice(&[b'x'; 1000]);
-        request.extend_from_slice(b"\r\n");
-    }
-    request.extend_from_slice(b"0\r\n\r\n");
-    for _ in 0..3 {
-        let mut conn = server.connect();
-        conn.send(&request);
-        assert_eq!(conn.read_response().status, 413);
-    }
+    chunked_uploads_over_the_limit(&server, "/small.bin", 3);
     // One counted failure would have taken the only member out for a minute.
     let r = curl(&[server.url("/small.bin")]);
     assert_eq!(r.status, 200, "{}", r.text());

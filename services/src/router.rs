@@ -178,6 +178,11 @@ pub enum BodyUse {
     Discard,
 }
 
+/// The answer to a request no route takes.
+fn not_found() -> Response {
+    Response::text(http::StatusCode::NOT_FOUND, "404 Not Found\n")
+}
+
 /// One worker's entry point to the services.
 ///
 /// Share one `Router` among all of a worker's sessions rather than cloning it per session:
@@ -256,13 +261,68 @@ impl Router {
         self
     }
 
+    /// Answer `req` without waiting, if it can be: a static file in the worker's cache (checked
+    /// within `file_revalidate`, bytes in memory), a fresh hit of the response cache, the
+    /// metrics, a 404. `None` means [`Router::call`] must route it: it needs a service, an
+    /// upstream or Redis.
+    ///
+    /// Sessions try this first, so that most requests to static sites are answered with no
+    /// future made for them at all.
+    pub fn answer_now(&self, req: &Request) -> Option<Response> {
+        if req.path == "*" {
+            return Some(Response::empty(http::StatusCode::OK));
+        }
+        // Redis may route any host: it is asked first, and that takes a round trip.
+        if self.redis.is_some() {
+            return None;
+        }
+        match self.route(req) {
+            Some((route, limits)) => self.answer_route_now(req, &route, &limits),
+            None => Some(not_found()),
+        }
+    }
+
+    /// `req`'s route and the limits that go with it.
+    fn route(&self, req: &Request) -> Option<(Route, Arc<Limits>)> {
+        let table = self.table.load();
+        let route = table.route(req.host.as_deref(), &req.path)?;
+        Some((route.clone(), table.limits.clone()))
+    }
+
+    /// The answer to `req` on `route` that needs no waiting, if there is one.
+    fn answer_route_now(&self, req: &Request, route: &Route, limits: &Limits) -> Option<Response> {
+        match route {
+            Route::Metrics => Some(crate::metrics::answer(req)),
+            // Torrents of served files and the tracker come first, and are answered by a task.
+            Route::Files(_) if self.torrent.is_some() && torrent_http::wants(&req.path) => None,
+            Route::Files(cfg) => self.cached_file(req, cfg, limits),
+            Route::CachedProxy(_) => match (&self.proxy, &self.cache) {
+                (Some(_), Some(cache)) => cache.fresh_hit(req),
+                _ => None,
+            },
+            Route::Proxy(_) => None,
+        }
+    }
+
+    /// A static file from the worker's cache. A panic there answers 500, and the cache is
+    /// emptied in case what it holds caused it.
+    fn cached_file(&self, req: &Request, cfg: &FilesLocation, limits: &Limits) -> Option<Response> {
+        supervised(
+            "files",
+            || serve_from_memory(req, cfg, limits, &self.file_cache),
+            || {
+                self.file_cache.clear();
+                Some(Response::internal_error())
+            },
+        )
+    }
+
     /// Route `req` and await its answer.
     ///
-    /// Crosses at most one mailbox. A static file already in the worker's cache (checked within
-    /// `file_revalidate`, bytes in memory) is answered here from the cache's read side, with no
-    /// hop and no I/O; everything else goes to the service actor that owns the cache and the
-    /// filesystem work. A full mailbox answers 503 at once instead of queueing; a service that
-    /// dropped the request (it panicked, or stopped) answers 500.
+    /// Crosses at most one mailbox. What [`Router::answer_now`] answers is answered here the
+    /// same way, with no hop and no I/O; everything else goes to the service actor that owns the
+    /// cache and the filesystem work, or upstream. A full mailbox answers 503 at once instead of
+    /// queueing; a service that dropped the request (it panicked, or stopped) answers 500.
     pub async fn call(&self, mut req: Request) -> Response {
         if req.path == "*" {
             // A server-wide OPTIONS (RFC 9110 §9.3.7), the only request a session passes with
@@ -278,17 +338,23 @@ impl Router {
                 Err(back) => req = back,
             }
         }
-        let (route, limits) = {
-            let table = self.table.load();
-            match table.route(req.host.as_deref(), &req.path) {
-                Some(route) => (route.clone(), table.limits.clone()),
-                None => return Response::text(http::StatusCode::NOT_FOUND, "404 Not Found\n"),
-            }
+        let Some((route, limits)) = self.route(&req) else {
+            return not_found();
         };
+        // The answer is a temporary of its `if let`, so it takes no room in this future across
+        // the waits below.
+        if let Some(response) = self.answer_route_now(&req, &route, &limits) {
+            return response;
+        }
         let cfg = match route {
             Route::Files(cfg) => cfg,
             Route::Metrics => return crate::metrics::answer(&req),
-            Route::Proxy(route) => {
+            Route::CachedProxy(route)
+                if let (Some(proxy), Some(cache)) = (&self.proxy, &self.cache) =>
+            {
+                return Box::pin(crate::proxy_cache::serve(cache, proxy.clone(), route, req)).await;
+            }
+            Route::Proxy(route) | Route::CachedProxy(route) => {
                 return match &self.proxy {
                     Some(proxy) => Box::pin(proxy.forward(&route, req)).await,
                     None => Response::text(
@@ -297,42 +363,16 @@ impl Router {
                     ),
                 };
             }
-            Route::CachedProxy(route) => {
-                // A fresh hit is answered here, before the whole cache-and-proxy future is made.
-                if let (Some(_), Some(cache)) = (&self.proxy, &self.cache)
-                    && let Some(hit) = cache.fresh_hit(&req)
-                {
-                    return hit;
-                }
-                return match (&self.proxy, &self.cache) {
-                    (Some(proxy), Some(cache)) => {
-                        Box::pin(crate::proxy_cache::serve(cache, proxy.clone(), route, req)).await
-                    }
-                    (Some(proxy), None) => Box::pin(proxy.forward(&route, req)).await,
-                    (None, _) => Response::text(
-                        http::StatusCode::BAD_GATEWAY,
-                        "502 Bad Gateway: no upstreams are running\n",
-                    ),
-                };
-            }
         };
         if let Some(store) = &self.torrent
             && torrent_http::wants(&req.path)
-            && let Some(response) = Box::pin(torrent_http::intercept(store, &req, &cfg)).await
         {
-            return response;
-        }
-        // The hit and the mailbox's refusal are temporaries of their `if let`s, so neither
-        // takes room in this future across the wait for the service's answer.
-        if let Some(response) = supervised(
-            "files",
-            || serve_from_memory(&req, &cfg, &limits, &self.file_cache),
-            || {
-                self.file_cache.clear();
-                Some(Response::internal_error())
-            },
-        ) {
-            return response;
+            if let Some(response) = Box::pin(torrent_http::intercept(store, &req, &cfg)).await {
+                return response;
+            }
+            if let Some(response) = self.cached_file(&req, &cfg, &limits) {
+                return response;
+            }
         }
         let (reply, answer) = oneshot::channel();
         if let Err(err) = self.files.try_send(FilesCall {

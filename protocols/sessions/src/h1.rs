@@ -42,7 +42,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::futures::OwnedNotified;
 use tokio::time::{Instant, timeout_at};
 
-use crate::access_log::AccessEntry;
+use crate::access_log::{AccessEntry, AccessLog};
 use crate::date::with_http_date;
 use crate::deadline::within;
 use crate::driven::Driven;
@@ -60,6 +60,41 @@ const COALESCE_MAX: usize = 32 * 1024;
 /// never beyond this: a client pipelining many requests without reading cannot make us hold
 /// more than this per connection.
 const WBUF_HIGH_WATER: usize = 64 * 1024;
+
+/// What answering a request needs besides the request itself.
+struct Exchange {
+    version: Version,
+    is_head: bool,
+    keep_alive: bool,
+    body_kind: BodyKind,
+    expect_continue: bool,
+    /// Where the body the route streams goes, and the location's limit on it, until it is fed.
+    feeder: Option<(BodySender, Option<u64>)>,
+    /// The access log's part, when there is a log; boxed, so that an exchange without one
+    /// stays small.
+    log: Option<Box<LogStart>>,
+}
+
+/// What the access log says of a request, kept from its head until it is answered.
+struct LogStart {
+    log: AccessLog,
+    method: Method,
+    target: String,
+    referer: Option<String>,
+    user_agent: Option<String>,
+    host: Option<String>,
+    started: Option<StdInstant>,
+}
+
+/// Whether `response` goes out whole into the write buffer, with no waiting.
+fn buffered(response: &Response, is_head: bool) -> bool {
+    match &response.body {
+        Body::Empty => true,
+        Body::Bytes(bytes) => is_head || bytes.len() <= COALESCE_MAX,
+        _ => false,
+    }
+}
+
 /// How a streamed request body ended.
 enum Fed {
     /// Read to its end.
@@ -353,7 +388,11 @@ impl H1Conn {
                 }
             };
             let keep_alive = head.keep_alive && !self.env.draining();
-            if !Box::pin(self.exchange(head, body, streams, keep_alive, started)).await? {
+            let delivered = match self.start_exchange(head, body, streams, keep_alive, started) {
+                Ok(delivered) => delivered,
+                Err(exchange) => exchange.await,
+            };
+            if !delivered {
                 return Ok(Close::Quietly);
             }
             if self.close_after {
@@ -586,21 +625,44 @@ impl H1Conn {
         self.flush().await
     }
 
-    /// Route one request and write its answer. Returns false if the connection broke.
-    async fn exchange(
+    /// Answer one request. Most requests to a static site are answered from memory, and the
+    /// answer fits the write buffer: those are queued at once, and make no future at all. The
+    /// others come back as a boxed exchange to await. A function of its own, so that nothing
+    /// of the request takes room in every connection's future while it waits for the next.
+    fn start_exchange(
         &mut self,
         head: RequestHead,
         body: Bytes,
         streams: Option<Option<u64>>,
         keep_alive: bool,
         started: Option<StdInstant>,
-    ) -> io::Result<bool> {
-        // Fields are moved out of `head` one by one rather than into locals first: locals live
-        // across the awaits below would each take room in every connection's future.
-        let (version, body_kind, expect_continue) = (head.version, head.body, head.expect_continue);
+    ) -> Result<bool, Pin<Box<impl Future<Output = bool> + '_>>> {
+        let (req, exchange) = self.request(head, body, streams, keep_alive, started);
+        let answer = match exchange.feeder {
+            None => self.env.router.answer_now(&req),
+            Some(_) => None,
+        };
+        match answer {
+            Some(response) if buffered(&response, exchange.is_head) => {
+                drop(req);
+                Ok(self.answer_buffered(response, exchange))
+            }
+            answer => Err(Box::pin(self.exchange(req, exchange, answer))),
+        }
+    }
+
+    /// The request a head and its body make, and what answering it needs besides.
+    fn request(
+        &self,
+        head: RequestHead,
+        body: Bytes,
+        streams: Option<Option<u64>>,
+        keep_alive: bool,
+        started: Option<StdInstant>,
+    ) -> (Request, Exchange) {
         let (stream, feeder) = match streams {
             Some(limit) => {
-                let len = match body_kind {
+                let len = match head.body {
                     BodyKind::Length(n) => Some(n),
                     _ => None,
                 };
@@ -609,27 +671,35 @@ impl H1Conn {
             }
             None => (None, None),
         };
-        let is_head = head.method == Method::HEAD;
-        // Boxed: only with an access log, and the same room again otherwise.
         let log = self.env.access_log.clone().map(|log| {
             let target = match &head.query {
                 Some(q) => format!("{}?{q}", head.path),
                 None => head.path.clone(),
             };
-            Box::new((
+            Box::new(LogStart {
                 log,
-                head.method.clone(),
+                method: head.method.clone(),
                 target,
-                header_str(&head.headers, header::REFERER),
-                header_str(&head.headers, header::USER_AGENT),
-                head.host.clone(),
-            ))
+                referer: header_str(&head.headers, header::REFERER),
+                user_agent: header_str(&head.headers, header::USER_AGENT),
+                host: head.host.clone(),
+                started,
+            })
         });
+        let exchange = Exchange {
+            version: head.version,
+            is_head: head.method == Method::HEAD,
+            keep_alive,
+            body_kind: head.body,
+            expect_continue: head.expect_continue,
+            feeder,
+            log,
+        };
         let req = Request {
             method: head.method,
             path: head.path,
             query: head.query,
-            version,
+            version: head.version,
             host: head.host,
             headers: head.headers,
             scheme: self.stream.scheme(),
@@ -637,14 +707,55 @@ impl H1Conn {
             body,
             stream,
         };
-        let response = match feeder {
-            None => self.env.router.call(req).await,
-            Some((tx, limit)) => {
+        (req, exchange)
+    }
+
+    /// Queue `response`, whose whole body fits the write buffer. Returns false if the
+    /// connection broke (never, here: it is written out with the next flush).
+    fn answer_buffered(&mut self, response: Response, exchange: Exchange) -> bool {
+        let keep_alive = exchange.keep_alive && !self.close_after;
+        let status = response.status;
+        let sent = if exchange.is_head {
+            0
+        } else {
+            response.body.len()
+        };
+        let (_, _, bodiless, body) =
+            self.write_head(response, exchange.version, keep_alive, exchange.is_head);
+        if let Body::Bytes(bytes) = body
+            && !bodiless
+            && !exchange.is_head
+        {
+            self.wbuf.extend_from_slice(&bytes);
+        }
+        self.answered(status, sent, Ok(()), exchange)
+    }
+
+    /// Route one request, unless it is `answered` already, and write its answer. Returns false
+    /// if the connection broke.
+    async fn exchange(
+        &mut self,
+        req: Request,
+        mut exchange: Exchange,
+        answered: Option<Response>,
+    ) -> bool {
+        let response = match (answered, exchange.feeder.take()) {
+            (Some(response), _) => {
+                drop(req);
+                response
+            }
+            (None, None) => self.env.router.call(req).await,
+            (None, Some((tx, limit))) => {
                 let env = self.env.clone();
-                // Boxed: proxied exchanges should not enlarge every connection's future.
+                // Boxed: proxied exchanges should not enlarge every exchange's future.
                 let (response, fed) = tokio::join!(
                     env.router.call(req),
-                    Box::pin(self.feed_body(body_kind, expect_continue, limit, tx))
+                    Box::pin(self.feed_body(
+                        exchange.body_kind,
+                        exchange.expect_continue,
+                        limit,
+                        tx
+                    ))
                 );
                 match fed {
                     Fed::Complete => response,
@@ -660,39 +771,53 @@ impl H1Conn {
                 }
             }
         };
-        let keep_alive = keep_alive && !self.close_after;
+        let keep_alive = exchange.keep_alive && !self.close_after;
         let status = response.status;
-        let sent = if is_head { 0 } else { response.body.len() };
+        let sent = if exchange.is_head {
+            0
+        } else {
+            response.body.len()
+        };
         let result = self
-            .write_response(response, version, keep_alive, is_head)
+            .write_response(response, exchange.version, keep_alive, exchange.is_head)
             .await;
+        self.answered(status, sent, result, exchange)
+    }
+
+    /// Count and log an answer once it is written (or failed to be). Returns whether it was.
+    fn answered(
+        &self,
+        status: StatusCode,
+        sent: u64,
+        result: io::Result<()>,
+        exchange: Exchange,
+    ) -> bool {
         let sent = if result.is_ok() { sent } else { 0 };
         metrics::response(Proto::Http1, status, sent);
-        if let Some(entry) = log {
-            let (log, method, target, referer, user_agent, host) = *entry;
-            log.record(&AccessEntry {
+        if let Some(entry) = exchange.log {
+            entry.log.record(&AccessEntry {
                 peer: self.peer,
                 time: SystemTime::now(),
-                method: method.as_str(),
-                target: &target,
-                protocol: if version == Version::HTTP_10 {
+                method: entry.method.as_str(),
+                target: &entry.target,
+                protocol: if exchange.version == Version::HTTP_10 {
                     "HTTP/1.0"
                 } else {
                     "HTTP/1.1"
                 },
                 status: status.as_u16(),
                 bytes: sent,
-                referer: referer.as_deref(),
-                user_agent: user_agent.as_deref(),
-                duration: started.map(|t| t.elapsed()).unwrap_or_default(),
-                host: host.as_deref(),
+                referer: entry.referer.as_deref(),
+                user_agent: entry.user_agent.as_deref(),
+                duration: entry.started.map(|t| t.elapsed()).unwrap_or_default(),
+                host: entry.host.as_deref(),
             });
         }
         match result {
-            Ok(()) => Ok(true),
+            Ok(()) => true,
             Err(e) => {
                 tracing::debug!(peer = %self.peer, error = %e, "response not delivered");
-                Ok(false)
+                false
             }
         }
     }

@@ -31,7 +31,7 @@ use toml::Spanned;
 use crate::ConfError;
 use crate::raw::{RawLocation, RawSize};
 use crate::source::Source;
-use crate::units::{parse_duration, parse_size};
+use crate::units::parse_duration;
 use crate::validate::{At, last};
 
 /// `[cache]` as written.
@@ -213,10 +213,7 @@ fn size<'a>(
         return Ok(None);
     };
     let key = format!("cache.{name}");
-    let bytes = match at.value() {
-        RawSize::Bytes(n) => u64::try_from(*n).unwrap_or(0),
-        RawSize::Text(text) => parse_size(text).map_err(|e| at.error(&key, e))?,
-    };
+    let bytes = at.value().bytes().map_err(|e| at.error(&key, e))?;
     if bytes == 0 {
         return Err(at.error(&key, "must be greater than 0"));
     }

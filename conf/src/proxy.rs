@@ -63,7 +63,7 @@ use toml::Spanned;
 
 use crate::ConfError;
 use crate::source::Source;
-use crate::units::{parse_duration, parse_size};
+use crate::units::parse_duration;
 
 /// A named pool of members that proxy locations send requests to.
 #[derive(Debug, Clone, PartialEq)]
@@ -862,11 +862,8 @@ pub(crate) fn proxy_location(
     loc.strip_prefix = raw.strip_prefix.unwrap_or(false);
     loc.forwarded = raw.forwarded.unwrap_or(true);
     if let Some(size) = raw.max_body {
-        let text = match size.get_ref() {
-            crate::raw::RawSize::Bytes(b) => b.to_string(),
-            crate::raw::RawSize::Text(t) => t.clone(),
-        };
-        let v = parse_size(&text).map_err(|e| err(source, size, &format!("{key}.max_body"), e))?;
+        let v = (size.get_ref().bytes())
+            .map_err(|e| err(source, size, &format!("{key}.max_body"), e))?;
         loc.max_body = (v > 0).then_some(v);
     }
     loc.request_headers = edits(

@@ -28,7 +28,7 @@ use toml::Spanned;
 use crate::ConfError;
 use crate::raw::{RawFile, RawSize};
 use crate::source::Source;
-use crate::units::{parse_duration, parse_size};
+use crate::units::parse_duration;
 use crate::validate::{At, last};
 
 /// RFC 9000 §4.6 allows up to 2^60 streams; we announce at most this many at once and raise
@@ -169,10 +169,7 @@ pub(crate) fn validate(sources: &[Source], base: &Path) -> Result<QuicConfig, Co
         let Some(at) = last(sources, |f| quic(f).and_then(get)) else {
             return Ok(default);
         };
-        let bytes = match at.value() {
-            RawSize::Bytes(n) => u64::try_from(*n).unwrap_or(0),
-            RawSize::Text(text) => parse_size(text).map_err(|e| at.error(&key(name), e))?,
-        };
+        let bytes = at.value().bytes().map_err(|e| at.error(&key(name), e))?;
         if !(1024..=MAX_QUIC_WINDOW).contains(&bytes) {
             return Err(at.error(
                 &key(name),

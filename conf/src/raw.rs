@@ -11,6 +11,8 @@ use serde::de::{self, Deserializer, Visitor};
 use std::fmt;
 use toml::Spanned;
 
+use crate::units::parse_size;
+
 /// One configuration file. See the crate docs for the schema.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -144,6 +146,18 @@ pub(crate) struct RawLocation {
 pub(crate) enum RawSize {
     Bytes(i64),
     Text(String),
+}
+
+impl RawSize {
+    /// The size in bytes. The error is a sentence fragment meant to follow `key: `.
+    pub(crate) fn bytes(&self) -> Result<u64, String> {
+        match self {
+            RawSize::Bytes(n) => {
+                u64::try_from(*n).map_err(|_| format!("a size cannot be negative, got {n}"))
+            }
+            RawSize::Text(text) => parse_size(text),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for RawSize {

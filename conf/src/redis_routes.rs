@@ -23,7 +23,7 @@ use toml::Spanned;
 
 use crate::ConfError;
 use crate::source::Source;
-use crate::units::{parse_duration, parse_size};
+use crate::units::parse_duration;
 use crate::validate::{At, last};
 
 /// `[redis_routes]` as written.
@@ -142,11 +142,7 @@ pub(crate) fn redis_routes(sources: &[Source]) -> Result<Option<RedisRoutesConfi
         }
     }
     if let Some(at) = key(sources, |r| r.max_body.as_ref()) {
-        let text = match at.value() {
-            crate::raw::RawSize::Bytes(b) => b.to_string(),
-            crate::raw::RawSize::Text(t) => t.clone(),
-        };
-        let v = parse_size(&text).map_err(|e| at.error("redis_routes.max_body", e))?;
+        let v = (at.value().bytes()).map_err(|e| at.error("redis_routes.max_body", e))?;
         config.max_body = (v > 0).then_some(v);
     }
     Ok(Some(config))

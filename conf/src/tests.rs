@@ -720,6 +720,40 @@ fn a_metrics_location_is_parsed_and_takes_no_files_or_proxy_keys() {
     }
 }
 
+/// Every size key reads its value the same way: a negative integer is refused as such, with
+/// its file, line, column and key, whatever the key's own range is.
+#[test]
+fn a_negative_size_is_an_error_naming_its_key() {
+    let upstream = "[[upstream]]\nname = \"app\"\nmembers = [\"127.0.0.1:9\"]\n";
+    let cases = [
+        (
+            format!("[limits]\nmax_body = -1\n{SITE}"),
+            "DIR/sy.toml:2:12: limits.max_body: a size cannot be negative, got -1",
+        ),
+        (
+            format!("[http2]\nmax_header_list_size = -16384\n{SITE}"),
+            "DIR/sy.toml:2:24: http2.max_header_list_size: a size cannot be negative, got -16384",
+        ),
+        (
+            format!("[cache]\nmemory_size = -5\n{SITE}"),
+            "DIR/sy.toml:2:15: cache.memory_size: a size cannot be negative, got -5",
+        ),
+        (
+            format!("[redis_routes]\nurl = \"redis://x\"\nmax_body = -1\n{SITE}"),
+            "DIR/sy.toml:3:12: redis_routes.max_body: a size cannot be negative, got -1",
+        ),
+        (
+            format!(
+                "{upstream}[[vhost]]\n[[vhost.location]]\npath = \"/\"\nproxy = \"app\"\nmax_body = -2\n"
+            ),
+            "DIR/sy.toml:8:12: vhost[0].location[0].max_body: a size cannot be negative, got -2",
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(error_of(&text), want, "{text}");
+    }
+}
+
 #[test]
 fn files_keys_on_a_proxy_location_and_proxy_keys_on_a_files_location_are_errors() {
     let proxy = "[[upstream]]\nname = \"app\"\nmembers = [\"127.0.0.1:9\"]\n\

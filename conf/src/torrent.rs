@@ -30,7 +30,7 @@ use toml::Spanned;
 use crate::ConfError;
 use crate::raw::{RawFile, RawSize};
 use crate::source::Source;
-use crate::units::{parse_duration, parse_size};
+use crate::units::parse_duration;
 
 /// Smallest and largest piece lengths we produce or accept (BEP 3 says nothing; clients agree
 /// on powers of two from one block, 16 KiB, up to 16 MiB).
@@ -220,10 +220,7 @@ pub(crate) fn torrent(sources: &[Source], base: &Path) -> Result<TorrentConfig, 
 }
 
 fn size(source: &Source, item: &Spanned<RawSize>, key: &str) -> Result<u64, ConfError> {
-    let bytes = match item.get_ref() {
-        RawSize::Bytes(n) => u64::try_from(*n).unwrap_or(0),
-        RawSize::Text(text) => parse_size(text).map_err(|e| source.error(item.span(), key, e))?,
-    };
+    let bytes = (item.get_ref().bytes()).map_err(|e| source.error(item.span(), key, e))?;
     if bytes == 0 {
         return Err(source.error(item.span(), key, "must be greater than 0"));
     }

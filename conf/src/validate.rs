@@ -12,7 +12,7 @@ use crate::raw::{
     RawFile, RawHttp2, RawLimits, RawLocation, RawSize, RawSniCert, RawTimeouts, RawVhost,
 };
 use crate::source::Source;
-use crate::units::{parse_duration, parse_size};
+use crate::units::parse_duration;
 use crate::{
     AccessFormat, AccessLog, CertFile, CertPair, ConfError, Config, DotfilePolicy, FilesConfig,
     Handler, Http2Config, Limits, Listener, Location, LogConfig, LogTarget, SniCert, SymlinkPolicy,
@@ -203,10 +203,7 @@ fn size<'a>(
         return Ok(default);
     };
     let key = format!("limits.{name}");
-    let bytes = match at.value() {
-        RawSize::Bytes(n) => u64::try_from(*n).unwrap_or(0),
-        RawSize::Text(text) => parse_size(text).map_err(|e| at.error(&key, e))?,
-    };
+    let bytes = at.value().bytes().map_err(|e| at.error(&key, e))?;
     if bytes == 0 {
         return Err(at.error(&key, "must be greater than 0"));
     }
@@ -580,10 +577,7 @@ fn h2_size<'a>(
         return Ok(default);
     };
     let key = format!("http2.{name}");
-    let bytes = match at.value() {
-        RawSize::Bytes(n) => u64::try_from(*n).unwrap_or(0),
-        RawSize::Text(text) => parse_size(text).map_err(|e| at.error(&key, e))?,
-    };
+    let bytes = at.value().bytes().map_err(|e| at.error(&key, e))?;
     match u32::try_from(bytes) {
         Ok(0) if min == 1 => Err(at.error(&key, "must be greater than 0")),
         Ok(n) if (min..=max).contains(&n) => Ok(n),

@@ -266,8 +266,9 @@ impl Router {
     /// metrics, a 404. `None` means [`Router::call`] must route it: it needs a service, an
     /// upstream or Redis.
     ///
-    /// Sessions try this first, so that most requests to static sites are answered with no
-    /// future made for them at all.
+    /// The HTTP/1.1 session tries this first, so that most requests to static sites are
+    /// answered with no future made for them at all. (HTTP/2 and HTTP/3 streams each have a
+    /// task anyway, and [`Router::call`] answers the same requests within its first poll.)
     pub fn answer_now(&self, req: &Request) -> Option<Response> {
         if req.path == "*" {
             return Some(Response::empty(http::StatusCode::OK));
@@ -531,6 +532,40 @@ mod tests {
             let call = router.call(request("/a.txt"));
             let size = std::mem::size_of_val(&call);
             assert!(size <= 768, "Router::call future is {size} bytes");
+        }
+
+        /// What needs no waiting is answered at once; what needs the files service is left to
+        /// `call`, which then fills the cache for the next time.
+        #[actix_rt::test]
+        async fn answer_now_answers_what_needs_no_service() {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let cache = FileCache::with_revalidate(1 << 20, std::time::Duration::from_secs(3600));
+            let router = router_with(dir.path(), 1, None, cache);
+            assert!(
+                router.answer_now(&request("/a.txt")).is_none(),
+                "a file not yet cached needs the service"
+            );
+            assert_eq!(router.call(request("/a.txt")).await.status, StatusCode::OK);
+            let hit = router.answer_now(&request("/a.txt")).expect("cached now");
+            assert_eq!(hit.status, StatusCode::OK);
+            assert_eq!(hit.body.len(), 5);
+            let mut post = request("/a.txt");
+            post.method = http::Method::POST;
+            let refused = router
+                .answer_now(&post)
+                .expect("a refused method needs no service");
+            assert_eq!(refused.status, StatusCode::METHOD_NOT_ALLOWED);
+            let mut star = request("*");
+            star.method = http::Method::OPTIONS;
+            assert_eq!(
+                router.answer_now(&star).map(|r| r.status),
+                Some(StatusCode::OK)
+            );
+            let mut elsewhere = request("/a.txt");
+            elsewhere.host = Some("unknown.example".to_owned());
+            let routed = router.answer_now(&elsewhere).map(|r| r.status);
+            // `serve` answers every host with its one site.
+            assert_eq!(routed, Some(StatusCode::OK));
         }
 
         #[actix_rt::test]

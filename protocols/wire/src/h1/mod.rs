@@ -249,20 +249,29 @@ pub fn parse_request_head_with(
         return Ok(Parse::Partial);
     };
     let rest = buf.get(start..).unwrap_or_default();
+    // Bytes within both limits cannot hold a request line or a header
+    // section beyond them (the usual case: a head or a few pipelined ones),
+    // so httparse alone finds where the head ends.
+    if rest.len() <= limits.max_request_line && rest.len() <= limits.max_header_bytes {
+        return Ok(match tokenize(rest, limits, |req| build_head(req, memo))? {
+            Some((head, len)) => Parse::Complete(head, start + len),
+            None => Parse::Partial,
+        });
+    }
     let head_len = match locate_head(rest, limits)? {
         HeadExtent::Complete(len) => len,
         HeadExtent::Incomplete => {
             // Run httparse on what is there anyway, so that garbage is
             // refused now rather than after the limits are reached.
             return match tokenize(rest, limits, |_| Ok(()))? {
-                Some(()) => Err(RequestError::BadRequest("request head ends early")),
+                Some(_) => Err(RequestError::BadRequest("request head ends early")),
                 None => Ok(Parse::Partial),
             };
         }
     };
     let head = rest.get(..head_len).unwrap_or_default();
     match tokenize(head, limits, |req| build_head(req, memo))? {
-        Some(parsed) => Ok(Parse::Complete(parsed, start + head_len)),
+        Some((parsed, _)) => Ok(Parse::Complete(parsed, start + head_len)),
         // httparse and `locate_head` agree on where a head ends; if they ever
         // do not, refuse rather than wait for bytes that change nothing.
         None => Err(RequestError::BadRequest("malformed request head")),
@@ -351,12 +360,13 @@ fn find_empty_line(fields: &[u8]) -> Option<usize> {
 }
 
 /// Runs httparse over `bytes` (which start at the request line) and hands a
-/// complete result to `finish`. `Ok(None)` is httparse's Partial.
+/// complete result to `finish`, whose output comes back with the length of
+/// the head. `Ok(None)` is httparse's Partial.
 fn tokenize<T>(
     bytes: &[u8],
     limits: &H1Limits,
     finish: impl FnMut(&httparse::Request<'_, '_>) -> Result<T, RequestError>,
-) -> Result<Option<T>, RequestError> {
+) -> Result<Option<(T, usize)>, RequestError> {
     tokenize_once(bytes, limits, finish, true)
 }
 
@@ -365,7 +375,7 @@ fn tokenize_once<T>(
     limits: &H1Limits,
     mut finish: impl FnMut(&httparse::Request<'_, '_>) -> Result<T, RequestError>,
     may_retry_as_1_1: bool,
-) -> Result<Option<T>, RequestError> {
+) -> Result<Option<(T, usize)>, RequestError> {
     let outcome = if limits.max_headers <= STACK_HEADER_SLOTS {
         let mut slots =
             [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADER_SLOTS];
@@ -416,10 +426,12 @@ fn tokenize_into<'b, T>(
     bytes: &'b [u8],
     slots: &mut [MaybeUninit<httparse::Header<'b>>],
     finish: &mut impl FnMut(&httparse::Request<'_, '_>) -> Result<T, RequestError>,
-) -> Result<Option<T>, Tokenize> {
+) -> Result<Option<(T, usize)>, Tokenize> {
     let mut req = httparse::Request::new(&mut []);
     match req.parse_with_uninit_headers(bytes, slots) {
-        Ok(httparse::Status::Complete(_)) => finish(&req).map(Some).map_err(Tokenize::Refused),
+        Ok(httparse::Status::Complete(len)) => finish(&req)
+            .map(|done| Some((done, len)))
+            .map_err(Tokenize::Refused),
         Ok(httparse::Status::Partial) => Ok(None),
         Err(httparse::Error::Version) => Err(Tokenize::Version),
         Err(err) => Err(Tokenize::Refused(map_httparse_error(err))),

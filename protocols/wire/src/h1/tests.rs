@@ -895,3 +895,32 @@ fn a_connection_host_memo_never_changes_an_outcome() {
         }
     }
 }
+
+/// A buffer within both limits goes to httparse at once; one longer than
+/// they are is scanned for its line ends first. A head followed by more
+/// bytes (the next pipelined request) takes the second way: either way it
+/// must come out the same, to the byte it ends at.
+#[test]
+fn a_head_parses_alike_with_and_without_the_line_scan() {
+    let heads: [&[u8]; 7] = [
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /x?y HTTP/1.0\n\n",
+        b"\r\nGET / HTTP/1.1\nHost: a\n\n",
+        b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+        b"GET / HTTP/1.2\r\nHost: a\r\n\r\n",
+    ];
+    for head in heads {
+        assert!(
+            head.len() <= LIMITS.max_request_line,
+            "{head:?} must take the short way"
+        );
+        let alone = format!("{:?}", parse(head));
+        let mut followed = head.to_vec();
+        followed.extend_from_slice(&[b'x'; 200]);
+        assert!(followed.len() > LIMITS.max_header_bytes);
+        let scanned = format!("{:?}", parse(&followed));
+        assert_eq!(alone, scanned, "{:?}", String::from_utf8_lossy(head));
+    }
+}

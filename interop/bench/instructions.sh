@@ -66,19 +66,7 @@ events {
     worker_connections 1024;
 }
 http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    keepalive_requests 1000000;
-    open_file_cache max=1000 inactive=60s;
-    open_file_cache_valid 60s;
-    default_type application/octet-stream;
-    client_body_temp_path $TMP/nginx-body;
-    proxy_temp_path $TMP/nginx-proxy;
-    fastcgi_temp_path $TMP/nginx-fastcgi;
-    uwsgi_temp_path $TMP/nginx-uwsgi;
-    scgi_temp_path $TMP/nginx-scgi;
+$(nginx_static_http)
     server {
         listen 127.0.0.1:$2;
         root $WWW;
@@ -138,7 +126,12 @@ measure() {
         tee "$out.wrk" | awk '/requests in/ {print $1}')
     callgrind_control -i off "$pid" >/dev/null 2>&1
     callgrind_control -d "$pid" >/dev/null 2>&1
-    kill -TERM "$pid" 2>/dev/null || true
+    # A signal that lands while valgrind serves callgrind_control can be lost: repeat it.
+    for i in $(seq 1 20); do
+        kill -TERM "$pid" 2>/dev/null || break
+        sleep 0.5
+    done
+    kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     total=$(awk '/^totals:/ {print $2}' "$out.1")
     IR[$server.$head]=$(awk -v t="$total" -v n="$requests" \

@@ -124,6 +124,27 @@ need() {
     apt-get install -y --no-install-recommends "${missing[@]}" >&2
 }
 
+# The http-block directives of every nginx serving the benchmarks' static files (sendfile,
+# tcp_nopush, open_file_cache, no access log), its temporary directories under $TMP. For the
+# http block of an unquoted here-document.
+nginx_static_http() {
+    cat <<EOF
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    open_file_cache max=1000 inactive=60s;
+    open_file_cache_valid 60s;
+    default_type application/octet-stream;
+    client_body_temp_path $TMP/nginx-body;
+    proxy_temp_path $TMP/nginx-proxy;
+    fastcgi_temp_path $TMP/nginx-fastcgi;
+    uwsgi_temp_path $TMP/nginx-uwsgi;
+    scgi_temp_path $TMP/nginx-scgi;
+EOF
+}
+
 # Build the release binary unless SKIP_BUILD=1; sets SWITCHYARD ($SWITCHYARD_BIN wins).
 build_switchyard() {
     if [[ "${SKIP_BUILD:-0}" != 1 ]]; then

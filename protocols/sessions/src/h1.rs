@@ -75,6 +75,15 @@ struct Exchange {
     log: Option<Box<LogStart>>,
 }
 
+impl Exchange {
+    /// The status of `response` and the body bytes it sends, as the metrics and the log count
+    /// them.
+    fn counted(&self, response: &Response) -> (StatusCode, u64) {
+        let sent = if self.is_head { 0 } else { response.body.len() };
+        (response.status, sent)
+    }
+}
+
 /// What the access log says of a request, kept from its head until it is answered.
 struct LogStart {
     log: AccessLog,
@@ -714,12 +723,7 @@ impl H1Conn {
     /// connection broke (never, here: it is written out with the next flush).
     fn answer_buffered(&mut self, response: Response, exchange: Exchange) -> bool {
         let keep_alive = exchange.keep_alive && !self.close_after;
-        let status = response.status;
-        let sent = if exchange.is_head {
-            0
-        } else {
-            response.body.len()
-        };
+        let (status, sent) = exchange.counted(&response);
         let (_, _, bodiless, body) =
             self.write_head(response, exchange.version, keep_alive, exchange.is_head);
         if let Body::Bytes(bytes) = body
@@ -772,12 +776,7 @@ impl H1Conn {
             }
         };
         let keep_alive = exchange.keep_alive && !self.close_after;
-        let status = response.status;
-        let sent = if exchange.is_head {
-            0
-        } else {
-            response.body.len()
-        };
+        let (status, sent) = exchange.counted(&response);
         let result = self
             .write_response(response, exchange.version, keep_alive, exchange.is_head)
             .await;

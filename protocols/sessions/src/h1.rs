@@ -95,12 +95,17 @@ struct LogStart {
     started: Option<StdInstant>,
 }
 
-/// Whether `response` goes out whole into the write buffer, with no waiting.
-fn buffered(response: &Response, is_head: bool) -> bool {
-    match &response.body {
+/// Whether `body` goes out whole into the write buffer after its head, with no waiting.
+/// `sends_body` is false for HEAD and for statuses that never have content: then nothing of
+/// it goes out.
+fn fits_buffer(body: &Body, sends_body: bool) -> bool {
+    match body {
+        // A tunnel is no body: it is served after the head.
+        Body::Upgrade(_) => false,
+        _ if !sends_body => true,
         Body::Empty => true,
-        Body::Bytes(bytes) => is_head || bytes.len() <= COALESCE_MAX,
-        _ => false,
+        Body::Bytes(bytes) => bytes.len() <= COALESCE_MAX,
+        Body::Stream(_) | Body::File(_) | Body::Parts(_) => false,
     }
 }
 
@@ -652,7 +657,12 @@ impl H1Conn {
             Some(_) => None,
         };
         match answer {
-            Some(response) if buffered(&response, exchange.is_head) => {
+            Some(response)
+                if fits_buffer(
+                    &response.body,
+                    !exchange.is_head && !never_has_content(response.status),
+                ) =>
+            {
                 drop(req);
                 Ok(self.answer_buffered(response, exchange))
             }
@@ -726,12 +736,8 @@ impl H1Conn {
         let (status, sent) = exchange.counted(&response);
         let (_, _, bodiless, body) =
             self.write_head(response, exchange.version, keep_alive, exchange.is_head);
-        if let Body::Bytes(bytes) = body
-            && !bodiless
-            && !exchange.is_head
-        {
-            self.wbuf.extend_from_slice(&bytes);
-        }
+        let unsent = self.queue_body(body, !bodiless && !exchange.is_head);
+        debug_assert!(unsent.is_none(), "checked by fits_buffer");
         self.answered(status, sent, Ok(()), exchange)
     }
 
@@ -886,27 +892,36 @@ impl H1Conn {
     ) -> io::Result<()> {
         let (status, framing, bodiless, body) =
             self.write_head(response, version, keep_alive, is_head);
-        if let Body::Upgrade(tunnel) = body {
-            if status == StatusCode::SWITCHING_PROTOCOLS {
-                return Box::pin(self.tunnel(tunnel)).await;
-            }
+        let Some(body) = self.queue_body(body, !bodiless && !is_head) else {
             return Ok(());
-        }
-        if bodiless || is_head {
-            return Ok(());
-        }
+        };
         match body {
-            Body::Empty => Ok(()),
+            Body::Upgrade(tunnel) if status == StatusCode::SWITCHING_PROTOCOLS => {
+                Box::pin(self.tunnel(tunnel)).await
+            }
+            Body::Upgrade(_) | Body::Empty => Ok(()),
             Body::Stream(stream) => {
                 Box::pin(self.write_stream(stream, framing == Framing::Chunked)).await
             }
-            Body::Upgrade(_) => Ok(()),
             Body::Bytes(bytes) => self.write_bytes(bytes).await,
             // Boxed, as the other rare writers: every connection's future has room for the
             // largest writer it may await.
             Body::File(range) => Box::pin(self.write_file(&range)).await,
             Body::Parts(parts) => Box::pin(self.write_parts(parts)).await,
         }
+    }
+
+    /// After its head, queue a body that [`fits_buffer`]; any other comes back, to be sent.
+    fn queue_body(&mut self, body: Body, sends_body: bool) -> Option<Body> {
+        if !fits_buffer(&body, sends_body) {
+            return Some(body);
+        }
+        if let Body::Bytes(bytes) = body
+            && sends_body
+        {
+            self.wbuf.extend_from_slice(&bytes);
+        }
+        None
     }
 
     /// A multipart/byteranges body, part by part.

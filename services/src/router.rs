@@ -178,6 +178,13 @@ pub enum BodyUse {
     Discard,
 }
 
+/// The answer to a server-wide OPTIONS (RFC 9110 §9.3.7), the only request a session passes with
+/// the target `*`: a ping of the server, not of a resource or an upstream. No `Allow`: the
+/// methods differ by location (files take GET and HEAD, proxies forward any).
+fn server_wide(req: &Request) -> Option<Response> {
+    (req.path == "*").then(|| Response::empty(http::StatusCode::OK))
+}
+
 /// The answer to a request no route takes.
 fn not_found() -> Response {
     Response::text(http::StatusCode::NOT_FOUND, "404 Not Found\n")
@@ -270,8 +277,8 @@ impl Router {
     /// answered with no future made for them at all. (HTTP/2 and HTTP/3 streams each have a
     /// task anyway, and [`Router::call`] answers the same requests within its first poll.)
     pub fn answer_now(&self, req: &Request) -> Option<Response> {
-        if req.path == "*" {
-            return Some(Response::empty(http::StatusCode::OK));
+        if let Some(pong) = server_wide(req) {
+            return Some(pong);
         }
         // Redis may route any host: it is asked first, and that takes a round trip.
         if self.redis.is_some() {
@@ -325,11 +332,8 @@ impl Router {
     /// cache and the filesystem work, or upstream. A full mailbox answers 503 at once instead of
     /// queueing; a service that dropped the request (it panicked, or stopped) answers 500.
     pub async fn call(&self, mut req: Request) -> Response {
-        if req.path == "*" {
-            // A server-wide OPTIONS (RFC 9110 §9.3.7), the only request a session passes with
-            // this target: a ping of the server, not of a resource or an upstream. No `Allow`:
-            // the methods differ by location (files take GET and HEAD, proxies forward any).
-            return Response::empty(http::StatusCode::OK);
+        if let Some(pong) = server_wide(&req) {
+            return pong;
         }
         // Given back by the Redis routes when they do not answer; without them the request stays
         // where it is (a new binding would copy it within this future).

@@ -862,7 +862,9 @@ pub(crate) fn proxy_location(
     loc.strip_prefix = raw.strip_prefix.unwrap_or(false);
     loc.forwarded = raw.forwarded.unwrap_or(true);
     if let Some(size) = raw.max_body {
-        let v = (size.get_ref().bytes())
+        let v = size
+            .get_ref()
+            .bytes()
             .map_err(|e| err(source, size, &format!("{key}.max_body"), e))?;
         loc.max_body = (v > 0).then_some(v);
     }

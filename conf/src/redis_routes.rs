@@ -142,7 +142,10 @@ pub(crate) fn redis_routes(sources: &[Source]) -> Result<Option<RedisRoutesConfi
         }
     }
     if let Some(at) = key(sources, |r| r.max_body.as_ref()) {
-        let v = (at.value().bytes()).map_err(|e| at.error("redis_routes.max_body", e))?;
+        let v = at
+            .value()
+            .bytes()
+            .map_err(|e| at.error("redis_routes.max_body", e))?;
         config.max_body = (v > 0).then_some(v);
     }
     Ok(Some(config))

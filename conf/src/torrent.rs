@@ -220,7 +220,10 @@ pub(crate) fn torrent(sources: &[Source], base: &Path) -> Result<TorrentConfig, 
 }
 
 fn size(source: &Source, item: &Spanned<RawSize>, key: &str) -> Result<u64, ConfError> {
-    let bytes = (item.get_ref().bytes()).map_err(|e| source.error(item.span(), key, e))?;
+    let bytes = item
+        .get_ref()
+        .bytes()
+        .map_err(|e| source.error(item.span(), key, e))?;
     if bytes == 0 {
         return Err(source.error(item.span(), key, "must be greater than 0"));
     }

@@ -912,6 +912,7 @@ impl H1Conn {
     }
 
     /// After its head, queue a body that [`fits_buffer`]; any other comes back, to be sent.
+    #[inline]
     fn queue_body(&mut self, body: Body, sends_body: bool) -> Option<Body> {
         if !fits_buffer(&body, sends_body) {
             return Some(body);
